@@ -1,0 +1,202 @@
+/*
+ * fanout.h: who is subscribed to what on this node, and the engine below it.
+ *
+ * The registry maps channels to local subscriptions (by connection id, never
+ * by pointer into the gateway). A message arriving from the engine is one
+ * refcounted fo_msg, encoded at most once per subprotocol, queued to every
+ * local subscriber through the sink's deliver callback. Durable channels add
+ * per-subscription cursors: since/epoch resume, the per-client max_unacked
+ * window, catch-up from history, gap, and idempotent publish by msg_id.
+ *
+ * Engines: "memory" (single node, the default and the reference model) now;
+ * "nats" later. Same interface above both: publish may complete later
+ * (RT_AGAIN + sink->pub_done), interest is added/removed per channel, and
+ * history is fetched on catch-up.
+ *
+ * Threads: everything here runs on the gateway's loop thread, including the
+ * sink callbacks. Engines that have their own threads hand over to it.
+ */
+#ifndef FANOUT_H
+#define FANOUT_H
+
+#include "protocol.h"
+#include "rt.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/*
+ * One published message, shared by the history and every outbox that holds
+ * it. Immutable after creation except for the lazily built frames. Refcounted
+ * on the loop thread only.
+ */
+struct fo_msg {
+    uint32_t refs;
+    bool durable;
+    uint64_t seq;   /* durable only, else 0 */
+    uint64_t ts_ms; /* wall clock when accepted */
+    char *channel;  /* NUL-terminated */
+    size_t channel_len;
+    char *msg_id; /* NUL-terminated or NULL */
+    size_t msg_id_len;
+    struct proto_payload payload; /* owned copy of the bytes */
+    size_t headroom;              /* bytes before each frame, from fo_config */
+    struct {
+        uint8_t *alloc; /* NULL until built; frame starts at alloc + headroom */
+        size_t len;
+    } frames[PROTO_NCODECS];
+};
+
+struct fo_msg *fo_msg_retain(struct fo_msg *m);
+void fo_msg_release(struct fo_msg *m); /* NULL is a no-op; frees at zero */
+
+/*
+ * The complete "msg" message for `codec` (built on first use, then cached).
+ * *data has fo_config.frame_headroom writable bytes before it (the transport
+ * may write its frame header there). Returns RT_NOMEM, or RT_INVAL if the
+ * payload cannot be expressed in that codec.
+ */
+rt_status fo_msg_frame(struct fo_msg *m, enum proto_codec codec, uint8_t **data, size_t *len);
+
+struct fo_config {
+    const char *engine;             /* "memory" (default when NULL) */
+    const char *node_id;            /* for logs and epochs */
+    const char *const *ephemeral;   /* channel patterns that are ephemeral */
+    size_t n_ephemeral;             /* everything else is durable */
+    size_t history_max;             /* messages kept per durable channel; default 1000 */
+    uint64_t history_max_age_ms;    /* default 3600000 (1 h); 0 = default */
+    uint64_t dedup_window_ms;       /* msg_id memory; default 120000 */
+    size_t dedup_max_entries;       /* bound on remembered msg_ids; default 1000000 */
+    size_t max_channels;            /* channels with state; default 100000 */
+    uint32_t max_unacked;           /* per client; default 1024 */
+    uint32_t max_subs;              /* per client; default 256 */
+    size_t frame_headroom;          /* bytes before each encoded frame (LWS_PRE) */
+};
+
+/* Answer to a publish. error is 0 on success, else a protocol code (400, 503, ...). */
+struct fo_pub_result {
+    int error;
+    const char *error_message;
+    uint32_t retry_after_ms; /* with 429/503 */
+    bool durable;
+    uint64_t seq; /* durable only */
+    bool dup;
+};
+
+/* Callbacks into the gateway. All run on the loop thread. */
+struct fo_sink {
+    void *ctx;
+    /*
+     * Queue `msg` to connection `conn_id` (retain it if kept). Return RT_OK
+     * if queued, RT_AGAIN if that connection's outbox is full. An ephemeral
+     * message refused that way is dropped and counted; a durable one is not
+     * lost: the subscription falls behind and catches up from history on
+     * fo_client_pump.
+     */
+    rt_status (*deliver)(void *ctx, uint64_t conn_id, struct fo_msg *msg);
+    /* Tell conn_id it will not get seqs from..to of channel. RT_AGAIN as above. */
+    rt_status (*gap)(void *ctx, uint64_t conn_id, const char *channel, uint64_t from, uint64_t to);
+    /* A publish that returned RT_AGAIN has completed. */
+    void (*pub_done)(void *ctx, uint64_t conn_id, int64_t req_id, const struct fo_pub_result *res);
+};
+
+struct fo;
+struct fo_client;
+
+/* Creates the fan-out with its engine. The sink is copied. */
+rt_status fo_create(const struct fo_config *cfg, const struct fo_sink *sink, struct fo **out);
+void fo_destroy(struct fo *fo); /* NULL is a no-op; destroy all clients first */
+
+/* True if the (valid) channel is durable under the configured patterns. */
+bool fo_channel_durable(const struct fo *fo, const char *channel, size_t len);
+
+/* Per-connection state; conn_id is the gateway's stable connection id. */
+rt_status fo_client_create(struct fo *fo, uint64_t conn_id, struct fo_client **out);
+/* Unsubscribes from everything and frees. NULL is a no-op. */
+void fo_client_destroy(struct fo_client *c);
+
+struct fo_sub_req {
+    const char *channel; /* valid, NUL-terminated */
+    size_t channel_len;
+    bool has_since;
+    uint64_t since;
+    const char *epoch; /* NULL when absent */
+    size_t epoch_len;
+};
+
+struct fo_sub_result {
+    int error; /* 0, or 400 (bad since), 403 (max_subs), 409 (already), 503 */
+    const char *error_message;
+    bool durable;
+    uint64_t seq;   /* latest seq at subscribe time (durable) */
+    char epoch[PROTO_EPOCH_MAX + 1];
+    bool has_recovered; /* since was given */
+    bool recovered;
+};
+
+/*
+ * Subscribes. Delivers nothing by itself: the caller queues the reply, then
+ * calls fo_client_pump, which replays history after `since` (when recovered)
+ * before live messages, with no gap or duplicate at the seam. Returns RT_OK
+ * with *out filled (out->error says whether it was refused).
+ */
+rt_status fo_subscribe(struct fo_client *c, const struct fo_sub_req *req, struct fo_sub_result *out);
+
+/* Unsubscribes. Returns RT_NOT_FOUND if not subscribed. */
+rt_status fo_unsubscribe(struct fo_client *c, const char *channel, size_t len);
+
+/*
+ * Cumulative ack of every delivered seq <= seq on channel. Frees window
+ * space and, if deliveries were paused, resumes them (as fo_client_pump).
+ * Unknown channel or ephemeral: ignored (RT_NOT_FOUND).
+ */
+rt_status fo_ack(struct fo_client *c, const char *channel, size_t len, uint64_t seq);
+
+/*
+ * Delivers what this client's durable subscriptions are owed (replay after
+ * subscribe, catch-up after acks or after its outbox had been full) as far as
+ * the window and the outbox allow. Call when the outbox has room again.
+ */
+void fo_client_pump(struct fo_client *c);
+
+/* Durable messages delivered to this client and not yet acked. */
+uint32_t fo_client_unacked(const struct fo_client *c);
+
+struct fo_pub_req {
+    const char *channel; /* valid, NUL-terminated */
+    size_t channel_len;
+    const char *msg_id; /* NULL when absent */
+    size_t msg_id_len;
+    struct proto_payload payload; /* copied */
+    uint64_t conn_id;             /* publisher, for pub_done */
+    int64_t req_id;
+    const char *user;   /* for backends' headers (nats engine) */
+    const char *client;
+};
+
+/*
+ * Publishes. RT_OK: *out holds the answer now. RT_AGAIN: the answer comes
+ * through sink->pub_done. A retry of a msg_id still in the dedup window gets
+ * the original answer with dup=true and delivers nothing.
+ */
+rt_status fo_publish(struct fo *fo, const struct fo_pub_req *req, struct fo_pub_result *out);
+
+struct fo_stats {
+    uint64_t channels;         /* channels with state */
+    uint64_t subscriptions;    /* local subscriptions */
+    uint64_t published;        /* accepted publishes (not dups) */
+    uint64_t dups;             /* publishes answered as duplicates */
+    uint64_t deliveries;       /* messages queued to connections */
+    uint64_t drops;            /* ephemeral deliveries dropped on full outboxes */
+    uint64_t gaps;             /* gap messages sent */
+    uint64_t history_messages; /* retained */
+    uint64_t history_bytes;
+};
+
+void fo_get_stats(const struct fo *fo, struct fo_stats *out);
+
+/* Drops expired history and dedup entries. Call about once a second. */
+void fo_tick(struct fo *fo, uint64_t now_ms);
+
+#endif
