@@ -1,0 +1,328 @@
+/*
+ * config.c: defaults, the config file and the command line. One table names
+ * every option once, so the file, the flags and --help cannot disagree.
+ */
+#include "gw.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+enum opt_kind { OPT_U32, OPT_U64, OPT_SIZE, OPT_STR, OPT_LISTEN, OPT_PATTERN, OPT_LOGLEVEL };
+
+struct opt {
+    const char *name;
+    enum opt_kind kind;
+    size_t offset;
+    size_t size; /* OPT_STR: buffer size */
+    const char *help;
+};
+
+#define OFF(field) offsetof(struct gw_config, field)
+
+static const struct opt opts[] = {
+    {"listen", OPT_LISTEN, 0, 0, "HOST:PORT to listen on (default 0.0.0.0:8080)"},
+    {"ws-path", OPT_STR, OFF(ws_path), sizeof(((struct gw_config *)0)->ws_path),
+     "WebSocket path (default /ws)"},
+    {"node-id", OPT_STR, OFF(node_id), sizeof(((struct gw_config *)0)->node_id),
+     "this gateway's id in replies and logs (default: hostname-pid)"},
+    {"ephemeral", OPT_PATTERN, 0, 0,
+     "channel pattern (NATS-style * and >) whose channels are ephemeral; repeatable. "
+     "Every other channel is durable"},
+    {"history", OPT_SIZE, OFF(history), 0, "messages kept per durable channel (default 1000)"},
+    {"history-age-ms", OPT_U64, OFF(history_age_ms), 0,
+     "max age of retained messages (default 3600000)"},
+    {"dedup-window-ms", OPT_U64, OFF(dedup_window_ms), 0,
+     "how long a msg_id is remembered (default 120000)"},
+    {"pub-rate", OPT_U32, OFF(pub_bucket.rate), 0, "publishes per second per connection (default 20)"},
+    {"pub-burst", OPT_U32, OFF(pub_bucket.burst), 0, "publish burst per connection (default 40)"},
+    {"msg-rate", OPT_U32, OFF(msg_bucket.rate), 0,
+     "inbound messages per second per connection, any type (default 200)"},
+    {"msg-burst", OPT_U32, OFF(msg_bucket.burst), 0, "inbound message burst (default 400)"},
+    {"ip-conn-rate", OPT_U32, OFF(ip_bucket.rate), 0,
+     "WebSocket handshakes per second per remote IP, 0 = off (default 200)"},
+    {"ip-conn-burst", OPT_U32, OFF(ip_bucket.burst), 0, "handshake burst per IP (default 400)"},
+    {"max-unacked", OPT_U32, OFF(max_unacked), 0,
+     "durable messages delivered but not acked, per connection (default 1024)"},
+    {"max-subs", OPT_U32, OFF(max_subs), 0, "subscriptions per connection (default 256)"},
+    {"max-message-bytes", OPT_SIZE, OFF(max_message_bytes), 0,
+     "largest inbound message; bigger closes with 1009 (default 65536)"},
+    {"max-outbox-bytes", OPT_SIZE, OFF(max_outbox_bytes), 0,
+     "send queue per connection before deliveries are held back (default 1048576)"},
+    {"max-connections", OPT_U32, OFF(max_connections), 0,
+     "WebSocket connections before handshakes get 503 (default: fd limit - 256)"},
+    {"connect-timeout-ms", OPT_U32, OFF(connect_timeout_ms), 0,
+     "time to send `connect` before close 4001 (default 10000)"},
+    {"ping-interval-ms", OPT_U32, OFF(ping_interval_ms), 0,
+     "WebSocket ping after this much silence (default 25000)"},
+    {"idle-timeout-ms", OPT_U32, OFF(idle_timeout_ms), 0,
+     "close a connection silent this long (default 60000)"},
+    {"abuse-limit", OPT_U32, OFF(abuse_limit), 0,
+     "refused messages within abuse-window-ms that close with 1008 (default 200)"},
+    {"abuse-window-ms", OPT_U32, OFF(abuse_window_ms), 0, "(default 10000)"},
+    {"abuse-block-ms", OPT_U32, OFF(abuse_block_ms), 0,
+     "after_ms told to a client closed for abuse (default 60000)"},
+    {"drain-ms", OPT_U32, OFF(drain_ms), 0,
+     "on SIGTERM, reconnects are spread over this window (default 5000)"},
+    {"drain-timeout-ms", OPT_U32, OFF(drain_timeout_ms), 0,
+     "on SIGTERM, exit after this even if clients linger (default 10000)"},
+    {"rx-buffer", OPT_SIZE, OFF(rx_buffer), 0,
+     "per-connection receive buffer in bytes (default 1024)"},
+    {"log-level", OPT_LOGLEVEL, 0, 0, "debug, info, warn or error (default info)"},
+};
+
+#define N_OPTS (sizeof opts / sizeof opts[0])
+
+static void set_defaults(struct gw_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    strcpy(cfg->listen_host, "0.0.0.0");
+    cfg->listen_port = 8080;
+    strcpy(cfg->ws_path, "/ws");
+    cfg->history = 1000;
+    cfg->history_age_ms = 3600000;
+    cfg->dedup_window_ms = 120000;
+    cfg->pub_bucket = (struct rt_bucket_cfg){.rate = 20, .burst = 40};
+    cfg->msg_bucket = (struct rt_bucket_cfg){.rate = 200, .burst = 400};
+    cfg->ip_bucket = (struct rt_bucket_cfg){.rate = 200, .burst = 400};
+    cfg->max_unacked = 1024;
+    cfg->max_subs = 256;
+    cfg->max_message_bytes = 65536;
+    cfg->max_outbox_bytes = 1u << 20;
+    cfg->connect_timeout_ms = 10000;
+    cfg->ping_interval_ms = 25000;
+    cfg->idle_timeout_ms = 60000;
+    cfg->abuse_limit = 200;
+    cfg->abuse_window_ms = 10000;
+    cfg->abuse_block_ms = 60000;
+    cfg->drain_ms = 5000;
+    cfg->drain_timeout_ms = 10000;
+    cfg->rx_buffer = 1024;
+    cfg->log_level = RT_LOG_INFO;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur > 512)
+        cfg->max_connections = (uint32_t)(rl.rlim_cur > 1000000 ? 1000000 : rl.rlim_cur - 256);
+    else
+        cfg->max_connections = 256;
+}
+
+static const struct opt *find_opt(const char *name, size_t len)
+{
+    for (size_t i = 0; i < N_OPTS; i++)
+        if (strlen(opts[i].name) == len && memcmp(opts[i].name, name, len) == 0)
+            return &opts[i];
+    return NULL;
+}
+
+static bool parse_u64(const char *v, uint64_t max, uint64_t *out)
+{
+    if (!*v || *v == '-')
+        return false;
+    errno = 0;
+    char *end;
+    unsigned long long x = strtoull(v, &end, 10);
+    if (errno || *end || x > max)
+        return false;
+    *out = x;
+    return true;
+}
+
+static bool parse_listen(struct gw_config *cfg, const char *v)
+{
+    const char *colon = strrchr(v, ':');
+    uint64_t port;
+    if (!colon || !parse_u64(colon + 1, 65535, &port))
+        return false;
+    size_t hl = (size_t)(colon - v);
+    if (hl >= sizeof cfg->listen_host)
+        return false;
+    if (hl == 0) {
+        strcpy(cfg->listen_host, "0.0.0.0");
+    } else {
+        memcpy(cfg->listen_host, v, hl);
+        cfg->listen_host[hl] = '\0';
+    }
+    cfg->listen_port = (int)port;
+    return true;
+}
+
+static bool set_pattern(struct gw_config *cfg, const char *v)
+{
+    if (cfg->n_ephemeral >= GW_MAX_EPHEMERAL || !proto_pattern_valid(v, strlen(v)))
+        return false;
+    char *copy = strdup(v);
+    if (!copy)
+        return false;
+    cfg->ephemeral[cfg->n_ephemeral++] = copy;
+    return true;
+}
+
+static bool set_loglevel(struct gw_config *cfg, const char *v)
+{
+    static const char *const names[] = {"debug", "info", "warn", "error"};
+    for (int i = 0; i < 4; i++)
+        if (strcmp(v, names[i]) == 0) {
+            cfg->log_level = (enum rt_log_level)i;
+            return true;
+        }
+    return false;
+}
+
+static bool set_opt(struct gw_config *cfg, const struct opt *o, const char *v)
+{
+    char *base = (char *)cfg;
+    uint64_t x;
+    switch (o->kind) {
+    case OPT_U32:
+        if (!parse_u64(v, UINT32_MAX, &x))
+            return false;
+        *(uint32_t *)(base + o->offset) = (uint32_t)x;
+        return true;
+    case OPT_U64:
+        if (!parse_u64(v, UINT64_MAX, &x))
+            return false;
+        *(uint64_t *)(base + o->offset) = x;
+        return true;
+    case OPT_SIZE:
+        if (!parse_u64(v, SIZE_MAX, &x))
+            return false;
+        *(size_t *)(base + o->offset) = (size_t)x;
+        return true;
+    case OPT_STR:
+        if (!*v || strlen(v) >= o->size)
+            return false;
+        strcpy(base + o->offset, v);
+        return true;
+    case OPT_LISTEN: return parse_listen(cfg, v);
+    case OPT_PATTERN: return set_pattern(cfg, v);
+    case OPT_LOGLEVEL: return set_loglevel(cfg, v);
+    }
+    return false;
+}
+
+static char *trim(char *s)
+{
+    while (*s == ' ' || *s == '\t')
+        s++;
+    char *e = s + strlen(s);
+    while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\n' || e[-1] == '\r'))
+        *--e = '\0';
+    return s;
+}
+
+/* The file has `name = value` lines with the flags' names; # starts a comment. */
+static bool load_file(struct gw_config *cfg, const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "rtgate: cannot open config file %s: %s\n", path, strerror(errno));
+        return false;
+    }
+    char line[1024];
+    int lineno = 0;
+    bool ok = true;
+    while (ok && fgets(line, sizeof line, f)) {
+        lineno++;
+        char *hash = strchr(line, '#');
+        if (hash)
+            *hash = '\0';
+        char *s = trim(line);
+        if (!*s)
+            continue;
+        char *eq = strchr(s, '=');
+        const struct opt *o = NULL;
+        if (eq) {
+            *eq = '\0';
+            char *name = trim(s);
+            o = find_opt(name, strlen(name));
+        }
+        if (!o || !set_opt(cfg, o, trim(eq + 1))) {
+            fprintf(stderr, "rtgate: %s:%d: bad line\n", path, lineno);
+            ok = false;
+        }
+    }
+    fclose(f);
+    return ok;
+}
+
+void gw_config_usage(FILE *out)
+{
+    fprintf(out, "Usage: rtgate [--config FILE] [--OPTION VALUE]...\n\n"
+                 "rtgate is a WebSocket realtime gateway: clients connect at ws://HOST:PORT/ws,\n"
+                 "subscribe to channels and publish; see README.md and docs/protocol.md.\n"
+                 "HTTP on the same port: /healthz, /readyz, /metrics (Prometheus).\n\n"
+                 "Options (also `name = value` lines in the --config file; flags win):\n");
+    fprintf(out, "  --%-20s %s\n", "config FILE", "read options from FILE first");
+    for (size_t i = 0; i < N_OPTS; i++)
+        fprintf(out, "  --%-20s %s\n", opts[i].name, opts[i].help);
+    fprintf(out, "  --%-20s %s\n", "help", "print this and exit");
+    fprintf(out, "  --%-20s %s\n", "version", "print the version and exit");
+    fprintf(out, "\nSignals: SIGTERM/SIGINT drain (clients are told to reconnect, exit 0).\n");
+}
+
+static rt_status check(struct gw_config *cfg)
+{
+    if (cfg->pub_bucket.burst == 0 || cfg->msg_bucket.burst == 0 || cfg->ip_bucket.burst == 0 ||
+        cfg->max_message_bytes < 64 || cfg->max_outbox_bytes < 4096 || cfg->rx_buffer < 128 ||
+        cfg->max_unacked == 0 || cfg->history == 0 || cfg->ping_interval_ms < 1000 ||
+        cfg->idle_timeout_ms <= cfg->ping_interval_ms || cfg->ws_path[0] != '/') {
+        fprintf(stderr, "rtgate: inconsistent options (bursts >= 1, max-message-bytes >= 64, "
+                        "history >= 1, idle-timeout-ms > ping-interval-ms >= 1000, ws-path "
+                        "starting with /)\n");
+        return RT_INVAL;
+    }
+    return RT_OK;
+}
+
+rt_status gw_config_load(struct gw_config *cfg, int argc, char **argv)
+{
+    set_defaults(cfg);
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            gw_config_usage(stdout);
+            return RT_AGAIN;
+        }
+        if (!strcmp(argv[i], "--version")) {
+            printf("rtgate 0.1.0 (protocol v1)\n");
+            return RT_AGAIN;
+        }
+        if (!strcmp(argv[i], "--config") && i + 1 < argc && !load_file(cfg, argv[i + 1]))
+            return RT_INVAL;
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strncmp(a, "--", 2) != 0)
+            goto bad;
+        a += 2;
+        const char *eq = strchr(a, '=');
+        size_t nl = eq ? (size_t)(eq - a) : strlen(a);
+        const char *v = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
+        if (nl == 6 && !memcmp(a, "config", 6))
+            continue;
+        const struct opt *o = find_opt(a, nl);
+        if (!o || !v || !set_opt(cfg, o, v))
+            goto bad;
+        continue;
+    bad:
+        fprintf(stderr, "rtgate: bad option or value near '%s' (see --help)\n", argv[i]);
+        return RT_INVAL;
+    }
+    if (!cfg->node_id[0]) {
+        char host[40] = "rtgate";
+        gethostname(host, sizeof host - 1);
+        host[sizeof host - 1] = '\0';
+        snprintf(cfg->node_id, sizeof cfg->node_id, "%s-%d", host, (int)getpid());
+    }
+    return check(cfg);
+}
+
+void gw_config_free(struct gw_config *cfg)
+{
+    for (size_t i = 0; i < cfg->n_ephemeral; i++)
+        free((void *)cfg->ephemeral[i]);
+    cfg->n_ephemeral = 0;
+}

@@ -1,0 +1,230 @@
+/*
+ * gw.h: internals of the gateway executable. The only module that includes
+ * libwebsockets.h (in server.c and session.c). Everything here runs on the
+ * loop thread unless a comment says otherwise.
+ */
+#ifndef GW_H
+#define GW_H
+
+#include "fanout.h"
+#include "protocol.h"
+#include "rt.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define GW_MAX_EPHEMERAL 64
+
+/* Configuration: defaults, then the config file, then flags. */
+struct gw_config {
+    char listen_host[64];
+    int listen_port;
+    char ws_path[64];
+    char node_id[64];
+    const char *ephemeral[GW_MAX_EPHEMERAL];
+    size_t n_ephemeral;
+    size_t history;
+    uint64_t history_age_ms;
+    uint64_t dedup_window_ms;
+    struct rt_bucket_cfg pub_bucket;   /* publishes per connection */
+    struct rt_bucket_cfg msg_bucket;   /* every inbound message per connection */
+    struct rt_bucket_cfg ip_bucket;    /* handshakes per remote IP */
+    uint32_t max_unacked;
+    uint32_t max_subs;
+    size_t max_message_bytes;
+    size_t max_outbox_bytes;
+    uint32_t max_connections;
+    uint32_t connect_timeout_ms;
+    uint32_t ping_interval_ms;
+    uint32_t idle_timeout_ms;
+    uint32_t abuse_limit;     /* refused messages ... */
+    uint32_t abuse_window_ms; /* ... within this window close with 1008 */
+    uint32_t abuse_block_ms;  /* after_ms told to a client closed for abuse */
+    uint32_t drain_ms;        /* reconnects are spread over this window */
+    uint32_t drain_timeout_ms;
+    size_t rx_buffer;
+    enum rt_log_level log_level;
+};
+
+/*
+ * Fills cfg from defaults, the file named by --config (if any) and the flags.
+ * Returns RT_OK, RT_AGAIN when --help/--version was printed (exit 0), or
+ * RT_INVAL after printing why to stderr (exit 2).
+ */
+rt_status gw_config_load(struct gw_config *cfg, int argc, char **argv);
+void gw_config_free(struct gw_config *cfg);
+void gw_config_usage(FILE *out);
+
+/* ------------------------------------------------------------------ */
+/* Metrics: plain counters, the loop thread is the only writer. */
+
+struct gw_metrics {
+    uint64_t connections;        /* open WebSocket connections (gauge) */
+    uint64_t connections_total;  /* accepted */
+    uint64_t handshakes_refused[4]; /* by cause: rate, capacity, subprotocol, draining */
+    uint64_t messages_in;
+    uint64_t messages_out;
+    uint64_t frames_in;
+    uint64_t frames_out;
+    uint64_t bytes_in;
+    uint64_t bytes_out;
+    uint64_t errors[RT_N_ERRORS]; /* replies with an error, by code */
+    uint64_t closes_1008;
+    uint64_t closes_1009;
+    uint64_t closes_4001;
+    uint64_t slow_consumer_closes;
+    uint64_t outbox_bytes;       /* gauge: bytes queued in all outboxes */
+};
+
+enum { GW_REFUSE_RATE, GW_REFUSE_CAPACITY, GW_REFUSE_SUBPROTOCOL, GW_REFUSE_DRAINING };
+
+/* ------------------------------------------------------------------ */
+/* Outbox: the bounded per-connection send queue. */
+
+struct gw_outbox_item {
+    struct fo_msg *msg; /* retained shared delivery, or NULL for private bytes */
+    uint8_t *data;      /* frame bytes; writable headroom precedes them */
+    uint32_t len;       /* bytes used */
+    uint32_t cap;       /* private: capacity after the headroom */
+};
+
+struct gw_outbox {
+    struct gw_outbox_item *items; /* ring, NULL until first use */
+    uint32_t cap;                 /* ring capacity (power of 2) */
+    uint32_t head;
+    uint32_t count;
+    size_t bytes;
+};
+
+/* Appends a shared message's frame (retains msg). RT_NOMEM on failure. */
+rt_status gw_outbox_push_msg(struct gw_outbox *ob, struct fo_msg *msg, uint8_t *frame,
+                             size_t len);
+/*
+ * Appends private bytes (replies): into the tail item when it is private and
+ * has room, else into a new item with `headroom` bytes reserved before it.
+ */
+rt_status gw_outbox_push_bytes(struct gw_outbox *ob, const uint8_t *data, size_t len,
+                               size_t headroom);
+/*
+ * The next frame to write. A head item that is alone or does not fit with
+ * the next one is pointed at in place; otherwise items are copied from the
+ * head into scratch (scratch_cap bytes usable) while they fit, so many
+ * messages go out in one frame and one write. Returns the items covered.
+ */
+uint32_t gw_outbox_next_frame(struct gw_outbox *ob, uint8_t *scratch, size_t scratch_cap,
+                              uint8_t **data, size_t *len);
+/* Removes n items from the head (releases shared ones, frees private ones). */
+void gw_outbox_pop(struct gw_outbox *ob, uint32_t n, size_t headroom);
+/* Empties the queue and frees the ring. */
+void gw_outbox_clear(struct gw_outbox *ob, size_t headroom);
+
+/* ------------------------------------------------------------------ */
+/* Per-IP handshake rate limit: a fixed table, bounded memory. */
+
+struct gw_iplimit;
+rt_status gw_iplimit_create(const struct rt_bucket_cfg *cfg, size_t slots,
+                            struct gw_iplimit **out);
+void gw_iplimit_destroy(struct gw_iplimit *ipl);
+/* Takes a token for `ip`; false with *retry_after_ms when over the rate. */
+bool gw_iplimit_take(struct gw_iplimit *ipl, const char *ip, uint64_t now_ms,
+                     uint32_t *retry_after_ms);
+
+/* ------------------------------------------------------------------ */
+/* Connections and the server. */
+
+enum gw_state {
+    GW_S_AWAIT_CONNECT = 0, /* socket open, no `connect` yet */
+    GW_S_READY,             /* connected */
+};
+
+struct gw_server;
+struct lws;
+
+/* Per-connection state, lws's per-session user data (lws owns the memory). */
+struct gw_session {
+    struct lws *wsi;
+    struct gw_server *srv;
+    uint64_t conn_id;
+    struct fo_client *fo;
+    struct gw_outbox outbox;
+    struct rt_bucket pub_bucket;
+    struct rt_bucket msg_bucket;
+    uint64_t abuse_window_start;
+    uint32_t abuse_count;
+    uint8_t codec; /* enum proto_codec */
+    uint8_t state; /* enum gw_state */
+    bool write_pending; /* a WRITEABLE callback is already asked for */
+    bool fo_stalled;    /* fan-out was refused for a full outbox: pump when drained */
+    bool closing;       /* close after the outbox is flushed */
+    uint16_t close_code;
+    const char *close_reason;
+    uint8_t *rx_buf; /* reassembly of a message split over callbacks */
+    size_t rx_len;
+    char client_id[28];
+};
+
+/* The connection table: ids stay valid after the session is gone (generation). */
+struct gw_conns {
+    struct gw_session **slots;
+    uint32_t *gens;
+    uint32_t *free_list;
+    uint32_t n_free;
+    uint32_t cap;
+};
+
+rt_status gw_conns_init(struct gw_conns *t, uint32_t cap);
+void gw_conns_free(struct gw_conns *t);
+/* Registers a session, returns its id (0 when the table is full). */
+uint64_t gw_conns_add(struct gw_conns *t, struct gw_session *s);
+void gw_conns_remove(struct gw_conns *t, uint64_t id);
+struct gw_session *gw_conns_get(const struct gw_conns *t, uint64_t id);
+
+struct gw_server {
+    const struct gw_config *cfg;
+    struct lws_context *ctx;
+    void *loop; /* uv_loop_t */
+    struct fo *fo;
+    struct proto_decoder *dec;
+    struct gw_iplimit *iplimit;
+    struct gw_conns conns;
+    struct gw_metrics m;
+    uint8_t *scratch; /* frame assembly, LWS_PRE headroom before scratch */
+    size_t scratch_cap;
+    struct proto_buf reply; /* reply encoding, reused */
+    bool draining;
+    uint64_t drain_started_ms;
+    uint64_t client_seq;
+    char client_prefix[12];
+};
+
+/* session.c: the session layer called by the lws callback in server.c. */
+int gw_session_open(struct gw_server *srv, struct gw_session *s, struct lws *wsi,
+                    enum proto_codec codec);
+int gw_session_rx(struct gw_session *s, const uint8_t *in, size_t len, bool final,
+                  size_t remaining);
+int gw_session_writable(struct gw_session *s);
+void gw_session_timer(struct gw_session *s);
+void gw_session_closed(struct gw_session *s);
+/* Asks the session to close with code after flushing (optionally telling it first). */
+void gw_session_close(struct gw_session *s, uint16_t code, const char *reason, bool tell,
+                      bool reconnect, uint32_t after_ms);
+/* The fan-out sink, bound to the server. */
+struct fo_sink gw_session_sink(struct gw_server *srv);
+
+/* server.c */
+rt_status gw_server_start(struct gw_server *srv, const struct gw_config *cfg, void *uv_loop);
+/* Destroys the lws context (sessions close); run the loop after it, then free. */
+void gw_server_stop(struct gw_server *srv);
+/* Frees everything else (after the loop has run the closes). */
+void gw_server_free(struct gw_server *srv);
+/* Starts draining: readiness false, every client told to reconnect, closes 1001. */
+void gw_server_drain(struct gw_server *srv);
+/* Requests a WRITEABLE callback for the session. */
+void gw_session_want_write(struct gw_session *s);
+
+/* metrics.c: the Prometheus text for /metrics, malloc'd. */
+char *gw_metrics_render(const struct gw_server *srv, size_t *len);
+
+#endif

@@ -1,0 +1,73 @@
+/*
+ * iplimit.c: handshakes per remote IP. A fixed table of buckets indexed by a
+ * hash of the address: memory does not grow with the number of addresses
+ * seen. A slot held by another address is taken over once that address has
+ * been quiet for a minute; until then the two share it (stricter, never
+ * looser).
+ */
+#include "gw.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define IP_KEY_MAX 46
+#define TAKEOVER_MS 60000
+
+struct ip_slot {
+    char ip[IP_KEY_MAX];
+    struct rt_bucket bucket;
+};
+
+struct gw_iplimit {
+    struct rt_bucket_cfg cfg;
+    size_t n;
+    struct ip_slot *slots;
+};
+
+rt_status gw_iplimit_create(const struct rt_bucket_cfg *cfg, size_t slots,
+                            struct gw_iplimit **out)
+{
+    struct gw_iplimit *ipl = calloc(1, sizeof *ipl);
+    if (!ipl)
+        return RT_NOMEM;
+    ipl->slots = calloc(slots, sizeof *ipl->slots);
+    if (!ipl->slots) {
+        free(ipl);
+        return RT_NOMEM;
+    }
+    ipl->cfg = *cfg;
+    ipl->n = slots;
+    *out = ipl;
+    return RT_OK;
+}
+
+void gw_iplimit_destroy(struct gw_iplimit *ipl)
+{
+    if (!ipl)
+        return;
+    free(ipl->slots);
+    free(ipl);
+}
+
+static uint64_t hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    while (*s)
+        h = (h ^ (uint8_t)*s++) * 1099511628211ull;
+    return h;
+}
+
+bool gw_iplimit_take(struct gw_iplimit *ipl, const char *ip, uint64_t now_ms,
+                     uint32_t *retry_after_ms)
+{
+    if (!ipl->cfg.rate)
+        return true;
+    struct ip_slot *s = &ipl->slots[hash(ip) % ipl->n];
+    if (strncmp(s->ip, ip, IP_KEY_MAX - 1) != 0 &&
+        (!s->ip[0] || now_ms - s->bucket.last_ms > TAKEOVER_MS)) {
+        snprintf(s->ip, sizeof s->ip, "%s", ip);
+        rt_bucket_init(&s->bucket, &ipl->cfg, now_ms);
+    }
+    return rt_bucket_take(&s->bucket, &ipl->cfg, now_ms, retry_after_ms);
+}

@@ -1,0 +1,129 @@
+/*
+ * metrics.c: /metrics in the Prometheus text format.
+ */
+#include "gw.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+struct out {
+    char *buf;
+    size_t len, cap;
+    bool failed;
+};
+
+static void emit(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void emit(struct out *o, const char *fmt, ...)
+{
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(o->buf + o->len, o->cap - o->len, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            o->failed = true;
+            return;
+        }
+        if ((size_t)n < o->cap - o->len) {
+            o->len += (size_t)n;
+            return;
+        }
+        char *nb = realloc(o->buf, o->cap * 2 + (size_t)n);
+        if (!nb) {
+            o->failed = true;
+            return;
+        }
+        o->buf = nb;
+        o->cap = o->cap * 2 + (size_t)n;
+    }
+}
+
+static void metric(struct out *o, const char *name, const char *type, const char *help,
+                   uint64_t v)
+{
+    emit(o, "# HELP rtgate_%s %s\n# TYPE rtgate_%s %s\nrtgate_%s %llu\n", name, help, name, type,
+         name, (unsigned long long)v);
+}
+
+static void refused(struct out *o, const struct gw_metrics *m)
+{
+    static const char *const causes[] = {"rate", "capacity", "bad_request", "draining"};
+    emit(o, "# HELP rtgate_handshakes_refused_total WebSocket handshakes refused, by cause\n"
+            "# TYPE rtgate_handshakes_refused_total counter\n");
+    for (int i = 0; i < 4; i++)
+        emit(o, "rtgate_handshakes_refused_total{cause=\"%s\"} %llu\n", causes[i],
+             (unsigned long long)m->handshakes_refused[i]);
+}
+
+static void errors(struct out *o, const struct gw_metrics *m)
+{
+    static const int codes[RT_N_ERRORS] = {
+#define X(c, name, reason) c,
+        RT_ERROR_TABLE(X)
+#undef X
+    };
+    emit(o, "# HELP rtgate_errors_total Error replies sent, by code\n"
+            "# TYPE rtgate_errors_total counter\n");
+    for (int i = 0; i < RT_N_ERRORS; i++)
+        emit(o, "rtgate_errors_total{code=\"%d\",reason=\"%s\"} %llu\n", codes[i],
+             rt_error_reason(codes[i]), (unsigned long long)m->errors[i]);
+}
+
+static uint64_t outbox_bytes(const struct gw_server *srv)
+{
+    uint64_t sum = 0;
+    for (uint32_t i = 0; i < srv->conns.cap; i++)
+        if (srv->conns.slots[i])
+            sum += srv->conns.slots[i]->outbox.bytes;
+    return sum;
+}
+
+char *gw_metrics_render(const struct gw_server *srv, size_t *len)
+{
+    const struct gw_metrics *m = &srv->m;
+    struct fo_stats fs;
+    fo_get_stats(srv->fo, &fs);
+    struct out o = {.buf = malloc(4096), .cap = 4096};
+    if (!o.buf)
+        return NULL;
+    metric(&o, "connections", "gauge", "Open WebSocket connections", m->connections);
+    metric(&o, "connections_total", "counter", "WebSocket connections accepted",
+           m->connections_total);
+    refused(&o, m);
+    metric(&o, "messages_in_total", "counter", "Messages received from clients", m->messages_in);
+    metric(&o, "messages_out_total", "counter", "Messages queued to clients", m->messages_out);
+    metric(&o, "frames_in_total", "counter", "WebSocket frames received", m->frames_in);
+    metric(&o, "frames_out_total", "counter", "WebSocket frames sent", m->frames_out);
+    metric(&o, "bytes_in_total", "counter", "Payload bytes received", m->bytes_in);
+    metric(&o, "bytes_out_total", "counter", "Payload bytes sent", m->bytes_out);
+    errors(&o, m);
+    metric(&o, "rate_limited_total", "counter", "Replies with 429",
+           m->errors[rt_error_index(429)]);
+    metric(&o, "closes_policy_total", "counter", "Connections closed with 1008", m->closes_1008);
+    metric(&o, "closes_too_big_total", "counter", "Connections closed with 1009", m->closes_1009);
+    metric(&o, "closes_connect_timeout_total", "counter", "Connections closed with 4001",
+           m->closes_4001);
+    metric(&o, "slow_consumer_closes_total", "counter", "Connections cut for not reading",
+           m->slow_consumer_closes);
+    metric(&o, "outbox_bytes", "gauge", "Bytes queued in all send queues", outbox_bytes(srv));
+    metric(&o, "channels", "gauge", "Channels with state on this node", fs.channels);
+    metric(&o, "subscriptions", "gauge", "Local subscriptions", fs.subscriptions);
+    metric(&o, "published_total", "counter", "Publishes accepted", fs.published);
+    metric(&o, "dups_total", "counter", "Publishes answered as duplicates", fs.dups);
+    metric(&o, "deliveries_total", "counter", "Messages fanned out to connections",
+           fs.deliveries);
+    metric(&o, "drops_total", "counter", "Ephemeral deliveries dropped on full send queues",
+           fs.drops);
+    metric(&o, "gaps_total", "counter", "Gap messages sent", fs.gaps);
+    metric(&o, "history_messages", "gauge", "Messages retained in history", fs.history_messages);
+    metric(&o, "history_bytes", "gauge", "Bytes retained in history", fs.history_bytes);
+    metric(&o, "draining", "gauge", "1 while draining", srv->draining);
+    if (o.failed) {
+        free(o.buf);
+        return NULL;
+    }
+    *len = o.len;
+    return o.buf;
+}

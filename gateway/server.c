@@ -1,0 +1,282 @@
+/*
+ * server.c: libwebsockets on our own libuv loop. The lws callback stays
+ * thin: HTTP endpoints (/healthz, /readyz, /metrics), the handshake checks
+ * (path, subprotocol, per-IP rate, capacity, drain) and the hand-off of
+ * WebSocket events to the session layer.
+ */
+#include "gw.h"
+
+#include <libwebsockets.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#define SCRATCH_BYTES (64 * 1024)
+#define IPLIMIT_SLOTS 65536
+
+static struct gw_server *server_of(struct lws *wsi)
+{
+    return lws_context_user(lws_get_context(wsi));
+}
+
+/* Writes a complete small HTTP response. Returns lws's convention. */
+static int http_respond(struct lws *wsi, unsigned status, const char *ctype, const char *body,
+                        size_t body_len, uint32_t retry_after_s)
+{
+    uint8_t hdr[LWS_PRE + 512];
+    uint8_t *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof hdr - 1;
+    if (lws_add_http_common_headers(wsi, status, ctype, (lws_filepos_t)body_len, &p, end))
+        return -1;
+    if (retry_after_s) {
+        char v[16];
+        int n = snprintf(v, sizeof v, "%u", retry_after_s);
+        if (lws_add_http_header_by_name(wsi, (const unsigned char *)"retry-after:",
+                                        (const unsigned char *)v, n, &p, end))
+            return -1;
+    }
+    if (lws_finalize_write_http_header(wsi, start, &p, end))
+        return -1;
+    uint8_t *buf = malloc(LWS_PRE + body_len + 1);
+    if (!buf)
+        return -1;
+    memcpy(buf + LWS_PRE, body, body_len);
+    int n = lws_write(wsi, buf + LWS_PRE, body_len, LWS_WRITE_HTTP_FINAL);
+    free(buf);
+    return n < 0 ? -1 : 0;
+}
+
+static int on_http(struct lws *wsi, const char *uri)
+{
+    struct gw_server *srv = server_of(wsi);
+    int r;
+    if (!strcmp(uri, "/healthz")) {
+        r = http_respond(wsi, 200, "text/plain", "ok\n", 3, 0);
+    } else if (!strcmp(uri, "/readyz")) {
+        r = srv->draining ? http_respond(wsi, 503, "text/plain", "draining\n", 9, 0)
+                          : http_respond(wsi, 200, "text/plain", "ready\n", 6, 0);
+    } else if (!strcmp(uri, "/metrics")) {
+        size_t len;
+        char *body = gw_metrics_render(srv, &len);
+        r = body ? http_respond(wsi, 200, "text/plain; version=0.0.4", body, len, 0) : -1;
+        free(body);
+    } else if (!strcmp(uri, srv->cfg->ws_path)) {
+        r = http_respond(wsi, 426, "text/plain", "websocket upgrade required\n", 27, 0);
+    } else {
+        r = http_respond(wsi, 404, "text/plain", "not found\n", 10, 0);
+    }
+    if (r || lws_http_transaction_completed(wsi))
+        return -1;
+    return 0;
+}
+
+/* True if the Sec-WebSocket-Protocol list is absent or names one of ours. */
+static bool subprotocol_ok(struct lws *wsi)
+{
+    char list[256];
+    int n = lws_hdr_copy(wsi, list, sizeof list, WSI_TOKEN_PROTOCOL);
+    if (n <= 0)
+        return n == 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(list, ", \t", &save); tok; tok = strtok_r(NULL, ", \t", &save))
+        if (!strcmp(tok, PROTO_SUBPROTOCOL_JSON) || !strcmp(tok, PROTO_SUBPROTOCOL_MSGPACK))
+            return true;
+    return false;
+}
+
+static int refuse(struct lws *wsi, int cause, unsigned status, const char *body,
+                  uint32_t retry_after_ms)
+{
+    struct gw_server *srv = server_of(wsi);
+    char peer[64] = "";
+    lws_get_peer_simple(wsi, peer, sizeof peer);
+    srv->m.handshakes_refused[cause]++;
+    rt_log(RT_LOG_INFO, "handshake_refused", "peer=%s status=%u why=\"%.*s\"", peer, status,
+           (int)strlen(body) - 1, body);
+    uint32_t retry_s = retry_after_ms ? (retry_after_ms + 999) / 1000 : 0;
+    if (http_respond(wsi, status, "text/plain", body, strlen(body), retry_s))
+        return -1;
+    return 1; /* the response is written: lws completes the transaction */
+}
+
+/* LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: the last chance to answer in HTTP. */
+static int on_confirm_upgrade(struct lws *wsi)
+{
+    struct gw_server *srv = server_of(wsi);
+    char uri[128] = "";
+    lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI);
+    if (strcmp(uri, srv->cfg->ws_path) != 0)
+        return refuse(wsi, GW_REFUSE_SUBPROTOCOL, 404, "no websocket endpoint here\n", 0);
+    if (srv->draining)
+        return refuse(wsi, GW_REFUSE_DRAINING, 503, "draining\n", 1000);
+    if (!subprotocol_ok(wsi))
+        return refuse(wsi, GW_REFUSE_SUBPROTOCOL, 400,
+                      "unsupported subprotocol: offer rtgate.v1.json or rtgate.v1.msgpack\n", 0);
+    char peer[64] = "";
+    lws_get_peer_simple(wsi, peer, sizeof peer);
+    uint32_t retry = 0;
+    if (!gw_iplimit_take(srv->iplimit, peer, rt_mono_ms(), &retry))
+        return refuse(wsi, GW_REFUSE_RATE, 429, "too many connections from this address\n",
+                      retry);
+    if (srv->m.connections >= srv->cfg->max_connections)
+        return refuse(wsi, GW_REFUSE_CAPACITY, 503, "gateway at capacity\n", 1000);
+    return 0;
+}
+
+static enum proto_codec codec_of(struct lws *wsi)
+{
+    const struct lws_protocols *p = lws_get_protocol(wsi);
+    return p && p->id == PROTO_MSGPACK ? PROTO_MSGPACK : PROTO_JSON;
+}
+
+static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                    size_t len)
+{
+    struct gw_session *s = user;
+    switch (reason) {
+    case LWS_CALLBACK_HTTP: return on_http(wsi, in ? (const char *)in : "");
+    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: return on_confirm_upgrade(wsi);
+    case LWS_CALLBACK_ESTABLISHED: return gw_session_open(server_of(wsi), s, wsi, codec_of(wsi));
+    case LWS_CALLBACK_RECEIVE:
+        return gw_session_rx(s, in, len, lws_is_final_fragment(wsi),
+                             lws_remaining_packet_payload(wsi));
+    case LWS_CALLBACK_SERVER_WRITEABLE: return gw_session_writable(s);
+    case LWS_CALLBACK_TIMER: gw_session_timer(s); return 0;
+    case LWS_CALLBACK_CLOSED: gw_session_closed(s); return 0;
+    default: return 0;
+    }
+}
+
+/* protocols[0] also takes HTTP and WebSocket clients that offer no
+ * subprotocol (PROTOCOL.md: they get JSON, and no header back). */
+static struct lws_protocols protocols[] = {
+    {PROTO_SUBPROTOCOL_JSON, callback, sizeof(struct gw_session), 0, PROTO_JSON, NULL, 0},
+    {PROTO_SUBPROTOCOL_MSGPACK, callback, sizeof(struct gw_session), 0, PROTO_MSGPACK, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0},
+};
+
+static lws_retry_bo_t idle_policy;
+
+static void lws_log_emit(int level, const char *line)
+{
+    size_t n = strlen(line);
+    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+        n--;
+    rt_log(level == LLL_ERR ? RT_LOG_ERROR : RT_LOG_WARN, "lws", "msg=\"%.*s\"", (int)n, line);
+}
+
+static rt_status make_fanout(struct gw_server *srv, const struct gw_config *cfg)
+{
+    struct fo_config fc = {
+        .engine = "memory",
+        .node_id = cfg->node_id,
+        .ephemeral = cfg->ephemeral,
+        .n_ephemeral = cfg->n_ephemeral,
+        .history_max = cfg->history,
+        .history_max_age_ms = cfg->history_age_ms,
+        .dedup_window_ms = cfg->dedup_window_ms,
+        .max_unacked = cfg->max_unacked,
+        .max_subs = cfg->max_subs,
+        .frame_headroom = LWS_PRE,
+    };
+    struct fo_sink sink = gw_session_sink(srv);
+    return fo_create(&fc, &sink, &srv->fo);
+}
+
+static rt_status make_context(struct gw_server *srv, const struct gw_config *cfg, void *loop)
+{
+    protocols[0].rx_buffer_size = cfg->rx_buffer;
+    protocols[1].rx_buffer_size = cfg->rx_buffer;
+    idle_policy.secs_since_valid_ping = (uint16_t)(cfg->ping_interval_ms / 1000);
+    idle_policy.secs_since_valid_hangup = (uint16_t)(cfg->idle_timeout_ms / 1000);
+    static void *foreign_loops[1];
+    foreign_loops[0] = loop;
+    struct lws_context_creation_info info;
+    memset(&info, 0, sizeof info);
+    info.port = cfg->listen_port;
+    info.iface = strcmp(cfg->listen_host, "0.0.0.0") ? cfg->listen_host : NULL;
+    info.protocols = protocols;
+    info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_VALIDATE_UTF8 |
+                   LWS_SERVER_OPTION_HTTP_HEADERS_SECURITY_BEST_PRACTICES_ENFORCE;
+    info.foreign_loops = foreign_loops;
+    info.user = srv;
+    info.retry_and_idle_policy = &idle_policy;
+    info.fd_limit_per_thread = 0;
+    info.timeout_secs = 10;
+    srv->ctx = lws_create_context(&info);
+    if (!srv->ctx) {
+        rt_log(RT_LOG_ERROR, "listen_failed", "addr=%s:%d", cfg->listen_host, cfg->listen_port);
+        return RT_ERR;
+    }
+    return RT_OK;
+}
+
+rt_status gw_server_start(struct gw_server *srv, const struct gw_config *cfg, void *uv_loop)
+{
+    memset(srv, 0, sizeof *srv);
+    srv->cfg = cfg;
+    srv->loop = uv_loop;
+    lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_emit);
+    struct proto_limits lim = {.max_frame_bytes = cfg->max_message_bytes};
+    uint8_t rnd[4];
+    uv_random(NULL, NULL, rnd, sizeof rnd, 0, NULL);
+    snprintf(srv->client_prefix, sizeof srv->client_prefix, "c%02x%02x%02x%02x", rnd[0], rnd[1],
+             rnd[2], rnd[3]);
+    srv->scratch_cap = SCRATCH_BYTES;
+    uint8_t *scratch = malloc(LWS_PRE + SCRATCH_BYTES);
+    proto_buf_init(&srv->reply, 0);
+    if (!scratch || proto_decoder_create(&lim, &srv->dec) != RT_OK ||
+        gw_conns_init(&srv->conns, cfg->max_connections + 64) != RT_OK ||
+        gw_iplimit_create(&cfg->ip_bucket, IPLIMIT_SLOTS, &srv->iplimit) != RT_OK ||
+        make_fanout(srv, cfg) != RT_OK) {
+        free(scratch);
+        gw_server_free(srv);
+        return RT_NOMEM;
+    }
+    srv->scratch = scratch + LWS_PRE;
+    if (make_context(srv, cfg, uv_loop) != RT_OK) {
+        gw_server_free(srv);
+        return RT_ERR;
+    }
+    return RT_OK;
+}
+
+void gw_server_stop(struct gw_server *srv)
+{
+    if (srv->ctx)
+        lws_context_destroy(srv->ctx); /* closes every session */
+    srv->ctx = NULL;
+}
+
+void gw_server_free(struct gw_server *srv)
+{
+    gw_server_stop(srv);
+    fo_destroy(srv->fo);
+    srv->fo = NULL;
+    proto_decoder_destroy(srv->dec);
+    srv->dec = NULL;
+    gw_iplimit_destroy(srv->iplimit);
+    srv->iplimit = NULL;
+    gw_conns_free(&srv->conns);
+    proto_buf_free(&srv->reply);
+    if (srv->scratch)
+        free(srv->scratch - LWS_PRE);
+    srv->scratch = NULL;
+}
+
+void gw_server_drain(struct gw_server *srv)
+{
+    if (srv->draining)
+        return;
+    srv->draining = true;
+    srv->drain_started_ms = rt_mono_ms();
+    rt_log(RT_LOG_INFO, "drain_start", "connections=%llu drain_ms=%u",
+           (unsigned long long)srv->m.connections, srv->cfg->drain_ms);
+    for (uint32_t i = 0; i < srv->conns.cap; i++) {
+        struct gw_session *s = srv->conns.slots[i];
+        if (!s)
+            continue;
+        /* Jitter spreads the reconnects over the drain window. */
+        uint32_t after = srv->cfg->drain_ms ? (uint32_t)rand() % srv->cfg->drain_ms : 0;
+        gw_session_close(s, 1001, "draining", true, true, after);
+    }
+}

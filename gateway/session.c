@@ -1,0 +1,490 @@
+/*
+ * session.c: one WebSocket connection's life: connect first, then sub, unsub,
+ * pub, ack, ping; replies and deliveries through the bounded outbox; limits,
+ * abuse and closes. Called by the thin lws callback in server.c. Everything
+ * runs on the loop thread.
+ */
+#include "gw.h"
+
+#include <libwebsockets.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CLOSE_GRACE_S 5 /* a closing connection that does not drain is cut */
+
+static const struct gw_config *cfg_of(const struct gw_session *s)
+{
+    return s->srv->cfg;
+}
+
+void gw_session_want_write(struct gw_session *s)
+{
+    if (!s->write_pending) {
+        s->write_pending = true;
+        lws_callback_on_writable(s->wsi);
+    }
+}
+
+/* Queues whatever srv->reply holds to the session, unbounded by the outbox
+ * limit: replies answer rate-limited requests, so they are bounded by them. */
+static void queue_reply(struct gw_session *s)
+{
+    struct gw_server *srv = s->srv;
+    if (!srv->reply.len)
+        return;
+    if (s->outbox.bytes > 2 * srv->cfg->max_outbox_bytes && !s->closing) {
+        /* It sends but never reads: not even its replies fit any more. */
+        rt_log(RT_LOG_WARN, "slow_consumer_close", "conn=%s outbox_bytes=%zu", s->client_id,
+               s->outbox.bytes);
+        srv->m.slow_consumer_closes++;
+        gw_outbox_clear(&s->outbox, LWS_PRE);
+        proto_buf_reset(&srv->reply);
+        gw_session_close(s, 1008, "slow_consumer", false, true, 1000);
+        return;
+    }
+    if (gw_outbox_push_bytes(&s->outbox, srv->reply.data, srv->reply.len, LWS_PRE) != RT_OK) {
+        rt_log(RT_LOG_ERROR, "outbox_nomem", "conn=%s", s->client_id);
+        gw_session_close(s, 1011, "internal_error", false, true, 1000);
+    }
+    srv->m.messages_out++;
+    proto_buf_reset(&srv->reply);
+    gw_session_want_write(s);
+}
+
+/* A refused message counts toward the abuse limit; past it the connection
+ * is closed with 1008 (PROTOCOL.md section 5). */
+static void note_refusal(struct gw_session *s)
+{
+    const struct gw_config *cfg = cfg_of(s);
+    uint64_t now = rt_mono_ms();
+    if (now - s->abuse_window_start > cfg->abuse_window_ms) {
+        s->abuse_window_start = now;
+        s->abuse_count = 0;
+    }
+    if (++s->abuse_count > cfg->abuse_limit && !s->closing) {
+        rt_log(RT_LOG_WARN, "abuse_close", "conn=%s refused=%u window_ms=%u", s->client_id,
+               s->abuse_count, cfg->abuse_window_ms);
+        s->srv->m.closes_1008++;
+        gw_session_close(s, 1008, "policy_violation", true, true, cfg->abuse_block_ms);
+    }
+}
+
+static void reply_error(struct gw_session *s, const struct proto_msg *m, int code,
+                        const char *message, uint32_t retry_after_ms)
+{
+    struct gw_server *srv = s->srv;
+    int idx = rt_error_index(code);
+    if (idx >= 0)
+        srv->m.errors[idx]++;
+    if (proto_encode_error(&srv->reply, (enum proto_codec)s->codec, m && m->has_id,
+                           m ? m->id : 0, code, message, retry_after_ms) == RT_OK)
+        queue_reply(s);
+    if (code != RT_E_UNAVAILABLE)
+        note_refusal(s);
+}
+
+/* Starts a reply {"type":"reply","id":..,"ok":true, ...}: the caller adds
+ * fields, then finish_reply closes and queues it. */
+static void begin_reply(struct gw_session *s, struct proto_writer *w, int64_t id)
+{
+    proto_writer_init(w, (enum proto_codec)s->codec, &s->srv->reply);
+    proto_w_map(w);
+    proto_w_kcstr(w, "type", "reply");
+    proto_w_kint(w, "id", id);
+    proto_w_kbool(w, "ok", true);
+}
+
+static void finish_reply(struct gw_session *s, struct proto_writer *w)
+{
+    proto_w_end(w);
+    if (proto_writer_status(w) == RT_OK)
+        queue_reply(s);
+    else
+        proto_buf_reset(&s->srv->reply);
+}
+
+static void on_connect(struct gw_session *s, const struct proto_msg *m)
+{
+    struct gw_server *srv = s->srv;
+    const struct gw_config *cfg = cfg_of(s);
+    if (s->state == GW_S_READY) {
+        reply_error(s, m, RT_E_CONFLICT, "already connected", 0);
+        return;
+    }
+    if (fo_client_create(srv->fo, s->conn_id, &s->fo) != RT_OK) {
+        reply_error(s, m, RT_E_UNAVAILABLE, "out of memory", 1000);
+        return;
+    }
+    s->state = GW_S_READY;
+    char user[40];
+    snprintf(user, sizeof user, "anon-%s", s->client_id);
+    struct proto_writer w;
+    proto_writer_init(&w, (enum proto_codec)s->codec, &srv->reply);
+    proto_w_map(&w);
+    proto_w_kcstr(&w, "type", "connected");
+    proto_w_kint(&w, "id", m->id);
+    proto_w_kcstr(&w, "client", s->client_id);
+    proto_w_kcstr(&w, "user", user);
+    proto_w_kcstr(&w, "node", cfg->node_id);
+    proto_w_kuint(&w, "heartbeat_ms", cfg->ping_interval_ms);
+    proto_w_key(&w, "limits");
+    proto_w_map(&w);
+    proto_w_kuint(&w, "pub_rate", cfg->pub_bucket.rate);
+    proto_w_kuint(&w, "pub_burst", cfg->pub_bucket.burst);
+    proto_w_kuint(&w, "max_message_bytes", cfg->max_message_bytes);
+    proto_w_kuint(&w, "max_subs", cfg->max_subs);
+    proto_w_kuint(&w, "max_unacked", cfg->max_unacked);
+    proto_w_end(&w);
+    finish_reply(s, &w);
+    rt_log(RT_LOG_DEBUG, "session_connected", "conn=%s", s->client_id);
+}
+
+static void on_sub(struct gw_session *s, const struct proto_msg *m)
+{
+    struct fo_sub_req req = {
+        .channel = m->channel.ptr,
+        .channel_len = m->channel.len,
+        .has_since = m->has_since,
+        .since = m->since,
+        .epoch = m->epoch.ptr,
+        .epoch_len = m->epoch.len,
+    };
+    struct fo_sub_result res;
+    if (fo_subscribe(s->fo, &req, &res) != RT_OK) {
+        reply_error(s, m, RT_E_UNAVAILABLE, "subscribe failed", 1000);
+        return;
+    }
+    if (res.error) {
+        reply_error(s, m, res.error, res.error_message, res.error == 503 ? 1000 : 0);
+        return;
+    }
+    struct proto_writer w;
+    begin_reply(s, &w, m->id);
+    proto_w_kbool(&w, "durable", res.durable);
+    if (res.durable) {
+        proto_w_kuint(&w, "seq", res.seq);
+        proto_w_kcstr(&w, "epoch", res.epoch);
+    }
+    if (res.has_recovered)
+        proto_w_kbool(&w, "recovered", res.recovered);
+    finish_reply(s, &w);
+    /* Replay (when recovered) goes out after the reply. */
+    fo_client_pump(s->fo);
+}
+
+static void on_unsub(struct gw_session *s, const struct proto_msg *m)
+{
+    if (fo_unsubscribe(s->fo, m->channel.ptr, m->channel.len) != RT_OK) {
+        reply_error(s, m, RT_E_NOT_FOUND, "not subscribed to this channel", 0);
+        return;
+    }
+    struct proto_writer w;
+    begin_reply(s, &w, m->id);
+    finish_reply(s, &w);
+}
+
+static void reply_pub(struct gw_session *s, int64_t id, const struct fo_pub_result *res)
+{
+    if (res->error) {
+        struct proto_msg m = {.has_id = true, .id = id};
+        reply_error(s, &m, res->error, res->error_message, res->retry_after_ms);
+        return;
+    }
+    struct proto_writer w;
+    begin_reply(s, &w, id);
+    if (res->durable)
+        proto_w_kuint(&w, "seq", res->seq);
+    proto_w_kbool(&w, "dup", res->dup);
+    finish_reply(s, &w);
+}
+
+static void on_pub(struct gw_session *s, const struct proto_msg *m)
+{
+    const struct gw_config *cfg = cfg_of(s);
+    uint32_t retry = 0;
+    if (!rt_bucket_take(&s->pub_bucket, &cfg->pub_bucket, rt_mono_ms(), &retry)) {
+        reply_error(s, m, RT_E_RATE_LIMITED, "publish rate exceeded", retry);
+        return;
+    }
+    char user[40];
+    snprintf(user, sizeof user, "anon-%s", s->client_id);
+    struct fo_pub_req req = {
+        .channel = m->channel.ptr,
+        .channel_len = m->channel.len,
+        .msg_id = m->msg_id.ptr,
+        .msg_id_len = m->msg_id.len,
+        .payload = m->data,
+        .conn_id = s->conn_id,
+        .req_id = m->id,
+        .user = user,
+        .client = s->client_id,
+    };
+    struct fo_pub_result res;
+    rt_status st = fo_publish(s->srv->fo, &req, &res);
+    if (st == RT_AGAIN)
+        return; /* answered by pub_done */
+    if (st != RT_OK) {
+        res = (struct fo_pub_result){.error = RT_E_UNAVAILABLE, .retry_after_ms = 1000,
+                                     .error_message = "publish failed"};
+    }
+    reply_pub(s, m->id, &res);
+}
+
+static void on_ping(struct gw_session *s)
+{
+    if (proto_encode_pong(&s->srv->reply, (enum proto_codec)s->codec) == RT_OK)
+        queue_reply(s);
+}
+
+/* One decoded message, in order. */
+static void handle_msg(struct gw_session *s, const struct proto_msg *m)
+{
+    const struct gw_config *cfg = cfg_of(s);
+    uint32_t retry = 0;
+    s->srv->m.messages_in++;
+    if (!rt_bucket_take(&s->msg_bucket, &cfg->msg_bucket, rt_mono_ms(), &retry)) {
+        reply_error(s, m, RT_E_RATE_LIMITED, "message rate exceeded", retry);
+        return;
+    }
+    if (m->error) {
+        reply_error(s, m, m->error, m->error_message, 0);
+        return;
+    }
+    if (m->type == PROTO_T_PING) {
+        on_ping(s);
+        return;
+    }
+    if (s->state != GW_S_READY && m->type != PROTO_T_CONNECT) {
+        if (m->type != PROTO_T_ACK)
+            reply_error(s, m, RT_E_UNAUTHORIZED, "send connect first", 0);
+        return;
+    }
+    switch (m->type) {
+    case PROTO_T_CONNECT: on_connect(s, m); break;
+    case PROTO_T_SUB: on_sub(s, m); break;
+    case PROTO_T_UNSUB: on_unsub(s, m); break;
+    case PROTO_T_PUB: on_pub(s, m); break;
+    case PROTO_T_ACK: fo_ack(s->fo, m->channel.ptr, m->channel.len, m->seq); break;
+    case PROTO_T_GEO_SET:
+    case PROTO_T_GEO_CLEAR:
+    case PROTO_T_GEO_NEAR:
+    case PROTO_T_GEO_WATCH:
+    case PROTO_T_GEO_UNWATCH:
+        reply_error(s, m, RT_E_NOT_FOUND, "presence (geo.*) is not enabled on this node", 0);
+        break;
+    default: reply_error(s, m, RT_E_BAD_REQUEST, "unknown type", 0); break;
+    }
+}
+
+static void handle_frame(struct gw_session *s, const uint8_t *frame, size_t len)
+{
+    struct proto_msg *msgs;
+    size_t n = 0;
+    s->srv->m.frames_in++;
+    s->srv->m.bytes_in += len;
+    rt_status st = proto_decode(s->srv->dec, (enum proto_codec)s->codec, frame, len, &msgs, &n);
+    if (st != RT_OK) {
+        reply_error(s, NULL, st == RT_TOO_BIG ? RT_E_TOO_LARGE : RT_E_BAD_REQUEST,
+                    "frame could not be decoded", 0);
+        return;
+    }
+    for (size_t i = 0; i < n && !s->closing; i++)
+        handle_msg(s, &msgs[i]);
+}
+
+int gw_session_rx(struct gw_session *s, const uint8_t *in, size_t len, bool final,
+                  size_t remaining)
+{
+    const struct gw_config *cfg = cfg_of(s);
+    if (s->closing)
+        return 0; /* input after a close decision is ignored */
+    if (s->rx_len + len + remaining > cfg->max_message_bytes) {
+        rt_log(RT_LOG_WARN, "message_too_big", "conn=%s bytes_at_least=%zu limit=%zu",
+               s->client_id, s->rx_len + len + remaining, cfg->max_message_bytes);
+        s->srv->m.closes_1009++;
+        free(s->rx_buf);
+        s->rx_buf = NULL;
+        s->rx_len = 0;
+        gw_session_close(s, 1009, "message_too_big", true, true, 0);
+        return 0;
+    }
+    if (final && !s->rx_len) {
+        handle_frame(s, in, len);
+        return 0;
+    }
+    uint8_t *nb = realloc(s->rx_buf, s->rx_len + len + 1);
+    if (!nb)
+        return -1;
+    s->rx_buf = nb;
+    memcpy(s->rx_buf + s->rx_len, in, len);
+    s->rx_len += len;
+    if (final) {
+        handle_frame(s, s->rx_buf, s->rx_len);
+        free(s->rx_buf);
+        s->rx_buf = NULL;
+        s->rx_len = 0;
+    }
+    return 0;
+}
+
+int gw_session_writable(struct gw_session *s)
+{
+    struct gw_server *srv = s->srv;
+    s->write_pending = false;
+    uint8_t *data;
+    size_t len;
+    uint32_t n = gw_outbox_next_frame(&s->outbox, srv->scratch, srv->scratch_cap, &data, &len);
+    if (n) {
+        enum lws_write_protocol kind =
+            s->codec == PROTO_JSON ? LWS_WRITE_TEXT : LWS_WRITE_BINARY;
+        if (lws_write(s->wsi, data, len, kind) < (int)len)
+            return -1;
+        srv->m.frames_out++;
+        srv->m.bytes_out += len;
+        gw_outbox_pop(&s->outbox, n, LWS_PRE);
+        if (s->fo_stalled && s->outbox.bytes < cfg_of(s)->max_outbox_bytes / 2 && !s->closing) {
+            s->fo_stalled = false;
+            fo_client_pump(s->fo);
+        }
+        if (s->outbox.count || s->closing)
+            gw_session_want_write(s);
+        return 0;
+    }
+    if (s->closing) {
+        lws_close_reason(s->wsi, (enum lws_close_status)s->close_code,
+                         (unsigned char *)(uintptr_t)s->close_reason, strlen(s->close_reason));
+        return -1;
+    }
+    return 0;
+}
+
+void gw_session_close(struct gw_session *s, uint16_t code, const char *reason, bool tell,
+                      bool reconnect, uint32_t after_ms)
+{
+    if (s->closing)
+        return;
+    s->closing = true;
+    s->close_code = code;
+    s->close_reason = reason;
+    rt_log(RT_LOG_INFO, "session_closing", "conn=%s code=%u reason=%s", s->client_id, code,
+           reason);
+    if (tell && proto_encode_disconnect(&s->srv->reply, (enum proto_codec)s->codec, code,
+                                        reason, reconnect, after_ms) == RT_OK)
+        queue_reply(s);
+    lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK, CLOSE_GRACE_S);
+    gw_session_want_write(s);
+}
+
+int gw_session_open(struct gw_server *srv, struct gw_session *s, struct lws *wsi,
+                    enum proto_codec codec)
+{
+    memset(s, 0, sizeof *s);
+    s->srv = srv;
+    s->wsi = wsi;
+    s->codec = (uint8_t)codec;
+    s->conn_id = gw_conns_add(&srv->conns, s);
+    if (!s->conn_id)
+        return -1;
+    uint64_t now = rt_mono_ms();
+    rt_bucket_init(&s->pub_bucket, &srv->cfg->pub_bucket, now);
+    rt_bucket_init(&s->msg_bucket, &srv->cfg->msg_bucket, now);
+    s->abuse_window_start = now;
+    snprintf(s->client_id, sizeof s->client_id, "%s%llx", srv->client_prefix,
+             (unsigned long long)++srv->client_seq);
+    srv->m.connections++;
+    srv->m.connections_total++;
+    lws_set_timer_usecs(wsi, (lws_usec_t)srv->cfg->connect_timeout_ms * 1000);
+    if (srv->draining)
+        gw_session_close(s, 1001, "draining", true, true, srv->cfg->drain_ms);
+    return 0;
+}
+
+void gw_session_timer(struct gw_session *s)
+{
+    if (s->state != GW_S_READY && !s->closing) {
+        s->srv->m.closes_4001++;
+        gw_session_close(s, 4001, "connect_timeout", true, true, 0);
+    }
+}
+
+void gw_session_closed(struct gw_session *s)
+{
+    struct gw_server *srv = s->srv;
+    if (!srv || !s->conn_id)
+        return;
+    fo_client_destroy(s->fo);
+    s->fo = NULL;
+    gw_outbox_clear(&s->outbox, LWS_PRE);
+    free(s->rx_buf);
+    s->rx_buf = NULL;
+    gw_conns_remove(&srv->conns, s->conn_id);
+    s->conn_id = 0;
+    srv->m.connections--;
+    rt_log(RT_LOG_DEBUG, "session_closed", "conn=%s", s->client_id);
+}
+
+/* ---- fan-out sink ---------------------------------------------------- */
+
+static struct gw_session *sink_session(struct gw_server *srv, uint64_t conn_id)
+{
+    struct gw_session *s = gw_conns_get(&srv->conns, conn_id);
+    return s && !s->closing ? s : NULL;
+}
+
+static rt_status sink_deliver(void *ctx, uint64_t conn_id, struct fo_msg *msg)
+{
+    struct gw_server *srv = ctx;
+    struct gw_session *s = sink_session(srv, conn_id);
+    if (!s)
+        return RT_AGAIN;
+    uint8_t *frame;
+    size_t len;
+    if (fo_msg_frame(msg, (enum proto_codec)s->codec, &frame, &len) != RT_OK)
+        return RT_OK; /* cannot be expressed for this client: skipped, not stalled */
+    if (s->outbox.bytes + len > srv->cfg->max_outbox_bytes) {
+        s->fo_stalled = true;
+        return RT_AGAIN;
+    }
+    if (gw_outbox_push_msg(&s->outbox, msg, frame, len) != RT_OK) {
+        s->fo_stalled = true;
+        return RT_AGAIN;
+    }
+    srv->m.messages_out++;
+    gw_session_want_write(s);
+    return RT_OK;
+}
+
+static rt_status sink_gap(void *ctx, uint64_t conn_id, const char *channel, uint64_t from,
+                          uint64_t to)
+{
+    struct gw_server *srv = ctx;
+    struct gw_session *s = sink_session(srv, conn_id);
+    if (!s)
+        return RT_AGAIN;
+    if (s->outbox.bytes > srv->cfg->max_outbox_bytes) {
+        s->fo_stalled = true;
+        return RT_AGAIN;
+    }
+    if (proto_encode_gap(&srv->reply, (enum proto_codec)s->codec, channel, from, to) != RT_OK)
+        return RT_NOMEM;
+    queue_reply(s);
+    return RT_OK;
+}
+
+static void sink_pub_done(void *ctx, uint64_t conn_id, int64_t req_id,
+                          const struct fo_pub_result *res)
+{
+    struct gw_session *s = sink_session(ctx, conn_id);
+    if (s)
+        reply_pub(s, req_id, res);
+}
+
+struct fo_sink gw_session_sink(struct gw_server *srv)
+{
+    return (struct fo_sink){
+        .ctx = srv,
+        .deliver = sink_deliver,
+        .gap = sink_gap,
+        .pub_done = sink_pub_done,
+    };
+}
