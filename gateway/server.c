@@ -195,7 +195,9 @@ static rt_status make_context(struct gw_server *srv, const struct gw_config *cfg
     info.port = cfg->listen_port;
     info.iface = strcmp(cfg->listen_host, "0.0.0.0") ? cfg->listen_host : NULL;
     info.protocols = protocols;
-    info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_VALIDATE_UTF8 |
+    /* No LWS_SERVER_OPTION_VALIDATE_UTF8: invalid UTF-8 gets a 400 from the
+     * decoder instead of a close (PROTOCOL.md: a bad message never closes). */
+    info.options = LWS_SERVER_OPTION_LIBUV |
                    LWS_SERVER_OPTION_HTTP_HEADERS_SECURITY_BEST_PRACTICES_ENFORCE;
     info.foreign_loops = foreign_loops;
     info.user = srv;
