@@ -83,6 +83,21 @@ static bool subprotocol_ok(struct lws *wsi)
     return false;
 }
 
+static const char *status_text(unsigned status)
+{
+    switch (status) {
+    case 400: return "Bad Request";
+    case 404: return "Not Found";
+    case 429: return "Too Many Requests";
+    default: return "Service Unavailable";
+    }
+}
+
+/*
+ * Refuses a WebSocket handshake with an HTTP status. The response is written
+ * whole by hand: at this stage lws has not recorded the request's HTTP
+ * version and would answer "HTTP/1.0" with no reason phrase.
+ */
 static int refuse(struct lws *wsi, int cause, unsigned status, const char *body,
                   uint32_t retry_after_ms)
 {
@@ -92,10 +107,18 @@ static int refuse(struct lws *wsi, int cause, unsigned status, const char *body,
     srv->m.handshakes_refused[cause]++;
     rt_log(RT_LOG_INFO, "handshake_refused", "peer=%s status=%u why=\"%.*s\"", peer, status,
            (int)strlen(body) - 1, body);
-    uint32_t retry_s = retry_after_ms ? (retry_after_ms + 999) / 1000 : 0;
-    if (http_respond(wsi, status, "text/plain", body, strlen(body), retry_s))
+    char retry[48] = "";
+    if (retry_after_ms)
+        snprintf(retry, sizeof retry, "Retry-After: %u\r\n", (retry_after_ms + 999) / 1000);
+    char buf[LWS_PRE + 512];
+    int n = snprintf(buf + LWS_PRE, sizeof buf - LWS_PRE,
+                     "HTTP/1.1 %u %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n"
+                     "Connection: close\r\n%s\r\n%s",
+                     status, status_text(status), strlen(body), retry, body);
+    if (n < 0 || (size_t)n >= sizeof buf - LWS_PRE)
         return -1;
-    return 1; /* the response is written: lws completes the transaction */
+    lws_write(wsi, (unsigned char *)buf + LWS_PRE, (size_t)n, LWS_WRITE_HTTP_HEADERS);
+    return -1; /* Connection: close: hang up once written */
 }
 
 /* LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: the last chance to answer in HTTP. */
