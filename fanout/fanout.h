@@ -60,18 +60,18 @@ void fo_msg_release(struct fo_msg *m); /* NULL is a no-op; frees at zero */
 rt_status fo_msg_frame(struct fo_msg *m, enum proto_codec codec, uint8_t **data, size_t *len);
 
 struct fo_config {
-    const char *engine;             /* "memory" (default when NULL) */
-    const char *node_id;            /* for logs and epochs */
-    const char *const *ephemeral;   /* channel patterns that are ephemeral */
-    size_t n_ephemeral;             /* everything else is durable */
-    size_t history_max;             /* messages kept per durable channel; default 1000 */
-    uint64_t history_max_age_ms;    /* default 3600000 (1 h); 0 = default */
-    uint64_t dedup_window_ms;       /* msg_id memory; default 120000 */
-    size_t dedup_max_entries;       /* bound on remembered msg_ids; default 1000000 */
-    size_t max_channels;            /* channels with state; default 100000 */
-    uint32_t max_unacked;           /* per client; default 1024 */
-    uint32_t max_subs;              /* per client; default 256 */
-    size_t frame_headroom;          /* bytes before each encoded frame (LWS_PRE) */
+    const char *engine;           /* "memory" (default when NULL) */
+    const char *node_id;          /* for logs and epochs */
+    const char *const *ephemeral; /* channel patterns that are ephemeral */
+    size_t n_ephemeral;           /* everything else is durable */
+    size_t history_max;           /* messages kept per durable channel; default 1000 */
+    uint64_t history_max_age_ms;  /* default 3600000 (1 h); 0 = default */
+    uint64_t dedup_window_ms;     /* msg_id memory; default 120000 */
+    size_t dedup_max_entries;     /* bound on remembered msg_ids; default 1000000 */
+    size_t max_channels;          /* channels with state; default 100000 */
+    uint32_t max_unacked;         /* per client; default 1024 */
+    uint32_t max_subs;            /* per client; default 256 */
+    size_t frame_headroom;        /* bytes before each encoded frame (LWS_PRE) */
 };
 
 /* Answer to a publish. error is 0 on success, else a protocol code (400, 503, ...). */
@@ -128,8 +128,9 @@ struct fo_sub_req {
 struct fo_sub_result {
     int error; /* 0, or 400 (bad since), 403 (max_subs), 409 (already), 503 */
     const char *error_message;
+    uint32_t retry_after_ms; /* with 503 */
     bool durable;
-    uint64_t seq;   /* latest seq at subscribe time (durable) */
+    uint64_t seq; /* latest seq at subscribe time (durable) */
     char epoch[PROTO_EPOCH_MAX + 1];
     bool has_recovered; /* since was given */
     bool recovered;
@@ -141,9 +142,14 @@ struct fo_sub_result {
  * before live messages, with no gap or duplicate at the seam. Returns RT_OK
  * with *out filled (out->error says whether it was refused).
  */
-rt_status fo_subscribe(struct fo_client *c, const struct fo_sub_req *req, struct fo_sub_result *out);
+rt_status fo_subscribe(struct fo_client *c, const struct fo_sub_req *req,
+                       struct fo_sub_result *out);
 
-/* Unsubscribes. Returns RT_NOT_FOUND if not subscribed. */
+/*
+ * Unsubscribes. Returns RT_NOT_FOUND if not subscribed. If the subscription
+ * held window space that another paused durable subscription of this client
+ * was waiting for, delivers that one right away (as fo_client_pump).
+ */
 rt_status fo_unsubscribe(struct fo_client *c, const char *channel, size_t len);
 
 /*
@@ -171,7 +177,7 @@ struct fo_pub_req {
     struct proto_payload payload; /* copied */
     uint64_t conn_id;             /* publisher, for pub_done */
     int64_t req_id;
-    const char *user;   /* for backends' headers (nats engine) */
+    const char *user; /* for backends' headers (nats engine) */
     const char *client;
 };
 
@@ -196,7 +202,12 @@ struct fo_stats {
 
 void fo_get_stats(const struct fo *fo, struct fo_stats *out);
 
-/* Drops expired history and dedup entries. Call about once a second. */
+/*
+ * Drops expired history and dedup entries and frees channels left with no
+ * state. Call about once a second. Ages are measured on the fan-out's own
+ * clock (rt_wall_ms, the clock of fo_msg.ts_ms), so now_ms is not used:
+ * any clock may be passed.
+ */
 void fo_tick(struct fo *fo, uint64_t now_ms);
 
 #endif

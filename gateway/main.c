@@ -23,7 +23,7 @@ static void on_tick(uv_timer_t *t)
 {
     struct app *app = t->data;
     struct gw_server *srv = &app->srv;
-    fo_tick(srv->fo, rt_mono_ms());
+    fo_tick(srv->fo, rt_wall_ms());
     if (!srv->draining)
         return;
     uint64_t waited = rt_mono_ms() - srv->drain_started_ms;

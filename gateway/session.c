@@ -155,7 +155,7 @@ static void on_sub(struct gw_session *s, const struct proto_msg *m)
         return;
     }
     if (res.error) {
-        reply_error(s, m, res.error, res.error_message, res.error == 503 ? 1000 : 0);
+        reply_error(s, m, res.error, res.error_message, res.retry_after_ms);
         return;
     }
     struct proto_writer w;

@@ -1,0 +1,220 @@
+/*
+ * fanout_int.h: internals shared by the files of fanout/ (and its unit
+ * tests). Not part of the public interface: the gateway includes fanout.h
+ * only.
+ *
+ * Pieces:
+ *   - fo__htab: a small intrusive chained hash table keyed by byte strings.
+ *   - struct fo / fo_chan / fo_sub / fo_client: the registry (registry.c).
+ *   - struct fo_engine_ops: what an engine (memory now, NATS later) provides
+ *     under the registry (engine_memory.c).
+ *
+ * Threads: everything runs on the gateway's loop thread.
+ */
+#ifndef FANOUT_INT_H
+#define FANOUT_INT_H
+
+#include "fanout.h"
+
+/* -------------------------------------------------------------------- */
+/* Hash table (htab.c)                                                    */
+
+/* Embed one in the hashed struct; key points into that struct. */
+struct fo_hnode {
+    struct fo_hnode *next;
+    uint64_t hash;
+    const char *key;
+    size_t key_len;
+};
+
+struct fo_htab {
+    struct fo_hnode **buckets;
+    size_t nbuckets; /* 0 or a power of two */
+    size_t count;
+};
+
+uint64_t fo__hash(const void *key, size_t len);
+void fo__htab_init(struct fo_htab *t);
+/* Frees the bucket array only; the nodes belong to the caller. */
+void fo__htab_free(struct fo_htab *t);
+struct fo_hnode *fo__htab_find(const struct fo_htab *t, const char *key, size_t len);
+/* Inserts n (key, key_len set by the caller; no duplicate check). RT_NOMEM. */
+rt_status fo__htab_insert(struct fo_htab *t, struct fo_hnode *n);
+void fo__htab_remove(struct fo_htab *t, struct fo_hnode *n);
+/* Visits every node; fn may remove (and free) the node it is given. */
+void fo__htab_each(struct fo_htab *t, void (*fn)(struct fo_hnode *n, void *arg), void *arg);
+
+#define FO__CONTAINER(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
+
+/* -------------------------------------------------------------------- */
+/* Messages (msg.c)                                                       */
+
+/*
+ * A new message with refs = 1 and owned copies of channel, msg_id (may be
+ * NULL) and the payload bytes, all in one allocation. NULL on NOMEM.
+ */
+struct fo_msg *fo__msg_create(const char *channel, size_t channel_len, const char *msg_id,
+                              size_t msg_id_len, const struct proto_payload *payload, bool durable,
+                              uint64_t seq, uint64_t ts_ms, size_t headroom);
+/* Bytes a message accounts for in history_bytes. */
+size_t fo__msg_bytes(const struct fo_msg *m);
+
+/* -------------------------------------------------------------------- */
+/* Engine interface                                                       */
+
+struct fo_chan;
+
+/* What the engine knows about a durable channel. */
+struct fo_chan_info {
+    uint64_t latest;          /* last seq accepted on this channel, 0 if none */
+    uint64_t oldest;          /* oldest retained seq, 0 if nothing is retained */
+    uint64_t trimmed_through; /* newest seq no longer retained, 0 if none was dropped:
+                                 a `since` >= this can be replayed completely */
+    char epoch[PROTO_EPOCH_MAX + 1];
+};
+
+/*
+ * One step of a history read after seq `after`. gap_to != 0 says that seqs
+ * gap_from..gap_to (inclusive, gap_from = after + 1) are no longer retained.
+ * msg is the first retained message after max(after, gap_to), retained for
+ * the caller, or NULL when there is none: then everything up to `latest` has
+ * been handed out (or is covered by the gap) and the reader is caught up.
+ */
+struct fo_fetch {
+    struct fo_msg *msg;
+    uint64_t gap_from;
+    uint64_t gap_to;
+};
+
+/*
+ * An engine. All calls on the loop thread. `eng` is what create returned.
+ * Messages the engine accepts are handed to fo__dispatch in seq order per
+ * channel, each once; `latest` in chan_info never runs ahead of what fetch
+ * can return or report as a gap (this is what makes the catch-up seam exact).
+ */
+struct fo_engine_ops {
+    const char *name;
+    rt_status (*create)(struct fo *fo, void **eng);
+    void (*destroy)(void *eng); /* after every channel was closed */
+    /* Per-channel engine state, stored in ch->eng. */
+    rt_status (*chan_open)(void *eng, struct fo_chan *ch);
+    void (*chan_close)(void *eng, struct fo_chan *ch);
+    /* True when the engine keeps nothing for ch (no history, no dedup). */
+    bool (*chan_idle)(void *eng, const struct fo_chan *ch);
+    /* First local subscriber arrived / last one left. RT_UNAVAILABLE: 503. */
+    rt_status (*interest_add)(void *eng, struct fo_chan *ch);
+    void (*interest_remove)(void *eng, struct fo_chan *ch);
+    /*
+     * RT_OK: *res is the answer and *msg the accepted message (a reference
+     * for the caller, who dispatches it), or NULL for a dup. RT_AGAIN: the
+     * engine calls fo__pub_done and fo__dispatch later. Other statuses: the
+     * caller answers 503.
+     */
+    rt_status (*publish)(void *eng, struct fo_chan *ch, const struct fo_pub_req *req,
+                         struct fo_pub_result *res, struct fo_msg **msg);
+    void (*chan_info)(void *eng, const struct fo_chan *ch, struct fo_chan_info *out);
+    /* RT_OK with *out filled, or RT_AGAIN if the engine has to fetch first. */
+    rt_status (*fetch)(void *eng, struct fo_chan *ch, uint64_t after, struct fo_fetch *out);
+    void (*tick)(void *eng, uint64_t now_ms);
+};
+
+extern const struct fo_engine_ops fo__engine_memory;
+
+/* -------------------------------------------------------------------- */
+/* Registry                                                               */
+
+/* A local subscription: one client on one channel. */
+struct fo_sub {
+    struct fo_client *client;
+    struct fo_chan *chan;
+    struct fo_sub *prev, *next; /* the client's list */
+    struct fo_sub *grave_next;  /* freed when the registry is no longer busy */
+    uint32_t slot;              /* index in chan->subs */
+    bool durable;
+    bool live; /* durable: takes messages as they are dispatched */
+    bool dead; /* removed; memory kept until the registry is not busy */
+    /* Durable only. */
+    uint64_t cursor;   /* last seq delivered or skipped by a gap */
+    uint64_t *unacked; /* ring of delivered, unacked seqs, increasing */
+    uint32_t ua_head, ua_len, ua_cap;
+};
+
+struct fo_chan {
+    struct fo_hnode node; /* key = name */
+    bool durable;
+    struct fo_sub **subs; /* NULL slots while dispatching (removed subs) */
+    uint32_t n_slots, cap;
+    uint32_t n_subs;    /* subs that are not dead */
+    uint32_t holes;     /* NULL slots left by removals during a dispatch */
+    uint32_t iterating; /* dispatch loops running over subs: do not reorder */
+    uint32_t pins;      /* users outside the loops (queued dispatch, publish) */
+    bool idle_queued;   /* on fo->idle_chans */
+    struct fo_chan *idle_next;
+    void *eng; /* engine's per-channel state */
+    size_t name_len;
+    char name[]; /* NUL-terminated */
+};
+
+struct fo_client {
+    struct fo *fo;
+    uint64_t conn_id;
+    struct fo_sub *head, *tail;
+    uint32_t n_subs;
+    uint32_t unacked;  /* durable messages delivered, not acked, all subs */
+    uint32_t n_paused; /* durable subs that are not live */
+    bool pumping, repump, dead;
+    struct fo_client *grave_next;
+};
+
+/* A dispatch deferred because a sink callback published (see fo__dispatch). */
+struct fo_pending {
+    struct fo_pending *next;
+    struct fo_chan *chan;
+    struct fo_msg *msg;
+};
+
+struct fo {
+    struct fo_config cfg; /* defaults applied; ephemeral patterns copied */
+    char **ephemeral;
+    struct fo_sink sink;
+    const struct fo_engine_ops *ops;
+    void *eng;
+    struct fo_htab chans;
+    struct fo_stats stats;
+    uint64_t (*clock)(void *ctx); /* now in ms, wall clock; tests inject */
+    void *clock_ctx;
+    /* Re-entrancy: while busy (inside a sink callback), frees and
+     * dispatches are deferred to the outermost exit. */
+    uint32_t busy;
+    bool draining;
+    struct fo_pending *pending_head, *pending_tail;
+    struct fo_sub *grave_subs;
+    struct fo_client *grave_clients;
+    struct fo_chan *idle_chans;
+};
+
+/* Callback regions: see registry.c. Leaving the outermost one settles. */
+void fo__busy_enter(struct fo *fo);
+void fo__busy_leave(struct fo *fo);
+/* Removes the NULL slots of ch->subs once no dispatch iterates it. */
+void fo__chan_compact(struct fo_chan *ch);
+/* The client's subscription to channel, or NULL. */
+struct fo_sub *fo__find_sub(const struct fo_client *c, const char *channel, size_t len);
+
+/* Now in ms from the injected clock (rt_wall_ms by default). */
+uint64_t fo__now(const struct fo *fo);
+/* Test hook: replace the clock used for ts, history age and dedup. */
+void fo__set_clock(struct fo *fo, uint64_t (*clock)(void *ctx), void *ctx);
+
+/*
+ * Hands an accepted message to the local subscribers of ch (borrowed: retain
+ * to keep). Called by fo_publish for synchronous engines and by async
+ * engines. Deferred (in order) when called from inside a sink callback.
+ */
+void fo__dispatch(struct fo *fo, struct fo_chan *ch, struct fo_msg *msg);
+/* An async publish finished: forwards to sink->pub_done. */
+void fo__pub_done(struct fo *fo, uint64_t conn_id, int64_t req_id, const struct fo_pub_result *res);
+/* The engine dropped state of ch (e.g. in tick): free ch if nothing holds it. */
+void fo__chan_check_idle(struct fo *fo, struct fo_chan *ch);
+
+#endif
