@@ -158,6 +158,7 @@ struct gw_session {
     bool write_pending; /* a WRITEABLE callback is already asked for */
     bool fo_stalled;    /* fan-out was refused for a full outbox: pump when drained */
     bool closing;       /* close after the outbox is flushed */
+    bool close_now;     /* flushed: the close frame goes out from the timer */
     uint16_t close_code;
     const char *close_reason;
     uint8_t *rx_buf; /* reassembly of a message split over callbacks */
@@ -205,7 +206,8 @@ int gw_session_open(struct gw_server *srv, struct gw_session *s, struct lws *wsi
 int gw_session_rx(struct gw_session *s, const uint8_t *in, size_t len, bool final,
                   size_t remaining);
 int gw_session_writable(struct gw_session *s);
-void gw_session_timer(struct gw_session *s);
+/* The session's lws timer fired; non-zero asks lws to close politely. */
+int gw_session_timer(struct gw_session *s);
 void gw_session_closed(struct gw_session *s);
 /* Asks the session to close with code after flushing (optionally telling it first). */
 void gw_session_close(struct gw_session *s, uint16_t code, const char *reason, bool tell,

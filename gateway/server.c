@@ -163,7 +163,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         return gw_session_rx(s, in, len, lws_is_final_fragment(wsi),
                              lws_remaining_packet_payload(wsi));
     case LWS_CALLBACK_SERVER_WRITEABLE: return gw_session_writable(s);
-    case LWS_CALLBACK_TIMER: gw_session_timer(s); return 0;
+    case LWS_CALLBACK_TIMER: return gw_session_timer(s);
     case LWS_CALLBACK_CLOSED: gw_session_closed(s); return 0;
     default: return 0;
     }

@@ -350,10 +350,16 @@ int gw_session_writable(struct gw_session *s)
             gw_session_want_write(s);
         return 0;
     }
-    if (s->closing) {
+    if (s->closing && !s->close_now) {
+        /*
+         * Everything is flushed: close with our code. Not by returning -1
+         * here: lws treats a failing WRITEABLE as a dead socket and sends no
+         * close frame. A failing TIMER callback takes the polite path.
+         */
         lws_close_reason(s->wsi, (enum lws_close_status)s->close_code,
                          (unsigned char *)(uintptr_t)s->close_reason, strlen(s->close_reason));
-        return -1;
+        s->close_now = true;
+        lws_set_timer_usecs(s->wsi, 1);
     }
     return 0;
 }
@@ -399,12 +405,15 @@ int gw_session_open(struct gw_server *srv, struct gw_session *s, struct lws *wsi
     return 0;
 }
 
-void gw_session_timer(struct gw_session *s)
+int gw_session_timer(struct gw_session *s)
 {
+    if (s->close_now)
+        return -1; /* lws sends the close frame prepared by lws_close_reason */
     if (s->state != GW_S_READY && !s->closing) {
         s->srv->m.closes_4001++;
         gw_session_close(s, 4001, "connect_timeout", true, true, 0);
     }
+    return 0;
 }
 
 void gw_session_closed(struct gw_session *s)
