@@ -70,6 +70,16 @@ static const struct opt opts[] = {
      "on SIGTERM, reconnects are spread over this window (default 5000)"},
     {"drain-timeout-ms", OPT_U32, OFF(drain_timeout_ms), 0,
      "on SIGTERM, exit after this even if clients linger (default 10000)"},
+    {"geo-rate", OPT_U32, OFF(geo_bucket.rate), 0, "geo.set per second per connection (default 10)"},
+    {"geo-burst", OPT_U32, OFF(geo_bucket.burst), 0, "geo.set burst per connection (default 20)"},
+    {"geo-precision", OPT_U32, OFF(geo_precision), 0,
+     "geohash length of presence cells, 1..12 (default 6)"},
+    {"geo-max-members", OPT_U32, OFF(geo_max_members), 0,
+     "presence members on this node, all spaces (default 1000000)"},
+    {"geo-max-spaces", OPT_U32, OFF(geo_max_spaces), 0,
+     "spaces one connection may be present in (default 16)"},
+    {"geo-max-watches", OPT_U32, OFF(geo_max_watches), 0,
+     "geo.watch per connection (default 16)"},
     {"rx-buffer", OPT_SIZE, OFF(rx_buffer), 0,
      "per-connection receive buffer in bytes (default 1024)"},
     {"log-level", OPT_LOGLEVEL, 0, 0, "debug, info, warn or error (default info)"},
@@ -100,6 +110,11 @@ static void set_defaults(struct gw_config *cfg)
     cfg->abuse_window_ms = 10000;
     cfg->abuse_block_ms = 60000;
     cfg->drain_ms = 5000;
+    cfg->geo_bucket = (struct rt_bucket_cfg){.rate = 10, .burst = 20};
+    cfg->geo_precision = 6;
+    cfg->geo_max_members = 1000000;
+    cfg->geo_max_spaces = 16;
+    cfg->geo_max_watches = 16;
     cfg->drain_timeout_ms = 10000;
     cfg->rx_buffer = 1024;
     cfg->log_level = RT_LOG_INFO;
@@ -266,7 +281,8 @@ void gw_config_usage(FILE *out)
 
 static rt_status check(struct gw_config *cfg)
 {
-    if (cfg->pub_bucket.burst == 0 || cfg->msg_bucket.burst == 0 || cfg->ip_bucket.burst == 0 ||
+    if (cfg->pub_bucket.burst == 0 || cfg->msg_bucket.burst == 0 || cfg->geo_bucket.burst == 0 ||
+        cfg->geo_precision < 1 || cfg->geo_precision > 12 || cfg->ip_bucket.burst == 0 ||
         cfg->max_message_bytes < 64 || cfg->max_outbox_bytes < 4096 || cfg->rx_buffer < 128 ||
         cfg->max_unacked == 0 || cfg->history == 0 || cfg->ping_interval_ms < 1000 ||
         cfg->idle_timeout_ms <= cfg->ping_interval_ms || cfg->ws_path[0] != '/') {

@@ -7,6 +7,7 @@
 #define GW_H
 
 #include "fanout.h"
+#include "geo.h"
 #include "protocol.h"
 #include "rt.h"
 
@@ -44,6 +45,11 @@ struct gw_config {
     uint32_t abuse_block_ms;  /* after_ms told to a client closed for abuse */
     uint32_t drain_ms;        /* reconnects are spread over this window */
     uint32_t drain_timeout_ms;
+    struct rt_bucket_cfg geo_bucket; /* geo.set per connection */
+    uint32_t geo_precision;
+    uint32_t geo_max_members;          /* node-wide */
+    uint32_t geo_max_spaces;           /* spaces one connection is present in */
+    uint32_t geo_max_watches;          /* watches per connection */
     size_t rx_buffer;
     enum rt_log_level log_level;
 };
@@ -151,6 +157,9 @@ struct gw_session {
     struct gw_outbox outbox;
     struct rt_bucket pub_bucket;
     struct rt_bucket msg_bucket;
+    struct rt_bucket geo_bucket;
+    uint16_t geo_spaces;  /* spaces this connection is present in */
+    uint16_t geo_watches; /* its watches */
     uint64_t abuse_window_start;
     uint32_t abuse_count;
     uint8_t codec; /* enum proto_codec */
@@ -194,6 +203,9 @@ struct gw_server {
     uint8_t *scratch; /* frame assembly, LWS_PRE headroom before scratch */
     size_t scratch_cap;
     struct proto_buf reply; /* reply encoding, reused */
+    struct geo *geo;            /* presence index */
+    struct geo_hit *geo_hits;   /* near() results, PROTO_NEAR_LIMIT_MAX */
+    uint64_t geo_events;
     bool draining;
     uint64_t drain_started_ms;
     uint64_t client_seq;
@@ -212,6 +224,20 @@ void gw_session_closed(struct gw_session *s);
 /* Asks the session to close with code after flushing (optionally telling it first). */
 void gw_session_close(struct gw_session *s, uint16_t code, const char *reason, bool tell,
                       bool reconnect, uint32_t after_ms);
+/* Replies, for the other request handlers (presence.c). */
+void gw_session_reply_error(struct gw_session *s, const struct proto_msg *m, int code,
+                            const char *message, uint32_t retry_after_ms);
+void gw_session_begin_reply(struct gw_session *s, struct proto_writer *w, int64_t id);
+/* Ends the message begun on srv->reply and queues it (also for events). */
+void gw_session_finish_reply(struct gw_session *s, struct proto_writer *w);
+
+/* presence.c: geo.* requests and watch events. */
+rt_status gw_presence_create(struct gw_server *srv);
+void gw_presence_destroy(struct gw_server *srv);
+void gw_presence_handle(struct gw_session *s, const struct proto_msg *m);
+/* The connection is gone: its members leave (watchers are told), its watches end. */
+void gw_presence_closed(struct gw_session *s);
+
 /* The fan-out sink, bound to the server. */
 struct fo_sink gw_session_sink(struct gw_server *srv);
 

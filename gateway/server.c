@@ -252,7 +252,7 @@ rt_status gw_server_start(struct gw_server *srv, const struct gw_config *cfg, vo
     if (!scratch || proto_decoder_create(&lim, &srv->dec) != RT_OK ||
         gw_conns_init(&srv->conns, cfg->max_connections + 64) != RT_OK ||
         gw_iplimit_create(&cfg->ip_bucket, IPLIMIT_SLOTS, &srv->iplimit) != RT_OK ||
-        make_fanout(srv, cfg) != RT_OK) {
+        make_fanout(srv, cfg) != RT_OK || gw_presence_create(srv) != RT_OK) {
         free(scratch);
         gw_server_free(srv);
         return RT_NOMEM;
@@ -275,6 +275,7 @@ void gw_server_stop(struct gw_server *srv)
 void gw_server_free(struct gw_server *srv)
 {
     gw_server_stop(srv);
+    gw_presence_destroy(srv);
     fo_destroy(srv->fo);
     srv->fo = NULL;
     proto_decoder_destroy(srv->dec);

@@ -69,15 +69,15 @@ static void note_refusal(struct gw_session *s)
     }
 }
 
-static void reply_error(struct gw_session *s, const struct proto_msg *m, int code,
-                        const char *message, uint32_t retry_after_ms)
+void gw_session_reply_error(struct gw_session *s, const struct proto_msg *m, int code,
+                            const char *message, uint32_t retry_after_ms)
 {
     struct gw_server *srv = s->srv;
     int idx = rt_error_index(code);
     if (idx >= 0)
         srv->m.errors[idx]++;
-    if (proto_encode_error(&srv->reply, (enum proto_codec)s->codec, m && m->has_id,
-                           m ? m->id : 0, code, message, retry_after_ms) == RT_OK)
+    if (proto_encode_error(&srv->reply, (enum proto_codec)s->codec, m && m->has_id, m ? m->id : 0,
+                           code, message, retry_after_ms) == RT_OK)
         queue_reply(s);
     if (code != RT_E_UNAVAILABLE)
         note_refusal(s);
@@ -85,7 +85,7 @@ static void reply_error(struct gw_session *s, const struct proto_msg *m, int cod
 
 /* Starts a reply {"type":"reply","id":..,"ok":true, ...}: the caller adds
  * fields, then finish_reply closes and queues it. */
-static void begin_reply(struct gw_session *s, struct proto_writer *w, int64_t id)
+void gw_session_begin_reply(struct gw_session *s, struct proto_writer *w, int64_t id)
 {
     proto_writer_init(w, (enum proto_codec)s->codec, &s->srv->reply);
     proto_w_map(w);
@@ -94,7 +94,7 @@ static void begin_reply(struct gw_session *s, struct proto_writer *w, int64_t id
     proto_w_kbool(w, "ok", true);
 }
 
-static void finish_reply(struct gw_session *s, struct proto_writer *w)
+void gw_session_finish_reply(struct gw_session *s, struct proto_writer *w)
 {
     proto_w_end(w);
     if (proto_writer_status(w) == RT_OK)
@@ -108,11 +108,11 @@ static void on_connect(struct gw_session *s, const struct proto_msg *m)
     struct gw_server *srv = s->srv;
     const struct gw_config *cfg = cfg_of(s);
     if (s->state == GW_S_READY) {
-        reply_error(s, m, RT_E_CONFLICT, "already connected", 0);
+        gw_session_reply_error(s, m, RT_E_CONFLICT, "already connected", 0);
         return;
     }
     if (fo_client_create(srv->fo, s->conn_id, &s->fo) != RT_OK) {
-        reply_error(s, m, RT_E_UNAVAILABLE, "out of memory", 1000);
+        gw_session_reply_error(s, m, RT_E_UNAVAILABLE, "out of memory", 1000);
         return;
     }
     s->state = GW_S_READY;
@@ -135,7 +135,7 @@ static void on_connect(struct gw_session *s, const struct proto_msg *m)
     proto_w_kuint(&w, "max_subs", cfg->max_subs);
     proto_w_kuint(&w, "max_unacked", cfg->max_unacked);
     proto_w_end(&w);
-    finish_reply(s, &w);
+    gw_session_finish_reply(s, &w);
     rt_log(RT_LOG_DEBUG, "session_connected", "conn=%s", s->client_id);
 }
 
@@ -151,15 +151,15 @@ static void on_sub(struct gw_session *s, const struct proto_msg *m)
     };
     struct fo_sub_result res;
     if (fo_subscribe(s->fo, &req, &res) != RT_OK) {
-        reply_error(s, m, RT_E_UNAVAILABLE, "subscribe failed", 1000);
+        gw_session_reply_error(s, m, RT_E_UNAVAILABLE, "subscribe failed", 1000);
         return;
     }
     if (res.error) {
-        reply_error(s, m, res.error, res.error_message, res.retry_after_ms);
+        gw_session_reply_error(s, m, res.error, res.error_message, res.retry_after_ms);
         return;
     }
     struct proto_writer w;
-    begin_reply(s, &w, m->id);
+    gw_session_begin_reply(s, &w, m->id);
     proto_w_kbool(&w, "durable", res.durable);
     if (res.durable) {
         proto_w_kuint(&w, "seq", res.seq);
@@ -167,7 +167,7 @@ static void on_sub(struct gw_session *s, const struct proto_msg *m)
     }
     if (res.has_recovered)
         proto_w_kbool(&w, "recovered", res.recovered);
-    finish_reply(s, &w);
+    gw_session_finish_reply(s, &w);
     /* Replay (when recovered) goes out after the reply. */
     fo_client_pump(s->fo);
 }
@@ -175,27 +175,27 @@ static void on_sub(struct gw_session *s, const struct proto_msg *m)
 static void on_unsub(struct gw_session *s, const struct proto_msg *m)
 {
     if (fo_unsubscribe(s->fo, m->channel.ptr, m->channel.len) != RT_OK) {
-        reply_error(s, m, RT_E_NOT_FOUND, "not subscribed to this channel", 0);
+        gw_session_reply_error(s, m, RT_E_NOT_FOUND, "not subscribed to this channel", 0);
         return;
     }
     struct proto_writer w;
-    begin_reply(s, &w, m->id);
-    finish_reply(s, &w);
+    gw_session_begin_reply(s, &w, m->id);
+    gw_session_finish_reply(s, &w);
 }
 
 static void reply_pub(struct gw_session *s, int64_t id, const struct fo_pub_result *res)
 {
     if (res->error) {
         struct proto_msg m = {.has_id = true, .id = id};
-        reply_error(s, &m, res->error, res->error_message, res->retry_after_ms);
+        gw_session_reply_error(s, &m, res->error, res->error_message, res->retry_after_ms);
         return;
     }
     struct proto_writer w;
-    begin_reply(s, &w, id);
+    gw_session_begin_reply(s, &w, id);
     if (res->durable)
         proto_w_kuint(&w, "seq", res->seq);
     proto_w_kbool(&w, "dup", res->dup);
-    finish_reply(s, &w);
+    gw_session_finish_reply(s, &w);
 }
 
 static void on_pub(struct gw_session *s, const struct proto_msg *m)
@@ -203,7 +203,7 @@ static void on_pub(struct gw_session *s, const struct proto_msg *m)
     const struct gw_config *cfg = cfg_of(s);
     uint32_t retry = 0;
     if (!rt_bucket_take(&s->pub_bucket, &cfg->pub_bucket, rt_mono_ms(), &retry)) {
-        reply_error(s, m, RT_E_RATE_LIMITED, "publish rate exceeded", retry);
+        gw_session_reply_error(s, m, RT_E_RATE_LIMITED, "publish rate exceeded", retry);
         return;
     }
     char user[40];
@@ -224,8 +224,8 @@ static void on_pub(struct gw_session *s, const struct proto_msg *m)
     if (st == RT_AGAIN)
         return; /* answered by pub_done */
     if (st != RT_OK) {
-        res = (struct fo_pub_result){.error = RT_E_UNAVAILABLE, .retry_after_ms = 1000,
-                                     .error_message = "publish failed"};
+        res = (struct fo_pub_result){
+            .error = RT_E_UNAVAILABLE, .retry_after_ms = 1000, .error_message = "publish failed"};
     }
     reply_pub(s, m->id, &res);
 }
@@ -243,11 +243,11 @@ static void handle_msg(struct gw_session *s, const struct proto_msg *m)
     uint32_t retry = 0;
     s->srv->m.messages_in++;
     if (!rt_bucket_take(&s->msg_bucket, &cfg->msg_bucket, rt_mono_ms(), &retry)) {
-        reply_error(s, m, RT_E_RATE_LIMITED, "message rate exceeded", retry);
+        gw_session_reply_error(s, m, RT_E_RATE_LIMITED, "message rate exceeded", retry);
         return;
     }
     if (m->error) {
-        reply_error(s, m, m->error, m->error_message, 0);
+        gw_session_reply_error(s, m, m->error, m->error_message, 0);
         return;
     }
     if (m->type == PROTO_T_PING) {
@@ -256,23 +256,35 @@ static void handle_msg(struct gw_session *s, const struct proto_msg *m)
     }
     if (s->state != GW_S_READY && m->type != PROTO_T_CONNECT) {
         if (m->type != PROTO_T_ACK)
-            reply_error(s, m, RT_E_UNAUTHORIZED, "send connect first", 0);
+            gw_session_reply_error(s, m, RT_E_UNAUTHORIZED, "send connect first", 0);
         return;
     }
     switch (m->type) {
-    case PROTO_T_CONNECT: on_connect(s, m); break;
-    case PROTO_T_SUB: on_sub(s, m); break;
-    case PROTO_T_UNSUB: on_unsub(s, m); break;
-    case PROTO_T_PUB: on_pub(s, m); break;
-    case PROTO_T_ACK: fo_ack(s->fo, m->channel.ptr, m->channel.len, m->seq); break;
+    case PROTO_T_CONNECT:
+        on_connect(s, m);
+        break;
+    case PROTO_T_SUB:
+        on_sub(s, m);
+        break;
+    case PROTO_T_UNSUB:
+        on_unsub(s, m);
+        break;
+    case PROTO_T_PUB:
+        on_pub(s, m);
+        break;
+    case PROTO_T_ACK:
+        fo_ack(s->fo, m->channel.ptr, m->channel.len, m->seq);
+        break;
     case PROTO_T_GEO_SET:
     case PROTO_T_GEO_CLEAR:
     case PROTO_T_GEO_NEAR:
     case PROTO_T_GEO_WATCH:
     case PROTO_T_GEO_UNWATCH:
-        reply_error(s, m, RT_E_NOT_FOUND, "presence (geo.*) is not enabled on this node", 0);
+        gw_presence_handle(s, m);
         break;
-    default: reply_error(s, m, RT_E_BAD_REQUEST, "unknown type", 0); break;
+    default:
+        gw_session_reply_error(s, m, RT_E_BAD_REQUEST, "unknown type", 0);
+        break;
     }
 }
 
@@ -284,23 +296,22 @@ static void handle_frame(struct gw_session *s, const uint8_t *frame, size_t len)
     s->srv->m.bytes_in += len;
     rt_status st = proto_decode(s->srv->dec, (enum proto_codec)s->codec, frame, len, &msgs, &n);
     if (st != RT_OK) {
-        reply_error(s, NULL, st == RT_TOO_BIG ? RT_E_TOO_LARGE : RT_E_BAD_REQUEST,
-                    "frame could not be decoded", 0);
+        gw_session_reply_error(s, NULL, st == RT_TOO_BIG ? RT_E_TOO_LARGE : RT_E_BAD_REQUEST,
+                               "frame could not be decoded", 0);
         return;
     }
     for (size_t i = 0; i < n && !s->closing; i++)
         handle_msg(s, &msgs[i]);
 }
 
-int gw_session_rx(struct gw_session *s, const uint8_t *in, size_t len, bool final,
-                  size_t remaining)
+int gw_session_rx(struct gw_session *s, const uint8_t *in, size_t len, bool final, size_t remaining)
 {
     const struct gw_config *cfg = cfg_of(s);
     if (s->closing)
         return 0; /* input after a close decision is ignored */
     if (s->rx_len + len + remaining > cfg->max_message_bytes) {
-        rt_log(RT_LOG_WARN, "message_too_big", "conn=%s bytes_at_least=%zu limit=%zu",
-               s->client_id, s->rx_len + len + remaining, cfg->max_message_bytes);
+        rt_log(RT_LOG_WARN, "message_too_big", "conn=%s bytes_at_least=%zu limit=%zu", s->client_id,
+               s->rx_len + len + remaining, cfg->max_message_bytes);
         s->srv->m.closes_1009++;
         free(s->rx_buf);
         s->rx_buf = NULL;
@@ -335,8 +346,7 @@ int gw_session_writable(struct gw_session *s)
     size_t len;
     uint32_t n = gw_outbox_next_frame(&s->outbox, srv->scratch, srv->scratch_cap, &data, &len);
     if (n) {
-        enum lws_write_protocol kind =
-            s->codec == PROTO_JSON ? LWS_WRITE_TEXT : LWS_WRITE_BINARY;
+        enum lws_write_protocol kind = s->codec == PROTO_JSON ? LWS_WRITE_TEXT : LWS_WRITE_BINARY;
         if (lws_write(s->wsi, data, len, kind) < (int)len)
             return -1;
         srv->m.frames_out++;
@@ -372,10 +382,9 @@ void gw_session_close(struct gw_session *s, uint16_t code, const char *reason, b
     s->closing = true;
     s->close_code = code;
     s->close_reason = reason;
-    rt_log(RT_LOG_INFO, "session_closing", "conn=%s code=%u reason=%s", s->client_id, code,
-           reason);
-    if (tell && proto_encode_disconnect(&s->srv->reply, (enum proto_codec)s->codec, code,
-                                        reason, reconnect, after_ms) == RT_OK)
+    rt_log(RT_LOG_INFO, "session_closing", "conn=%s code=%u reason=%s", s->client_id, code, reason);
+    if (tell && proto_encode_disconnect(&s->srv->reply, (enum proto_codec)s->codec, code, reason,
+                                        reconnect, after_ms) == RT_OK)
         queue_reply(s);
     lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK, CLOSE_GRACE_S);
     gw_session_want_write(s);
@@ -394,6 +403,7 @@ int gw_session_open(struct gw_server *srv, struct gw_session *s, struct lws *wsi
     uint64_t now = rt_mono_ms();
     rt_bucket_init(&s->pub_bucket, &srv->cfg->pub_bucket, now);
     rt_bucket_init(&s->msg_bucket, &srv->cfg->msg_bucket, now);
+    rt_bucket_init(&s->geo_bucket, &srv->cfg->geo_bucket, now);
     s->abuse_window_start = now;
     snprintf(s->client_id, sizeof s->client_id, "%s%llx", srv->client_prefix,
              (unsigned long long)++srv->client_seq);
@@ -421,6 +431,7 @@ void gw_session_closed(struct gw_session *s)
     struct gw_server *srv = s->srv;
     if (!srv || !s->conn_id)
         return;
+    gw_presence_closed(s);
     fo_client_destroy(s->fo);
     s->fo = NULL;
     gw_outbox_clear(&s->outbox, LWS_PRE);
