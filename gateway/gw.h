@@ -80,6 +80,7 @@ struct gw_metrics {
     uint64_t closes_1008;
     uint64_t closes_1009;
     uint64_t closes_4001;
+    uint64_t closes_idle;
     uint64_t slow_consumer_closes;
     uint64_t outbox_bytes;       /* gauge: bytes queued in all outboxes */
 };
@@ -161,6 +162,10 @@ struct gw_session {
     uint16_t geo_spaces;  /* spaces this connection is present in */
     uint16_t geo_watches; /* its watches */
     uint64_t abuse_window_start;
+    uint64_t opened_ms;  /* monotonic */
+    uint64_t last_rx_ms; /* monotonic: any frame or pong from the client */
+    uint64_t last_ping_ms;
+    uint64_t closing_since_ms;
     uint32_t abuse_count;
     uint8_t codec; /* enum proto_codec */
     uint8_t state; /* enum gw_state */
@@ -168,6 +173,7 @@ struct gw_session {
     bool fo_stalled;    /* fan-out was refused for a full outbox: pump when drained */
     bool closing;       /* close after the outbox is flushed */
     bool close_now;     /* flushed: the close frame goes out from the timer */
+    bool ping_due;      /* the sweep asked for a WebSocket ping */
     uint16_t close_code;
     const char *close_reason;
     uint8_t *rx_buf; /* reassembly of a message split over callbacks */
@@ -208,6 +214,7 @@ struct gw_server {
     uint64_t geo_events;
     bool draining;
     uint64_t drain_started_ms;
+    void *sweep_timer; /* uv_timer_t: timeouts and heartbeats, see gw_server_sweep */
     uint64_t client_seq;
     char client_prefix[12];
 };
@@ -249,6 +256,14 @@ void gw_server_stop(struct gw_server *srv);
 void gw_server_free(struct gw_server *srv);
 /* Starts draining: readiness false, every client told to reconnect, closes 1001. */
 void gw_server_drain(struct gw_server *srv);
+/*
+ * Visits every session: connect timeout (4001), idle timeout, and pings for
+ * the quiet ones. Our own sweep instead of lws per-connection timers, whose
+ * sorted list costs O(connections) per insert in lws 4.1.
+ */
+void gw_server_sweep(struct gw_server *srv, uint64_t now_ms);
+/* One session's part of the sweep. */
+void gw_session_sweep(struct gw_session *s, uint64_t now_ms);
 /* Requests a WRITEABLE callback for the session. */
 void gw_session_want_write(struct gw_session *s);
 

@@ -40,8 +40,7 @@ static void emit(struct out *o, const char *fmt, ...)
     }
 }
 
-static void metric(struct out *o, const char *name, const char *type, const char *help,
-                   uint64_t v)
+static void metric(struct out *o, const char *name, const char *type, const char *help, uint64_t v)
 {
     emit(o, "# HELP rtgate_%s %s\n# TYPE rtgate_%s %s\nrtgate_%s %llu\n", name, help, name, type,
          name, (unsigned long long)v);
@@ -99,12 +98,13 @@ char *gw_metrics_render(const struct gw_server *srv, size_t *len)
     metric(&o, "bytes_in_total", "counter", "Payload bytes received", m->bytes_in);
     metric(&o, "bytes_out_total", "counter", "Payload bytes sent", m->bytes_out);
     errors(&o, m);
-    metric(&o, "rate_limited_total", "counter", "Replies with 429",
-           m->errors[rt_error_index(429)]);
+    metric(&o, "rate_limited_total", "counter", "Replies with 429", m->errors[rt_error_index(429)]);
     metric(&o, "closes_policy_total", "counter", "Connections closed with 1008", m->closes_1008);
     metric(&o, "closes_too_big_total", "counter", "Connections closed with 1009", m->closes_1009);
     metric(&o, "closes_connect_timeout_total", "counter", "Connections closed with 4001",
            m->closes_4001);
+    metric(&o, "closes_idle_total", "counter",
+           "Connections closed after idle-timeout-ms of silence", m->closes_idle);
     metric(&o, "slow_consumer_closes_total", "counter", "Connections cut for not reading",
            m->slow_consumer_closes);
     metric(&o, "outbox_bytes", "gauge", "Bytes queued in all send queues", outbox_bytes(srv));
@@ -112,8 +112,7 @@ char *gw_metrics_render(const struct gw_server *srv, size_t *len)
     metric(&o, "subscriptions", "gauge", "Local subscriptions", fs.subscriptions);
     metric(&o, "published_total", "counter", "Publishes accepted", fs.published);
     metric(&o, "dups_total", "counter", "Publishes answered as duplicates", fs.dups);
-    metric(&o, "deliveries_total", "counter", "Messages fanned out to connections",
-           fs.deliveries);
+    metric(&o, "deliveries_total", "counter", "Messages fanned out to connections", fs.deliveries);
     metric(&o, "drops_total", "counter", "Ephemeral deliveries dropped on full send queues",
            fs.drops);
     metric(&o, "gaps_total", "counter", "Gap messages sent", fs.gaps);

@@ -145,6 +145,38 @@ static int on_confirm_upgrade(struct lws *wsi)
     return 0;
 }
 
+#define SWEEP_MS 250
+
+void gw_server_sweep(struct gw_server *srv, uint64_t now_ms)
+{
+    for (uint32_t i = 0; i < srv->conns.cap; i++)
+        if (srv->conns.slots[i])
+            gw_session_sweep(srv->conns.slots[i], now_ms);
+}
+
+static void on_sweep(uv_timer_t *t)
+{
+    gw_server_sweep(t->data, rt_mono_ms());
+}
+
+static rt_status start_sweep(struct gw_server *srv)
+{
+    uv_timer_t *t = malloc(sizeof *t);
+    if (!t || uv_timer_init(srv->loop, t) != 0) {
+        free(t);
+        return RT_NOMEM;
+    }
+    t->data = srv;
+    uv_timer_start(t, on_sweep, SWEEP_MS, SWEEP_MS);
+    srv->sweep_timer = t;
+    return RT_OK;
+}
+
+static void sweep_closed(uv_handle_t *h)
+{
+    free(h);
+}
+
 static enum proto_codec codec_of(struct lws *wsi)
 {
     const struct lws_protocols *p = lws_get_protocol(wsi);
@@ -164,6 +196,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
                              lws_remaining_packet_payload(wsi));
     case LWS_CALLBACK_SERVER_WRITEABLE: return gw_session_writable(s);
     case LWS_CALLBACK_TIMER: return gw_session_timer(s);
+    case LWS_CALLBACK_RECEIVE_PONG: s->last_rx_ms = rt_mono_ms(); return 0;
     case LWS_CALLBACK_CLOSED: gw_session_closed(s); return 0;
     default: return 0;
     }
@@ -176,8 +209,6 @@ static struct lws_protocols protocols[] = {
     {PROTO_SUBPROTOCOL_MSGPACK, callback, sizeof(struct gw_session), 0, PROTO_MSGPACK, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
-
-static lws_retry_bo_t idle_policy;
 
 static void lws_log_emit(int level, const char *line)
 {
@@ -209,8 +240,6 @@ static rt_status make_context(struct gw_server *srv, const struct gw_config *cfg
 {
     protocols[0].rx_buffer_size = cfg->rx_buffer;
     protocols[1].rx_buffer_size = cfg->rx_buffer;
-    idle_policy.secs_since_valid_ping = (uint16_t)(cfg->ping_interval_ms / 1000);
-    idle_policy.secs_since_valid_hangup = (uint16_t)(cfg->idle_timeout_ms / 1000);
     static void *foreign_loops[1];
     foreign_loops[0] = loop;
     struct lws_context_creation_info info;
@@ -224,7 +253,13 @@ static rt_status make_context(struct gw_server *srv, const struct gw_config *cfg
                    LWS_SERVER_OPTION_HTTP_HEADERS_SECURITY_BEST_PRACTICES_ENFORCE;
     info.foreign_loops = foreign_loops;
     info.user = srv;
-    info.retry_and_idle_policy = &idle_policy;
+    /*
+     * Heartbeats are ours (gw_server_sweep). lws's own validity timers sit in
+     * a sorted list that costs O(connections) per re-arm (every connect and
+     * every pong); a policy with no hangup time turns them off.
+     */
+    static const lws_retry_bo_t no_validity_timers;
+    info.retry_and_idle_policy = &no_validity_timers;
     info.fd_limit_per_thread = 0;
     info.timeout_secs = 10;
     srv->ctx = lws_create_context(&info);
@@ -258,7 +293,7 @@ rt_status gw_server_start(struct gw_server *srv, const struct gw_config *cfg, vo
         return RT_NOMEM;
     }
     srv->scratch = scratch + LWS_PRE;
-    if (make_context(srv, cfg, uv_loop) != RT_OK) {
+    if (make_context(srv, cfg, uv_loop) != RT_OK || start_sweep(srv) != RT_OK) {
         gw_server_free(srv);
         return RT_ERR;
     }
@@ -267,6 +302,11 @@ rt_status gw_server_start(struct gw_server *srv, const struct gw_config *cfg, vo
 
 void gw_server_stop(struct gw_server *srv)
 {
+    if (srv->sweep_timer) {
+        uv_timer_stop(srv->sweep_timer);
+        uv_close(srv->sweep_timer, sweep_closed);
+        srv->sweep_timer = NULL;
+    }
     if (srv->ctx)
         lws_context_destroy(srv->ctx); /* closes every session */
     srv->ctx = NULL;

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CLOSE_GRACE_S 5 /* a closing connection that does not drain is cut */
+#define CLOSE_GRACE_MS 5000 /* a closing connection that does not drain is cut */
 
 static const struct gw_config *cfg_of(const struct gw_session *s)
 {
@@ -307,6 +307,7 @@ static void handle_frame(struct gw_session *s, const uint8_t *frame, size_t len)
 int gw_session_rx(struct gw_session *s, const uint8_t *in, size_t len, bool final, size_t remaining)
 {
     const struct gw_config *cfg = cfg_of(s);
+    s->last_rx_ms = rt_mono_ms();
     if (s->closing)
         return 0; /* input after a close decision is ignored */
     if (s->rx_len + len + remaining > cfg->max_message_bytes) {
@@ -342,6 +343,17 @@ int gw_session_writable(struct gw_session *s)
 {
     struct gw_server *srv = s->srv;
     s->write_pending = false;
+    if (s->ping_due) {
+        /* One write per callback: the ping now, the queue on the next one. */
+        s->ping_due = false;
+        /* Not empty: lws reports only pongs with a payload (RECEIVE_PONG). */
+        uint8_t ping[LWS_PRE + 1] = {[LWS_PRE] = 'h'};
+        if (lws_write(s->wsi, ping + LWS_PRE, 1, LWS_WRITE_PING) < 0)
+            return -1;
+        if (s->outbox.count || s->closing)
+            gw_session_want_write(s);
+        return 0;
+    }
     uint8_t *data;
     size_t len;
     uint32_t n = gw_outbox_next_frame(&s->outbox, srv->scratch, srv->scratch_cap, &data, &len);
@@ -386,7 +398,7 @@ void gw_session_close(struct gw_session *s, uint16_t code, const char *reason, b
     if (tell && proto_encode_disconnect(&s->srv->reply, (enum proto_codec)s->codec, code, reason,
                                         reconnect, after_ms) == RT_OK)
         queue_reply(s);
-    lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK, CLOSE_GRACE_S);
+    s->closing_since_ms = rt_mono_ms();
     gw_session_want_write(s);
 }
 
@@ -409,7 +421,7 @@ int gw_session_open(struct gw_server *srv, struct gw_session *s, struct lws *wsi
              (unsigned long long)++srv->client_seq);
     srv->m.connections++;
     srv->m.connections_total++;
-    lws_set_timer_usecs(wsi, (lws_usec_t)srv->cfg->connect_timeout_ms * 1000);
+    s->opened_ms = s->last_rx_ms = s->last_ping_ms = now;
     if (srv->draining)
         gw_session_close(s, 1001, "draining", true, true, srv->cfg->drain_ms);
     return 0;
@@ -417,13 +429,32 @@ int gw_session_open(struct gw_server *srv, struct gw_session *s, struct lws *wsi
 
 int gw_session_timer(struct gw_session *s)
 {
-    if (s->close_now)
-        return -1; /* lws sends the close frame prepared by lws_close_reason */
-    if (s->state != GW_S_READY && !s->closing) {
+    /* Only armed by gw_session_writable once a close is flushed. */
+    return s->close_now ? -1 : 0; /* lws then sends the prepared close frame */
+}
+
+void gw_session_sweep(struct gw_session *s, uint64_t now)
+{
+    const struct gw_config *cfg = cfg_of(s);
+    if (s->closing) {
+        /* A peer that does not read cannot be closed politely: cut it. Not
+         * with lws_set_timeout(seconds), an O(connections) sorted insert. */
+        if (now - s->closing_since_ms >= CLOSE_GRACE_MS)
+            lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+        return;
+    }
+    if (s->state != GW_S_READY && now - s->opened_ms >= cfg->connect_timeout_ms) {
         s->srv->m.closes_4001++;
         gw_session_close(s, 4001, "connect_timeout", true, true, 0);
+    } else if (now - s->last_rx_ms >= cfg->idle_timeout_ms) {
+        s->srv->m.closes_idle++;
+        gw_session_close(s, 1001, "idle_timeout", true, true, 0);
+    } else if (now - s->last_rx_ms >= cfg->ping_interval_ms &&
+               now - s->last_ping_ms >= cfg->ping_interval_ms) {
+        s->last_ping_ms = now;
+        s->ping_due = true;
+        gw_session_want_write(s);
     }
-    return 0;
 }
 
 void gw_session_closed(struct gw_session *s)
