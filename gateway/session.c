@@ -447,8 +447,13 @@ void gw_session_sweep(struct gw_session *s, uint64_t now)
         s->srv->m.closes_4001++;
         gw_session_close(s, 4001, "connect_timeout", true, true, 0);
     } else if (now - s->last_rx_ms >= cfg->idle_timeout_ms) {
+        /* Silent past the timeout: presumed dead (half-open), so no close
+         * handshake that would wait for it; the socket is cut. */
         s->srv->m.closes_idle++;
-        gw_session_close(s, 1001, "idle_timeout", true, true, 0);
+        s->closing = true;
+        rt_log(RT_LOG_INFO, "session_idle_cut", "conn=%s silent_ms=%llu", s->client_id,
+               (unsigned long long)(now - s->last_rx_ms));
+        lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
     } else if (now - s->last_rx_ms >= cfg->ping_interval_ms &&
                now - s->last_ping_ms >= cfg->ping_interval_ms) {
         s->last_ping_ms = now;
