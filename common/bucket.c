@@ -15,8 +15,7 @@ bool rt_bucket_take(struct rt_bucket *b, const struct rt_bucket_cfg *cfg, uint64
     if (now_ms > b->last_ms) {
         uint64_t elapsed = now_ms - b->last_ms;
         /* Refill, saturating at the burst; the cap keeps the product small. */
-        uint64_t gain = elapsed > (uint64_t)cap ? (uint64_t)cap * cfg->rate
-                                                : elapsed * cfg->rate;
+        uint64_t gain = elapsed > (uint64_t)cap ? (uint64_t)cap * cfg->rate : elapsed * cfg->rate;
         b->milli = (uint64_t)(cap - b->milli) <= gain ? cap : b->milli + (int64_t)gain;
         b->last_ms = now_ms;
     }

@@ -5,16 +5,26 @@
 const char *rt_status_str(rt_status st)
 {
     switch (st) {
-    case RT_OK: return "ok";
-    case RT_ERR: return "error";
-    case RT_AGAIN: return "again";
-    case RT_NOMEM: return "no_memory";
-    case RT_INVAL: return "invalid";
-    case RT_TOO_BIG: return "too_big";
-    case RT_NOT_FOUND: return "not_found";
-    case RT_CONFLICT: return "conflict";
-    case RT_LIMIT: return "limit";
-    case RT_UNAVAILABLE: return "unavailable";
+    case RT_OK:
+        return "ok";
+    case RT_ERR:
+        return "error";
+    case RT_AGAIN:
+        return "again";
+    case RT_NOMEM:
+        return "no_memory";
+    case RT_INVAL:
+        return "invalid";
+    case RT_TOO_BIG:
+        return "too_big";
+    case RT_NOT_FOUND:
+        return "not_found";
+    case RT_CONFLICT:
+        return "conflict";
+    case RT_LIMIT:
+        return "limit";
+    case RT_UNAVAILABLE:
+        return "unavailable";
     }
     return "unknown";
 }
@@ -23,7 +33,8 @@ const char *rt_error_reason(int code)
 {
     switch (code) {
 #define X(c, name, reason)                                                                         \
-    case c: return reason;
+    case c:                                                                                        \
+        return reason;
         RT_ERROR_TABLE(X)
 #undef X
     }

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define IP_KEY_MAX 46
+#define IP_KEY_MAX  46
 #define TAKEOVER_MS 60000
 
 struct ip_slot {
@@ -25,8 +25,7 @@ struct gw_iplimit {
     struct ip_slot *slots;
 };
 
-rt_status gw_iplimit_create(const struct rt_bucket_cfg *cfg, size_t slots,
-                            struct gw_iplimit **out)
+rt_status gw_iplimit_create(const struct rt_bucket_cfg *cfg, size_t slots, struct gw_iplimit **out)
 {
     struct gw_iplimit *ipl = calloc(1, sizeof *ipl);
     if (!ipl)

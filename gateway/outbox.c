@@ -34,8 +34,7 @@ static rt_status grow(struct gw_outbox *ob)
     return RT_OK;
 }
 
-rt_status gw_outbox_push_msg(struct gw_outbox *ob, struct fo_msg *msg, uint8_t *frame,
-                             size_t len)
+rt_status gw_outbox_push_msg(struct gw_outbox *ob, struct fo_msg *msg, uint8_t *frame, size_t len)
 {
     if (grow(ob) != RT_OK)
         return RT_NOMEM;

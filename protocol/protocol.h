@@ -21,16 +21,16 @@ enum proto_codec { PROTO_JSON = 0, PROTO_MSGPACK = 1, PROTO_NCODECS = 2 };
 #define PROTO_SUBPROTOCOL_MSGPACK "rtgate.v1.msgpack"
 
 /* Fixed limits of PROTOCOL.md. */
-#define PROTO_CHANNEL_MAX   128
-#define PROTO_MSG_ID_MAX    64
-#define PROTO_EPOCH_MAX     64
-#define PROTO_SPACE_MAX     64
-#define PROTO_META_MAX      1024 /* encoded bytes, else 413 */
-#define PROTO_RADIUS_MAX_M  50000.0
-#define PROTO_NEAR_LIMIT_MAX 1000
+#define PROTO_CHANNEL_MAX        128
+#define PROTO_MSG_ID_MAX         64
+#define PROTO_EPOCH_MAX          64
+#define PROTO_SPACE_MAX          64
+#define PROTO_META_MAX           1024 /* encoded bytes, else 413 */
+#define PROTO_RADIUS_MAX_M       50000.0
+#define PROTO_NEAR_LIMIT_MAX     1000
 #define PROTO_NEAR_LIMIT_DEFAULT 50
-#define PROTO_TOKEN_MAX     8192
-#define PROTO_NAME_MAX      128
+#define PROTO_TOKEN_MAX          8192
+#define PROTO_NAME_MAX           128
 
 enum proto_type {
     PROTO_T_UNKNOWN = 0,
@@ -90,7 +90,7 @@ struct proto_msg {
     struct proto_str epoch;   /* sub */
     bool has_since;           /* sub */
     uint64_t since;
-    struct proto_str msg_id; /* pub */
+    struct proto_str msg_id;   /* pub */
     struct proto_payload data; /* pub: `data` or `data_b64` (decoded to BINARY) */
     bool has_seq;              /* ack */
     uint64_t seq;
@@ -99,16 +99,16 @@ struct proto_msg {
     struct proto_str watch; /* geo.unwatch */
     bool has_lat, has_lon, has_radius, has_limit;
     double lat, lon, radius_m;
-    uint32_t limit;         /* geo.near; PROTO_NEAR_LIMIT_DEFAULT when absent */
+    uint32_t limit;            /* geo.near; PROTO_NEAR_LIMIT_DEFAULT when absent */
     struct proto_payload meta; /* geo.set */
 };
 
 /* Limits applied while decoding one frame. Zero fields take the defaults. */
 struct proto_limits {
-    size_t max_frame_bytes;    /* default 65536 */
-    size_t max_messages;       /* per frame, default 100 */
-    size_t max_depth;          /* nesting of any value, default 32 */
-    size_t max_elements;       /* array items + map pairs per message, default 4096 */
+    size_t max_frame_bytes; /* default 65536 */
+    size_t max_messages;    /* per frame, default 100 */
+    size_t max_depth;       /* nesting of any value, default 32 */
+    size_t max_elements;    /* array items + map pairs per message, default 4096 */
 };
 
 struct proto_decoder;
@@ -131,7 +131,8 @@ void proto_decoder_destroy(struct proto_decoder *dec); /* NULL is a no-op */
 rt_status proto_decode(struct proto_decoder *dec, enum proto_codec codec, const uint8_t *frame,
                        size_t len, struct proto_msg **msgs, size_t *count);
 
-/* True if `name` is a valid channel: 1-128 bytes of [A-Za-z0-9_:.-], dot-separated non-empty tokens. */
+/* True if `name` is a valid channel: 1-128 bytes of [A-Za-z0-9_:.-], dot-separated non-empty
+ * tokens. */
 bool proto_channel_valid(const char *name, size_t len);
 /* True if `pattern` is a valid channel pattern (tokens may be `*`, the last may be `>`). */
 bool proto_pattern_valid(const char *pattern, size_t len);
@@ -174,8 +175,8 @@ struct proto_writer {
     struct proto_buf *buf;
     rt_status status;
     int depth;
-    uint32_t count[PROTO_WRITER_MAX_DEPTH];  /* items written at each level */
-    size_t hdr_pos[PROTO_WRITER_MAX_DEPTH];  /* where the msgpack header sits */
+    uint32_t count[PROTO_WRITER_MAX_DEPTH]; /* items written at each level */
+    size_t hdr_pos[PROTO_WRITER_MAX_DEPTH]; /* where the msgpack header sits */
     bool is_map[PROTO_WRITER_MAX_DEPTH];
     bool after_key;
 };
@@ -218,8 +219,8 @@ rt_status proto_encode_msg(struct proto_buf *buf, enum proto_codec codec, const 
 /* {"type":"reply","id":id,"ok":false,"error":{"code":..,"reason":..,"message"?:..,"retry_after_ms"?:..}}
  * or, when has_id is false, {"type":"error","error":{...}}. retry_after_ms is
  * written when code is 429 or 503 (PROTOCOL.md requires it there). */
-rt_status proto_encode_error(struct proto_buf *buf, enum proto_codec codec, bool has_id,
-                             int64_t id, int code, const char *message, uint32_t retry_after_ms);
+rt_status proto_encode_error(struct proto_buf *buf, enum proto_codec codec, bool has_id, int64_t id,
+                             int code, const char *message, uint32_t retry_after_ms);
 /* {"type":"gap","channel":..,"from":..,"to":..} */
 rt_status proto_encode_gap(struct proto_buf *buf, enum proto_codec codec, const char *channel,
                            uint64_t from, uint64_t to);
