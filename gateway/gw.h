@@ -174,6 +174,7 @@ struct gw_session {
     bool closing;       /* close after the outbox is flushed */
     bool close_now;     /* flushed: the close frame goes out from the timer */
     bool ping_due;      /* the sweep asked for a WebSocket ping */
+    bool cut;           /* the socket was shut down under lws */
     uint16_t close_code;
     const char *close_reason;
     uint8_t *rx_buf; /* reassembly of a message split over callbacks */

@@ -9,6 +9,7 @@
 #include <libwebsockets.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #define CLOSE_GRACE_MS 5000 /* a closing connection that does not drain is cut */
 
@@ -433,6 +434,21 @@ int gw_session_timer(struct gw_session *s)
     return s->close_now ? -1 : 0; /* lws then sends the prepared close frame */
 }
 
+/*
+ * Cuts the TCP connection under lws: epoll then reports the hang-up and lws
+ * closes the wsi through its normal path. Neither lws_set_timeout(KILL_ASYNC)
+ * nor KILL_SYNC does it here: from outside lws's service the first queues a
+ * timer that lws may not re-arm its loop timer for, and the second waits for
+ * buffered output to flush, which a peer that does not read never allows.
+ */
+static void cut(struct gw_session *s)
+{
+    if (s->cut)
+        return;
+    s->cut = true;
+    shutdown(lws_get_socket_fd(s->wsi), SHUT_RDWR);
+}
+
 void gw_session_sweep(struct gw_session *s, uint64_t now)
 {
     const struct gw_config *cfg = cfg_of(s);
@@ -440,7 +456,7 @@ void gw_session_sweep(struct gw_session *s, uint64_t now)
         /* A peer that does not read cannot be closed politely: cut it. Not
          * with lws_set_timeout(seconds), an O(connections) sorted insert. */
         if (now - s->closing_since_ms >= CLOSE_GRACE_MS)
-            lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+            cut(s);
         return;
     }
     if (s->state != GW_S_READY && now - s->opened_ms >= cfg->connect_timeout_ms) {
@@ -453,7 +469,7 @@ void gw_session_sweep(struct gw_session *s, uint64_t now)
         s->closing = true;
         rt_log(RT_LOG_INFO, "session_idle_cut", "conn=%s silent_ms=%llu", s->client_id,
                (unsigned long long)(now - s->last_rx_ms));
-        lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+        cut(s);
     } else if (now - s->last_rx_ms >= cfg->ping_interval_ms &&
                now - s->last_ping_ms >= cfg->ping_interval_ms) {
         s->last_ping_ms = now;
