@@ -175,6 +175,7 @@ struct gw_session {
     bool close_now;     /* flushed: the close frame goes out from the timer */
     bool ping_due;      /* the sweep asked for a WebSocket ping */
     bool cut;           /* the socket was shut down under lws */
+    bool dirty;         /* on the server's flush list */
     uint16_t close_code;
     const char *close_reason;
     uint8_t *rx_buf; /* reassembly of a message split over callbacks */
@@ -216,6 +217,9 @@ struct gw_server {
     bool draining;
     uint64_t drain_started_ms;
     void *sweep_timer; /* uv_timer_t: timeouts and heartbeats, see gw_server_sweep */
+    void *flush_handles;   /* uv_prepare_t + uv_check_t running gw_server_flush */
+    uint64_t *dirty;       /* ids of sessions with output to write this iteration */
+    uint32_t n_dirty, dirty_cap;
     uint64_t client_seq;
     char client_prefix[12];
 };
@@ -263,6 +267,15 @@ void gw_server_drain(struct gw_server *srv);
  * sorted list costs O(connections) per insert in lws 4.1.
  */
 void gw_server_sweep(struct gw_server *srv, uint64_t now_ms);
+/* Puts a session on the flush list; false when out of memory. */
+bool gw_server_mark_dirty(struct gw_server *srv, uint64_t conn_id);
+/* Writes the output of every session on the flush list (before the loop blocks
+ * and after it handled I/O): many messages per write, no POLLOUT round trip. */
+void gw_server_flush(struct gw_server *srv);
+/* One session's part of the flush. Outside lws's service. */
+void gw_session_flush(struct gw_session *s);
+/* Shuts the socket down under lws (peer presumed dead); lws then closes it. */
+void gw_session_cut(struct gw_session *s);
 /* One session's part of the sweep. */
 void gw_session_sweep(struct gw_session *s, uint64_t now_ms);
 /* Requests a WRITEABLE callback for the session. */

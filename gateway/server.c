@@ -177,6 +177,82 @@ static void sweep_closed(uv_handle_t *h)
     free(h);
 }
 
+bool gw_server_mark_dirty(struct gw_server *srv, uint64_t conn_id)
+{
+    if (srv->n_dirty == srv->dirty_cap) {
+        uint32_t ncap = srv->dirty_cap ? srv->dirty_cap * 2 : 256;
+        uint64_t *n = realloc(srv->dirty, sizeof *n * ncap);
+        if (!n)
+            return false;
+        srv->dirty = n;
+        srv->dirty_cap = ncap;
+    }
+    srv->dirty[srv->n_dirty++] = conn_id;
+    return true;
+}
+
+void gw_server_flush(struct gw_server *srv)
+{
+    /* Flushing may queue more (a drained outbox pumps durable catch-up): the
+     * list may grow while it is walked. */
+    for (uint32_t i = 0; i < srv->n_dirty; i++) {
+        struct gw_session *s = gw_conns_get(&srv->conns, srv->dirty[i]);
+        if (s && s->dirty)
+            gw_session_flush(s);
+    }
+    srv->n_dirty = 0;
+}
+
+struct flush_handles {
+    uv_prepare_t prepare; /* before the loop blocks: output queued by timers */
+    uv_check_t check;     /* after I/O callbacks: output queued by them */
+    int closed;
+};
+
+static void on_prepare(uv_prepare_t *h)
+{
+    gw_server_flush(h->data);
+}
+
+static void on_check(uv_check_t *h)
+{
+    gw_server_flush(h->data);
+}
+
+static rt_status start_flush(struct gw_server *srv)
+{
+    struct flush_handles *fh = calloc(1, sizeof *fh);
+    if (!fh)
+        return RT_NOMEM;
+    uv_prepare_init(srv->loop, &fh->prepare);
+    uv_check_init(srv->loop, &fh->check);
+    fh->prepare.data = fh->check.data = srv;
+    uv_prepare_start(&fh->prepare, on_prepare);
+    uv_check_start(&fh->check, on_check);
+    srv->flush_handles = fh;
+    return RT_OK;
+}
+
+static void flush_closed(uv_handle_t *h)
+{
+    struct flush_handles *fh = h->data;
+    if (++fh->closed == 2)
+        free(fh);
+}
+
+static void stop_flush(struct gw_server *srv)
+{
+    struct flush_handles *fh = srv->flush_handles;
+    if (!fh)
+        return;
+    uv_prepare_stop(&fh->prepare);
+    uv_check_stop(&fh->check);
+    fh->prepare.data = fh->check.data = fh;
+    uv_close((uv_handle_t *)&fh->prepare, flush_closed);
+    uv_close((uv_handle_t *)&fh->check, flush_closed); /* the second close frees */
+    srv->flush_handles = NULL;
+}
+
 static enum proto_codec codec_of(struct lws *wsi)
 {
     const struct lws_protocols *p = lws_get_protocol(wsi);
@@ -293,7 +369,8 @@ rt_status gw_server_start(struct gw_server *srv, const struct gw_config *cfg, vo
         return RT_NOMEM;
     }
     srv->scratch = scratch + LWS_PRE;
-    if (make_context(srv, cfg, uv_loop) != RT_OK || start_sweep(srv) != RT_OK) {
+    if (make_context(srv, cfg, uv_loop) != RT_OK || start_sweep(srv) != RT_OK ||
+        start_flush(srv) != RT_OK) {
         gw_server_free(srv);
         return RT_ERR;
     }
@@ -302,6 +379,7 @@ rt_status gw_server_start(struct gw_server *srv, const struct gw_config *cfg, vo
 
 void gw_server_stop(struct gw_server *srv)
 {
+    stop_flush(srv);
     if (srv->sweep_timer) {
         uv_timer_stop(srv->sweep_timer);
         uv_close(srv->sweep_timer, sweep_closed);
@@ -323,6 +401,9 @@ void gw_server_free(struct gw_server *srv)
     gw_iplimit_destroy(srv->iplimit);
     srv->iplimit = NULL;
     gw_conns_free(&srv->conns);
+    free(srv->dirty);
+    srv->dirty = NULL;
+    srv->n_dirty = srv->dirty_cap = 0;
     proto_buf_free(&srv->reply);
     if (srv->scratch)
         free(srv->scratch - LWS_PRE);

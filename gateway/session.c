@@ -18,11 +18,30 @@ static const struct gw_config *cfg_of(const struct gw_session *s)
     return s->srv->cfg;
 }
 
-void gw_session_want_write(struct gw_session *s)
+/* Asks lws for a WRITEABLE callback (epoll POLLOUT round trip). */
+static void request_writable(struct gw_session *s)
 {
     if (!s->write_pending) {
         s->write_pending = true;
         lws_callback_on_writable(s->wsi);
+    }
+}
+
+/*
+ * Output is normally written by the server's flush at the end of the loop
+ * iteration (gw_session_flush), batched, with no POLLOUT round trip; pings
+ * and closes go through lws's WRITEABLE callback.
+ */
+void gw_session_want_write(struct gw_session *s)
+{
+    if (s->closing || s->ping_due || s->cut) {
+        request_writable(s);
+    } else if (!s->dirty) {
+        s->dirty = true;
+        if (!gw_server_mark_dirty(s->srv, s->conn_id)) {
+            s->dirty = false;
+            request_writable(s);
+        }
     }
 }
 
@@ -340,9 +359,48 @@ int gw_session_rx(struct gw_session *s, const uint8_t *in, size_t len, bool fina
     return 0;
 }
 
-int gw_session_writable(struct gw_session *s)
+/* Writes the next frame of the outbox. Returns -1 when the socket failed. */
+static int write_frame(struct gw_session *s)
 {
     struct gw_server *srv = s->srv;
+    uint8_t *data;
+    size_t len;
+    uint32_t n = gw_outbox_next_frame(&s->outbox, srv->scratch, srv->scratch_cap, &data, &len);
+    if (!n)
+        return 0;
+    enum lws_write_protocol kind = s->codec == PROTO_JSON ? LWS_WRITE_TEXT : LWS_WRITE_BINARY;
+    if (lws_write(s->wsi, data, len, kind) < (int)len)
+        return -1;
+    srv->m.frames_out++;
+    srv->m.bytes_out += len;
+    gw_outbox_pop(&s->outbox, n, LWS_PRE);
+    if (s->fo_stalled && s->outbox.bytes < cfg_of(s)->max_outbox_bytes / 2 && !s->closing) {
+        s->fo_stalled = false;
+        fo_client_pump(s->fo);
+    }
+    return 0;
+}
+
+#define FLUSH_FRAMES_MAX 8
+
+void gw_session_flush(struct gw_session *s)
+{
+    s->dirty = false;
+    for (int i = 0; i < FLUSH_FRAMES_MAX && s->outbox.count; i++) {
+        /* lws holds an unsent remainder: wait for POLLOUT, keep our bound. */
+        if (s->closing || s->ping_due || s->write_pending || lws_partial_buffered(s->wsi))
+            break;
+        if (write_frame(s) < 0) {
+            gw_session_cut(s);
+            return;
+        }
+    }
+    if (s->outbox.count || s->closing || s->ping_due)
+        request_writable(s);
+}
+
+int gw_session_writable(struct gw_session *s)
+{
     s->write_pending = false;
     if (s->ping_due) {
         /* One write per callback: the ping now, the queue on the next one. */
@@ -352,25 +410,14 @@ int gw_session_writable(struct gw_session *s)
         if (lws_write(s->wsi, ping + LWS_PRE, 1, LWS_WRITE_PING) < 0)
             return -1;
         if (s->outbox.count || s->closing)
-            gw_session_want_write(s);
+            request_writable(s);
         return 0;
     }
-    uint8_t *data;
-    size_t len;
-    uint32_t n = gw_outbox_next_frame(&s->outbox, srv->scratch, srv->scratch_cap, &data, &len);
-    if (n) {
-        enum lws_write_protocol kind = s->codec == PROTO_JSON ? LWS_WRITE_TEXT : LWS_WRITE_BINARY;
-        if (lws_write(s->wsi, data, len, kind) < (int)len)
+    if (s->outbox.count) {
+        if (write_frame(s) < 0)
             return -1;
-        srv->m.frames_out++;
-        srv->m.bytes_out += len;
-        gw_outbox_pop(&s->outbox, n, LWS_PRE);
-        if (s->fo_stalled && s->outbox.bytes < cfg_of(s)->max_outbox_bytes / 2 && !s->closing) {
-            s->fo_stalled = false;
-            fo_client_pump(s->fo);
-        }
         if (s->outbox.count || s->closing)
-            gw_session_want_write(s);
+            request_writable(s);
         return 0;
     }
     if (s->closing && !s->close_now) {
@@ -441,7 +488,7 @@ int gw_session_timer(struct gw_session *s)
  * timer that lws may not re-arm its loop timer for, and the second waits for
  * buffered output to flush, which a peer that does not read never allows.
  */
-static void cut(struct gw_session *s)
+void gw_session_cut(struct gw_session *s)
 {
     if (s->cut)
         return;
@@ -456,7 +503,7 @@ void gw_session_sweep(struct gw_session *s, uint64_t now)
         /* A peer that does not read cannot be closed politely: cut it. Not
          * with lws_set_timeout(seconds), an O(connections) sorted insert. */
         if (now - s->closing_since_ms >= CLOSE_GRACE_MS)
-            cut(s);
+            gw_session_cut(s);
         return;
     }
     if (s->state != GW_S_READY && now - s->opened_ms >= cfg->connect_timeout_ms) {
@@ -469,7 +516,7 @@ void gw_session_sweep(struct gw_session *s, uint64_t now)
         s->closing = true;
         rt_log(RT_LOG_INFO, "session_idle_cut", "conn=%s silent_ms=%llu", s->client_id,
                (unsigned long long)(now - s->last_rx_ms));
-        cut(s);
+        gw_session_cut(s);
     } else if (now - s->last_rx_ms >= cfg->ping_interval_ms &&
                now - s->last_ping_ms >= cfg->ping_interval_ms) {
         s->last_ping_ms = now;
