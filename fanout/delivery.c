@@ -244,8 +244,8 @@ static enum pump_step pump_one(struct fo *fo, struct fo_sub *s)
     if (r == STEP_PROGRESS && !s->dead) {
         if (f.msg)
             r = pump_msg(fo, s, f.msg);
-        else
-            set_live(s, true);
+        else if (!f.gap_to)
+            set_live(s, true); /* after a gap alone: ask again from gap_to */
     }
     fo_msg_release(f.msg);
     return r;
@@ -323,6 +323,26 @@ rt_status fo_ack(struct fo_client *c, const char *channel, size_t len, uint64_t 
     if (n && c->n_paused)
         fo_client_pump(c);
     return RT_OK;
+}
+
+/*
+ * Pumps the clients of ch's paused durable subscriptions (fanout_int.h).
+ * The subscription array is held still meanwhile: a client destroyed from
+ * inside a callback leaves holes, compacted at the end. Loop thread.
+ */
+void fo__chan_repump(struct fo *fo, struct fo_chan *ch)
+{
+    fo__busy_enter(fo);
+    ch->iterating++;
+    uint32_t n = ch->n_slots;
+    for (uint32_t i = 0; i < n; i++) {
+        struct fo_sub *s = ch->subs[i];
+        if (s && !s->dead && s->durable && !s->live)
+            fo_client_pump(s->client);
+    }
+    ch->iterating--;
+    fo__chan_compact(ch);
+    fo__busy_leave(fo);
 }
 
 /* Durable messages delivered to c and not acked yet. Loop thread. */

@@ -8,13 +8,15 @@
  * per-subscription cursors: since/epoch resume, the per-client max_unacked
  * window, catch-up from history, gap, and idempotent publish by msg_id.
  *
- * Engines: "memory" (single node, the default and the reference model) now;
- * "nats" later. Same interface above both: publish may complete later
+ * Engines: "memory" (single node, the default and the reference model) and
+ * "nats" (a fleet: core NATS for ephemeral channels, JetStream for durable
+ * ones; docs/nats.md). Same interface above both: publish may complete later
  * (RT_AGAIN + sink->pub_done), interest is added/removed per channel, and
  * history is fetched on catch-up.
  *
  * Threads: everything here runs on the gateway's loop thread, including the
- * sink callbacks. Engines that have their own threads hand over to it.
+ * sink callbacks. Engines that have their own threads hand over to it: they
+ * call fo_config.wake from their thread, and the loop then calls fo_service.
  */
 #ifndef FANOUT_H
 #define FANOUT_H
@@ -72,6 +74,18 @@ struct fo_config {
     uint32_t max_unacked;         /* per client; default 1024 */
     uint32_t max_subs;            /* per client; default 256 */
     size_t frame_headroom;        /* bytes before each encoded frame (LWS_PRE) */
+    /* Engine "nats" only (docs/nats.md); the strings are copied. */
+    const char *nats_url;    /* "nats://host:port[,nats://...]" */
+    const char *nats_stream; /* JetStream stream of the durable channels; default "RTGATE" */
+    uint32_t nats_replicas;  /* stream replicas; default 1 */
+    /*
+     * Called from an engine's own thread (never the loop thread) when it has
+     * handed something over; the loop thread must then call fo_service soon
+     * (uv_async_send does both). Several calls may be coalesced into one
+     * fo_service. NULL: the caller polls fo_service (fo_tick also does).
+     */
+    void (*wake)(void *ctx);
+    void *wake_ctx;
 };
 
 /* Answer to a publish. error is 0 on success, else a protocol code (400, 503, ...). */
@@ -198,6 +212,11 @@ struct fo_stats {
     uint64_t gaps;             /* gap messages sent */
     uint64_t history_messages; /* retained */
     uint64_t history_bytes;
+    /* Engine "nats" (0 with the memory engine). */
+    uint64_t upstream_subscriptions; /* NATS subscriptions held for local interest (gauge) */
+    uint64_t upstream_dropped;       /* ephemeral NATS messages dropped on a full hand-off queue */
+    uint64_t upstream_invalid;       /* NATS messages dropped for an invalid payload or header */
+    uint64_t upstream_fetched;       /* durable messages read back from JetStream */
 };
 
 void fo_get_stats(const struct fo *fo, struct fo_stats *out);
@@ -209,5 +228,20 @@ void fo_get_stats(const struct fo *fo, struct fo_stats *out);
  * any clock may be passed.
  */
 void fo_tick(struct fo *fo, uint64_t now_ms);
+
+/*
+ * Runs what the engine's threads handed over: deliveries from NATS, publish
+ * acknowledgements (sink->pub_done), history reads that paused subscriptions
+ * were waiting for, connection events. Bounded work per call: if more is
+ * left it wakes itself again. Call it when fo_config.wake fired. A no-op
+ * for the memory engine. Loop thread.
+ */
+void fo_service(struct fo *fo);
+
+/*
+ * False while the engine cannot serve (nats: disconnected, or the stream is
+ * not checked yet): the gateway's /readyz. Always true for memory. Loop thread.
+ */
+bool fo_ready(const struct fo *fo);
 
 #endif

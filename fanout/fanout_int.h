@@ -9,7 +9,8 @@
  *   - struct fo_engine_ops: what an engine (memory now, NATS later) provides
  *     under the registry (engine_memory.c).
  *
- * Threads: everything runs on the gateway's loop thread.
+ * Threads: everything runs on the gateway's loop thread, except inside an
+ * engine that says otherwise (engine_nats.c).
  */
 #ifndef FANOUT_INT_H
 #define FANOUT_INT_H
@@ -77,8 +78,10 @@ struct fo_chan_info {
  * One step of a history read after seq `after`. gap_to != 0 says that seqs
  * gap_from..gap_to (inclusive, gap_from = after + 1) are no longer retained.
  * msg is the first retained message after max(after, gap_to), retained for
- * the caller, or NULL when there is none: then everything up to `latest` has
- * been handed out (or is covered by the gap) and the reader is caught up.
+ * the caller, or NULL. NULL without a gap: everything up to `latest` has
+ * been handed out and the reader is caught up. NULL after a gap: the reader
+ * moves to gap_to and asks again (an engine that does not know yet what
+ * follows the gap).
  */
 struct fo_fetch {
     struct fo_msg *msg;
@@ -116,9 +119,20 @@ struct fo_engine_ops {
     /* RT_OK with *out filled, or RT_AGAIN if the engine has to fetch first. */
     rt_status (*fetch)(void *eng, struct fo_chan *ch, uint64_t after, struct fo_fetch *out);
     void (*tick)(void *eng, uint64_t now_ms);
+    /*
+     * Optional. Called by fo_subscribe on a durable channel before
+     * chan_info: brings the engine's view of ch up to date for this request
+     * (may block the loop briefly). RT_UNAVAILABLE (or any error): 503.
+     */
+    rt_status (*chan_prepare)(void *eng, struct fo_chan *ch, const struct fo_sub_req *req);
+    /* Optional. Runs what the engine's threads handed over (fo_service). */
+    void (*service)(void *eng);
+    /* Optional. fo_ready; true when absent. */
+    bool (*ready)(const void *eng);
 };
 
 extern const struct fo_engine_ops fo__engine_memory;
+extern const struct fo_engine_ops fo__engine_nats;
 
 /* -------------------------------------------------------------------- */
 /* Registry                                                               */
@@ -216,5 +230,10 @@ void fo__dispatch(struct fo *fo, struct fo_chan *ch, struct fo_msg *msg);
 void fo__pub_done(struct fo *fo, uint64_t conn_id, int64_t req_id, const struct fo_pub_result *res);
 /* The engine dropped state of ch (e.g. in tick): free ch if nothing holds it. */
 void fo__chan_check_idle(struct fo *fo, struct fo_chan *ch);
+/*
+ * Pumps every client that has a paused durable subscription on ch: an async
+ * engine calls it when history a fetch answered RT_AGAIN for has arrived.
+ */
+void fo__chan_repump(struct fo *fo, struct fo_chan *ch);
 
 #endif

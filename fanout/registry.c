@@ -76,6 +76,8 @@ static const struct fo_engine_ops *engine_by_name(const char *name)
 {
     if (strcmp(name, fo__engine_memory.name) == 0)
         return &fo__engine_memory;
+    if (strcmp(name, fo__engine_nats.name) == 0)
+        return &fo__engine_nats;
     return NULL;
 }
 
@@ -100,7 +102,6 @@ rt_status fo_create(const struct fo_config *cfg, const struct fo_sink *sink, str
         return RT_NOMEM;
     fo->cfg = *cfg;
     fo->cfg.ephemeral = NULL;
-    fo->cfg.node_id = NULL;
     fo->sink = *sink;
     fo->clock = default_clock;
     config_defaults(&fo->cfg);
@@ -114,6 +115,10 @@ rt_status fo_create(const struct fo_config *cfg, const struct fo_sink *sink, str
         goto err;
     fo->cfg.engine = fo->ops->name;
     st = fo->ops->create(fo, &fo->eng);
+    /* The engine copied what it keeps; the caller's strings may go now. */
+    fo->cfg.node_id = NULL;
+    fo->cfg.nats_url = NULL;
+    fo->cfg.nats_stream = NULL;
     if (st != RT_OK)
         goto err;
     *out = fo;
@@ -505,6 +510,8 @@ static bool epoch_matches(const struct fo_sub_req *req, const struct fo_chan_inf
 static int sub_plan_durable(struct fo *fo, struct fo_chan *ch, const struct fo_sub_req *req,
                             struct fo_sub_result *out, struct sub_plan *plan)
 {
+    if (fo->ops->chan_prepare && fo->ops->chan_prepare(fo->eng, ch, req) != RT_OK)
+        return RT_E_UNAVAILABLE;
     struct fo_chan_info info;
     fo->ops->chan_info(fo->eng, ch, &info);
     out->seq = info.latest;
@@ -579,7 +586,12 @@ rt_status fo_subscribe(struct fo_client *c, const struct fo_sub_req *req, struct
     if (chan_lookup(fo, req->channel, req->channel_len, true, &ch) != RT_OK)
         return sub_refuse(out, RT_E_UNAVAILABLE, "too many channels", FO_RETRY_AFTER_MS);
     struct sub_plan plan = {0, true};
-    if (durable && sub_plan_durable(fo, ch, req, out, &plan) != 0) {
+    code = durable ? sub_plan_durable(fo, ch, req, out, &plan) : 0;
+    if (code == RT_E_UNAVAILABLE) {
+        chan_release(fo, ch);
+        return sub_refuse(out, code, "channel state unavailable", FO_RETRY_AFTER_MS);
+    }
+    if (code != 0) {
         chan_release(fo, ch);
         return sub_refuse(out, RT_E_BAD_REQUEST, "since is above the channel's latest seq", 0);
     }
@@ -707,8 +719,26 @@ void fo_tick(struct fo *fo, uint64_t now_ms)
 {
     (void)now_ms;
     fo->ops->tick(fo->eng, fo__now(fo));
+    if (fo->ops->service)
+        fo->ops->service(fo->eng);
     if (fo->busy == 0 && !fo->draining)
         settle_idle_chans(fo);
+}
+
+/* See fanout.h. Loop thread, outside any sink callback. */
+void fo_service(struct fo *fo)
+{
+    if (!fo || !fo->ops->service)
+        return;
+    fo->ops->service(fo->eng);
+    if (fo->busy == 0 && !fo->draining)
+        settle_idle_chans(fo);
+}
+
+/* See fanout.h. Loop thread. */
+bool fo_ready(const struct fo *fo)
+{
+    return fo && (!fo->ops->ready || fo->ops->ready(fo->eng));
 }
 
 static void chan_free_cb(struct fo_hnode *n, void *arg)

@@ -83,6 +83,13 @@ static const struct opt opts[] = {
     {"rx-buffer", OPT_SIZE, OFF(rx_buffer), 0,
      "per-connection receive buffer in bytes (default 1024)"},
     {"log-level", OPT_LOGLEVEL, 0, 0, "debug, info, warn or error (default info)"},
+    {"nats", OPT_STR, OFF(nats_url), sizeof(((struct gw_config *)0)->nats_url),
+     "URL[,URL...] of a NATS cluster with JetStream: selects the nats engine (docs/nats.md); "
+     "default: the single-node memory engine"},
+    {"nats-stream", OPT_STR, OFF(nats_stream), sizeof(((struct gw_config *)0)->nats_stream),
+     "JetStream stream holding the durable channels (default RTGATE)"},
+    {"nats-replicas", OPT_U32, OFF(nats_replicas), 0,
+     "replicas of that stream, created or updated at start (default 1)"},
 };
 
 #define N_OPTS (sizeof opts / sizeof opts[0])
@@ -118,6 +125,8 @@ static void set_defaults(struct gw_config *cfg)
     cfg->drain_timeout_ms = 10000;
     cfg->rx_buffer = 1024;
     cfg->log_level = RT_LOG_INFO;
+    strcpy(cfg->nats_stream, "RTGATE");
+    cfg->nats_replicas = 1;
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur > 512)
         cfg->max_connections = (uint32_t)(rl.rlim_cur > 1000000 ? 1000000 : rl.rlim_cur - 256);
@@ -285,10 +294,11 @@ static rt_status check(struct gw_config *cfg)
         cfg->geo_precision < 1 || cfg->geo_precision > 12 || cfg->ip_bucket.burst == 0 ||
         cfg->max_message_bytes < 64 || cfg->max_outbox_bytes < 4096 || cfg->rx_buffer < 128 ||
         cfg->max_unacked == 0 || cfg->history == 0 || cfg->ping_interval_ms < 1000 ||
-        cfg->idle_timeout_ms <= cfg->ping_interval_ms || cfg->ws_path[0] != '/') {
+        cfg->idle_timeout_ms <= cfg->ping_interval_ms || cfg->ws_path[0] != '/' ||
+        cfg->nats_replicas == 0) {
         fprintf(stderr, "rtgate: inconsistent options (bursts >= 1, max-message-bytes >= 64, "
                         "history >= 1, idle-timeout-ms > ping-interval-ms >= 1000, ws-path "
-                        "starting with /)\n");
+                        "starting with /, nats-replicas >= 1)\n");
         return RT_INVAL;
     }
     return RT_OK;

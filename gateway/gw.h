@@ -52,6 +52,9 @@ struct gw_config {
     uint32_t geo_max_watches;          /* watches per connection */
     size_t rx_buffer;
     enum rt_log_level log_level;
+    char nats_url[1024];  /* --nats: non-empty selects the nats engine */
+    char nats_stream[64]; /* JetStream stream of durable channels (default RTGATE) */
+    uint32_t nats_replicas;
 };
 
 /*

@@ -63,9 +63,9 @@ static int run(struct app *app)
     uv_signal_start(&app->sigterm, on_signal, SIGTERM);
     uv_signal_start(&app->sigint, on_signal, SIGINT);
     uv_timer_start(&app->tick, on_tick, 200, 200);
-    rt_log(RT_LOG_INFO, "listening", "addr=%s:%d path=%s node=%s engine=memory max_connections=%u",
+    rt_log(RT_LOG_INFO, "listening", "addr=%s:%d path=%s node=%s engine=%s max_connections=%u",
            app->cfg.listen_host, app->cfg.listen_port, app->cfg.ws_path, app->cfg.node_id,
-           app->cfg.max_connections);
+           app->cfg.nats_url[0] ? "nats" : "memory", app->cfg.max_connections);
     uv_run(&app->loop, UV_RUN_DEFAULT);
 
     uv_signal_stop(&app->sigterm);

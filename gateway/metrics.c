@@ -118,6 +118,14 @@ char *gw_metrics_render(const struct gw_server *srv, size_t *len)
     metric(&o, "gaps_total", "counter", "Gap messages sent", fs.gaps);
     metric(&o, "history_messages", "gauge", "Messages retained in history", fs.history_messages);
     metric(&o, "history_bytes", "gauge", "Bytes retained in history", fs.history_bytes);
+    metric(&o, "upstream_subscriptions", "gauge",
+           "NATS subscriptions held for local interest (nats engine)", fs.upstream_subscriptions);
+    metric(&o, "upstream_dropped_total", "counter",
+           "NATS messages dropped on a full hand-off queue", fs.upstream_dropped);
+    metric(&o, "upstream_invalid_total", "counter",
+           "NATS messages dropped for an invalid payload", fs.upstream_invalid);
+    metric(&o, "upstream_fetched_total", "counter", "Durable messages read back from JetStream",
+           fs.upstream_fetched);
     metric(&o, "draining", "gauge", "1 while draining", srv->draining);
     if (o.failed) {
         free(o.buf);

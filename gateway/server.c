@@ -51,6 +51,8 @@ static int on_http(struct lws *wsi, const char *uri)
     int r;
     if (!strcmp(uri, "/healthz")) {
         r = http_respond(wsi, 200, "text/plain", "ok\n", 3, 0);
+    } else if (!strcmp(uri, "/readyz") && !srv->draining && !fo_ready(srv->fo)) {
+        r = http_respond(wsi, 503, "text/plain", "backend down\n", 13, 0); /* NATS down */
     } else if (!strcmp(uri, "/readyz")) {
         r = srv->draining ? http_respond(wsi, 503, "text/plain", "draining\n", 9, 0)
                           : http_respond(wsi, 200, "text/plain", "ready\n", 6, 0);
@@ -294,10 +296,36 @@ static void lws_log_emit(int level, const char *line)
     rt_log(level == LLL_ERR ? RT_LOG_ERROR : RT_LOG_WARN, "lws", "msg=\"%.*s\"", (int)n, line);
 }
 
+/* The nats engine's threads wake the loop through this; it then runs fo_service. */
+static uv_async_t fo_wakeup;
+
+static void on_fo_wakeup(uv_async_t *h)
+{
+    struct gw_server *srv = h->data;
+    if (srv->fo)
+        fo_service(srv->fo);
+}
+
+/* Any thread (fo_config.wake). uv_async_send coalesces a burst into one wakeup. */
+static void fo_wake(void *ctx)
+{
+    uv_async_send(ctx);
+}
+
 static rt_status make_fanout(struct gw_server *srv, const struct gw_config *cfg)
 {
+    if (!uv_is_active((uv_handle_t *)&fo_wakeup)) {
+        uv_async_init(srv->loop, &fo_wakeup, on_fo_wakeup);
+        uv_unref((uv_handle_t *)&fo_wakeup); /* closed by the final uv_walk in main */
+    }
+    fo_wakeup.data = srv;
     struct fo_config fc = {
-        .engine = "memory",
+        .engine = cfg->nats_url[0] ? "nats" : "memory",
+        .nats_url = cfg->nats_url,
+        .nats_stream = cfg->nats_stream,
+        .nats_replicas = cfg->nats_replicas,
+        .wake = fo_wake,
+        .wake_ctx = &fo_wakeup,
         .node_id = cfg->node_id,
         .ephemeral = cfg->ephemeral,
         .n_ephemeral = cfg->n_ephemeral,
