@@ -38,7 +38,8 @@ static const struct opt opts[] = {
      "max age of retained messages (default 3600000)"},
     {"dedup-window-ms", OPT_U64, OFF(dedup_window_ms), 0,
      "how long a msg_id is remembered (default 120000)"},
-    {"pub-rate", OPT_U32, OFF(pub_bucket.rate), 0, "publishes per second per connection (default 20)"},
+    {"pub-rate", OPT_U32, OFF(pub_bucket.rate), 0,
+     "publishes per second per connection (default 20)"},
     {"pub-burst", OPT_U32, OFF(pub_bucket.burst), 0, "publish burst per connection (default 40)"},
     {"msg-rate", OPT_U32, OFF(msg_bucket.rate), 0,
      "inbound messages per second per connection, any type (default 200)"},
@@ -70,7 +71,8 @@ static const struct opt opts[] = {
      "on SIGTERM, reconnects are spread over this window (default 5000)"},
     {"drain-timeout-ms", OPT_U32, OFF(drain_timeout_ms), 0,
      "on SIGTERM, exit after this even if clients linger (default 10000)"},
-    {"geo-rate", OPT_U32, OFF(geo_bucket.rate), 0, "geo.set per second per connection (default 10)"},
+    {"geo-rate", OPT_U32, OFF(geo_bucket.rate), 0,
+     "geo.set per second per connection (default 10)"},
     {"geo-burst", OPT_U32, OFF(geo_bucket.burst), 0, "geo.set burst per connection (default 20)"},
     {"geo-precision", OPT_U32, OFF(geo_precision), 0,
      "geohash length of presence cells, 1..12 (default 6)"},
@@ -78,8 +80,10 @@ static const struct opt opts[] = {
      "presence members on this node, all spaces (default 1000000)"},
     {"geo-max-spaces", OPT_U32, OFF(geo_max_spaces), 0,
      "spaces one connection may be present in (default 16)"},
-    {"geo-max-watches", OPT_U32, OFF(geo_max_watches), 0,
-     "geo.watch per connection (default 16)"},
+    {"geo-max-watches", OPT_U32, OFF(geo_max_watches), 0, "geo.watch per connection (default 16)"},
+    {"workers", OPT_U32, OFF(workers), 0,
+     "gateway processes sharing the listen port (SO_REUSEPORT); more than 1 needs --nats, "
+     "since each process is its own node (default 1)"},
     {"rx-buffer", OPT_SIZE, OFF(rx_buffer), 0,
      "per-connection receive buffer in bytes (default 1024)"},
     {"log-level", OPT_LOGLEVEL, 0, 0, "debug, info, warn or error (default info)"},
@@ -117,6 +121,7 @@ static void set_defaults(struct gw_config *cfg)
     cfg->abuse_window_ms = 10000;
     cfg->abuse_block_ms = 60000;
     cfg->drain_ms = 5000;
+    cfg->workers = 1;
     cfg->geo_bucket = (struct rt_bucket_cfg){.rate = 10, .burst = 20};
     cfg->geo_precision = 6;
     cfg->geo_max_members = 1000000;
@@ -221,9 +226,12 @@ static bool set_opt(struct gw_config *cfg, const struct opt *o, const char *v)
             return false;
         strcpy(base + o->offset, v);
         return true;
-    case OPT_LISTEN: return parse_listen(cfg, v);
-    case OPT_PATTERN: return set_pattern(cfg, v);
-    case OPT_LOGLEVEL: return set_loglevel(cfg, v);
+    case OPT_LISTEN:
+        return parse_listen(cfg, v);
+    case OPT_PATTERN:
+        return set_pattern(cfg, v);
+    case OPT_LOGLEVEL:
+        return set_loglevel(cfg, v);
     }
     return false;
 }
@@ -291,14 +299,17 @@ void gw_config_usage(FILE *out)
 static rt_status check(struct gw_config *cfg)
 {
     if (cfg->pub_bucket.burst == 0 || cfg->msg_bucket.burst == 0 || cfg->geo_bucket.burst == 0 ||
-        cfg->geo_precision < 1 || cfg->geo_precision > 12 || cfg->ip_bucket.burst == 0 ||
+        cfg->geo_precision < 1 || cfg->geo_precision > 12 || cfg->workers == 0 ||
+        cfg->workers > 64 || (cfg->workers > 1 && !cfg->nats_url[0]) || cfg->ip_bucket.burst == 0 ||
         cfg->max_message_bytes < 64 || cfg->max_outbox_bytes < 4096 || cfg->rx_buffer < 128 ||
         cfg->max_unacked == 0 || cfg->history == 0 || cfg->ping_interval_ms < 1000 ||
         cfg->idle_timeout_ms <= cfg->ping_interval_ms || cfg->ws_path[0] != '/' ||
         cfg->nats_replicas == 0) {
-        fprintf(stderr, "rtgate: inconsistent options (bursts >= 1, max-message-bytes >= 64, "
-                        "history >= 1, idle-timeout-ms > ping-interval-ms >= 1000, ws-path "
-                        "starting with /, nats-replicas >= 1)\n");
+        fprintf(stderr,
+                "rtgate: inconsistent options (bursts >= 1, max-message-bytes >= 64, "
+                "history >= 1, idle-timeout-ms > ping-interval-ms >= 1000, workers 1..64 and > 1 "
+                "only with --nats, ws-path "
+                "starting with /, nats-replicas >= 1)\n");
         return RT_INVAL;
     }
     return RT_OK;

@@ -50,6 +50,7 @@ struct gw_config {
     uint32_t geo_max_members;          /* node-wide */
     uint32_t geo_max_spaces;           /* spaces one connection is present in */
     uint32_t geo_max_watches;          /* watches per connection */
+    uint32_t workers;                  /* processes sharing the port */
     size_t rx_buffer;
     enum rt_log_level log_level;
     char nats_url[1024];  /* --nats: non-empty selects the nats engine */
@@ -220,6 +221,7 @@ struct gw_server {
     bool draining;
     uint64_t drain_started_ms;
     void *sweep_timer; /* uv_timer_t: timeouts and heartbeats, see gw_server_sweep */
+    struct gw_listener *listener; /* our own listen socket (listener.c) */
     void *flush_handles;   /* uv_prepare_t + uv_check_t running gw_server_flush */
     uint64_t *dirty;       /* ids of sessions with output to write this iteration */
     uint32_t n_dirty, dirty_cap;
@@ -270,6 +272,12 @@ void gw_server_drain(struct gw_server *srv);
  * sorted list costs O(connections) per insert in lws 4.1.
  */
 void gw_server_sweep(struct gw_server *srv, uint64_t now_ms);
+/* listener.c: binds --listen (SO_REUSEPORT) and hands accepted sockets to lws. */
+struct gw_listener;
+rt_status gw_listener_start(struct gw_server *srv);
+/* Stops accepting (drain); the socket is closed by the loop. */
+void gw_listener_stop(struct gw_server *srv);
+
 /* Puts a session on the flush list; false when out of memory. */
 bool gw_server_mark_dirty(struct gw_server *srv, uint64_t conn_id);
 /* Writes the output of every session on the flush list (before the loop blocks

@@ -4,9 +4,12 @@
  */
 #include "gw.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -86,6 +89,79 @@ static int run(struct app *app)
     return 0;
 }
 
+/* ---- --workers N: N gateway processes share the port (SO_REUSEPORT) ---- */
+
+static volatile sig_atomic_t supervisor_signal;
+
+static void on_supervisor_signal(int signum)
+{
+    supervisor_signal = signum;
+}
+
+/* Waits for the workers, forwarding SIGTERM/SIGINT to them. 0 if all exited 0. */
+static int supervise(pid_t *pids, unsigned n)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_supervisor_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    int rc = 0;
+    for (unsigned alive = n; alive > 0;) {
+        if (supervisor_signal) {
+            for (unsigned i = 0; i < n; i++)
+                if (pids[i] > 0)
+                    kill(pids[i], supervisor_signal);
+            supervisor_signal = 0;
+        }
+        int status = 0;
+        pid_t p = waitpid(-1, &status, WNOHANG);
+        if (p <= 0) {
+            if (p < 0 && errno == ECHILD)
+                break;
+            nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL);
+            continue;
+        }
+        for (unsigned i = 0; i < n; i++)
+            if (pids[i] == p)
+                pids[i] = 0;
+        alive--;
+        bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+        rt_log(ok ? RT_LOG_INFO : RT_LOG_ERROR, "worker_exit", "pid=%d status=%d", (int)p, status);
+        rc = ok ? rc : 1;
+    }
+    return rc;
+}
+
+/*
+ * Forks the workers before any loop or connection exists. Returns in each
+ * child (-1, with its own node id "<node>-w<i>"), or the supervisor's exit
+ * code in the parent.
+ */
+static int fork_workers(struct gw_config *cfg)
+{
+    pid_t pids[64];
+    unsigned n = cfg->workers;
+    for (unsigned i = 0; i < n; i++) {
+        pid_t p = fork();
+        if (p == 0) {
+            size_t len = strlen(cfg->node_id);
+            snprintf(cfg->node_id + len, sizeof cfg->node_id - len, "-w%u", i);
+            return -1;
+        }
+        if (p < 0) {
+            rt_log(RT_LOG_ERROR, "fork_failed", "errno=%d", errno);
+            for (unsigned j = 0; j < i; j++)
+                kill(pids[j], SIGTERM);
+            n = i;
+            break;
+        }
+        pids[i] = p;
+    }
+    rt_log(RT_LOG_INFO, "workers", "count=%u supervisor=%d", n, (int)getpid());
+    return supervise(pids, n) ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
     static struct app app;
@@ -95,6 +171,13 @@ int main(int argc, char **argv)
     if (st != RT_OK)
         return 2;
     rt_log_set_level(app.cfg.log_level);
+    if (app.cfg.workers > 1) {
+        int rc = fork_workers(&app.cfg);
+        if (rc >= 0) {
+            gw_config_free(&app.cfg);
+            return rc;
+        }
+    }
     srand((unsigned)(rt_wall_ms() ^ (uint64_t)getpid()));
     signal(SIGPIPE, SIG_IGN);
     if (uv_loop_init(&app.loop) != 0)

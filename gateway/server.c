@@ -348,8 +348,7 @@ static rt_status make_context(struct gw_server *srv, const struct gw_config *cfg
     foreign_loops[0] = loop;
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof info);
-    info.port = cfg->listen_port;
-    info.iface = strcmp(cfg->listen_host, "0.0.0.0") ? cfg->listen_host : NULL;
+    info.port = CONTEXT_PORT_NO_LISTEN_SERVER; /* listener.c accepts and adopts */
     info.protocols = protocols;
     /* No LWS_SERVER_OPTION_VALIDATE_UTF8: invalid UTF-8 gets a 400 from the
      * decoder instead of a close (PROTOCOL.md: a bad message never closes). */
@@ -397,8 +396,8 @@ rt_status gw_server_start(struct gw_server *srv, const struct gw_config *cfg, vo
         return RT_NOMEM;
     }
     srv->scratch = scratch + LWS_PRE;
-    if (make_context(srv, cfg, uv_loop) != RT_OK || start_sweep(srv) != RT_OK ||
-        start_flush(srv) != RT_OK) {
+    if (make_context(srv, cfg, uv_loop) != RT_OK || gw_listener_start(srv) != RT_OK ||
+        start_sweep(srv) != RT_OK || start_flush(srv) != RT_OK) {
         gw_server_free(srv);
         return RT_ERR;
     }
@@ -408,6 +407,7 @@ rt_status gw_server_start(struct gw_server *srv, const struct gw_config *cfg, vo
 void gw_server_stop(struct gw_server *srv)
 {
     stop_flush(srv);
+    gw_listener_stop(srv);
     if (srv->sweep_timer) {
         uv_timer_stop(srv->sweep_timer);
         uv_close(srv->sweep_timer, sweep_closed);
