@@ -1,0 +1,34 @@
+"""--workers N: N gateway processes share one port (SO_REUSEPORT), each its
+own node on NATS; clients spread over them and still reach each other."""
+from conftest import FAST
+from rtclient import Client, run
+
+
+def test_workers_share_the_port_and_the_channels(nats, gateway, codec):
+    g = gateway("--nats", nats.url, "--ephemeral", "eph.>", "--workers", "2", *FAST)
+
+    async def go():
+        clients = []
+        try:
+            for _ in range(24):
+                c = Client(g.url(), codec)
+                await c.open()
+                await c.connect()
+                clients.append(c)
+            nodes = {c.connected["node"] for c in clients}
+            # The kernel spreads connections over both workers' sockets.
+            assert len(nodes) == 2 and all(n.endswith(("-w0", "-w1")) for n in nodes), nodes
+            by_node = {}
+            for c in clients:
+                by_node.setdefault(c.connected["node"], c)
+            a, b = by_node.values()
+            for ch in ("eph.w", "dur.w"):
+                assert (await a.sub(ch))["ok"] is True
+                r = await b.pub(ch, {"from": "other worker"})
+                assert r["ok"] is True, r
+                m = await a.next_event(("msg",))
+                assert (m["channel"], m["data"]) == (ch, {"from": "other worker"}), m
+        finally:
+            for c in clients:
+                await c.close()
+    run(go())
