@@ -1,7 +1,8 @@
 /*
  * rt.h: what every rtgate module shares. The status enum, the protocol
- * error table (PROTOCOL.md section 5), clocks, the token bucket and the
- * key=value logger. A leaf: no I/O beyond stderr, no other module.
+ * error table (PROTOCOL.md section 5), clocks, the token bucket, the
+ * intrusive hash table and the key=value logger. A leaf: no I/O beyond
+ * stderr, no other module.
  */
 #ifndef RT_H
 #define RT_H
@@ -81,6 +82,84 @@ void rt_bucket_init(struct rt_bucket *b, const struct rt_bucket_cfg *cfg, uint64
  */
 bool rt_bucket_take(struct rt_bucket *b, const struct rt_bucket_cfg *cfg, uint64_t now_ms,
                     uint32_t *retry_after_ms);
+
+/* -------------------------------------------------------------------- */
+/* Intrusive hash table (htab.c)                                          */
+
+/*
+ * A chained hash table of nodes the owner embeds in its own structs. The
+ * table never looks at keys: the owner sets n->hash before inserting and,
+ * to look a key up, walks rt_htab_chain(t, hash) along ->next comparing
+ * hashes and keys itself. Equal hashes are allowed; they share a chain.
+ * Buckets (a power of two, 8 bytes each) double when the load reaches 1
+ * and never shrink. Not thread-safe: the owner serialises all calls.
+ */
+struct rt_hnode {
+    struct rt_hnode *next;
+    uint64_t hash;
+};
+
+struct rt_htab {
+    struct rt_hnode **buckets;
+    size_t nbuckets; /* 0 or a power of two */
+    size_t count;
+};
+
+/* The struct of type `type` whose member `member` is at ptr. */
+#define RT_CONTAINER(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
+
+/*
+ * FNV-1a (64 bit) of the len bytes at key, finished with rt_hash_u64 so that
+ * every bit of the result depends on every byte. Not keyed: do not use it
+ * where an attacker choosing keys to collide would matter.
+ */
+uint64_t rt_hash_bytes(const void *key, size_t len);
+/*
+ * The splitmix64 finaliser of x: integer keys that differ in a few bits
+ * (ids, cell codes) get unrelated hashes. A bijection; 0 maps to 0.
+ */
+uint64_t rt_hash_u64(uint64_t x);
+
+/* Makes t an empty table. Allocates nothing: the first reserve does. */
+void rt_htab_init(struct rt_htab *t);
+/*
+ * Frees the bucket array and leaves t empty (as after rt_htab_init). The
+ * nodes belong to the owner and are neither touched nor freed: free them
+ * first (rt_htab_each) if the table owned them.
+ */
+void rt_htab_free(struct rt_htab *t);
+/*
+ * The first node of the chain that holds every node with this hash, or NULL
+ * when the chain (or the table) is empty. The chain also holds nodes with
+ * other hashes: the caller follows ->next comparing hash and key.
+ */
+struct rt_hnode *rt_htab_chain(const struct rt_htab *t, uint64_t hash);
+/*
+ * Makes room for one more rt_htab_insert, growing the bucket array when the
+ * load has reached 1. Returns RT_OK, or RT_NOMEM only while the table has no
+ * bucket array at all; a failed growth of an existing array is not an error
+ * (the chains get longer, lookups stay correct).
+ */
+rt_status rt_htab_reserve(struct rt_htab *t);
+/*
+ * Links n, whose hash the caller has set, into t. Must follow a successful
+ * rt_htab_reserve with no other insert in between; never allocates, never
+ * fails. n must not already be in a table; no duplicate check is made.
+ */
+void rt_htab_insert(struct rt_htab *t, struct rt_hnode *n);
+/*
+ * Unlinks n from t. n must have been inserted in t with the same hash; a
+ * node that is not in t is left alone. Never frees anything.
+ */
+void rt_htab_remove(struct rt_htab *t, struct rt_hnode *n);
+/*
+ * Calls fn(n, arg) once on every node of t, in no particular order. fn may
+ * remove the node it is given from t and free it, but must not insert
+ * nodes or remove any other node.
+ */
+void rt_htab_each(struct rt_htab *t, void (*fn)(struct rt_hnode *n, void *arg), void *arg);
+/* The number of nodes in t. */
+size_t rt_htab_count(const struct rt_htab *t);
 
 /* Logging: one line per event, `ts=... level=... event=... key=value ...`. */
 enum rt_log_level { RT_LOG_DEBUG, RT_LOG_INFO, RT_LOG_WARN, RT_LOG_ERROR };

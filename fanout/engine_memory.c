@@ -39,7 +39,7 @@ struct mem_dedup {
 
 struct mem {
     struct fo *fo;
-    struct fo_htab dedup;
+    struct rt_htab dedup;
     struct mem_dedup *oldest, *newest;
     struct mem_chan *with_history;
 };
@@ -183,7 +183,7 @@ static size_t dedup_key(char *buf, const struct fo_chan *ch, const char *msg_id,
 
 static void dedup_remove(struct mem *e, struct mem_dedup *d)
 {
-    fo__htab_remove(&e->dedup, &d->node);
+    rt_htab_remove(&e->dedup, &d->node.h);
     if (d->older)
         d->older->newer = d->newer;
     else
@@ -257,7 +257,7 @@ static rt_status mem_create(struct fo *fo, void **out)
     if (!e)
         return RT_NOMEM;
     e->fo = fo;
-    fo__htab_init(&e->dedup);
+    rt_htab_init(&e->dedup);
     *out = e;
     return RT_OK;
 }
@@ -272,7 +272,7 @@ static void mem_destroy(void *eng)
         e->oldest = d->newer;
         free(d);
     }
-    fo__htab_free(&e->dedup);
+    rt_htab_free(&e->dedup);
     free(e);
 }
 

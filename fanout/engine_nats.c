@@ -162,7 +162,7 @@ struct neng {
     pthread_mutex_t lock;
     struct nlive *ring; /* {lock} */
     uint32_t r_head, r_len;
-    struct fo_htab inflight; /* {lock} npub by natsMsg pointer */
+    struct rt_htab inflight; /* {lock} npub by natsMsg pointer */
     struct npub *pubs_done, *pubs_done_tail;
     struct njob *jobs_done, *jobs_done_tail;
     bool wake_pending;
@@ -505,7 +505,7 @@ static void on_pub_ack(jsCtx *js, natsMsg *m, jsPubAck *pa, jsPubAckErr *pae, vo
     bool w = false;
     if (n) {
         struct npub *p = FO__CONTAINER(n, struct npub, node);
-        fo__htab_remove(&e->inflight, n);
+        rt_htab_remove(&e->inflight, &n->h);
         p->status = pa ? NATS_OK : (pae && pae->Err != NATS_OK ? pae->Err : NATS_ERR);
         p->err_code = pae ? (int)pae->ErrCode : 0;
         p->seq = pa ? pa->Sequence : 0;
@@ -1391,7 +1391,7 @@ static rt_status pub_async(struct neng *e, natsMsg *m, natsMsg *eph, const struc
         return RT_AGAIN;
     pthread_mutex_lock(&e->lock);
     if (st == RT_OK && fo__htab_find(&e->inflight, (const char *)&p->key, sizeof(p->key)))
-        fo__htab_remove(&e->inflight, &p->node);
+        rt_htab_remove(&e->inflight, &p->node.h);
     pthread_mutex_unlock(&e->lock);
     natsMsg_Destroy(m);
     natsMsg_Destroy(eph);
@@ -1899,7 +1899,7 @@ static rt_status engine_init(struct neng *e, struct fo *fo)
     e->batch = calloc(SERVICE_BATCH, sizeof(*e->batch));
     const char *drop = getenv("RTGATE_NATS_DROP_EVERY"); /* tests only: docs/nats.md */
     e->drop_every = drop ? strtoull(drop, NULL, 10) : 0;
-    fo__htab_init(&e->inflight);
+    rt_htab_init(&e->inflight);
     pthread_mutex_init(&e->lock, NULL);
     pthread_mutex_init(&e->jobs_lock, NULL);
     pthread_cond_init(&e->jobs_cond, NULL);
@@ -1959,10 +1959,10 @@ static void stop_workers(struct neng *e)
     }
 }
 
-static void inflight_free(struct fo_hnode *n, void *arg)
+static void inflight_free(struct rt_hnode *n, void *arg)
 {
     (void)arg;
-    struct npub *p = FO__CONTAINER(n, struct npub, node);
+    struct npub *p = FO__CONTAINER(n, struct npub, node.h);
     natsMsg_Destroy(p->eph);
     free(p);
 }
@@ -1986,8 +1986,8 @@ static void free_handoff(struct neng *e)
         e->jobs_done = j->next;
         job_free(j);
     }
-    fo__htab_each(&e->inflight, inflight_free, NULL);
-    fo__htab_free(&e->inflight);
+    rt_htab_each(&e->inflight, inflight_free, NULL);
+    rt_htab_free(&e->inflight);
 }
 
 /*

@@ -4,7 +4,7 @@
  * only.
  *
  * Pieces:
- *   - fo__htab: a small intrusive chained hash table keyed by byte strings.
+ *   - fo__htab: byte-string keys on top of rt_htab (htab.c).
  *   - struct fo / fo_chan / fo_sub / fo_client: the registry (registry.c).
  *   - struct fo_engine_ops: what an engine (memory now, NATS later) provides
  *     under the registry (engine_memory.c).
@@ -20,32 +20,27 @@
 /* -------------------------------------------------------------------- */
 /* Hash table (htab.c)                                                    */
 
-/* Embed one in the hashed struct; key points into that struct. */
+/*
+ * Tables keyed by byte strings: an rt_htab (common/rt.h) of fo_hnodes whose
+ * hash is rt_hash_bytes of the key. Embed one in the hashed struct; key
+ * points into that struct. Init, free, remove and each are rt_htab's.
+ */
 struct fo_hnode {
-    struct fo_hnode *next;
-    uint64_t hash;
+    struct rt_hnode h;
     const char *key;
     size_t key_len;
 };
 
-struct fo_htab {
-    struct fo_hnode **buckets;
-    size_t nbuckets; /* 0 or a power of two */
-    size_t count;
-};
+/* The node of t with this key, or NULL. */
+struct fo_hnode *fo__htab_find(const struct rt_htab *t, const char *key, size_t len);
+/*
+ * Sets n's hash from its key (key and key_len set by the caller) and links n
+ * into t; no duplicate check. RT_NOMEM only when t has no buckets and none
+ * can be allocated.
+ */
+rt_status fo__htab_insert(struct rt_htab *t, struct fo_hnode *n);
 
-uint64_t fo__hash(const void *key, size_t len);
-void fo__htab_init(struct fo_htab *t);
-/* Frees the bucket array only; the nodes belong to the caller. */
-void fo__htab_free(struct fo_htab *t);
-struct fo_hnode *fo__htab_find(const struct fo_htab *t, const char *key, size_t len);
-/* Inserts n (key, key_len set by the caller; no duplicate check). RT_NOMEM. */
-rt_status fo__htab_insert(struct fo_htab *t, struct fo_hnode *n);
-void fo__htab_remove(struct fo_htab *t, struct fo_hnode *n);
-/* Visits every node; fn may remove (and free) the node it is given. */
-void fo__htab_each(struct fo_htab *t, void (*fn)(struct fo_hnode *n, void *arg), void *arg);
-
-#define FO__CONTAINER(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
+#define FO__CONTAINER(ptr, type, member) RT_CONTAINER(ptr, type, member)
 
 /* -------------------------------------------------------------------- */
 /* Messages (msg.c)                                                       */
@@ -193,7 +188,7 @@ struct fo {
     struct fo_sink sink;
     const struct fo_engine_ops *ops;
     void *eng;
-    struct fo_htab chans;
+    struct rt_htab chans;
     struct fo_stats stats;
     uint64_t (*clock)(void *ctx); /* now in ms, wall clock; tests inject */
     void *clock_ctx;

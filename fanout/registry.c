@@ -105,7 +105,7 @@ rt_status fo_create(const struct fo_config *cfg, const struct fo_sink *sink, str
     fo->sink = *sink;
     fo->clock = default_clock;
     config_defaults(&fo->cfg);
-    fo__htab_init(&fo->chans);
+    rt_htab_init(&fo->chans);
     rt_status st = copy_patterns(fo, cfg);
     if (st != RT_OK)
         goto err;
@@ -166,7 +166,7 @@ static bool chan_is_idle(struct fo *fo, struct fo_chan *ch)
 
 static void chan_free(struct fo *fo, struct fo_chan *ch)
 {
-    fo__htab_remove(&fo->chans, &ch->node);
+    rt_htab_remove(&fo->chans, &ch->node.h);
     fo->ops->chan_close(fo->eng, ch);
     free(ch->subs);
     free(ch);
@@ -741,10 +741,10 @@ bool fo_ready(const struct fo *fo)
     return fo && (!fo->ops->ready || fo->ops->ready(fo->eng));
 }
 
-static void chan_free_cb(struct fo_hnode *n, void *arg)
+static void chan_free_cb(struct rt_hnode *n, void *arg)
 {
     struct fo *fo = arg;
-    struct fo_chan *ch = FO__CONTAINER(n, struct fo_chan, node);
+    struct fo_chan *ch = FO__CONTAINER(n, struct fo_chan, node.h);
     chan_free(fo, ch);
 }
 
@@ -771,10 +771,10 @@ void fo_destroy(struct fo *fo)
     drop_pending(fo);
     reap(fo);
     if (fo->ops) {
-        fo__htab_each(&fo->chans, chan_free_cb, fo);
+        rt_htab_each(&fo->chans, chan_free_cb, fo);
         fo->ops->destroy(fo->eng);
     }
-    fo__htab_free(&fo->chans);
+    rt_htab_free(&fo->chans);
     for (size_t i = 0; fo->ephemeral && i < fo->cfg.n_ephemeral; i++)
         free(fo->ephemeral[i]);
     free(fo->ephemeral);

@@ -8,8 +8,8 @@
  *     (geohash.c);
  *   - circles and spans: the bounding box of a circle and the rectangle of
  *     rows x columns that covers it at one precision (cover.c);
- *   - an intrusive chained hash table and an AVL tree of cells (htab.c,
- *     tree.c);
+ *   - an AVL tree of cells (tree.c; the hash tables are rt_htab from
+ *     common/rt.h);
  *   - the index types (index.c, near.c, watch.c).
  *
  * Threads: the math is pure; the index runs on the loop thread.
@@ -74,35 +74,8 @@ bool geo__span_has(const struct geo__span *s, uint32_t row, uint32_t col);
 /* The finest precision <= max_p with at most max_cells cells, else 1. */
 int geo__choose_precision(const struct geo__circle *c, int max_p, size_t max_cells);
 
-/* ------------------------------------------------------------------------ */
-/* Hash table (htab.c)                                                       */
-
-/* Embed one in the hashed struct; the owner compares keys. */
-struct geo_hnode {
-    struct geo_hnode *next;
-    uint64_t hash;
-};
-
-struct geo_htab {
-    struct geo_hnode **buckets;
-    size_t nbuckets; /* 0 or a power of two */
-    size_t count;
-};
-
-uint64_t geo__hash_bytes(const void *key, size_t len);
-uint64_t geo__hash_u64(uint64_t x);
-void geo__htab_init(struct geo_htab *t);
-/* Frees the bucket array only; the nodes belong to the caller. */
-void geo__htab_free(struct geo_htab *t);
-/* The first node of the chain that may hold `hash` (walk ->next, compare). */
-struct geo_hnode *geo__htab_chain(const struct geo_htab *t, uint64_t hash);
-/* Room for one more insert. RT_NOMEM only while the table has no buckets. */
-rt_status geo__htab_reserve(struct geo_htab *t);
-/* Links n (n->hash set); after a successful reserve. Never allocates. */
-void geo__htab_insert(struct geo_htab *t, struct geo_hnode *n);
-void geo__htab_remove(struct geo_htab *t, struct geo_hnode *n);
-
-#define GEO__CONTAINER(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
+/* The hash tables are rt_htabs (common/rt.h): the owner compares keys. */
+#define GEO__CONTAINER(ptr, type, member) RT_CONTAINER(ptr, type, member)
 
 /* ------------------------------------------------------------------------ */
 /* Index types                                                               */
@@ -111,7 +84,7 @@ struct geo_member;
 
 /* An occupied cell at the index precision; in its space's hash and tree. */
 struct geo_cell {
-    struct geo_hnode hnode;
+    struct rt_hnode hnode;
     struct geo_cell *left, *right; /* AVL, by code */
     uint64_t code;
     uint32_t row, col;
@@ -122,14 +95,14 @@ struct geo_cell {
 
 /* A connection that owns members or watches. */
 struct geo_conn {
-    struct geo_hnode hnode;
+    struct rt_hnode hnode;
     uint64_t id;
     struct geo_member *members;
     struct geo_watch *watches;
 };
 
 struct geo_member {
-    struct geo_hnode hnode; /* in space->members, by client */
+    struct rt_hnode hnode; /* in space->members, by client */
     struct geo_member *cell_prev, *cell_next;
     struct geo_member *conn_prev, *conn_next;
     struct geo_space *space;
@@ -145,7 +118,7 @@ struct geo_member {
 
 /* Cells holding watch registrations: key = code | precision << 60. */
 struct geo_wcell {
-    struct geo_hnode hnode;
+    struct rt_hnode hnode;
     uint64_t key;
     struct geo_wreg *head;
 };
@@ -158,7 +131,7 @@ struct geo_wreg {
 };
 
 struct geo_watch {
-    struct geo_hnode hnode; /* in geo->watches, by id */
+    struct rt_hnode hnode; /* in geo->watches, by id */
     struct geo_watch *conn_prev, *conn_next;
     struct geo_space *space;
     struct geo_conn *conn;
@@ -171,11 +144,11 @@ struct geo_watch {
 };
 
 struct geo_space {
-    struct geo_hnode hnode;  /* in geo->spaces, by name */
-    struct geo_htab members; /* by client id */
-    struct geo_htab cells;   /* by code */
-    struct geo_cell *tree;   /* the same cells, ordered */
-    struct geo_htab wcells;  /* by key */
+    struct rt_hnode hnode;  /* in geo->spaces, by name */
+    struct rt_htab members; /* by client id */
+    struct rt_htab cells;   /* by code */
+    struct geo_cell *tree;  /* the same cells, ordered */
+    struct rt_htab wcells;  /* by key */
     size_t nmembers, nwatches;
     size_t wregs_at[GEO_PRECISION_MAX + 1]; /* registrations per precision */
     size_t name_len;
@@ -188,7 +161,7 @@ struct geo {
     size_t max_members, max_watches, max_spaces;
     geo_event_fn on_event;
     void *arg;
-    struct geo_htab spaces, conns, watches;
+    struct rt_htab spaces, conns, watches;
     uint64_t next_watch_id;
     uint64_t stamp;
     bool busy; /* a callback is running: no changes */

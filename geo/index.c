@@ -41,9 +41,9 @@ rt_status geo_create(const struct geo_config *cfg, struct geo **out)
     g->max_spaces = cfg->max_spaces;
     g->on_event = cfg->on_event;
     g->arg = cfg->arg;
-    geo__htab_init(&g->spaces);
-    geo__htab_init(&g->conns);
-    geo__htab_init(&g->watches);
+    rt_htab_init(&g->spaces);
+    rt_htab_init(&g->conns);
+    rt_htab_init(&g->watches);
     *out = g;
     return RT_OK;
 }
@@ -63,24 +63,32 @@ static void free_tree(struct geo_cell *c)
     }
 }
 
-static void free_chains(struct geo_htab *t, size_t offset)
+/* rt_htab_each callback: frees the struct whose hnode is at *offset. */
+static void free_node_cb(struct rt_hnode *n, void *arg)
 {
-    for (size_t i = 0; i < t->nbuckets; i++) {
-        for (struct geo_hnode *n = t->buckets[i], *next; n; n = next) {
-            next = n->next;
-            free((char *)n - offset);
-        }
-    }
-    geo__htab_free(t);
+    const size_t *offset = arg;
+    free((char *)n - *offset);
+}
+
+static void free_chains(struct rt_htab *t, size_t offset)
+{
+    rt_htab_each(t, free_node_cb, &offset);
+    rt_htab_free(t);
 }
 
 static void free_space(struct geo_space *sp)
 {
     free_tree(sp->tree);
-    geo__htab_free(&sp->members);
-    geo__htab_free(&sp->cells);
+    rt_htab_free(&sp->members);
+    rt_htab_free(&sp->cells);
     free_chains(&sp->wcells, offsetof(struct geo_wcell, hnode));
     free(sp);
+}
+
+static void free_space_cb(struct rt_hnode *n, void *arg)
+{
+    (void)arg;
+    free_space(GEO__CONTAINER(n, struct geo_space, hnode));
 }
 
 /* Frees everything without events. NULL is a no-op. Loop thread. */
@@ -88,13 +96,8 @@ void geo_destroy(struct geo *g)
 {
     if (!g)
         return;
-    for (size_t i = 0; i < g->spaces.nbuckets; i++) {
-        for (struct geo_hnode *n = g->spaces.buckets[i], *next; n; n = next) {
-            next = n->next;
-            free_space(GEO__CONTAINER(n, struct geo_space, hnode));
-        }
-    }
-    geo__htab_free(&g->spaces);
+    rt_htab_each(&g->spaces, free_space_cb, NULL);
+    rt_htab_free(&g->spaces);
     free_chains(&g->watches, offsetof(struct geo_watch, hnode));
     free_chains(&g->conns, offsetof(struct geo_conn, hnode));
     free(g);
@@ -117,8 +120,8 @@ void geo_get_stats(const struct geo *g, struct geo_stats *st)
 
 struct geo_space *geo__space_find(const struct geo *g, const char *name, size_t len)
 {
-    uint64_t h = geo__hash_bytes(name, len);
-    for (struct geo_hnode *n = geo__htab_chain(&g->spaces, h); n; n = n->next) {
+    uint64_t h = rt_hash_bytes(name, len);
+    for (struct rt_hnode *n = rt_htab_chain(&g->spaces, h); n; n = n->next) {
         struct geo_space *sp = GEO__CONTAINER(n, struct geo_space, hnode);
         if (n->hash == h && sp->name_len == len && memcmp(sp->name, name, len) == 0)
             return sp;
@@ -134,18 +137,18 @@ rt_status geo__space_get(struct geo *g, const char *name, size_t len, struct geo
         return RT_OK;
     if (g->max_spaces && g->st.spaces >= g->max_spaces)
         return RT_LIMIT;
-    if (geo__htab_reserve(&g->spaces) != RT_OK)
+    if (rt_htab_reserve(&g->spaces) != RT_OK)
         return RT_NOMEM;
     struct geo_space *sp = calloc(1, sizeof(*sp));
     if (!sp)
         return RT_NOMEM;
     memcpy(sp->name, name, len);
     sp->name_len = len;
-    geo__htab_init(&sp->members);
-    geo__htab_init(&sp->cells);
-    geo__htab_init(&sp->wcells);
-    sp->hnode.hash = geo__hash_bytes(name, len);
-    geo__htab_insert(&g->spaces, &sp->hnode);
+    rt_htab_init(&sp->members);
+    rt_htab_init(&sp->cells);
+    rt_htab_init(&sp->wcells);
+    sp->hnode.hash = rt_hash_bytes(name, len);
+    rt_htab_insert(&g->spaces, &sp->hnode);
     g->st.spaces++;
     *out = sp;
     return RT_OK;
@@ -156,7 +159,7 @@ void geo__space_release(struct geo *g, struct geo_space *sp)
 {
     if (!sp || sp->nmembers || sp->nwatches)
         return;
-    geo__htab_remove(&g->spaces, &sp->hnode);
+    rt_htab_remove(&g->spaces, &sp->hnode);
     g->st.spaces--;
     free_space(sp);
 }
@@ -166,8 +169,8 @@ void geo__space_release(struct geo *g, struct geo_space *sp)
 
 struct geo_conn *geo__conn_find(const struct geo *g, uint64_t id)
 {
-    uint64_t h = geo__hash_u64(id);
-    for (struct geo_hnode *n = geo__htab_chain(&g->conns, h); n; n = n->next) {
+    uint64_t h = rt_hash_u64(id);
+    for (struct rt_hnode *n = rt_htab_chain(&g->conns, h); n; n = n->next) {
         struct geo_conn *c = GEO__CONTAINER(n, struct geo_conn, hnode);
         if (c->id == id)
             return c;
@@ -181,14 +184,14 @@ rt_status geo__conn_get(struct geo *g, uint64_t id, struct geo_conn **out)
     *out = geo__conn_find(g, id);
     if (*out)
         return RT_OK;
-    if (geo__htab_reserve(&g->conns) != RT_OK)
+    if (rt_htab_reserve(&g->conns) != RT_OK)
         return RT_NOMEM;
     struct geo_conn *c = calloc(1, sizeof(*c));
     if (!c)
         return RT_NOMEM;
     c->id = id;
-    c->hnode.hash = geo__hash_u64(id);
-    geo__htab_insert(&g->conns, &c->hnode);
+    c->hnode.hash = rt_hash_u64(id);
+    rt_htab_insert(&g->conns, &c->hnode);
     *out = c;
     return RT_OK;
 }
@@ -198,7 +201,7 @@ void geo__conn_release(struct geo *g, struct geo_conn *c)
 {
     if (!c || c->members || c->watches)
         return;
-    geo__htab_remove(&g->conns, &c->hnode);
+    rt_htab_remove(&g->conns, &c->hnode);
     free(c);
 }
 
@@ -207,8 +210,8 @@ void geo__conn_release(struct geo *g, struct geo_conn *c)
 
 struct geo_cell *geo__cell_find(const struct geo_space *sp, uint64_t code)
 {
-    uint64_t h = geo__hash_u64(code);
-    for (struct geo_hnode *n = geo__htab_chain(&sp->cells, h); n; n = n->next) {
+    uint64_t h = rt_hash_u64(code);
+    for (struct rt_hnode *n = rt_htab_chain(&sp->cells, h); n; n = n->next) {
         struct geo_cell *c = GEO__CONTAINER(n, struct geo_cell, hnode);
         if (c->code == code)
             return c;
@@ -221,15 +224,15 @@ static rt_status cell_get(struct geo *g, struct geo_space *sp, uint64_t code, st
     *out = geo__cell_find(sp, code);
     if (*out)
         return RT_OK;
-    if (geo__htab_reserve(&sp->cells) != RT_OK)
+    if (rt_htab_reserve(&sp->cells) != RT_OK)
         return RT_NOMEM;
     struct geo_cell *c = calloc(1, sizeof(*c));
     if (!c)
         return RT_NOMEM;
     c->code = code;
     geo__deinterleave(code, g->precision, &c->row, &c->col);
-    c->hnode.hash = geo__hash_u64(code);
-    geo__htab_insert(&sp->cells, &c->hnode);
+    c->hnode.hash = rt_hash_u64(code);
+    rt_htab_insert(&sp->cells, &c->hnode);
     sp->tree = geo__tree_insert(sp->tree, c);
     g->st.cells++;
     *out = c;
@@ -240,7 +243,7 @@ static void cell_release(struct geo *g, struct geo_space *sp, struct geo_cell *c
 {
     if (!c || c->head)
         return;
-    geo__htab_remove(&sp->cells, &c->hnode);
+    rt_htab_remove(&sp->cells, &c->hnode);
     sp->tree = geo__tree_remove(sp->tree, c);
     g->st.cells--;
     free(c);
@@ -251,8 +254,8 @@ static void cell_release(struct geo *g, struct geo_space *sp, struct geo_cell *c
 
 static struct geo_member *member_find(const struct geo_space *sp, const char *client, size_t len)
 {
-    uint64_t h = geo__hash_bytes(client, len);
-    for (struct geo_hnode *n = geo__htab_chain(&sp->members, h); n; n = n->next) {
+    uint64_t h = rt_hash_bytes(client, len);
+    for (struct rt_hnode *n = rt_htab_chain(&sp->members, h); n; n = n->next) {
         struct geo_member *m = GEO__CONTAINER(n, struct geo_member, hnode);
         if (n->hash == h && m->client_len == len && memcmp(m->strs, client, len) == 0)
             return m;
@@ -288,7 +291,7 @@ static struct geo_member *member_alloc(const struct geo_member_in *in)
         memcpy(m->strs + in->client_len + 1, in->user, in->user_len);
     m->client_len = (uint16_t)in->client_len;
     m->user_len = (uint16_t)in->user_len;
-    m->hnode.hash = geo__hash_bytes(in->client, in->client_len);
+    m->hnode.hash = rt_hash_bytes(in->client, in->client_len);
     return m;
 }
 
@@ -340,7 +343,7 @@ static void member_link(struct geo *g, struct geo_space *sp, struct geo_cell *ce
                         struct geo_conn *conn, struct geo_member *m)
 {
     m->space = sp;
-    geo__htab_insert(&sp->members, &m->hnode);
+    rt_htab_insert(&sp->members, &m->hnode);
     cell_link(cell, m);
     conn_link(conn, m);
     sp->nmembers++;
@@ -349,7 +352,7 @@ static void member_link(struct geo *g, struct geo_space *sp, struct geo_cell *ce
 
 static void member_unlink(struct geo *g, struct geo_member *m)
 {
-    geo__htab_remove(&m->space->members, &m->hnode);
+    rt_htab_remove(&m->space->members, &m->hnode);
     cell_unlink(m);
     conn_unlink(m);
     m->space->nmembers--;
@@ -423,7 +426,7 @@ static rt_status plan_alloc(struct geo *g, const struct geo_member_in *in, struc
     if (st == RT_OK)
         st = cell_get(g, pl->sp, pl->code, &pl->cell);
     if (st == RT_OK && (!pl->old || user_differs(pl->old, in))) {
-        if (geo__htab_reserve(&pl->sp->members) != RT_OK)
+        if (rt_htab_reserve(&pl->sp->members) != RT_OK)
             return RT_NOMEM;
         pl->fresh = member_alloc(in);
         if (!pl->fresh)

@@ -20,8 +20,8 @@
 
 static struct geo_wcell *wcell_find(const struct geo_space *sp, uint64_t key)
 {
-    uint64_t h = geo__hash_u64(key);
-    for (struct geo_hnode *n = geo__htab_chain(&sp->wcells, h); n; n = n->next) {
+    uint64_t h = rt_hash_u64(key);
+    for (struct rt_hnode *n = rt_htab_chain(&sp->wcells, h); n; n = n->next) {
         struct geo_wcell *c = GEO__CONTAINER(n, struct geo_wcell, hnode);
         if (c->key == key)
             return c;
@@ -35,14 +35,14 @@ static rt_status wcell_get(struct geo *g, struct geo_space *sp, uint64_t key,
     *out = wcell_find(sp, key);
     if (*out)
         return RT_OK;
-    if (geo__htab_reserve(&sp->wcells) != RT_OK)
+    if (rt_htab_reserve(&sp->wcells) != RT_OK)
         return RT_NOMEM;
     struct geo_wcell *c = calloc(1, sizeof(*c));
     if (!c)
         return RT_NOMEM;
     c->key = key;
-    c->hnode.hash = geo__hash_u64(key);
-    geo__htab_insert(&sp->wcells, &c->hnode);
+    c->hnode.hash = rt_hash_u64(key);
+    rt_htab_insert(&sp->wcells, &c->hnode);
     g->st.watch_cells++;
     *out = c;
     return RT_OK;
@@ -70,7 +70,7 @@ static void reg_unlink(struct geo *g, struct geo_space *sp, struct geo_wreg *r, 
         r->next->prev = r->prev;
     sp->wregs_at[p]--;
     if (!c->head) {
-        geo__htab_remove(&sp->wcells, &c->hnode);
+        rt_htab_remove(&sp->wcells, &c->hnode);
         g->st.watch_cells--;
         free(c);
     }
@@ -149,15 +149,15 @@ static rt_status watch_add(struct geo *g, struct geo_space *sp, double lat, doub
 {
     struct geo_conn *c;
     struct geo_watch *w;
-    if (geo__htab_reserve(&g->watches) != RT_OK || geo__conn_get(g, conn, &c) != RT_OK)
+    if (rt_htab_reserve(&g->watches) != RT_OK || geo__conn_get(g, conn, &c) != RT_OK)
         return RT_NOMEM;
     if (watch_make(g, sp, lat, lon, radius_m, &w) != RT_OK) {
         geo__conn_release(g, c);
         return RT_NOMEM;
     }
     w->id = ++g->next_watch_id;
-    w->hnode.hash = geo__hash_u64(w->id);
-    geo__htab_insert(&g->watches, &w->hnode);
+    w->hnode.hash = rt_hash_u64(w->id);
+    rt_htab_insert(&g->watches, &w->hnode);
     conn_link(c, w);
     sp->nwatches++;
     g->st.watches++;
@@ -191,7 +191,7 @@ void geo__watch_free(struct geo *g, struct geo_watch *w)
 {
     struct geo_space *sp = w->space;
     regs_unlink(g, w, w->nregs);
-    geo__htab_remove(&g->watches, &w->hnode);
+    rt_htab_remove(&g->watches, &w->hnode);
     conn_unlink(w);
     sp->nwatches--;
     g->st.watches--;
@@ -201,8 +201,8 @@ void geo__watch_free(struct geo *g, struct geo_watch *w)
 
 static struct geo_watch *watch_find(const struct geo *g, uint64_t id)
 {
-    uint64_t h = geo__hash_u64(id);
-    for (struct geo_hnode *n = geo__htab_chain(&g->watches, h); n; n = n->next) {
+    uint64_t h = rt_hash_u64(id);
+    for (struct rt_hnode *n = rt_htab_chain(&g->watches, h); n; n = n->next) {
         struct geo_watch *w = GEO__CONTAINER(n, struct geo_watch, hnode);
         if (w->id == id)
             return w;
