@@ -126,6 +126,16 @@ char *gw_metrics_render(const struct gw_server *srv, size_t *len)
            "NATS messages dropped for an invalid payload", fs.upstream_invalid);
     metric(&o, "upstream_fetched_total", "counter", "Durable messages read back from JetStream",
            fs.upstream_fetched);
+    struct geo_stats gs;
+    geo_get_stats(srv->geo, &gs);
+    metric(&o, "geo_members", "gauge", "Presence members on this node", gs.members);
+    metric(&o, "geo_spaces", "gauge", "Presence spaces with members or watches", gs.spaces);
+    metric(&o, "geo_cells", "gauge", "Occupied presence cells", gs.cells);
+    metric(&o, "geo_watches", "gauge", "Active geo.watch circles", gs.watches);
+    metric(&o, "geo_queries_total", "counter", "geo.near queries answered", gs.queries);
+    metric(&o, "geo_sets_total", "counter", "geo.set updates stored", gs.sets);
+    metric(&o, "geo_events_total", "counter", "Watch events (join, move, leave) reported",
+           gs.events);
     metric(&o, "draining", "gauge", "1 while draining", srv->draining);
     if (o.failed) {
         free(o.buf);

@@ -186,3 +186,21 @@ def test_geo_set_rate_limited_with_retry_after(gateway):
             err = replies[2]["error"]
             assert err["code"] == 429 and 0 < err["retry_after_ms"] <= 500, err
     run(go())
+
+
+def test_presence_metrics(gateway):
+    g = gateway()
+
+    async def go():
+        async with Client(g.url(), "json") as w, Client(g.url(), "json") as a:
+            await w.connect()
+            await a.connect()
+            await w.request("geo.watch", space="m", lat=BERLIN[0], lon=BERLIN[1], radius_m=100)
+            await a.request("geo.set", space="m", lat=BERLIN[0], lon=BERLIN[1])
+            await w.next_event(("geo",))
+            await a.request("geo.near", space="m", lat=BERLIN[0], lon=BERLIN[1], radius_m=10)
+            m = g.metrics()
+            assert m["rtgate_geo_members"] == 1 and m["rtgate_geo_watches"] == 1, m
+            assert m["rtgate_geo_sets_total"] == 1 and m["rtgate_geo_events_total"] == 1
+            assert m["rtgate_geo_queries_total"] >= 2  # near + the watch's snapshot
+    run(go())
