@@ -87,10 +87,14 @@ static void adopt(struct gw_listener *l, int fd)
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     struct lws_vhost *vh = lws_get_vhost_by_name(l->srv->ctx, "default");
-    if (!vh || !lws_adopt_socket_vhost(vh, fd)) {
-        rt_log(RT_LOG_ERROR, "adopt_failed", "fd=%d", fd);
-        close(fd); /* lws closes it itself on some failures; EBADF is harmless */
+    if (!vh) {
+        close(fd);
+        return;
     }
+    /* On failure lws has closed fd itself: closing it again could close a
+     * descriptor another thread (nats.c) just opened under the same number. */
+    if (!lws_adopt_socket_vhost(vh, fd))
+        rt_log(RT_LOG_ERROR, "adopt_failed", "fd=%d", fd);
 }
 
 static void on_readable(uv_poll_t *h, int status, int events)
