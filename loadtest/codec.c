@@ -216,6 +216,27 @@ size_t lt_data_min_size(enum lt_codec c, uint64_t s, uint64_t p, uint64_t t)
     return 1 + 3 * 2 + mp_uint_size(s) + mp_uint_size(p) + mp_uint_size(t) + 4 + 1;
 }
 
+size_t lt_data_json_len(uint64_t s, uint64_t p, uint64_t t, uint32_t payload)
+{
+    size_t min = lt_data_min_size(LT_CODEC_JSON, s, p, t);
+    return payload > min ? payload : min;
+}
+
+void lt_enc_data_json(struct lt_out *o, uint64_t s, uint64_t p, uint64_t t, uint32_t payload)
+{
+    size_t min = lt_data_min_size(LT_CODEC_JSON, s, p, t);
+    size_t pad = payload > min ? payload - min : 0;
+    out_str(o, "{\"s\":");
+    out_u64(o, s);
+    out_str(o, ",\"p\":");
+    out_u64(o, p);
+    out_str(o, ",\"t\":");
+    out_u64(o, t);
+    out_str(o, ",\"pad\":\"");
+    out_fill(o, 'x', pad);
+    out_str(o, "\"}");
+}
+
 /* Pad length making the msgpack data value `payload` bytes long (or just under). */
 static size_t mp_pad_len(size_t base_without_pad_str, uint32_t payload)
 {
@@ -239,20 +260,13 @@ void lt_enc_pub(struct lt_out *o, enum lt_codec c, int64_t id, const char *chann
 {
     size_t min = lt_data_min_size(c, s, p, t);
     if (c == LT_CODEC_JSON) {
-        size_t pad = payload > min ? payload - min : 0;
         out_str(o, "{\"type\":\"pub\",\"id\":");
         out_i64(o, id);
         out_str(o, ",\"channel\":\"");
         out_str(o, channel);
-        out_str(o, "\",\"data\":{\"s\":");
-        out_u64(o, s);
-        out_str(o, ",\"p\":");
-        out_u64(o, p);
-        out_str(o, ",\"t\":");
-        out_u64(o, t);
-        out_str(o, ",\"pad\":\"");
-        out_fill(o, 'x', pad);
-        out_str(o, "\"}}\n");
+        out_str(o, "\",\"data\":");
+        lt_enc_data_json(o, s, p, t, payload);
+        out_str(o, "}\n");
         return;
     }
     size_t pad = mp_pad_len(min - 1, payload);
@@ -615,6 +629,21 @@ lt_status lt_scan_json(const uint8_t *buf, size_t len, size_t *pos, struct lt_sm
     if (m->has_data && !(m->has_s && m->has_p && m->has_t))
         m->has_data = false;
     *pos = (size_t)(c.p - buf);
+    return LT_OK;
+}
+
+lt_status lt_scan_data_json(const uint8_t *buf, size_t len, struct lt_smsg *m)
+{
+    struct jcur c = {buf, buf + len};
+    smsg_init(m);
+    m->type = LT_M_MSG;
+    j_ws(&c);
+    if (!j_object(&c, m, NEST_DATA, 1))
+        return LT_ERR;
+    j_ws(&c);
+    if (c.p != c.end)
+        return LT_ERR;
+    m->has_data = m->has_s && m->has_p && m->has_t;
     return LT_OK;
 }
 

@@ -41,6 +41,19 @@ void lt_channel_name(const struct lt_config *cfg, uint32_t c, char *out, size_t 
         snprintf(out, cap, "%s.c%u", cfg->channel_prefix, c);
 }
 
+const char *lt_nats_prefix(const struct lt_config *cfg)
+{
+    return cfg->durable_nats ? LT_SUBJ_DUR : LT_SUBJ_EPH;
+}
+
+void lt_nats_subject(const struct lt_config *cfg, uint32_t c, char *out, size_t cap)
+{
+    if (cfg->scenario == LT_SC_FANOUT)
+        snprintf(out, cap, "%s%s.fanout", lt_nats_prefix(cfg), cfg->channel_prefix);
+    else
+        snprintf(out, cap, "%s%s.c%u", lt_nats_prefix(cfg), cfg->channel_prefix, c);
+}
+
 uint32_t lt_total_conns(const struct lt_config *cfg)
 {
     return cfg->subs + cfg->publishers;
@@ -156,6 +169,59 @@ bool lt_parse_url(struct lt_config *cfg, const char *url, char *err, size_t err_
         snprintf(cfg->host_header, sizeof cfg->host_header, "[%s]:%u", cfg->host, cfg->port);
     else
         snprintf(cfg->host_header, sizeof cfg->host_header, "%s:%u", cfg->host, cfg->port);
+    return true;
+}
+
+bool lt_parse_nats_url(struct lt_config *cfg, const char *url, char *err, size_t err_cap)
+{
+    if (strlen(url) >= sizeof cfg->nats_url || strncmp(url, "nats://", 7) != 0) {
+        snprintf(err, err_cap, "--nats wants nats://HOST:PORT: %s", url);
+        return false;
+    }
+    strcpy(cfg->nats_url, url);
+    const char *h = url + 7;
+    const char *host_end, *after;
+    if (*h == '[') {
+        host_end = strchr(h, ']');
+        if (!host_end) {
+            snprintf(err, err_cap, "bad IPv6 host in %s", url);
+            return false;
+        }
+        h++;
+        after = host_end + 1;
+    } else {
+        host_end = h + strcspn(h, ":/");
+        after = host_end;
+    }
+    char host[64];
+    size_t hl = (size_t)(host_end - h);
+    if (hl == 0 || hl >= sizeof host) {
+        snprintf(err, err_cap, "bad host in %s", url);
+        return false;
+    }
+    memcpy(host, h, hl);
+    host[hl] = '\0';
+    unsigned long port = 4222;
+    if (*after == ':') {
+        char *end;
+        errno = 0;
+        port = strtoul(after + 1, &end, 10);
+        if (errno || end == after + 1 || port == 0 || port > 65535 || (*end && *end != '/')) {
+            snprintf(err, err_cap, "bad port in %s", url);
+            return false;
+        }
+    } else if (*after && *after != '/') {
+        snprintf(err, err_cap, "bad URL %s", url);
+        return false;
+    }
+    if (!parse_addr(host, (uint16_t)port, &cfg->nats_dst, &cfg->nats_dst_len) ||
+        !is_loopback(&cfg->nats_dst)) {
+        snprintf(err, err_cap,
+                 "refusing NATS host '%s': rtgate-load only targets loopback "
+                 "(127.0.0.0/8, ::1, localhost)",
+                 host);
+        return false;
+    }
     return true;
 }
 

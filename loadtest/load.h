@@ -6,6 +6,7 @@
  *   hist.c     log-linear latency histogram, HdrHistogram-like
  *   ws.c       client side of RFC 6455: upgrade request/response, frames
  *   codec.c    rtgate messages: encode requests, scan server messages (JSON, msgpack)
+ *   nats.c     NATS's text protocol (the nats-ws target, the NATS publisher)
  *   track.c    per-stream sequence tracking (lost / dup / out of order)
  *   worker.c   one epoll loop owning a slice of the connections
  *   report.c   /proc sampling, the JSON line, the SVG plot
@@ -220,6 +221,66 @@ void lt_enc_pub(struct lt_out *o, enum lt_codec c, int64_t id, const char *chann
                 uint64_t p, uint64_t t, uint32_t payload);
 /* Encoded size of the data value alone without padding (for --help and checks). */
 size_t lt_data_min_size(enum lt_codec c, uint64_t s, uint64_t p, uint64_t t);
+/* The JSON data value alone, {"s":s,"p":p,"t":t,"pad":"xx.."}, `payload` bytes (or its minimum). */
+void lt_enc_data_json(struct lt_out *o, uint64_t s, uint64_t p, uint64_t t, uint32_t payload);
+/* Its length, without writing it. */
+size_t lt_data_json_len(uint64_t s, uint64_t p, uint64_t t, uint32_t payload);
+/*
+ * Scans a bare JSON data value (the payload of a NATS message) into the load
+ * fields of m (type LT_M_MSG, has_data when s, p and t are all there).
+ * LT_ERR when buf is not one JSON object (whitespace around it is fine).
+ */
+lt_status lt_scan_data_json(const uint8_t *buf, size_t len, struct lt_smsg *m);
+
+/* ------------------------------------------------------------------ */
+/* nats.c: NATS's client protocol
+ * (https://docs.nats.io/reference/reference-protocols/nats-protocol), over TCP or inside WebSocket
+ * frames (where one frame may hold several operations or part of one: the caller keeps what is left
+ * over). */
+
+enum lt_nop {
+    LT_N_INFO = 1,
+    LT_N_MSG, /* MSG and HMSG */
+    LT_N_PING,
+    LT_N_PONG,
+    LT_N_OK,  /* +OK */
+    LT_N_ERR, /* -ERR */
+};
+
+/* One server operation, pointing into the caller's buffer. */
+struct lt_nmsg {
+    enum lt_nop op;
+    const char *subject; /* MSG */
+    size_t subject_len;
+    const char *reply; /* MSG, NULL when absent */
+    size_t reply_len;
+    uint64_t sid;
+    const uint8_t *payload; /* MSG: the payload after any headers; -ERR, INFO: the argument text */
+    size_t payload_len;
+    size_t header_len; /* HMSG: header bytes before payload */
+};
+
+#define LT_NATS_MAX_LINE    (64u * 1024) /* longest control line (INFO can be long) */
+#define LT_NATS_MAX_PAYLOAD (64u << 20)  /* a bigger MSG is a protocol error */
+#define LT_NATS_SUBJECT_MAX 256
+
+/*
+ * Scans the next operation at buf[*pos..len). LT_OK: *m filled, *pos moved
+ * past it. LT_AGAIN: the operation is not complete yet (*pos unchanged; keep
+ * the bytes from *pos and call again with more). LT_ERR: not NATS protocol.
+ * Operation names are matched case-insensitively; CRLF ends lines (a bare LF
+ * is accepted too).
+ */
+lt_status lt_nats_scan(const uint8_t *buf, size_t len, size_t *pos, struct lt_nmsg *m);
+
+/* CONNECT {"verbose":false,...}\r\n */
+void lt_nats_enc_connect(struct lt_out *o);
+void lt_nats_enc_sub(struct lt_out *o, const char *subject, uint64_t sid);
+void lt_nats_enc_ping(struct lt_out *o);
+void lt_nats_enc_pong(struct lt_out *o);
+/* PUB subject [reply] n\r\n<JSON data value of `payload` bytes>\r\n */
+void lt_nats_enc_pub(struct lt_out *o, const char *subject, const char *reply, uint64_t s,
+                     uint64_t p, uint64_t t, uint32_t payload);
 
 /* ------------------------------------------------------------------ */
 /* track.c: one (subscriber, publisher stream) sequence window. */
@@ -245,6 +306,21 @@ enum lt_track_result lt_track_seen(struct lt_track *t, uint64_t s);
 
 enum lt_scenario { LT_SC_FANOUT = 0, LT_SC_CHANNELS, LT_SC_IDLE };
 
+/* What the subscribers (and idle connections) speak. */
+enum lt_target {
+    LT_TGT_RTGATE = 0, /* rtgate's protocol over WebSocket */
+    LT_TGT_NATS_WS,    /* NATS's protocol over nats-server's WebSocket listener */
+};
+
+/* How messages are published. */
+enum lt_pubvia {
+    LT_PV_WS = 0, /* `pub` over rtgate WebSocket connections */
+    LT_PV_NATS,   /* PUB over plain NATS TCP connections (as a backend would) */
+};
+
+#define LT_SUBJ_EPH "rtgate.eph."
+#define LT_SUBJ_DUR "rtgate.dur."
+
 #define LT_MAX_SRC  64
 #define LT_MAX_PIDS 16
 
@@ -258,6 +334,12 @@ struct lt_config {
     struct sockaddr_storage dst;
     socklen_t dst_len;
     enum lt_codec codec;
+    enum lt_target target;
+    enum lt_pubvia pub_via;
+    bool durable_nats; /* NATS publisher: JetStream publish to rtgate.dur.<channel>, acks counted */
+    char nats_url[256];
+    struct sockaddr_storage nats_dst;
+    socklen_t nats_dst_len;
     uint32_t subs;
     uint32_t channels;
     uint32_t publishers;
@@ -275,6 +357,8 @@ struct lt_config {
     size_t n_src;
     pid_t server_pids[LT_MAX_PIDS];
     size_t n_server_pids;
+    pid_t broker_pids[LT_MAX_PIDS]; /* sampled and reported apart (the NATS server behind rtgate) */
+    size_t n_broker_pids;
     double connect_rate;      /* connections per second, all workers */
     uint32_t max_handshaking; /* per worker: connections set up concurrently */
     double setup_timeout_s;   /* one connection's time to get ready */
@@ -285,6 +369,7 @@ struct lt_config {
     uint32_t ack_delay_ms;   /* ... or when the oldest unacked delivery is about this old */
     uint32_t max_backlog;    /* publisher: bytes queued before slots are skipped */
     uint32_t rx_coalesce_us; /* least time between two reads (trades latency resolution for CPU) */
+    const char *label;       /* --label: copied into the JSON line */
     const char *json_path;
     const char *svg_path;
     int verbose;
@@ -292,6 +377,13 @@ struct lt_config {
 
 /* Channel name of channel index c into out (NUL-terminated). */
 void lt_channel_name(const struct lt_config *cfg, uint32_t c, char *out, size_t cap);
+/* The NATS subject rtgate uses for channel index c: rtgate.eph.<name> (rtgate.dur. with
+ * --durable-nats). */
+void lt_nats_subject(const struct lt_config *cfg, uint32_t c, char *out, size_t cap);
+/* The subject prefix of lt_nats_subject. */
+const char *lt_nats_prefix(const struct lt_config *cfg);
+/* Parses nats://HOST:PORT (loopback only) into cfg->nats_url / nats_dst. */
+bool lt_parse_nats_url(struct lt_config *cfg, const char *url, char *err, size_t err_cap);
 /* The scenario's name ("fanout", ...). */
 const char *lt_scenario_name(enum lt_scenario s);
 /* Total connections: subscribers (or idle connections) plus publishers. */
@@ -355,6 +447,8 @@ struct lt_stats {
     uint64_t msgs_in;
     uint64_t bytes_in;
     uint64_t error_codes[LT_ERR_CODES];
+    uint64_t nats_pings;     /* NATS publisher: PINGs sent to confirm what was published */
+    uint64_t nats_errs;      /* -ERR from a NATS server */
     uint64_t drain_timeouts; /* workers whose drain ended by the clock, not complete */
     uint64_t cpu_ns_setup;   /* the worker's own CPU time when it was ready */
     uint64_t cpu_ns_total;   /* ... and when it sent its result */
@@ -416,6 +510,10 @@ struct lt_proc_sample {
     bool ok;
     uint64_t cpu_ticks; /* utime + stime, all pids */
     uint64_t rss_kb;    /* VmRSS, all pids */
+    bool broker_ok;
+    uint64_t broker_cpu_ticks; /* the same for --broker-pid */
+    uint64_t broker_rss_kb;
+    uint64_t machine_busy_ticks; /* /proc/stat: all CPUs, not idle or iowait */
     uint64_t at_ns;
 };
 

@@ -56,6 +56,19 @@ static void usage(FILE *out)
             "  --no-ack              do not ack durable deliveries (the server's window fills)\n"
             "  --ack-every N         ack after N durable deliveries (default: max_unacked / 4)\n"
             "  --ack-delay-ms MS     ... or at most MS after the delivery (default 100)\n\n"
+            "Target and publishing:\n"
+            "  --target T            rtgate (default): rtgate's protocol over WebSocket\n"
+            "                        nats-ws: NATS's protocol over nats-server's WebSocket\n"
+            "                        listener (--url ws://127.0.0.1:WSPORT/); subscribers SUB\n"
+            "                        to the subject rtgate uses: rtgate.eph.<channel>\n"
+            "  --publish-via V       ws (default for rtgate): `pub` over WebSocket\n"
+            "                        nats (needed for nats-ws): plain NATS TCP publishers send\n"
+            "                        PUB rtgate.eph.<channel> with the JSON data as payload\n"
+            "  --nats URL            nats://127.0.0.1:PORT, the NATS server to publish to\n"
+            "  --durable-nats        publish to rtgate.dur.<channel> through JetStream (PUB with\n"
+            "                        a reply inbox; acks counted as accepted)\n"
+            "  --broker-pid PID[,PID...]  also sample these (the NATS server behind rtgate) and\n"
+            "                        report them apart as `broker`\n\n"
             "Connections:\n"
             "  --connect-rate N      new connections per second (default 2000)\n"
             "  --max-handshaking N   connections being set up at once per worker (default 256)\n"
@@ -72,6 +85,7 @@ static void usage(FILE *out)
             "  --server-pid PID[,PID...]  sample the server's CPU and RSS from /proc\n"
             "  --timeout S           hard stop for the whole run (default: estimated + 60)\n"
             "  --json FILE           also append the JSON line to FILE\n"
+            "  --label STR           a name for the run, copied into the JSON line\n"
             "  --histogram-svg FILE  write the latency percentile plot\n"
             "  -v, --verbose         progress on stderr (twice: socket errors too)\n"
             "  -q, --quiet           no summary on stderr\n"
@@ -82,7 +96,7 @@ static void usage(FILE *out)
 /* Options */
 
 struct opts_seen {
-    bool subs, channels, publishers, rate, workers, src;
+    bool subs, channels, publishers, rate, workers, src, pub_via;
 };
 
 static bool parse_double(const char *v, double lo, double hi, double *out)
@@ -124,7 +138,9 @@ static bool valid_prefix(const char *s)
     return true;
 }
 
-static bool parse_list(struct lt_config *cfg, const char *list, bool pids, char *err,
+enum list_kind { LIST_SRC, LIST_PIDS, LIST_BROKER };
+
+static bool parse_list(struct lt_config *cfg, const char *list, enum list_kind kind, char *err,
                        size_t err_cap)
 {
     char buf[4096];
@@ -135,13 +151,15 @@ static bool parse_list(struct lt_config *cfg, const char *list, bool pids, char 
     strcpy(buf, list);
     char *save = NULL;
     for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        if (pids) {
+        if (kind != LIST_SRC) {
+            pid_t *to = kind == LIST_PIDS ? cfg->server_pids : cfg->broker_pids;
+            size_t *n = kind == LIST_PIDS ? &cfg->n_server_pids : &cfg->n_broker_pids;
             uint32_t pid;
-            if (cfg->n_server_pids >= LT_MAX_PIDS || !parse_u32(tok, 1, 0x7FFFFFFF, &pid)) {
-                snprintf(err, err_cap, "bad --server-pid '%s'", tok);
+            if (*n >= LT_MAX_PIDS || !parse_u32(tok, 1, 0x7FFFFFFF, &pid)) {
+                snprintf(err, err_cap, "bad pid '%s'", tok);
                 return false;
             }
-            cfg->server_pids[cfg->n_server_pids++] = (pid_t)pid;
+            to[(*n)++] = (pid_t)pid;
         } else if (!lt_add_source(cfg, tok, err, err_cap)) {
             return false;
         }
@@ -175,7 +193,7 @@ static int parse_args(struct lt_config *cfg, int argc, char **argv)
 {
     set_defaults(cfg);
     struct opts_seen seen = {0};
-    const char *url = NULL, *sources = NULL, *pids = NULL;
+    const char *url = NULL, *sources = NULL, *pids = NULL, *broker = NULL, *nats = NULL;
     char err[256] = "";
     for (int i = 1; i < argc; i++) {
         char name[64];
@@ -203,6 +221,10 @@ static int parse_args(struct lt_config *cfg, int argc, char **argv)
         }
         if (strcmp(a, "--no-ack") == 0) {
             cfg->ack = false;
+            continue;
+        }
+        if (strcmp(a, "--durable-nats") == 0) {
+            cfg->durable_nats = true;
             continue;
         }
         if (strncmp(a, "--", 2) != 0) {
@@ -274,6 +296,25 @@ static int parse_args(struct lt_config *cfg, int argc, char **argv)
             sources = val;
         } else if (strcmp(name, "--server-pid") == 0) {
             pids = val;
+        } else if (strcmp(name, "--broker-pid") == 0) {
+            broker = val;
+        } else if (strcmp(name, "--nats") == 0) {
+            nats = val;
+        } else if (strcmp(name, "--target") == 0) {
+            if (strcmp(val, "rtgate") == 0)
+                cfg->target = LT_TGT_RTGATE;
+            else if (strcmp(val, "nats-ws") == 0)
+                cfg->target = LT_TGT_NATS_WS;
+            else
+                ok = false;
+        } else if (strcmp(name, "--publish-via") == 0) {
+            seen.pub_via = true;
+            if (strcmp(val, "ws") == 0)
+                cfg->pub_via = LT_PV_WS;
+            else if (strcmp(val, "nats") == 0)
+                cfg->pub_via = LT_PV_NATS;
+            else
+                ok = false;
         } else if (strcmp(name, "--connect-rate") == 0) {
             ok = parse_double(val, 1, 1e6, &cfg->connect_rate);
         } else if (strcmp(name, "--max-handshaking") == 0) {
@@ -289,6 +330,9 @@ static int parse_args(struct lt_config *cfg, int argc, char **argv)
         } else if (strcmp(name, "--workers") == 0) {
             ok = parse_u32(val, 1, MAX_WORKERS, &cfg->workers);
             seen.workers = true;
+        } else if (strcmp(name, "--label") == 0) {
+            ok = strlen(val) < 128;
+            cfg->label = val;
         } else if (strcmp(name, "--json") == 0) {
             cfg->json_path = val;
         } else if (strcmp(name, "--histogram-svg") == 0) {
@@ -310,12 +354,36 @@ static int parse_args(struct lt_config *cfg, int argc, char **argv)
         fprintf(stderr, "rtgate-load: %s\n", err);
         return EXIT_USAGE;
     }
-    if (sources && !parse_list(cfg, sources, false, err, sizeof err)) {
+    if (sources && !parse_list(cfg, sources, LIST_SRC, err, sizeof err)) {
         fprintf(stderr, "rtgate-load: %s\n", err);
         return EXIT_USAGE;
     }
-    if (pids && !parse_list(cfg, pids, true, err, sizeof err)) {
+    if (pids && !parse_list(cfg, pids, LIST_PIDS, err, sizeof err)) {
         fprintf(stderr, "rtgate-load: %s\n", err);
+        return EXIT_USAGE;
+    }
+    if (broker && !parse_list(cfg, broker, LIST_BROKER, err, sizeof err)) {
+        fprintf(stderr, "rtgate-load: %s\n", err);
+        return EXIT_USAGE;
+    }
+    if (cfg->target == LT_TGT_NATS_WS) {
+        if (seen.pub_via && cfg->pub_via != LT_PV_NATS) {
+            fprintf(stderr, "rtgate-load: --target nats-ws publishes via NATS (--publish-via "
+                            "nats --nats URL)\n");
+            return EXIT_USAGE;
+        }
+        cfg->pub_via = LT_PV_NATS;
+    }
+    if (nats && !lt_parse_nats_url(cfg, nats, err, sizeof err)) {
+        fprintf(stderr, "rtgate-load: %s\n", err);
+        return EXIT_USAGE;
+    }
+    if (cfg->pub_via == LT_PV_NATS && !nats && cfg->scenario != LT_SC_IDLE) {
+        fprintf(stderr, "rtgate-load: publishing via NATS needs --nats nats://127.0.0.1:PORT\n");
+        return EXIT_USAGE;
+    }
+    if (cfg->durable_nats && cfg->pub_via != LT_PV_NATS) {
+        fprintf(stderr, "rtgate-load: --durable-nats is for --publish-via nats\n");
         return EXIT_USAGE;
     }
 

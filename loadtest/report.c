@@ -54,19 +54,45 @@ static bool read_rss(pid_t pid, uint64_t *kb)
     return ok;
 }
 
+/* Busy ticks of the whole machine (first line of /proc/stat, without idle and iowait). */
+static uint64_t machine_busy(void)
+{
+    FILE *f = fopen("/proc/stat", "r");
+    if (!f)
+        return 0;
+    unsigned long long v[8] = {0};
+    int n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+                   &v[4], &v[5], &v[6], &v[7]);
+    fclose(f);
+    if (n < 5)
+        return 0;
+    return (uint64_t)(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]);
+}
+
 void lt_proc_sample(const struct lt_config *cfg, struct lt_proc_sample *s)
 {
     memset(s, 0, sizeof *s);
     s->at_ns = lt_now_ns();
-    if (cfg->n_server_pids == 0)
-        return;
-    s->ok = true;
-    for (size_t i = 0; i < cfg->n_server_pids; i++) {
-        uint64_t t = 0, r = 0;
-        if (!read_cpu(cfg->server_pids[i], &t) || !read_rss(cfg->server_pids[i], &r))
-            s->ok = false;
-        s->cpu_ticks += t;
-        s->rss_kb += r;
+    s->machine_busy_ticks = machine_busy();
+    if (cfg->n_server_pids) {
+        s->ok = true;
+        for (size_t i = 0; i < cfg->n_server_pids; i++) {
+            uint64_t t = 0, r = 0;
+            if (!read_cpu(cfg->server_pids[i], &t) || !read_rss(cfg->server_pids[i], &r))
+                s->ok = false;
+            s->cpu_ticks += t;
+            s->rss_kb += r;
+        }
+    }
+    if (cfg->n_broker_pids) {
+        s->broker_ok = true;
+        for (size_t i = 0; i < cfg->n_broker_pids; i++) {
+            uint64_t t = 0, r = 0;
+            if (!read_cpu(cfg->broker_pids[i], &t) || !read_rss(cfg->broker_pids[i], &r))
+                s->broker_ok = false;
+            s->broker_cpu_ticks += t;
+            s->broker_rss_kb += r;
+        }
     }
 }
 
@@ -132,6 +158,12 @@ static void latency_json(FILE *f, const char *key, const struct lt_hist *h, doub
     fputc('}', f);
 }
 
+/* CPU time between two samples in us; NaN unless both were read (a process that is gone). */
+static double cpu_delta_us(bool ok_a, uint64_t a, bool ok_b, uint64_t b)
+{
+    return ok_a && ok_b && b >= a ? lt_ticks_to_us(b - a) : NAN;
+}
+
 static void server_json(FILE *f, const struct lt_config *cfg, const struct lt_result *r)
 {
     const struct lt_stats *st = &r->st;
@@ -141,14 +173,15 @@ static void server_json(FILE *f, const struct lt_config *cfg, const struct lt_re
     fputs("],", f);
     bool ok = r->before.ok && r->after_setup.ok && r->end.ok;
     fprintf(f, "\"sampled\":%s,", ok ? "true" : "false");
-    double setup_us = lt_ticks_to_us(r->after_setup.cpu_ticks - r->before.cpu_ticks);
+    double setup_us = cpu_delta_us(r->before.ok, r->before.cpu_ticks, r->after_setup.ok,
+                                   r->after_setup.cpu_ticks);
     double conns = (double)st->conns_ready;
     jnum(f, "cpu_s_setup", setup_us / 1e6, 3);
     fputc(',', f);
     jnum(f, "cpu_us_per_connection", conns > 0 ? setup_us / conns : NAN, 1);
     fputc(',', f);
     if (cfg->scenario != LT_SC_IDLE && r->measure_start.ok) {
-        double run_us = lt_ticks_to_us(r->end.cpu_ticks - r->measure_start.cpu_ticks);
+        double run_us = cpu_delta_us(true, r->measure_start.cpu_ticks, r->end.ok, r->end.cpu_ticks);
         double window_s = (double)(r->end.at_ns - r->measure_start.at_ns) / 1e9;
         jnum(f, "cpu_s_measured", run_us / 1e6, 3);
         fputc(',', f);
@@ -160,7 +193,8 @@ static void server_json(FILE *f, const struct lt_config *cfg, const struct lt_re
              st->delivered_measured ? run_us / (double)st->delivered_measured : NAN, 3);
         fputc(',', f);
     } else {
-        double hold_us = lt_ticks_to_us(r->end.cpu_ticks - r->after_setup.cpu_ticks);
+        double hold_us =
+            cpu_delta_us(r->after_setup.ok, r->after_setup.cpu_ticks, r->end.ok, r->end.cpu_ticks);
         jnum(f, "cpu_s_hold", hold_us / 1e6, 3);
         fputc(',', f);
     }
@@ -170,8 +204,42 @@ static void server_json(FILE *f, const struct lt_config *cfg, const struct lt_re
     fputc(',', f);
     ju(f, "rss_kb_after", r->end.rss_kb);
     fputc(',', f);
-    double rss_delta = ((double)r->end.rss_kb - (double)r->before.rss_kb) * 1024.0;
+    double rss_delta = r->before.ok && r->end.ok
+                           ? ((double)r->end.rss_kb - (double)r->before.rss_kb) * 1024.0
+                           : NAN;
     jnum(f, "rss_bytes_per_conn", conns > 0 ? rss_delta / conns : NAN, 0);
+    fputc('}', f);
+}
+
+/* The NATS server behind rtgate (--broker-pid): its share of the same windows. */
+static void broker_json(FILE *f, const struct lt_config *cfg, const struct lt_result *r)
+{
+    const struct lt_stats *st = &r->st;
+    fputs(",\"broker\":{\"pids\":[", f);
+    for (size_t i = 0; i < cfg->n_broker_pids; i++)
+        fprintf(f, "%s%d", i ? "," : "", (int)cfg->broker_pids[i]);
+    fputs("],", f);
+    bool ok = r->before.broker_ok && r->after_setup.broker_ok && r->end.broker_ok;
+    fprintf(f, "\"sampled\":%s,", ok ? "true" : "false");
+    double setup_us = cpu_delta_us(r->before.broker_ok, r->before.broker_cpu_ticks,
+                                   r->after_setup.broker_ok, r->after_setup.broker_cpu_ticks);
+    jnum(f, "cpu_s_setup", setup_us / 1e6, 3);
+    fputc(',', f);
+    if (cfg->scenario != LT_SC_IDLE && r->measure_start.broker_ok) {
+        double run_us = cpu_delta_us(true, r->measure_start.broker_cpu_ticks, r->end.broker_ok,
+                                     r->end.broker_cpu_ticks);
+        double window_s = (double)(r->end.at_ns - r->measure_start.at_ns) / 1e9;
+        jnum(f, "cpu_s_measured", run_us / 1e6, 3);
+        fputc(',', f);
+        jnum(f, "cpu_util", window_s > 0 ? run_us / 1e6 / window_s : NAN, 3);
+        fputc(',', f);
+        jnum(f, "cpu_us_per_delivery",
+             st->delivered_measured ? run_us / (double)st->delivered_measured : NAN, 3);
+        fputc(',', f);
+    }
+    ju(f, "rss_kb_before", r->before.broker_rss_kb);
+    fputc(',', f);
+    ju(f, "rss_kb_after", r->end.broker_rss_kb);
     fputc('}', f);
 }
 
@@ -179,11 +247,27 @@ void lt_report_json(FILE *f, const struct lt_config *cfg, const struct lt_result
 {
     const struct lt_stats *st = &r->st;
     fputc('{', f);
+    if (cfg->label) {
+        jstr(f, "label", cfg->label);
+        fputc(',', f);
+    }
     jstr(f, "scenario", lt_scenario_name(cfg->scenario));
     fputc(',', f);
     jstr(f, "url", cfg->url);
     fputc(',', f);
-    jstr(f, "subprotocol", cfg->codec == LT_CODEC_JSON ? "json" : "msgpack");
+    jstr(f, "target", cfg->target == LT_TGT_NATS_WS ? "nats-ws" : "rtgate");
+    fputc(',', f);
+    jstr(f, "publish_via", cfg->pub_via == LT_PV_NATS ? "nats" : "ws");
+    if (cfg->pub_via == LT_PV_NATS && cfg->nats_url[0]) {
+        fputc(',', f);
+        jstr(f, "nats", cfg->nats_url);
+        fprintf(f, ",\"durable_nats\":%s", cfg->durable_nats ? "true" : "false");
+    }
+    fputc(',', f);
+    jstr(f, "subprotocol",
+         cfg->target == LT_TGT_NATS_WS ? "nats"
+         : cfg->codec == LT_CODEC_JSON ? "json"
+                                       : "msgpack");
     fprintf(f, ",\"subs\":%u,\"channels\":%u,\"publishers\":%u,\"workers\":%u,", cfg->subs,
             cfg->channels, cfg->publishers, cfg->workers);
     jnum(f, "rate_target", cfg->scenario == LT_SC_IDLE ? 0 : cfg->rate, 1);
@@ -234,6 +318,16 @@ void lt_report_json(FILE *f, const struct lt_config *cfg, const struct lt_result
     ju(f, "measured_deliveries", st->delivered_measured);
     fputc(',', f);
     latency_json(f, "latency_us", &r->lat, 1.0, 1);
+    /* The distribution in a few points (percentile, us), for plots of several runs together. */
+    static const double qs[] = {0, 10, 25, 50, 75, 90, 95, 99, 99.5, 99.9, 99.95, 99.99, 100};
+    fputs(",\"latency_pct\":[", f);
+    for (size_t i = 0; i < sizeof qs / sizeof qs[0]; i++) {
+        double v = qs[i] == 0     ? (r->lat.total ? (double)r->lat.min : 0)
+                   : qs[i] == 100 ? (double)(r->lat.total ? r->lat.max : 0)
+                                  : (double)lt_hist_percentile(&r->lat, qs[i]);
+        fprintf(f, "%s[%g,%.1f]", i ? "," : "", qs[i], v / 1000.0);
+    }
+    fputc(']', f);
 
     fputs(",\"detail\":{", f);
     ju(f, "pub_errors", st->pub_errors);
@@ -275,6 +369,10 @@ void lt_report_json(FILE *f, const struct lt_config *cfg, const struct lt_result
     ju(f, "bytes_in", st->bytes_in);
     fputc(',', f);
     ju(f, "workers_failed", (uint64_t)r->workers_failed);
+    fputc(',', f);
+    ju(f, "nats_pings", st->nats_pings);
+    fputc(',', f);
+    ju(f, "nats_errs", st->nats_errs);
     fputs(",\"error_codes\":{", f);
     static const char *const names[LT_ERR_CODES] = {"400", "401", "403", "404",  "409",
                                                     "413", "429", "503", "other"};
@@ -290,6 +388,21 @@ void lt_report_json(FILE *f, const struct lt_config *cfg, const struct lt_result
 
     if (cfg->n_server_pids)
         server_json(f, cfg, r);
+    if (cfg->n_broker_pids)
+        broker_json(f, cfg, r);
+    {
+        /* How busy the whole machine was (other jobs show up here): the measured window, or the
+         * idle hold. */
+        const struct lt_proc_sample *a = cfg->scenario == LT_SC_IDLE || !r->measure_start.at_ns
+                                             ? &r->after_setup
+                                             : &r->measure_start;
+        double win = (double)(r->end.at_ns - a->at_ns) / 1e9;
+        double busy = lt_ticks_to_us(r->end.machine_busy_ticks - a->machine_busy_ticks) / 1e6;
+        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+        fprintf(f, ",\"machine\":{\"cpus\":%ld,", ncpu);
+        jnum(f, "busy_cores", win > 0 && a->machine_busy_ticks ? busy / win : NAN, 3);
+        fputc('}', f);
+    }
     fputc(',', f);
     jnum(f, "client_cpu_s", r->client_cpu_s, 3);
     fputc(',', f);
@@ -366,12 +479,17 @@ bool lt_report_svg(const char *path, const struct lt_config *cfg, const struct l
             SVG_W, SVG_H, SVG_W, SVG_H);
     fprintf(f, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n");
     fprintf(f,
-            "<text x=\"%.0f\" y=\"24\" font-size=\"16\">rtgate-load %s: %u subscriber%s, "
-            "%u channel%s, %u publisher%s, %.0f msg/s, %s, %u B</text>\n",
-            PLOT_L, lt_scenario_name(cfg->scenario), cfg->subs, cfg->subs == 1 ? "" : "s",
-            cfg->channels, cfg->channels == 1 ? "" : "s", cfg->publishers,
-            cfg->publishers == 1 ? "" : "s", cfg->rate,
-            cfg->codec == LT_CODEC_JSON ? "json" : "msgpack", cfg->payload);
+            "<text x=\"%.0f\" y=\"24\" font-size=\"16\">rtgate-load %s on %s: %u subscriber%s, "
+            "%u channel%s, %u publisher%s via %s, %.0f msg/s, %s, %u B</text>\n",
+            PLOT_L, lt_scenario_name(cfg->scenario),
+            cfg->target == LT_TGT_NATS_WS ? "nats-server ws" : "rtgate", cfg->subs,
+            cfg->subs == 1 ? "" : "s", cfg->channels, cfg->channels == 1 ? "" : "s",
+            cfg->publishers, cfg->publishers == 1 ? "" : "s",
+            cfg->pub_via == LT_PV_NATS ? "NATS" : "WebSocket", cfg->rate,
+            cfg->target == LT_TGT_NATS_WS ? "nats"
+            : cfg->codec == LT_CODEC_JSON ? "json"
+                                          : "msgpack",
+            cfg->payload);
     char p50[32], p99[32], p999[32], pmax[32];
     lt_fmt_latency(lt_hist_percentile(h, 50), p50, sizeof p50);
     lt_fmt_latency(lt_hist_percentile(h, 99), p99, sizeof p99);

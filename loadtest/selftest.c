@@ -519,8 +519,184 @@ static void test_config(void)
     b.setup_last_ns = 60;
     lt_stats_add(&a, &b);
     CHECK(a.delivered == 7 && a.setup_first_ns == 40 && a.setup_last_ns == 70);
+    cfg->scenario = LT_SC_FANOUT;
+    lt_nats_subject(cfg, 5, name, sizeof name);
+    CHECK(strcmp(name, "rtgate.eph.load.fanout") == 0);
+    cfg->scenario = LT_SC_CHANNELS;
+    cfg->durable_nats = true;
+    lt_nats_subject(cfg, 5, name, sizeof name);
+    CHECK(strcmp(name, "rtgate.dur.load.c5") == 0);
+    cfg->durable_nats = false;
+    CHECK(lt_parse_nats_url(cfg, "nats://127.0.0.1:4222", err, sizeof err));
+    CHECK(lt_parse_nats_url(cfg, "nats://localhost", err, sizeof err));
+    CHECK(lt_parse_nats_url(cfg, "nats://[::1]:4222", err, sizeof err));
+    static const char *const nats_refused[] = {"nats://10.1.2.3:4222", "tls://127.0.0.1:4222",
+                                               "nats://127.0.0.1:0", "nats://example.com:4222",
+                                               "nats://127.0.0.1:4222x"};
+    for (size_t i = 0; i < sizeof nats_refused / sizeof nats_refused[0]; i++)
+        CHECK(!lt_parse_nats_url(cfg, nats_refused[i], err, sizeof err));
     CHECK(lt_error_code_index(429) == 6 && lt_error_code_index(999) == LT_ERR_CODES - 1);
     free(cfg);
+}
+
+/* Scans every operation of buf fed in pieces of `step` bytes, the way frames or reads cut it. */
+static size_t nats_scan_pieces(const uint8_t *buf, size_t len, size_t step, struct lt_nmsg *out,
+                               size_t max, bool *err)
+{
+    uint8_t acc[4096];
+    size_t have = 0, n = 0;
+    *err = false;
+    for (size_t off = 0; off < len; off += step) {
+        size_t k = len - off < step ? len - off : step;
+        memcpy(acc + have, buf + off, k);
+        have += k;
+        size_t pos = 0;
+        struct lt_nmsg m;
+        lt_status st;
+        while ((st = lt_nats_scan(acc, have, &pos, &m)) == LT_OK) {
+            if (n < max) {
+                /* keep the fields checked below; the pointers die with acc */
+                out[n] = m;
+                out[n].subject = NULL;
+                out[n].payload = NULL;
+                out[n].reply = m.reply ? "" : NULL;
+            }
+            n++;
+        }
+        if (st == LT_ERR) {
+            *err = true;
+            return n;
+        }
+        memmove(acc, acc + pos, have - pos);
+        have -= pos;
+    }
+    if (have)
+        *err = true; /* something was left unfinished */
+    return n;
+}
+
+static void test_nats(void)
+{
+    struct lt_nmsg m;
+    size_t pos = 0;
+    const char *msg = "MSG rtgate.eph.load.fanout 1 5\r\nhello\r\n";
+    CHECK(lt_nats_scan((const uint8_t *)msg, strlen(msg), &pos, &m) == LT_OK);
+    CHECK(m.op == LT_N_MSG && m.sid == 1 && m.reply == NULL && m.payload_len == 5 &&
+          memcmp(m.payload, "hello", 5) == 0 && pos == strlen(msg));
+    CHECK(m.subject_len == 22 && memcmp(m.subject, "rtgate.eph.load.fanout", 22) == 0);
+    /* every cut of an incomplete op asks for more and leaves pos alone */
+    for (size_t cut = 0; cut < strlen(msg); cut++) {
+        pos = 0;
+        CHECK(lt_nats_scan((const uint8_t *)msg, cut, &pos, &m) == LT_AGAIN && pos == 0);
+    }
+    pos = 0;
+    const char *rep = "msg a.b 7 _INBOX.x.12 0\r\n\r\n";
+    CHECK(lt_nats_scan((const uint8_t *)rep, strlen(rep), &pos, &m) == LT_OK && m.op == LT_N_MSG &&
+          m.sid == 7 && m.reply_len == 11 && memcmp(m.reply, "_INBOX.x.12", 11) == 0 &&
+          m.payload_len == 0);
+    pos = 0;
+    const char *hmsg = "HMSG s 2 12 14\r\nNATS/1.0\r\n\r\nhi\r\n";
+    CHECK(lt_nats_scan((const uint8_t *)hmsg, strlen(hmsg), &pos, &m) == LT_OK &&
+          m.op == LT_N_MSG && m.header_len == 12 && m.payload_len == 2 &&
+          memcmp(m.payload, "hi", 2) == 0 && pos == strlen(hmsg));
+    /* a stream of operations, cut at every size: the same operations come out */
+    const char *stream = "INFO {\"server_id\":\"X\",\"max_payload\":1048576}\r\n"
+                         "PING\r\n+OK\r\nPONG\r\n"
+                         "MSG rtgate.eph.load.c3 1 13\r\n{\"s\":1,\"p\":0}\r\n"
+                         "MSG rtgate.eph.load.c3 1 reply.to 3\r\nabc\r\n"
+                         "-ERR 'Slow Consumer'\r\nping\n";
+    static const enum lt_nop want[] = {LT_N_INFO, LT_N_PING, LT_N_OK,  LT_N_PONG,
+                                       LT_N_MSG,  LT_N_MSG,  LT_N_ERR, LT_N_PING};
+    size_t nwant = sizeof want / sizeof want[0];
+    for (size_t step = 1; step <= strlen(stream); step++) {
+        struct lt_nmsg got[16];
+        bool err;
+        size_t n = nats_scan_pieces((const uint8_t *)stream, strlen(stream), step, got, 16, &err);
+        bool same = !err && n == nwant;
+        for (size_t i = 0; same && i < n; i++)
+            same = got[i].op == want[i];
+        CHECK(same);
+        CHECK(n == nwant && got[4].payload_len == 13 && got[5].reply != NULL && got[5].sid == 1);
+    }
+    static const char *const bad[] = {
+        "FOO bar\r\n",       "MSG subj\r\n",     "MSG subj 1 x\r\n",        "MSG s 1 3\r\nabcd\r\n",
+        "MSG s 1 2 3 4\r\n", "HMSG s 1 5 3\r\n", "MSG s 1 99999999999\r\n",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        pos = 0;
+        CHECK(lt_nats_scan((const uint8_t *)bad[i], strlen(bad[i]), &pos, &m) == LT_ERR);
+    }
+    /* a line that never ends is refused once it is longer than any real one */
+    uint8_t *longline = malloc(LT_NATS_MAX_LINE + 8);
+    if (longline) {
+        memset(longline, 'A', LT_NATS_MAX_LINE + 8);
+        pos = 0;
+        CHECK(lt_nats_scan(longline, LT_NATS_MAX_LINE + 8, &pos, &m) == LT_ERR);
+        pos = 0;
+        CHECK(lt_nats_scan(longline, 100, &pos, &m) == LT_AGAIN);
+        free(longline);
+    }
+
+    /* encoders: PUB carries the JSON data of exactly `payload` bytes, readable back */
+    uint8_t buf[4096];
+    static const uint32_t payloads[] = {0, 40, 128, 1000};
+    for (size_t i = 0; i < sizeof payloads / sizeof payloads[0]; i++) {
+        for (int r = 0; r < 2; r++) {
+            struct lt_out o = {.p = buf, .len = 0, .cap = sizeof buf};
+            uint64_t t = 123456789012345ull;
+            lt_nats_enc_pub(&o, "rtgate.eph.load.c7", r ? "_INBOX.a.5" : NULL, 9, 3, t,
+                            payloads[i]);
+            CHECK(!o.overflow);
+            pos = 0;
+            CHECK(lt_nats_scan(buf, o.len, &pos, &m) == LT_ERR); /* PUB is not a server op */
+            /* read it as the server would: turn PUB into MSG with a sid */
+            char line[256];
+            const char *nl = memchr(buf, '\n', o.len);
+            CHECK(nl != NULL);
+            if (!nl)
+                continue;
+            size_t hl = (size_t)(nl - (const char *)buf) + 1;
+            size_t plen = o.len - hl - 2;
+            snprintf(line, sizeof line, "MSG rtgate.eph.load.c7 1 %zu\r\n", plen);
+            uint8_t as_msg[4096];
+            size_t ml = strlen(line);
+            memcpy(as_msg, line, ml);
+            memcpy(as_msg + ml, buf + hl, o.len - hl);
+            pos = 0;
+            CHECK(lt_nats_scan(as_msg, ml + o.len - hl, &pos, &m) == LT_OK &&
+                  pos == ml + o.len - hl);
+            size_t min = lt_data_min_size(LT_CODEC_JSON, 9, 3, t);
+            CHECK(m.payload_len == (payloads[i] > min ? payloads[i] : min));
+            CHECK(m.payload_len == lt_data_json_len(9, 3, t, payloads[i]));
+            struct lt_smsg d;
+            CHECK(lt_scan_data_json(m.payload, m.payload_len, &d) == LT_OK && d.has_data &&
+                  d.s == 9 && d.p == 3 && d.t == t && d.type == LT_M_MSG);
+            char head[256];
+            size_t hc = hl < sizeof head ? hl : sizeof head - 1;
+            memcpy(head, buf, hc);
+            head[hc] = '\0';
+            CHECK(r == 0 || strstr(head, " _INBOX.a.5 ") != NULL);
+        }
+    }
+    struct lt_smsg d;
+    CHECK(lt_scan_data_json((const uint8_t *)" {\"s\":1,\"p\":2} ", 15, &d) == LT_OK &&
+          !d.has_data);
+    CHECK(lt_scan_data_json((const uint8_t *)"{\"s\":1}{", 8, &d) == LT_ERR);
+    CHECK(lt_scan_data_json((const uint8_t *)"hello", 5, &d) == LT_ERR);
+    struct lt_out o = {.p = buf, .len = 0, .cap = sizeof buf};
+    lt_nats_enc_connect(&o);
+    lt_nats_enc_sub(&o, "rtgate.eph.load.fanout", 1);
+    lt_nats_enc_ping(&o);
+    lt_nats_enc_pong(&o);
+    CHECK(!o.overflow);
+    buf[o.len] = '\0';
+    static const char connect[] = "CONNECT {\"verbose\":false,\"pedantic\":false,";
+    CHECK(strncmp((const char *)buf, connect, strlen(connect)) == 0);
+    CHECK(strstr((const char *)buf, "\r\nSUB rtgate.eph.load.fanout 1\r\nPING\r\nPONG\r\n") !=
+          NULL);
+    struct lt_out small = {.p = buf, .len = 0, .cap = 30};
+    lt_nats_enc_pub(&small, "rtgate.eph.load.fanout", NULL, 1, 1, 1, 100);
+    CHECK(small.overflow && small.len <= 30);
 }
 
 int lt_selftest(void)
@@ -534,6 +710,7 @@ int lt_selftest(void)
     test_hist();
     test_track();
     test_config();
+    test_nats();
     printf("self-test: %d checks, %d failed\n", checks, failures);
     return failures ? 1 : 0;
 }

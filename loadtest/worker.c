@@ -4,13 +4,18 @@
  * the parent drives the phases over the pipes:
  *
  *   SETUP        open connections at the connect rate: TCP, upgrade,
- *                `connect`, `sub`; then READY to the parent
+ *                `connect`, `sub` (NATS: [upgrade,] INFO, CONNECT + SUB +
+ *                PING, PONG); then READY to the parent
  *   WAIT_START   until START (the same t0 for every worker)
  *   RUN          publishers fill their slots at the fixed rate until t_end
  *   PUB_DRAIN    wait for the replies of the last pubs; then PUBDONE
  *   WAIT_EXPECT  until EXPECT (deliveries this worker should see in all)
  *   DRAIN        until all arrived or t_drain; then RESULT
  *   WAIT_FINISH  connections stay open (the parent samples the server) until FINISH
+ *
+ * Connections come in three kinds: rtgate's protocol over WebSocket (the
+ * default), NATS's protocol over nats-server's WebSocket listener (--target
+ * nats-ws) and NATS over plain TCP (publishers with --publish-via nats).
  *
  * Only this file does socket I/O. All buffers are per worker except what a
  * connection cannot avoid keeping: a partial frame, a fragmented message,
@@ -36,12 +41,15 @@
 #define PIPE_TAG        UINT64_MAX
 #define HOUSEKEEP_NS    (20 * LT_NS_PER_MS)
 #define MAX_ATTEMPTS    20
+#define NATS_PING_NS    (10 * LT_NS_PER_MS) /* a NATS publisher confirms its PUBs this often */
+#define NATS_MARKS      1024u               /* PINGs outstanding per NATS publisher */
 
 enum cstate {
     C_WAIT = 0,     /* not opened yet */
     C_RETRY,        /* refused at the handshake, waiting for retry_at_ns */
     C_CONNECTING,   /* TCP connect in progress */
     C_HANDSHAKE,    /* upgrade request sent */
+    C_WAIT_INFO,    /* NATS: waiting for the server's INFO */
     C_CONNECT_SENT, /* `connect` sent */
     C_SUB_SENT,     /* `sub` sent */
     C_READY,
@@ -51,12 +59,19 @@ enum cstate {
 
 enum crole { R_SUB = 0, R_PUB = 1 };
 
+enum ckind {
+    K_RTGATE_WS = 0, /* rtgate's protocol over WebSocket */
+    K_NATS_WS,       /* NATS's protocol inside WebSocket frames */
+    K_NATS_TCP,      /* NATS's protocol over TCP (publishers) */
+};
+
 struct conn {
     int fd;
     uint8_t state;
     uint8_t role;
     uint8_t attempts;
     uint8_t frag_opcode; /* opcode of the fragmented message being reassembled, 0 = none */
+    uint8_t kind;        /* enum ckind */
     bool want_out;       /* EPOLLOUT is registered */
     bool closing;        /* we sent close: a close from the server is the answer */
     bool ack_listed;
@@ -69,7 +84,7 @@ struct conn {
     uint8_t *rbuf; /* bytes of an incomplete frame (or response) */
     uint32_t rlen;
     uint32_t flen;
-    uint8_t *fbuf; /* fragmented message being reassembled */
+    uint8_t *fbuf; /* fragmented message being reassembled (NATS over WS: an unfinished op) */
     uint8_t *wbuf; /* bytes the socket did not take yet */
     uint32_t wlen;
     uint32_t since_ack;
@@ -93,6 +108,13 @@ struct pub {
     uint64_t *seq; /* next s per channel */
     struct inflight *ring;
     uint32_t inflight;
+    /* NATS core publishing has no replies: a PONG confirms every PUB written before its PING. */
+    uint64_t *marks; /* next_id when each outstanding PING was sent, oldest first */
+    uint32_t mark_head, mark_len;
+    uint64_t confirm_next; /* oldest id not confirmed yet */
+    uint64_t last_ping_ns;
+    bool unpinged;  /* PUBs written since the last PING */
+    char inbox[64]; /* --durable-nats: "_INBOX.<unique>." (+ id: the reply subject) */
 };
 
 enum phase {
@@ -198,6 +220,10 @@ static void conn_lost(struct worker *w, struct conn *c)
     if (c->state == C_READY) {
         if (!c->closing)
             w->st.server_closes++;
+        /* A lost publisher spoils the run (its slots are skipped): always say so. */
+        if (c->role == R_PUB && !c->closing)
+            fprintf(stderr, "rtgate-load: worker %u: publisher %u lost its connection (%s)\n",
+                    w->slice.id, c->index, errno ? strerror(errno) : "closed by the server");
         conn_close(w, c, C_CLOSED);
     } else {
         conn_fail(w, c);
@@ -224,6 +250,7 @@ static void conn_write(struct worker *w, struct conn *c, const uint8_t *p, size_
             return;
     }
     if ((uint64_t)c->wlen + len > UINT32_MAX / 2) {
+        errno = ENOBUFS;
         conn_lost(w, c);
         return;
     }
@@ -363,7 +390,10 @@ static void conn_open(struct worker *w, struct conn *c)
         c->first_started_ns = w->now;
     if (w->st.setup_first_ns == 0)
         w->st.setup_first_ns = w->now;
-    int fd = socket(cfg->dst.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    bool tcp = c->kind == K_NATS_TCP;
+    const struct sockaddr_storage *dst = tcp ? &cfg->nats_dst : &cfg->dst;
+    socklen_t dst_len = tcp ? cfg->nats_dst_len : cfg->dst_len;
+    int fd = socket(dst->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         w->st.connect_errors++;
         c->state = C_FAILED;
@@ -372,7 +402,7 @@ static void conn_open(struct worker *w, struct conn *c)
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (cfg->n_src) {
+    if (cfg->n_src && !tcp) {
         uint32_t g = c->role == R_SUB ? c->index : cfg->subs + c->index;
         size_t si = g % cfg->n_src;
         setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
@@ -386,7 +416,7 @@ static void conn_open(struct worker *w, struct conn *c)
             return;
         }
     }
-    int rc = connect(fd, (const struct sockaddr *)&cfg->dst, cfg->dst_len);
+    int rc = connect(fd, (const struct sockaddr *)dst, dst_len);
     if (rc != 0 && errno != EINPROGRESS) {
         if (w->cfg->verbose > 1)
             fprintf(stderr, "rtgate-load: connect: %s\n", strerror(errno));
@@ -410,7 +440,15 @@ static void conn_open(struct worker *w, struct conn *c)
     w->handshaking++;
 }
 
-/* TCP is up: send the upgrade request. */
+/* The subprotocol a WebSocket connection offers: none for NATS. */
+static const char *subprotocol_of(const struct worker *w, const struct conn *c)
+{
+    if (c->kind != K_RTGATE_WS)
+        return NULL;
+    return w->cfg->codec == LT_CODEC_JSON ? LT_SUBPROTOCOL_JSON : LT_SUBPROTOCOL_MSGPACK;
+}
+
+/* TCP is up: send the upgrade request (NATS over TCP: wait for INFO). */
 static void conn_connected_tcp(struct worker *w, struct conn *c)
 {
     int err = 0;
@@ -422,6 +460,11 @@ static void conn_connected_tcp(struct worker *w, struct conn *c)
         conn_fail(w, c);
         return;
     }
+    if (c->kind == K_NATS_TCP) { /* the server speaks first */
+        c->state = C_WAIT_INFO;
+        want_out(w, c, false);
+        return;
+    }
     uint8_t nonce[16];
     for (int i = 0; i < 16; i += 8) {
         uint64_t r = rng_next(w);
@@ -429,8 +472,8 @@ static void conn_connected_tcp(struct worker *w, struct conn *c)
     }
     lt_base64(nonce, sizeof nonce, c->key, sizeof c->key);
     char req[1024];
-    const char *sp = w->cfg->codec == LT_CODEC_JSON ? LT_SUBPROTOCOL_JSON : LT_SUBPROTOCOL_MSGPACK;
-    size_t n = lt_ws_request(req, sizeof req, w->cfg->host_header, w->cfg->path, c->key, sp);
+    size_t n = lt_ws_request(req, sizeof req, w->cfg->host_header, w->cfg->path, c->key,
+                             subprotocol_of(w, c));
     c->state = C_HANDSHAKE;
     want_out(w, c, false);
     conn_write(w, c, (const uint8_t *)req, n);
@@ -633,6 +676,248 @@ static void on_message(struct worker *w, struct conn *c, const struct lt_smsg *m
     }
 }
 
+/* ------------------------------------------------------------------ */
+/* NATS (the nats-ws target and the NATS publisher) */
+
+/* Sends the NATS bytes sitting at w->tx + LT_WS_HEADROOM: framed over WebSocket, raw over TCP. */
+static void send_nats(struct worker *w, struct conn *c, size_t len)
+{
+    if (c->kind == K_NATS_WS)
+        send_frame(w, c, LT_WS_BINARY, len);
+    else
+        conn_write(w, c, w->tx + LT_WS_HEADROOM, len);
+}
+
+/* Remembers that a PING goes out now: its PONG confirms every PUB before next_id. */
+static void mark_ping(struct worker *w, struct pub *p)
+{
+    p->marks[(p->mark_head + p->mark_len) % NATS_MARKS] = (uint64_t)p->next_id;
+    p->mark_len++;
+    p->unpinged = false;
+    p->last_ping_ns = w->now;
+    w->st.nats_pings++;
+}
+
+/* A PING for the PUBs not covered by one yet (the end of publishing). */
+static void nats_ping_now(struct worker *w, struct pub *p)
+{
+    struct conn *c = &w->conns[p->conn];
+    if (!p->unpinged || p->mark_len >= NATS_MARKS || c->state != C_READY)
+        return;
+    struct lt_out o = tx_out(w);
+    lt_nats_enc_ping(&o);
+    mark_ping(w, p);
+    send_nats(w, c, o.len);
+}
+
+/* A PONG on a NATS publisher: the server has taken every PUB before the oldest PING. */
+static void nats_confirm(struct worker *w, struct pub *p)
+{
+    if (!p->mark_len)
+        return;
+    uint64_t upto = p->marks[p->mark_head];
+    p->mark_head = (p->mark_head + 1) % NATS_MARKS;
+    p->mark_len--;
+    const uint64_t mask = (1u << RING_BITS) - 1;
+    for (uint64_t id = p->confirm_next; id < upto; id++) {
+        struct inflight *f = &p->ring[id & mask];
+        if (f->id != (int64_t)id)
+            continue;
+        f->id = 0;
+        p->inflight--;
+        w->st.pub_ok++;
+        w->accepted[(size_t)p->index * w->cfg->channels + f->channel]++;
+    }
+    if (upto > p->confirm_next)
+        p->confirm_next = upto;
+}
+
+/* After INFO: CONNECT, the subscription (subscribers; durable publishers: their inbox), PING. */
+static void nats_hello(struct worker *w, struct conn *c)
+{
+    const struct lt_config *cfg = w->cfg;
+    struct lt_out o = tx_out(w);
+    char subj[LT_NATS_SUBJECT_MAX + 8];
+    bool sub = false;
+    lt_nats_enc_connect(&o);
+    if (c->role == R_SUB && (cfg->scenario != LT_SC_IDLE || cfg->idle_sub)) {
+        lt_nats_subject(cfg, c->channel, subj, sizeof subj);
+        lt_nats_enc_sub(&o, subj, 1);
+        sub = true;
+    } else if (c->role == R_PUB && cfg->durable_nats) {
+        snprintf(subj, sizeof subj, "%s*", w->pubs[c->local].inbox);
+        lt_nats_enc_sub(&o, subj, 1);
+    }
+    lt_nats_enc_ping(&o);
+    c->state = sub ? C_SUB_SENT : C_CONNECT_SENT;
+    send_nats(w, c, o.len);
+}
+
+/* A JetStream publish acknowledgement on a publisher's inbox. */
+static void on_js_ack(struct worker *w, struct conn *c, const struct lt_nmsg *n)
+{
+    struct pub *p = &w->pubs[c->local];
+    size_t il = strlen(p->inbox);
+    uint64_t id = 0;
+    bool ok =
+        n->subject_len > il && n->subject_len - il <= 19 && memcmp(n->subject, p->inbox, il) == 0;
+    for (size_t i = il; ok && i < n->subject_len; i++) {
+        if (n->subject[i] < '0' || n->subject[i] > '9')
+            ok = false;
+        else
+            id = id * 10 + (uint64_t)(n->subject[i] - '0');
+    }
+    if (!ok) {
+        w->st.foreign_msgs++;
+        return;
+    }
+    struct lt_smsg m;
+    size_t pos = 0;
+    if (lt_scan_json(n->payload, n->payload_len, &pos, &m) != LT_OK) {
+        memset(&m, 0, sizeof m);
+        m.retry_after_ms = -1;
+    }
+    m.type = LT_M_REPLY;
+    m.has_id = true;
+    m.id = (int64_t)id;
+    m.ok = m.error_code == 0 && m.has_seq ? 1 : 0; /* {"stream":..,"seq":N} */
+    if (m.ok != 1 && m.error_code == 0)
+        m.error_code = 500;
+    on_pub_reply(w, c, &m);
+}
+
+/* A MSG: a delivery to a subscriber, or a JetStream ack to a durable publisher. */
+static void on_nats_msg(struct worker *w, struct conn *c, const struct lt_nmsg *n)
+{
+    if (c->role == R_PUB) {
+        on_js_ack(w, c, n);
+        return;
+    }
+    if (c->state != C_READY) {
+        w->st.foreign_msgs++;
+        return;
+    }
+    const char *pre = lt_nats_prefix(w->cfg);
+    size_t pl = strlen(pre);
+    struct lt_smsg m;
+    if (n->subject_len <= pl || memcmp(n->subject, pre, pl) != 0 ||
+        lt_scan_data_json(n->payload, n->payload_len, &m) != LT_OK) {
+        w->st.foreign_msgs++;
+        return;
+    }
+    m.channel = n->subject + pl;
+    m.channel_len = n->subject_len - pl;
+    on_delivery(w, c, &m);
+}
+
+static void on_nats_op(struct worker *w, struct conn *c, const struct lt_nmsg *n)
+{
+    switch (n->op) {
+    case LT_N_MSG:
+        on_nats_msg(w, c, n);
+        return;
+    case LT_N_INFO:
+        if (c->state == C_WAIT_INFO)
+            nats_hello(w, c);
+        return;
+    case LT_N_PING: {
+        struct lt_out o = tx_out(w);
+        lt_nats_enc_pong(&o);
+        send_nats(w, c, o.len);
+        return;
+    }
+    case LT_N_PONG:
+        if (c->state == C_CONNECT_SENT || c->state == C_SUB_SENT)
+            conn_ready(w, c);
+        else if (c->state == C_READY && c->role == R_PUB)
+            nats_confirm(w, &w->pubs[c->local]);
+        return;
+    case LT_N_OK:
+        return;
+    case LT_N_ERR:
+        w->st.nats_errs++;
+        if (w->cfg->verbose > 0)
+            fprintf(stderr, "rtgate-load: NATS -ERR %.*s\n", (int)n->payload_len,
+                    (const char *)n->payload);
+        if (in_setup(c)) {
+            w->st.setup_errors++;
+            conn_fail(w, c);
+        } else {
+            w->st.error_msgs++;
+        }
+        return;
+    }
+}
+
+/*
+ * Runs the NATS operations in buf[0..len). Returns the bytes used (the rest
+ * is an operation still incomplete), or -1 when the connection was closed.
+ */
+static long nats_ops(struct worker *w, struct conn *c, const uint8_t *buf, size_t len)
+{
+    size_t pos = 0;
+    int fd = c->fd;
+    for (;;) {
+        struct lt_nmsg m;
+        lt_status st = lt_nats_scan(buf, len, &pos, &m);
+        if (st == LT_AGAIN)
+            return (long)pos;
+        if (st != LT_OK) {
+            if (w->cfg->verbose > 0)
+                fprintf(stderr, "rtgate-load: unreadable NATS protocol: %.*s\n",
+                        (int)(len - pos > 200 ? 200 : len - pos), (const char *)buf + pos);
+            w->st.protocol_errors++;
+            errno = EPROTO;
+            conn_lost(w, c);
+            return -1;
+        }
+        w->st.msgs_in++;
+        on_nats_op(w, c, &m);
+        if (c->fd != fd)
+            return -1;
+    }
+}
+
+static bool frag_append(struct conn *c, const uint8_t *p, size_t len);
+
+/*
+ * The payload of one NATS-over-WebSocket frame: a piece of the server's byte
+ * stream. What an earlier frame left unfinished waits in fbuf. False when the
+ * connection was closed.
+ */
+static bool nats_ws_chunk(struct worker *w, struct conn *c, const uint8_t *p, size_t len)
+{
+    if (c->flen) {
+        if (!frag_append(c, p, len))
+            goto proto_error;
+        /* Detach: the operations may close the connection, which frees its buffers. */
+        uint8_t *b = c->fbuf;
+        size_t bl = c->flen;
+        c->fbuf = NULL;
+        c->flen = 0;
+        long used = nats_ops(w, c, b, bl);
+        if (used >= 0 && (size_t)used < bl) {
+            memmove(b, b + used, bl - (size_t)used);
+            c->fbuf = b;
+            c->flen = (uint32_t)(bl - (size_t)used);
+        } else {
+            free(b);
+        }
+        return used >= 0;
+    }
+    long used = nats_ops(w, c, p, len);
+    if (used < 0)
+        return false;
+    if ((size_t)used < len && !frag_append(c, p + used, len - (size_t)used))
+        goto proto_error;
+    return true;
+proto_error:
+    w->st.protocol_errors++;
+    errno = EPROTO;
+    conn_lost(w, c);
+    return false;
+}
+
 /* One complete data message (possibly several protocol messages). */
 static void on_payload(struct worker *w, struct conn *c, const uint8_t *p, size_t len)
 {
@@ -703,6 +988,12 @@ static bool on_frame(struct worker *w, struct conn *c, const struct lt_ws_frame 
     case LT_WS_BINARY:
         if (c->frag_opcode)
             goto proto_error;
+        if (c->kind == K_NATS_WS) { /* a stream of operations: frame bounds do not matter */
+            c->frag_opcode = f->fin ? 0 : f->opcode;
+            if (!nats_ws_chunk(w, c, f->payload, f->payload_len))
+                return false;
+            break;
+        }
         if (f->fin) {
             on_payload(w, c, f->payload, f->payload_len);
         } else {
@@ -712,6 +1003,15 @@ static bool on_frame(struct worker *w, struct conn *c, const struct lt_ws_frame 
         }
         break;
     case LT_WS_CONT:
+        if (c->kind == K_NATS_WS) {
+            if (!c->frag_opcode)
+                goto proto_error;
+            if (f->fin)
+                c->frag_opcode = 0;
+            if (!nats_ws_chunk(w, c, f->payload, f->payload_len))
+                return false;
+            break;
+        }
         if (!c->frag_opcode || !frag_append(c, f->payload, f->payload_len))
             goto proto_error;
         if (f->fin) {
@@ -739,6 +1039,7 @@ static bool on_frame(struct worker *w, struct conn *c, const struct lt_ws_frame 
     return c->fd == fd;
 proto_error:
     w->st.protocol_errors++;
+    errno = EPROTO;
     conn_lost(w, c);
     return false;
 }
@@ -747,8 +1048,7 @@ proto_error:
 static long on_handshake_bytes(struct worker *w, struct conn *c, const uint8_t *buf, size_t len)
 {
     struct lt_ws_response r;
-    const char *sp = w->cfg->codec == LT_CODEC_JSON ? LT_SUBPROTOCOL_JSON : LT_SUBPROTOCOL_MSGPACK;
-    lt_status st = lt_ws_parse_response((const char *)buf, len, c->key, sp, &r);
+    lt_status st = lt_ws_parse_response((const char *)buf, len, c->key, subprotocol_of(w, c), &r);
     if (st == LT_AGAIN)
         return 0;
     if (st != LT_OK) {
@@ -761,6 +1061,10 @@ static long on_handshake_bytes(struct worker *w, struct conn *c, const uint8_t *
             conn_fail(w, c);
         }
         return -1;
+    }
+    if (c->kind == K_NATS_WS) {
+        c->state = C_WAIT_INFO;
+        return (long)r.header_len;
     }
     send_connect(w, c);
     return c->fd < 0 ? -1 : (long)r.header_len;
@@ -792,6 +1096,8 @@ static void conn_readable(struct worker *w, struct conn *c)
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
             n = 0; /* put the leftover back below */
         } else {
+            if (n == 0)
+                errno = 0; /* EOF */
             conn_lost(w, c);
             return;
         }
@@ -799,6 +1105,13 @@ static void conn_readable(struct worker *w, struct conn *c)
     w->st.bytes_in += (uint64_t)n;
     size_t len = have + (size_t)n;
     size_t off = 0;
+    if (c->kind == K_NATS_TCP) {
+        long used = nats_ops(w, c, w->rx, len);
+        if (used < 0)
+            return;
+        off = (size_t)used;
+        goto stash;
+    }
     if (c->state == C_HANDSHAKE) {
         long used = on_handshake_bytes(w, c, w->rx, len);
         if (used < 0)
@@ -816,6 +1129,7 @@ static void conn_readable(struct worker *w, struct conn *c)
             break;
         if (st != LT_OK) {
             w->st.protocol_errors++;
+            errno = EPROTO;
             conn_lost(w, c);
             return;
         }
@@ -901,6 +1215,60 @@ static void publish_due(struct worker *w, struct pub *p)
     }
     if (o.len)
         send_frame(w, c, data_opcode(w), o.len);
+}
+
+/*
+ * The same for a NATS publisher: PUB rtgate.eph.<channel> with the JSON data
+ * (or a JetStream publish to rtgate.dur.<channel> with a reply inbox). Core
+ * NATS has no replies, so a PING every NATS_PING_NS (and after the last
+ * slot) confirms the PUBs before it when its PONG comes back.
+ */
+static void publish_due_nats(struct worker *w, struct pub *p)
+{
+    const struct lt_config *cfg = w->cfg;
+    struct conn *c = &w->conns[p->conn];
+    struct lt_out o = tx_out(w);
+    const uint32_t ring_size = 1u << RING_BITS;
+    char subj[LT_NATS_SUBJECT_MAX], reply[sizeof p->inbox + 24];
+    while (p->next_ns <= w->now && p->next_ns < w->times.t_end) {
+        uint64_t j = p->k * cfg->publishers + p->index;
+        uint32_t channel = (uint32_t)(j % cfg->channels);
+        if (c->state != C_READY || c->wlen > cfg->max_backlog || p->inflight >= ring_size - 1) {
+            w->st.skipped_stalled++;
+        } else {
+            if (o.len && o.len + cfg->payload + 512 > PUB_FRAME_BYTES) {
+                send_nats(w, c, o.len);
+                o = tx_out(w);
+            }
+            int64_t id = p->next_id++;
+            struct inflight *f = &p->ring[(uint64_t)id & (ring_size - 1)];
+            if (f->id != 0) { /* the oldest's ack never came: give up on it */
+                w->st.pub_no_reply++;
+                p->inflight--;
+            }
+            f->id = id;
+            f->channel = channel;
+            p->inflight++;
+            lt_nats_subject(cfg, channel, subj, sizeof subj);
+            if (cfg->durable_nats)
+                snprintf(reply, sizeof reply, "%s%lld", p->inbox, (long long)id);
+            lt_nats_enc_pub(&o, subj, cfg->durable_nats ? reply : NULL, p->seq[channel]++, p->index,
+                            p->next_ns, cfg->payload);
+            p->unpinged = !cfg->durable_nats;
+            w->st.published++;
+            if (w->now - p->next_ns > w->st.pub_lag_max_ns)
+                w->st.pub_lag_max_ns = w->now - p->next_ns;
+        }
+        p->k++;
+        p->next_ns = slot_time(w, p);
+    }
+    if (p->unpinged && p->mark_len < NATS_MARKS && c->state == C_READY &&
+        (w->now - p->last_ping_ns >= NATS_PING_NS || p->next_ns >= w->times.t_end)) {
+        lt_nats_enc_ping(&o);
+        mark_ping(w, p);
+    }
+    if (o.len)
+        send_nats(w, c, o.len);
 }
 
 static uint64_t pubs_inflight(const struct worker *w)
@@ -1106,6 +1474,8 @@ static void advance_phase(struct worker *w)
             break;
         /* fall through */
     case PH_PUB_DRAIN:
+        for (uint32_t i = 0; i < w->npubs; i++)
+            nats_ping_now(w, &w->pubs[i]); /* PUBs a PING does not cover yet */
         if (pubs_inflight(w) == 0 || w->now >= w->times.t_drain) {
             pubs_give_up(w);
             lt_pipe_send(w->up_fd, LT_P_PUBDONE, w->accepted,
@@ -1153,7 +1523,7 @@ static void close_all(struct worker *w)
     static const uint8_t normal[2] = {0x03, 0xE8};
     for (uint32_t i = 0; i < w->nconns; i++) {
         struct conn *c = &w->conns[i];
-        if (c->fd >= 0 && c->state == C_READY && c->wlen == 0) {
+        if (c->fd >= 0 && c->state == C_READY && c->wlen == 0 && c->kind != K_NATS_TCP) {
             c->closing = true;
             send_control(w, c, LT_WS_CLOSE, normal, sizeof normal);
         }
@@ -1213,8 +1583,12 @@ static int worker_loop(struct worker *w)
         if (w->phase == PH_SETUP)
             open_due(w);
         if (w->phase == PH_RUN)
-            for (uint32_t i = 0; i < w->npubs; i++)
-                publish_due(w, &w->pubs[i]);
+            for (uint32_t i = 0; i < w->npubs; i++) {
+                if (w->conns[w->pubs[i].conn].kind == K_NATS_TCP)
+                    publish_due_nats(w, &w->pubs[i]);
+                else
+                    publish_due(w, &w->pubs[i]);
+            }
         if (w->now >= w->next_housekeep) {
             housekeep(w);
             w->next_housekeep = w->now + HOUSEKEEP_NS;
@@ -1236,6 +1610,7 @@ static void worker_free(struct worker *w)
     for (uint32_t i = 0; w->pubs && i < w->npubs; i++) {
         free(w->pubs[i].seq);
         free(w->pubs[i].ring);
+        free(w->pubs[i].marks);
     }
     free(w->pubs);
     free(w->conns);
@@ -1286,11 +1661,14 @@ static bool worker_init(struct worker *w, const struct lt_config *cfg, const str
         pb->next_id = 1;
         pb->seq = calloc(cfg->channels, sizeof *pb->seq);
         pb->ring = calloc(1u << RING_BITS, sizeof *pb->ring);
-        if (!pb->seq || !pb->ring)
+        pb->marks = calloc(NATS_MARKS, sizeof *pb->marks);
+        pb->confirm_next = 1;
+        if (!pb->seq || !pb->ring || !pb->marks)
             return false;
         struct conn *c = &w->conns[ci++];
         c->fd = -1;
         c->role = R_PUB;
+        c->kind = cfg->pub_via == LT_PV_NATS ? K_NATS_TCP : K_RTGATE_WS;
         c->index = p;
         c->local = k++;
     }
@@ -1298,6 +1676,7 @@ static bool worker_init(struct worker *w, const struct lt_config *cfg, const str
         struct conn *c = &w->conns[ci++];
         c->fd = -1;
         c->role = R_SUB;
+        c->kind = cfg->target == LT_TGT_NATS_WS ? K_NATS_WS : K_RTGATE_WS;
         c->index = s->sub_lo + i;
         c->channel = c->index % cfg->channels;
         c->local = i;
@@ -1315,6 +1694,9 @@ static bool worker_init(struct worker *w, const struct lt_config *cfg, const str
     w->rng = lt_now_ns() ^ ((uint64_t)getpid() << 32) ^ 0x9E3779B97F4A7C15ull;
     if (w->rng == 0)
         w->rng = 1;
+    for (uint32_t k = 0; k < w->npubs; k++) /* unique per run and publisher */
+        snprintf(w->pubs[k].inbox, sizeof w->pubs[k].inbox, "_INBOX.rtload%08x.%u.",
+                 (unsigned)(rng_next(w) & 0xFFFFFFFFu), w->pubs[k].index);
     return true;
 }
 
