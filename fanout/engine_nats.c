@@ -287,24 +287,6 @@ static const char *encoding_name(enum proto_payload_enc enc)
     }
 }
 
-/* Header-safe form of a msg_id: bytes outside '!'..'~' and '%' become %XX. */
-static void pct_encode(const char *in, size_t len, char *out, size_t cap)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    size_t o = 0;
-    for (size_t i = 0; i < len && o + 4 <= cap; i++) {
-        unsigned char c = (unsigned char)in[i];
-        if (c > ' ' && c < 0x7f && c != '%') {
-            out[o++] = (char)c;
-            continue;
-        }
-        out[o++] = '%';
-        out[o++] = hex[c >> 4];
-        out[o++] = hex[c & 15];
-    }
-    out[o] = '\0';
-}
-
 static int hex_val(char c)
 {
     if (c >= '0' && c <= '9')
@@ -316,7 +298,7 @@ static int hex_val(char c)
     return -1;
 }
 
-/* Inverse of pct_encode; false if the result is not a usable msg_id. */
+/* Inverse of proto_pct_encode; false if the result is not a usable msg_id. */
 static bool pct_decode(const char *in, char *out, size_t *len)
 {
     size_t o = 0;
@@ -1334,7 +1316,7 @@ static natsMsg *client_msg(const struct fo_chan *ch, const struct fo_pub_req *re
     if (!s)
         s = natsMsgHeader_Set(m, H_TS, ts);
     if (!s && req->msg_id) {
-        pct_encode(req->msg_id, req->msg_id_len, id, sizeof(id));
+        proto_pct_encode(req->msg_id, req->msg_id_len, id, sizeof(id));
         snprintf(scoped, sizeof(scoped), "%s:%s", ch->name, id);
         s = natsMsgHeader_Set(m, H_MSG_ID, id);
         if (!s && ch->durable)

@@ -212,3 +212,22 @@ bool proto_utf8_valid(const char *s, size_t len)
     }
     return true;
 }
+
+void proto_pct_encode(const char *in, size_t len, char *out, size_t cap)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t o = 0;
+    if (!cap)
+        return;
+    for (size_t i = 0; i < len && o + 4 <= cap; i++) {
+        unsigned char c = (unsigned char)in[i];
+        if (c > ' ' && c < 0x7f && c != '%') {
+            out[o++] = (char)c;
+            continue;
+        }
+        out[o++] = '%';
+        out[o++] = hex[c >> 4];
+        out[o++] = hex[c & 15];
+    }
+    out[o] = '\0';
+}

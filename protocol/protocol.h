@@ -242,6 +242,13 @@ rt_status proto_payload_convert(const struct proto_payload *p, enum proto_payloa
 rt_status proto_base64_encode(const uint8_t *in, size_t len, struct proto_buf *out);
 rt_status proto_base64_decode(const char *in, size_t len, struct proto_buf *out);
 
+/*
+ * The header-safe form of a msg_id (NATS header Rtgate-Msg-Id, docs/nats.md):
+ * bytes outside '!'..'~', and '%' itself, become %XX. Writes a NUL-terminated
+ * string into out (stops early rather than overflow cap).
+ */
+void proto_pct_encode(const char *in, size_t len, char *out, size_t cap);
+
 /* True if the bytes are valid UTF-8 (no overlongs, no surrogates, <= U+10FFFF). */
 bool proto_utf8_valid(const char *s, size_t len);
 

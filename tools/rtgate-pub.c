@@ -106,24 +106,6 @@ static char *read_stdin(size_t *len)
     return buf;
 }
 
-/* The gateways' header form of a msg_id: bytes outside '!'..'~' and '%' as %XX. */
-static void pct_encode(const char *in, char *out, size_t cap)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    size_t o = 0;
-    for (; *in && o + 4 <= cap; in++) {
-        unsigned char c = (unsigned char)*in;
-        if (c > ' ' && c < 0x7f && c != '%') {
-            out[o++] = (char)c;
-            continue;
-        }
-        out[o++] = '%';
-        out[o++] = hex[c >> 4];
-        out[o++] = hex[c & 15];
-    }
-    out[o] = '\0';
-}
-
 static natsStatus set_headers(natsMsg *m, const struct args *a, bool durable)
 {
     char id[3 * PROTO_MSG_ID_MAX + 1], scoped[PROTO_CHANNEL_MAX + sizeof(id) + 2];
@@ -131,7 +113,7 @@ static natsStatus set_headers(natsMsg *m, const struct args *a, bool durable)
     if (!s)
         s = natsMsgHeader_Set(m, "Rtgate-Channel", a->channel);
     if (!s && a->msg_id) {
-        pct_encode(a->msg_id, id, sizeof(id));
+        proto_pct_encode(a->msg_id, strlen(a->msg_id), id, sizeof(id));
         snprintf(scoped, sizeof(scoped), "%s:%s", a->channel, id);
         s = natsMsgHeader_Set(m, "Rtgate-Msg-Id", id);
         if (!s && durable)
