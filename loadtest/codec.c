@@ -419,6 +419,19 @@ static bool j_string(struct jcur *c, const uint8_t **s, size_t *n)
     return true;
 }
 
+/* An object key and its colon, with the whitespace around them. */
+static bool j_key(struct jcur *c, const uint8_t **k, size_t *kl)
+{
+    if (!j_string(c, k, kl))
+        return false;
+    j_ws(c);
+    if (c->p >= c->end || *c->p != ':')
+        return false;
+    c->p++;
+    j_ws(c);
+    return true;
+}
+
 static bool j_skip(struct jcur *c, int depth);
 
 static bool j_skip_container(struct jcur *c, int depth, uint8_t close, bool object)
@@ -436,13 +449,8 @@ static bool j_skip_container(struct jcur *c, int depth, uint8_t close, bool obje
         if (object) {
             const uint8_t *k;
             size_t kl;
-            if (!j_string(c, &k, &kl))
+            if (!j_key(c, &k, &kl))
                 return false;
-            j_ws(c);
-            if (c->p >= c->end || *c->p != ':')
-                return false;
-            c->p++;
-            j_ws(c);
         }
         if (!j_skip(c, depth + 1))
             return false;
@@ -591,13 +599,8 @@ static bool j_object(struct jcur *c, struct lt_smsg *m, enum nest where, int dep
         j_ws(c);
         const uint8_t *k;
         size_t kl;
-        if (!j_string(c, &k, &kl))
+        if (!j_key(c, &k, &kl))
             return false;
-        j_ws(c);
-        if (c->p >= c->end || *c->p != ':')
-            return false;
-        c->p++;
-        j_ws(c);
         if (!j_value(c, m, where, k, kl, depth))
             return false;
         j_ws(c);
