@@ -247,7 +247,7 @@ static rt_status decode_json(struct proto_decoder *dec, const uint8_t *frame, si
 static size_t mp_skip(const uint8_t *p, size_t len, size_t off)
 {
     struct proto_mp_scan sc;
-    proto__mp_scan(p + off, len - off, PROTO_MP_DEPTH_CAP, SIZE_MAX, 0, &sc);
+    proto_mp_scan(p + off, len - off, PROTO_MP_DEPTH_CAP, SIZE_MAX, 0, &sc);
     return off + sc.end;
 }
 
@@ -257,12 +257,12 @@ static void mp_payload(const uint8_t *p, size_t len, struct proto_fields *f,
 {
     struct proto_mp_item it;
     size_t off = 0;
-    if (proto__mp_read(p, len, &off, &it) && it.kind == PROTO_MP_BIN && off == len) {
+    if (proto_mp_read(p, len, &off, &it) && it.kind == PROTO_MP_BIN && off == len) {
         *out = (struct proto_payload){PROTO_PAYLOAD_BINARY, it.ptr, it.n};
         return;
     }
     struct proto_mp_scan sc;
-    proto__mp_scan(p, len, PROTO_MP_DEPTH_CAP, SIZE_MAX,
+    proto_mp_scan(p, len, PROTO_MP_DEPTH_CAP, SIZE_MAX,
                    PROTO_MP_REJECT_EXT | PROTO_MP_REJECT_NONSTR_K, &sc);
     if (sc.content != NULL)
         field_error(f, RT_E_BAD_REQUEST, sc.content);
@@ -274,7 +274,7 @@ static rt_status mp_fv(struct proto_decoder *dec, const uint8_t *p, size_t len, 
 {
     struct proto_mp_item it;
     size_t off = 0;
-    if (!proto__mp_read(p, len, &off, &it))
+    if (!proto_mp_read(p, len, &off, &it))
         return RT_INVAL; /* cannot happen after the scan */
     switch (it.kind) {
     case PROTO_MP_NIL:
@@ -316,7 +316,7 @@ static rt_status mp_pair(struct proto_decoder *dec, const uint8_t *p, size_t len
     size_t vend = mp_skip(p, len, voff);
     *off = vend;
     size_t koff = kstart;
-    if (!proto__mp_read(p, len, &koff, &key) || key.kind != PROTO_MP_STR) {
+    if (!proto_mp_read(p, len, &koff, &key) || key.kind != PROTO_MP_STR) {
         field_error(f, RT_E_BAD_REQUEST, "map keys must be strings");
         return RT_OK;
     }
@@ -345,7 +345,7 @@ static rt_status mp_message(struct proto_decoder *dec, const uint8_t *p, size_t 
     uint32_t seen = 0;
     rt_status st = RT_OK;
     memset(&f, 0, sizeof f);
-    proto__mp_read(p, len, &off, &map);
+    proto_mp_read(p, len, &off, &map);
     for (size_t i = 0; st == RT_OK && i < map.n; i++)
         st = mp_pair(dec, p, len, &off, &seen, &f);
     if (st != RT_OK)
@@ -373,7 +373,7 @@ static rt_status decode_mp(struct proto_decoder *dec, const uint8_t *frame, size
             return RT_OK;
         }
         struct proto_mp_scan sc;
-        proto__mp_scan(frame + pos, len - pos, dec->lim.max_depth, dec->lim.max_elements, 0, &sc);
+        proto_mp_scan(frame + pos, len - pos, dec->lim.max_depth, dec->lim.max_elements, 0, &sc);
         if (sc.structural != NULL) {
             frame_error(dec, sc.structural);
             return RT_OK;

@@ -180,7 +180,7 @@ static bool rd_tagged(const uint8_t *p, size_t len, size_t *off, uint8_t c,
 }
 
 /* Reads one item header (and the body of str/bin/ext). */
-bool proto__mp_read(const uint8_t *p, size_t len, size_t *off, struct proto_mp_item *it)
+bool proto_mp_read(const uint8_t *p, size_t len, size_t *off, struct proto_mp_item *it)
 {
     if (*off >= len)
         return false;
@@ -255,7 +255,7 @@ static const char *scan_content(const struct proto_mp_item *it, bool is_key, uns
 }
 
 /* Walks one object without recursion, checking structure, limits, UTF-8. */
-void proto__mp_scan(const uint8_t *p, size_t len, size_t max_depth, size_t max_elements,
+void proto_mp_scan(const uint8_t *p, size_t len, size_t max_depth, size_t max_elements,
                     unsigned flags, struct proto_mp_scan *out)
 {
     struct scan_state s;
@@ -274,7 +274,7 @@ void proto__mp_scan(const uint8_t *p, size_t len, size_t max_depth, size_t max_e
             s.left[s.depth - 1]--;
         }
         struct proto_mp_item it;
-        if (!proto__mp_read(p, len, &off, &it)) {
+        if (!proto_mp_read(p, len, &off, &it)) {
             out->structural = "truncated or invalid msgpack";
             return;
         }

@@ -35,65 +35,6 @@ rt_status proto__mp_array_hdr(struct proto_buf *b, size_t n);
 rt_status proto__mp_map_hdr(struct proto_buf *b, size_t n);
 
 /* -------------------------------------------------------------------- */
-/* Msgpack reader (mpread.c): a bounded, allocation-free scanner.        */
-
-#define PROTO_MP_REJECT_EXT      0x1u /* ext values are content errors */
-#define PROTO_MP_REJECT_NONSTR_K 0x2u /* map keys that are not str are content errors */
-
-/* The most nesting any scan accepts, whatever the limits say. */
-#define PROTO_MP_DEPTH_CAP 256
-
-/*
- * Result of scanning one msgpack object. `structural` errors (truncated,
- * a count larger than the bytes left, too deep, too many elements, the
- * reserved byte 0xc1) mean the end of the object is unknown. `content`
- * errors (invalid UTF-8, and what `flags` rejects) leave `end` valid, so a
- * caller can skip the object and go on.
- */
-struct proto_mp_scan {
-    size_t end;             /* offset just past the object */
-    const char *structural; /* static reason, or NULL */
-    const char *content;    /* first content problem, or NULL */
-};
-
-/* Scans one object at p[0..len). max_depth counts the top-level container
- * as 1 and is capped at PROTO_MP_DEPTH_CAP; max_elements counts array items
- * plus map pairs. Never allocates. */
-void proto__mp_scan(const uint8_t *p, size_t len, size_t max_depth, size_t max_elements,
-                    unsigned flags, struct proto_mp_scan *out);
-
-/* One decoded msgpack item header. For containers `n` is the count
- * (pairs for maps); for str/bin/ext `ptr`/`n` are the body. */
-enum proto_mp_kind {
-    PROTO_MP_NIL,
-    PROTO_MP_BOOL,
-    PROTO_MP_INT,  /* fits int64: i */
-    PROTO_MP_UINT, /* above INT64_MAX: u */
-    PROTO_MP_FLOAT,
-    PROTO_MP_STR,
-    PROTO_MP_BIN,
-    PROTO_MP_ARRAY,
-    PROTO_MP_MAP,
-    PROTO_MP_EXT,
-};
-
-struct proto_mp_item {
-    enum proto_mp_kind kind;
-    bool b;
-    int64_t i;
-    uint64_t u;
-    double d;
-    const uint8_t *ptr;
-    size_t n;
-    int8_t ext_type;
-};
-
-/* Reads the item header at p[*off..len) and advances *off past the header
- * (and past the body for str/bin/ext). Returns false when truncated or on
- * the reserved byte. Containers' elements follow at *off. */
-bool proto__mp_read(const uint8_t *p, size_t len, size_t *off, struct proto_mp_item *it);
-
-/* -------------------------------------------------------------------- */
 /* Transcoding (transcode.c).                                            */
 
 /* Compact JSON text of a jansson value. */

@@ -181,7 +181,7 @@ static rt_status mpj_item(struct proto_buf *out, const struct proto_mp_item *it,
 static rt_status mp_to_json(const uint8_t *p, size_t len, struct proto_buf *out)
 {
     struct proto_mp_scan sc;
-    proto__mp_scan(p, len, PROTO_MP_DEPTH_CAP, SIZE_MAX,
+    proto_mp_scan(p, len, PROTO_MP_DEPTH_CAP, SIZE_MAX,
                    PROTO_MP_REJECT_EXT | PROTO_MP_REJECT_NONSTR_K, &sc);
     if (sc.structural != NULL || sc.content != NULL || sc.end != len)
         return RT_INVAL;
@@ -193,7 +193,7 @@ static rt_status mp_to_json(const uint8_t *p, size_t len, struct proto_buf *out)
         if (depth > 0)
             st = mpj_separator(out, &lv[depth - 1]);
         if (st == RT_OK)
-            st = proto__mp_read(p, len, &off, &it) ? mpj_item(out, &it, lv, &depth) : RT_INVAL;
+            st = proto_mp_read(p, len, &off, &it) ? mpj_item(out, &it, lv, &depth) : RT_INVAL;
         while (st == RT_OK && depth > 0 && lv[depth - 1].left == 0) {
             depth--;
             st = proto__put_byte(out, lv[depth].is_map ? '}' : ']');
@@ -209,7 +209,7 @@ static bool mp_top_bin(const struct proto_payload *p, const uint8_t **body, size
 {
     size_t off = 0;
     struct proto_mp_item it;
-    if (p->enc != PROTO_PAYLOAD_MSGPACK || !proto__mp_read(p->ptr, p->len, &off, &it) ||
+    if (p->enc != PROTO_PAYLOAD_MSGPACK || !proto_mp_read(p->ptr, p->len, &off, &it) ||
         it.kind != PROTO_MP_BIN || off != p->len)
         return false;
     *body = it.ptr;
@@ -234,7 +234,7 @@ static rt_status payload_value(enum proto_codec codec, const struct proto_payloa
     if (codec == PROTO_JSON)
         return mp_top_bin(p, &body, &n) ? mpj_bin(out, body, n) : mp_to_json(p->ptr, p->len, out);
     struct proto_mp_scan sc;
-    proto__mp_scan(p->ptr, p->len, PROTO_MP_DEPTH_CAP, SIZE_MAX, 0, &sc);
+    proto_mp_scan(p->ptr, p->len, PROTO_MP_DEPTH_CAP, SIZE_MAX, 0, &sc);
     if (sc.structural != NULL || sc.content != NULL || sc.end != p->len)
         return RT_INVAL;
     return proto__put(out, p->ptr, p->len);
