@@ -136,6 +136,7 @@ struct geo_member_view {
     const uint8_t *meta; /* NULL when meta_len is 0 */
     size_t meta_len;
     int meta_enc; /* as given to geo_set (the gateway's payload encoding) */
+    uint64_t version; /* as given to geo_set / geo_set_version */
 };
 
 /*
@@ -188,6 +189,7 @@ struct geo_member_in {
     const uint8_t *meta; /* 0..GEO_META_MAX bytes; replaces the previous meta */
     size_t meta_len;
     int meta_enc;
+    uint64_t version; /* opaque to the index, kept with the member (fleet.h) */
 };
 
 /*
@@ -199,6 +201,13 @@ struct geo_member_in {
  * (called from a callback). Loop thread.
  */
 rt_status geo_set(struct geo *g, const struct geo_member_in *in, char cell[GEO_CELL_BUF]);
+
+/*
+ * Changes only a member's version (no events). RT_NOT_FOUND, RT_INVAL. Loop
+ * thread.
+ */
+rt_status geo_set_version(struct geo *g, const char *space, size_t space_len, const char *client,
+                          size_t client_len, uint64_t version);
 
 /*
  * Removes one member, reporting leave to the watches it was inside.
@@ -259,6 +268,16 @@ rt_status geo_watch_add(struct geo *g, const char *space, size_t space_len, doub
  * (so a client cannot drop another's watch). RT_AGAIN from a callback.
  */
 rt_status geo_watch_remove(struct geo *g, uint64_t watch_id, uint64_t conn);
+
+/*
+ * Reports to fn every member of `space` whose cell (at the index precision)
+ * starts with `prefix` (0..precision characters; "" is the whole space), in
+ * cell order; *n (may be NULL) gets how many. fn must not change the index
+ * (calls that would return RT_AGAIN). RT_INVAL for a bad space or prefix.
+ * Loop thread.
+ */
+rt_status geo_each_prefix(struct geo *g, const char *space, size_t space_len, const char *prefix,
+                          size_t prefix_len, geo_member_fn fn, void *arg, size_t *n);
 
 struct geo_stats {
     uint64_t members;

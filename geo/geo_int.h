@@ -38,6 +38,8 @@ void geo__deinterleave(uint64_t code, int p, uint32_t *row, uint32_t *col);
 uint64_t geo__code(double lat, double lon, int p);
 /* The box of a row / column at precision p. */
 void geo__rowcol_box(uint32_t row, uint32_t col, int p, struct geo_box *box);
+/* The code of a cell string (1..12 characters, upper case accepted), or false. */
+bool geo__parse_cell(const char *cell, size_t len, uint64_t *code);
 /* The string of a code into out (p characters and a NUL). */
 void geo__code_str(uint64_t code, int p, char out[GEO_CELL_BUF]);
 /* Haversine without checks (the index's inputs are already valid). */
@@ -109,6 +111,7 @@ struct geo_member {
     struct geo_cell *cell;
     struct geo_conn *conn;
     double lat, lon;
+    uint64_t version;
     uint8_t *meta; /* NULL when meta_len is 0 */
     uint32_t meta_len;
     int32_t meta_enc;

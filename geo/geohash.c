@@ -92,7 +92,7 @@ void geo__code_str(uint64_t code, int p, char out[GEO_CELL_BUF])
 }
 
 /* The code of a cell string, or false if it is not one. */
-static bool parse_cell(const char *cell, size_t len, uint64_t *code)
+bool geo__parse_cell(const char *cell, size_t len, uint64_t *code)
 {
     if (!cell || len < 1 || len > GEO_PRECISION_MAX)
         return false;
@@ -140,7 +140,7 @@ void geo__rowcol_box(uint32_t row, uint32_t col, int p, struct geo_box *box)
 rt_status geo_decode(const char *cell, size_t len, struct geo_box *box)
 {
     uint64_t code;
-    if (!parse_cell(cell, len, &code))
+    if (!geo__parse_cell(cell, len, &code))
         return RT_INVAL;
     int p = (int)len;
     uint32_t row, col;
@@ -159,7 +159,7 @@ rt_status geo_neighbours(const char *cell, size_t len, char out[8][GEO_CELL_BUF]
     static const int d_col[8] = {0, 1, 1, 1, 0, -1, -1, -1};
     uint64_t code;
     *n = 0;
-    if (!parse_cell(cell, len, &code))
+    if (!geo__parse_cell(cell, len, &code))
         return RT_INVAL;
     int p = (int)len;
     uint32_t row, col;

@@ -278,6 +278,7 @@ void geo__member_view(const struct geo_member *m, struct geo_member_view *v)
     v->meta = m->meta;
     v->meta_len = m->meta_len;
     v->meta_enc = m->meta_enc;
+    v->version = m->version;
 }
 
 /* A new unlinked member block holding the strings of `in`. */
@@ -481,6 +482,7 @@ static struct geo_member *plan_apply(struct geo *g, const struct geo_member_in *
     m->meta = pl->meta;
     m->meta_len = (uint32_t)in->meta_len;
     m->meta_enc = (int32_t)in->meta_enc;
+    m->version = in->version;
     return m;
 }
 
@@ -557,6 +559,21 @@ rt_status geo_get(const struct geo *g, const char *space, size_t space_len, cons
     return RT_OK;
 }
 
+/* Changes a member's version only (see geo.h). Loop thread. */
+rt_status geo_set_version(struct geo *g, const char *space, size_t space_len, const char *client,
+                          size_t client_len, uint64_t version)
+{
+    if (!geo__space_name_ok(space, space_len) || !client || client_len < 1 ||
+        client_len > GEO_CLIENT_MAX)
+        return RT_INVAL;
+    struct geo_space *sp = geo__space_find(g, space, space_len);
+    struct geo_member *m = sp ? member_find(sp, client, client_len) : NULL;
+    if (!m)
+        return RT_NOT_FOUND;
+    m->version = version;
+    return RT_OK;
+}
+
 /* Drops a connection's watches and members (see geo.h). Loop thread. */
 rt_status geo_remove_conn(struct geo *g, uint64_t conn, geo_member_fn fn, void *arg,
                           size_t *n_members, size_t *n_watches)
@@ -590,5 +607,50 @@ rt_status geo_remove_conn(struct geo *g, uint64_t conn, geo_member_fn fn, void *
         *n_members = nm;
     if (n_watches)
         *n_watches = nw;
+    return RT_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Members by cell prefix                                                     */
+
+struct prefix_walk {
+    geo_member_fn fn;
+    void *arg;
+    size_t n;
+};
+
+static void prefix_visit(struct geo_cell *c, void *arg)
+{
+    struct prefix_walk *pw = arg;
+    for (struct geo_member *m = c->head; m; m = m->cell_next) {
+        struct geo_member_view v;
+        geo__member_view(m, &v);
+        pw->fn(pw->arg, &v);
+        pw->n++;
+    }
+}
+
+/* Reports the members whose cell starts with `prefix` (see geo.h). Loop thread. */
+rt_status geo_each_prefix(struct geo *g, const char *space, size_t space_len, const char *prefix,
+                          size_t prefix_len, geo_member_fn fn, void *arg, size_t *n)
+{
+    if (n)
+        *n = 0;
+    uint64_t code = 0;
+    if (!geo__space_name_ok(space, space_len) || prefix_len > (size_t)g->precision || !fn ||
+        (prefix_len && !geo__parse_cell(prefix, prefix_len, &code)))
+        return RT_INVAL;
+    if (g->busy)
+        return RT_AGAIN;
+    struct geo_space *sp = geo__space_find(g, space, space_len);
+    if (!sp)
+        return RT_OK;
+    unsigned shift = 5u * (unsigned)(g->precision - (int)prefix_len);
+    struct prefix_walk pw = {fn, arg, 0};
+    g->busy = true;
+    geo__tree_range(sp->tree, code << shift, (code + 1) << shift, prefix_visit, &pw);
+    g->busy = false;
+    if (n)
+        *n = pw.n;
     return RT_OK;
 }
