@@ -63,6 +63,7 @@
 #define PUB_WAIT_MS   5000  /* JetStream publish acknowledgement */
 #define RETRY_MS      500u  /* failed reads and probes are retried after this */
 #define QUIET_MS      2000u /* a durable channel quiet this long is probed once */
+#define BUS_MAX_BYTES (64u << 20) /* bus messages waiting for the loop; beyond: lost, resync */
 #define SUBJECT_MAX   (sizeof(KV_PREFIX) + PROTO_CHANNEL_MAX + 1 + 2 * PROTO_MSG_ID_MAX + 8)
 
 /* -------------------------------------------------------------------- */
@@ -99,6 +100,14 @@ struct npub {
     int err_code;
     uint64_t seq;
     bool dup;
+};
+
+/* A bus message for the loop (fo_bus_*): subject, reply and data in one block. */
+struct nbus {
+    struct nbus *next;
+    const char *subject, *reply; /* into data's block; reply may be NULL */
+    size_t len;
+    uint8_t data[];
 };
 
 enum njob_kind { JOB_FETCH, JOB_FILL, JOB_PROBE, JOB_STREAM };
@@ -170,6 +179,9 @@ struct neng {
     uint64_t reconnects; /* connected / reconnected events */
     uint64_t dropped, invalid;
     uint64_t drop_every, drop_count; /* test hook RTGATE_NATS_DROP_EVERY */
+    struct nbus *bus_head, *bus_tail; /* bus messages for the loop */
+    size_t bus_bytes;
+    uint64_t bus_lost; /* times bus messages were lost: part of the generation */
 
     pthread_mutex_t jobs_lock;
     pthread_cond_t jobs_cond;
@@ -506,6 +518,47 @@ static void on_pub_ack(jsCtx *js, natsMsg *m, jsPubAck *pa, jsPubAckErr *pae, vo
         wake(e);
 }
 
+/* A bus subscription's message (nats.c delivery thread): copied for the loop. */
+static void on_bus_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure)
+{
+    (void)nc;
+    (void)sub;
+    struct neng *e = closure;
+    const char *subj = natsMsg_GetSubject(m), *reply = natsMsg_GetReply(m);
+    size_t len = (size_t)natsMsg_GetDataLength(m);
+    size_t sl = strlen(subj) + 1, rl = reply ? strlen(reply) + 1 : 0;
+    struct nbus *b = malloc(sizeof(*b) + len + sl + rl);
+    if (b) {
+        memcpy(b->data, natsMsg_GetData(m), len);
+        memcpy(b->data + len, subj, sl);
+        if (reply)
+            memcpy(b->data + len + sl, reply, rl);
+        b->subject = (const char *)b->data + len;
+        b->reply = reply ? (const char *)b->data + len + sl : NULL;
+        b->len = len;
+        b->next = NULL;
+    }
+    natsMsg_Destroy(m);
+    size_t cost = sizeof(*b) + len + sl + rl;
+    pthread_mutex_lock(&e->lock);
+    if (!b || e->bus_bytes + cost > BUS_MAX_BYTES) {
+        e->bus_lost++;
+        pthread_mutex_unlock(&e->lock);
+        free(b);
+        return;
+    }
+    if (e->bus_tail)
+        e->bus_tail->next = b;
+    else
+        e->bus_head = b;
+    e->bus_tail = b;
+    e->bus_bytes += cost;
+    bool w = wake_locked(e);
+    pthread_mutex_unlock(&e->lock);
+    if (w)
+        wake(e);
+}
+
 /* Connected / reconnected (nats.c thread). */
 static void on_connected(natsConnection *nc, void *closure)
 {
@@ -541,6 +594,7 @@ static void on_nats_error(natsConnection *nc, natsSubscription *sub, natsStatus 
         return;
     pthread_mutex_lock(&e->lock);
     e->missed = true;
+    e->bus_lost++; /* the bus's subscribers resync too */
     bool w = wake_locked(e);
     pthread_mutex_unlock(&e->lock);
     if (w)
@@ -1737,9 +1791,12 @@ static void conn_events(struct neng *e, uint64_t reconnects)
 
 /* Takes what the other threads handed over, under the lock, in one go. */
 static uint32_t service_take(struct neng *e, struct npub **pubs, struct njob **jobs, bool *missed,
-                             uint64_t *reconnects, bool *more)
+                             uint64_t *reconnects, bool *more, struct nbus **bus)
 {
     pthread_mutex_lock(&e->lock);
+    *bus = e->bus_head;
+    e->bus_head = e->bus_tail = NULL;
+    e->bus_bytes = 0;
     e->wake_pending = false;
     uint32_t n = e->r_len < SERVICE_BATCH ? e->r_len : SERVICE_BATCH;
     for (uint32_t i = 0; i < n; i++)
@@ -1768,7 +1825,8 @@ static void nats_service(void *eng)
     struct njob *jobs;
     bool missed, more;
     uint64_t reconnects;
-    uint32_t n = service_take(e, &pubs, &jobs, &missed, &reconnects, &more);
+    struct nbus *bus;
+    uint32_t n = service_take(e, &pubs, &jobs, &missed, &reconnects, &more, &bus);
     conn_events(e, reconnects);
     if (missed)
         resync_all(e);
@@ -1784,6 +1842,13 @@ static void nats_service(void *eng)
     }
     for (uint32_t i = 0; i < n; i++)
         live_one(e, &e->batch[i]);
+    while (bus) {
+        struct nbus *b = bus;
+        bus = b->next;
+        if (e->fo->bus_fn)
+            e->fo->bus_fn(e->fo->bus_arg, b->subject, b->reply, b->data, b->len);
+        free(b);
+    }
     if (more)
         wake(e); /* let the loop breathe, then go on */
 }
@@ -1957,6 +2022,11 @@ static void free_handoff(struct neng *e)
         e->r_head = (e->r_head + 1) % HANDOFF_CAP;
         e->r_len--;
     }
+    while (e->bus_head) {
+        struct nbus *b = e->bus_head;
+        e->bus_head = b->next;
+        free(b);
+    }
     while (e->pubs_done) {
         struct npub *p = e->pubs_done;
         e->pubs_done = p->next;
@@ -2000,6 +2070,48 @@ static void nats_destroy(void *eng)
     free(e);
 }
 
+/* -------------------------------------------------------------------- */
+/* The bus (fanout.h): plain subjects for other modules (loop thread)       */
+
+static void *nats_bus_subscribe(void *eng, const char *subject)
+{
+    struct neng *e = eng;
+    natsSubscription *sub = NULL;
+    natsStatus s = natsConnection_Subscribe(&sub, e->nc, subject, on_bus_msg, e);
+    if (s != NATS_OK) {
+        rt_log(RT_LOG_WARN, "nats_bus_subscribe_failed", "subject=%s error=\"%s\"", subject,
+               natsStatus_GetText(s));
+        return NULL;
+    }
+    return sub;
+}
+
+static void nats_bus_unsubscribe(void *eng, void *handle)
+{
+    (void)eng;
+    natsSubscription *sub = handle;
+    natsSubscription_Unsubscribe(sub);
+    natsSubscription_Destroy(sub);
+}
+
+static rt_status nats_bus_publish(void *eng, const char *subject, const char *reply,
+                                  const uint8_t *data, size_t len)
+{
+    struct neng *e = eng;
+    natsStatus s = reply ? natsConnection_PublishRequest(e->nc, subject, reply, data, (int)len)
+                         : natsConnection_Publish(e->nc, subject, data, (int)len);
+    return s == NATS_OK ? RT_OK : RT_UNAVAILABLE;
+}
+
+static uint64_t nats_bus_generation(const void *eng)
+{
+    struct neng *e = (struct neng *)eng; /* the lock is not part of the value */
+    pthread_mutex_lock(&e->lock);
+    uint64_t g = e->reconnects + e->bus_lost;
+    pthread_mutex_unlock(&e->lock);
+    return g;
+}
+
 const struct fo_engine_ops fo__engine_nats = {
     .name = "nats",
     .create = nats_create,
@@ -2016,4 +2128,8 @@ const struct fo_engine_ops fo__engine_nats = {
     .chan_prepare = nats_chan_prepare,
     .service = nats_service,
     .ready = nats_ready,
+    .bus_subscribe = nats_bus_subscribe,
+    .bus_unsubscribe = nats_bus_unsubscribe,
+    .bus_publish = nats_bus_publish,
+    .bus_generation = nats_bus_generation,
 };

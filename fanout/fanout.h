@@ -244,4 +244,31 @@ void fo_service(struct fo *fo);
  */
 bool fo_ready(const struct fo *fo);
 
+/* ------------------------------------------------------------------------ */
+/* The bus: plain subjects of the engine's NATS connection, for other modules */
+/* (the presence fleet, geo/fleet.h). Engine "nats" only; loop thread.        */
+
+/* A message from a bus subscription, delivered during fo_service. */
+typedef void (*fo_bus_fn)(void *arg, const char *subject, const char *reply, const uint8_t *data,
+                          size_t len);
+
+/*
+ * Sets the receiver of every bus message. RT_INVAL when the engine has no bus
+ * (memory).
+ */
+rt_status fo_bus_open(struct fo *fo, fo_bus_fn fn, void *arg);
+/* Subscribes to subject (NATS wildcards allowed); a handle, or NULL. */
+void *fo_bus_subscribe(struct fo *fo, const char *subject);
+/* Ends a subscription; messages already on their way may still arrive. */
+void fo_bus_unsubscribe(struct fo *fo, void *handle);
+/* Publishes (reply may be NULL); buffered while NATS reconnects. */
+rt_status fo_bus_publish(struct fo *fo, const char *subject, const char *reply,
+                         const uint8_t *data, size_t len);
+/*
+ * A number that changes whenever bus messages may have been lost: NATS
+ * reconnected, a subscription was a slow consumer, or the hand-over to the
+ * loop was full. The receiver resyncs when it changes.
+ */
+uint64_t fo_bus_generation(const struct fo *fo);
+
 #endif

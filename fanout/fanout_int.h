@@ -124,6 +124,12 @@ struct fo_engine_ops {
     void (*service)(void *eng);
     /* Optional. fo_ready; true when absent. */
     bool (*ready)(const void *eng);
+    /* The bus (fanout.h); NULL for an engine without one. */
+    void *(*bus_subscribe)(void *eng, const char *subject);
+    void (*bus_unsubscribe)(void *eng, void *handle);
+    rt_status (*bus_publish)(void *eng, const char *subject, const char *reply,
+                             const uint8_t *data, size_t len);
+    uint64_t (*bus_generation)(const void *eng);
 };
 
 extern const struct fo_engine_ops fo__engine_memory;
@@ -200,6 +206,8 @@ struct fo {
     struct fo_sub *grave_subs;
     struct fo_client *grave_clients;
     struct fo_chan *idle_chans;
+    fo_bus_fn bus_fn; /* receiver of bus messages (fo_bus_open) */
+    void *bus_arg;
 };
 
 /* Callback regions: see registry.c. Leaving the outermost one settles. */

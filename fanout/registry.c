@@ -780,3 +780,39 @@ void fo_destroy(struct fo *fo)
     free(fo->ephemeral);
     free(fo);
 }
+
+/* ------------------------------------------------------------------------ */
+/* The bus (fanout.h): a thin pass-through to the engine                      */
+
+rt_status fo_bus_open(struct fo *fo, fo_bus_fn fn, void *arg)
+{
+    if (!fo->ops->bus_subscribe)
+        return RT_INVAL;
+    fo->bus_fn = fn;
+    fo->bus_arg = arg;
+    return RT_OK;
+}
+
+void *fo_bus_subscribe(struct fo *fo, const char *subject)
+{
+    return fo->ops->bus_subscribe ? fo->ops->bus_subscribe(fo->eng, subject) : NULL;
+}
+
+void fo_bus_unsubscribe(struct fo *fo, void *handle)
+{
+    if (fo->ops->bus_unsubscribe && handle)
+        fo->ops->bus_unsubscribe(fo->eng, handle);
+}
+
+rt_status fo_bus_publish(struct fo *fo, const char *subject, const char *reply,
+                         const uint8_t *data, size_t len)
+{
+    if (!fo->ops->bus_publish)
+        return RT_INVAL;
+    return fo->ops->bus_publish(fo->eng, subject, reply, data, len);
+}
+
+uint64_t fo_bus_generation(const struct fo *fo)
+{
+    return fo->ops->bus_generation ? fo->ops->bus_generation(fo->eng) : 0;
+}
