@@ -81,6 +81,20 @@ static const struct opt opts[] = {
     {"geo-max-spaces", OPT_U32, OFF(geo_max_spaces), 0,
      "spaces one connection may be present in (default 16)"},
     {"geo-max-watches", OPT_U32, OFF(geo_max_watches), 0, "geo.watch per connection (default 16)"},
+    {"presence-ttl-ms", OPT_U32, OFF(presence_ttl_ms), 0,
+     "with --nats: a silent node's members are dropped after this (default 30000); "
+     "heartbeats every third of it"},
+    {"geo-share-precision", OPT_U32, OFF(geo_share_precision), 0,
+     "with --nats: geohash length of the cells presence travels by, 1..geo-precision "
+     "(default 5, about 5 x 5 km)"},
+    {"geo-follow-linger-ms", OPT_U32, OFF(geo_follow_linger_ms), 0,
+     "with --nats: cells followed for geo.near stay followed this long after the last "
+     "query (default 30000)"},
+    {"geo-snapshot-wait-ms", OPT_U32, OFF(geo_snapshot_wait_ms), 0,
+     "with --nats: longest wait for other nodes' members when a cell is first followed; "
+     "later answers say partial (default 1000)"},
+    {"geo-max-follows", OPT_U32, OFF(geo_max_follows), 0,
+     "with --nats: cells followed at once (default 10000)"},
     {"workers", OPT_U32, OFF(workers), 0,
      "gateway processes sharing the listen port (SO_REUSEPORT); more than 1 needs --nats, "
      "since each process is its own node (default 1)"},
@@ -127,6 +141,11 @@ static void set_defaults(struct gw_config *cfg)
     cfg->geo_max_members = 1000000;
     cfg->geo_max_spaces = 16;
     cfg->geo_max_watches = 16;
+    cfg->presence_ttl_ms = 30000;
+    cfg->geo_share_precision = 5;
+    cfg->geo_follow_linger_ms = 30000;
+    cfg->geo_snapshot_wait_ms = 1000;
+    cfg->geo_max_follows = 10000;
     cfg->drain_timeout_ms = 10000;
     cfg->rx_buffer = 1024;
     cfg->log_level = RT_LOG_INFO;
@@ -304,12 +323,15 @@ static rt_status check(struct gw_config *cfg)
         cfg->max_message_bytes < 64 || cfg->max_outbox_bytes < 4096 || cfg->rx_buffer < 128 ||
         cfg->max_unacked == 0 || cfg->history == 0 || cfg->ping_interval_ms < 1000 ||
         cfg->idle_timeout_ms <= cfg->ping_interval_ms || cfg->ws_path[0] != '/' ||
-        cfg->nats_replicas == 0) {
+        cfg->nats_replicas == 0 || cfg->presence_ttl_ms < 300 || cfg->geo_share_precision < 1 ||
+        cfg->geo_share_precision > cfg->geo_precision || cfg->geo_snapshot_wait_ms == 0 ||
+        cfg->geo_max_follows == 0) {
         fprintf(stderr,
                 "rtgate: inconsistent options (bursts >= 1, max-message-bytes >= 64, "
                 "history >= 1, idle-timeout-ms > ping-interval-ms >= 1000, workers 1..64 and > 1 "
                 "only with --nats, ws-path "
-                "starting with /, nats-replicas >= 1)\n");
+                "starting with /, nats-replicas >= 1, presence-ttl-ms >= 300, "
+                "geo-share-precision 1..geo-precision)\n");
         return RT_INVAL;
     }
     return RT_OK;

@@ -17,6 +17,7 @@
 #include <stdio.h>
 
 #define GW_MAX_EPHEMERAL 64
+#define GW_GEO_WAITING_MAX 16 /* near / watch requests of one connection waiting for the fleet */
 
 /* Configuration: defaults, then the config file, then flags. */
 struct gw_config {
@@ -50,6 +51,11 @@ struct gw_config {
     uint32_t geo_max_members;          /* node-wide */
     uint32_t geo_max_spaces;           /* spaces one connection is present in */
     uint32_t geo_max_watches;          /* watches per connection */
+    uint32_t presence_ttl_ms;          /* fleet (--nats): a silent node's members go */
+    uint32_t geo_share_precision;      /* fleet: cells of the bus subjects */
+    uint32_t geo_follow_linger_ms;     /* fleet: near-only cells followed this long */
+    uint32_t geo_snapshot_wait_ms;     /* fleet: longest wait for snapshot answers */
+    uint32_t geo_max_follows;          /* fleet: cells followed at once */
     uint32_t workers;                  /* processes sharing the port */
     size_t rx_buffer;
     enum rt_log_level log_level;
@@ -151,6 +157,8 @@ enum gw_state {
 };
 
 struct gw_server;
+struct gw_geo_req;
+struct geo_fleet;
 struct lws;
 
 /* Per-connection state, lws's per-session user data (lws owns the memory). */
@@ -165,6 +173,8 @@ struct gw_session {
     struct rt_bucket geo_bucket;
     uint16_t geo_spaces;  /* spaces this connection is present in */
     uint16_t geo_watches; /* its watches */
+    uint16_t geo_waiting; /* near / watch requests waiting for the fleet */
+    struct gw_geo_req *geo_reqs; /* presence.c: its waiting requests and watch holds */
     uint64_t abuse_window_start;
     uint64_t opened_ms;  /* monotonic */
     uint64_t last_rx_ms; /* monotonic: any frame or pong from the client */
@@ -218,6 +228,10 @@ struct gw_server {
     struct geo *geo;            /* presence index */
     struct geo_hit *geo_hits;   /* near() results, PROTO_NEAR_LIMIT_MAX */
     uint64_t geo_events;
+    struct geo_fleet *fleet;    /* presence across nodes (--nats), else NULL */
+    struct rt_htab geo_reqs;    /* struct gw_geo_req by fleet ticket */
+    uint64_t geo_partial;       /* replies that said partial */
+    char fleet_node[24];
     bool draining;
     uint64_t drain_started_ms;
     void *sweep_timer; /* uv_timer_t: timeouts and heartbeats, see gw_server_sweep */
@@ -254,6 +268,9 @@ void gw_presence_destroy(struct gw_server *srv);
 void gw_presence_handle(struct gw_session *s, const struct proto_msg *m);
 /* The connection is gone: its members leave (watchers are told), its watches end. */
 void gw_presence_closed(struct gw_session *s);
+/* Fleet heartbeats, expiry and deadlines (the sweep timer); publishing (each loop iteration). */
+void gw_presence_tick(struct gw_server *srv, uint64_t now_ms);
+void gw_presence_flush(struct gw_server *srv);
 
 /* The fan-out sink, bound to the server. */
 struct fo_sink gw_session_sink(struct gw_server *srv);

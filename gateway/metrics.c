@@ -1,6 +1,7 @@
 /*
  * metrics.c: /metrics in the Prometheus text format.
  */
+#include "fleet.h"
 #include "gw.h"
 
 #include <stdarg.h>
@@ -128,7 +129,39 @@ char *gw_metrics_render(const struct gw_server *srv, size_t *len)
            fs.upstream_fetched);
     struct geo_stats gs;
     geo_get_stats(srv->geo, &gs);
-    metric(&o, "geo_members", "gauge", "Presence members on this node", gs.members);
+    struct geo_fleet_stats fl = {0};
+    if (srv->fleet)
+        geo_fleet_get_stats(srv->fleet, &fl);
+    metric(&o, "geo_members", "gauge",
+           "Presence members in this node's index (its own and, with --nats, those of other "
+           "nodes in the cells it follows)",
+           gs.members);
+    metric(&o, "geo_remote_members", "gauge", "Of them, members of other nodes",
+           fl.remote_members);
+    metric(&o, "geo_cells_followed", "gauge", "Cells (prefixes) followed on the bus (--nats)",
+           fl.follows);
+    metric(&o, "geo_cells_pending", "gauge", "Followed cells waiting for a snapshot",
+           fl.follows_pending);
+    metric(&o, "geo_nodes", "gauge", "Other gateway nodes heard from", fl.nodes);
+    metric(&o, "geo_deltas_out_total", "counter", "Own presence changes published",
+           fl.deltas_out);
+    metric(&o, "geo_bus_messages_out_total", "counter", "Presence bus messages published",
+           fl.messages_out);
+    metric(&o, "geo_deltas_in_total", "counter", "Presence changes of other nodes applied",
+           fl.deltas_in);
+    metric(&o, "geo_snapshots_total", "counter", "Snapshot requests sent", fl.snapshots);
+    metric(&o, "geo_snapshots_partial_total", "counter",
+           "Snapshots completed without every node's answer", fl.snapshots_partial);
+    metric(&o, "geo_snapshots_answered_total", "counter", "Snapshot requests answered",
+           fl.snapshots_answered);
+    metric(&o, "geo_resyncs_total", "counter", "Resyncs after lost bus messages or a node's return",
+           fl.resyncs);
+    metric(&o, "geo_nodes_expired_total", "counter", "Nodes dropped after presence-ttl-ms of silence",
+           fl.nodes_expired);
+    metric(&o, "geo_bus_bad_total", "counter", "Malformed presence bus messages dropped",
+           fl.bad_messages);
+    metric(&o, "geo_partial_replies_total", "counter", "near / watch replies marked partial",
+           srv->geo_partial);
     metric(&o, "geo_spaces", "gauge", "Presence spaces with members or watches", gs.spaces);
     metric(&o, "geo_cells", "gauge", "Occupied presence cells", gs.cells);
     metric(&o, "geo_watches", "gauge", "Active geo.watch circles", gs.watches);

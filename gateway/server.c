@@ -151,6 +151,7 @@ static int on_confirm_upgrade(struct lws *wsi)
 
 void gw_server_sweep(struct gw_server *srv, uint64_t now_ms)
 {
+    gw_presence_tick(srv, now_ms);
     for (uint32_t i = 0; i < srv->conns.cap; i++)
         if (srv->conns.slots[i])
             gw_session_sweep(srv->conns.slots[i], now_ms);
@@ -195,6 +196,7 @@ bool gw_server_mark_dirty(struct gw_server *srv, uint64_t conn_id)
 
 void gw_server_flush(struct gw_server *srv)
 {
+    gw_presence_flush(srv); /* presence changes of this iteration, batched per cell */
     /* Flushing may queue more (a drained outbox pumps durable catch-up): the
      * list may grow while it is walked. */
     for (uint32_t i = 0; i < srv->n_dirty; i++) {
