@@ -1,8 +1,13 @@
 /*
  * engine_memory.c: the single-node engine, and the reference model for the
- * others. Per durable channel: a seq counter starting at 1, a random epoch
- * per incarnation of the channel's state, and a bounded history (count and
- * age). Ephemeral channels keep no history. Dedup of msg_id per channel for
+ * others. Per durable channel: a seq counter starting at 1, an epoch, and a
+ * bounded history (count and age). A channel's state is freed when it has
+ * no subscriber, history or dedup entry left; its epoch and last seq are
+ * kept in a bounded table of closed channels (oldest dropped first), so the
+ * next incarnation goes on numbering in the same epoch and a client resuming
+ * it is told recovered:true or shown the gap. A channel that never had a
+ * message needs no entry: it starts at 0 in the engine's own epoch. Only one
+ * dropped from the table starts over in a new random epoch. Ephemeral channels keep no history. Dedup of msg_id per channel for
  * dedup_window_ms, bounded to dedup_max_entries (oldest evicted first).
  * Publishes complete synchronously.
  *
@@ -37,11 +42,25 @@ struct mem_dedup {
     char key[];
 };
 
+/* A freed durable channel's numbering (see the top). */
+struct mem_grave {
+    struct rt_hnode h; /* by name */
+    struct mem_grave *older, *newer;
+    uint64_t seq;
+    char epoch[EPOCH_LEN + 1];
+    size_t len;
+    char name[];
+};
+
 struct mem {
     struct fo *fo;
     struct rt_htab dedup;
     struct mem_dedup *oldest, *newest;
     struct mem_chan *with_history;
+    char epoch[EPOCH_LEN + 1]; /* of channels that start from nothing */
+    struct rt_htab graves;
+    struct mem_grave *g_oldest, *g_newest;
+    bool forgot; /* a closed channel was dropped from the table: unknown ones may be it */
 };
 
 /* -------------------------------------------------------------------- */
@@ -78,6 +97,62 @@ static void new_epoch(char out[EPOCH_LEN + 1])
     for (size_t i = 0; i < EPOCH_LEN; i++)
         out[i] = alphabet[b[i] % (sizeof(alphabet) - 1)];
     out[EPOCH_LEN] = '\0';
+}
+
+/* -------------------------------------------------------------------- */
+/* Closed channels                                                        */
+
+static struct mem_grave *grave_find(const struct mem *e, const char *name, size_t len)
+{
+    uint64_t h = rt_hash_bytes(name, len);
+    for (struct rt_hnode *n = rt_htab_chain(&e->graves, h); n; n = n->next) {
+        struct mem_grave *g = RT_CONTAINER(n, struct mem_grave, h);
+        if (n->hash == h && g->len == len && memcmp(g->name, name, len) == 0)
+            return g;
+    }
+    return NULL;
+}
+
+static void grave_remove(struct mem *e, struct mem_grave *g)
+{
+    rt_htab_remove(&e->graves, &g->h);
+    if (g->older)
+        g->older->newer = g->newer;
+    else
+        e->g_oldest = g->newer;
+    if (g->newer)
+        g->newer->older = g->older;
+    else
+        e->g_newest = g->older;
+    free(g);
+}
+
+/* Remembers a freed channel's epoch and seq; without memory it starts over later. */
+static void grave_add(struct mem *e, const struct fo_chan *ch, const struct mem_chan *mc)
+{
+    while (rt_htab_count(&e->graves) >= e->fo->cfg.max_closed_channels && e->g_oldest) {
+        grave_remove(e, e->g_oldest);
+        e->forgot = true;
+    }
+    struct mem_grave *g = malloc(sizeof(*g) + ch->name_len);
+    if (!g || rt_htab_reserve(&e->graves) != RT_OK) {
+        free(g);
+        e->forgot = true;
+        return;
+    }
+    g->seq = mc->seq;
+    memcpy(g->epoch, mc->epoch, sizeof(g->epoch));
+    g->len = ch->name_len;
+    memcpy(g->name, ch->name, ch->name_len);
+    g->h.hash = rt_hash_bytes(ch->name, ch->name_len);
+    rt_htab_insert(&e->graves, &g->h);
+    g->newer = NULL;
+    g->older = e->g_newest;
+    if (e->g_newest)
+        e->g_newest->newer = g;
+    else
+        e->g_oldest = g;
+    e->g_newest = g;
 }
 
 /* -------------------------------------------------------------------- */
@@ -258,6 +333,8 @@ static rt_status mem_create(struct fo *fo, void **out)
         return RT_NOMEM;
     e->fo = fo;
     rt_htab_init(&e->dedup);
+    rt_htab_init(&e->graves);
+    new_epoch(e->epoch);
     *out = e;
     return RT_OK;
 }
@@ -273,18 +350,32 @@ static void mem_destroy(void *eng)
         free(d);
     }
     rt_htab_free(&e->dedup);
+    while (e->g_oldest)
+        grave_remove(e, e->g_oldest);
+    rt_htab_free(&e->graves);
     free(e);
 }
 
 static rt_status mem_chan_open(void *eng, struct fo_chan *ch)
 {
-    (void)eng;
+    struct mem *e = eng;
     struct mem_chan *mc = calloc(1, sizeof(*mc));
     if (!mc)
         return RT_NOMEM;
     mc->ch = ch;
-    if (ch->durable)
-        new_epoch(mc->epoch);
+    if (ch->durable) {
+        struct mem_grave *g = grave_find(e, ch->name, ch->name_len);
+        if (g) {
+            mc->seq = g->seq; /* the same numbering goes on */
+            memcpy(mc->epoch, g->epoch, sizeof(mc->epoch));
+            grave_remove(e, g);
+        } else if (!e->forgot) {
+            memcpy(mc->epoch, e->epoch, sizeof(mc->epoch)); /* never had a message */
+        } else {
+            /* Maybe one dropped from the table: cannot tell, so a new epoch. */
+            new_epoch(mc->epoch);
+        }
+    }
     ch->eng = mc;
     return RT_OK;
 }
@@ -299,6 +390,8 @@ static void mem_chan_close(void *eng, struct fo_chan *ch)
         return;
     while (mc->len > 0)
         hist_pop(e, mc);
+    if (ch->durable && mc->seq > 0)
+        grave_add(e, ch, mc);
     free(mc->ring);
     free(mc);
     ch->eng = NULL;

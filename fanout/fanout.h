@@ -71,6 +71,8 @@ struct fo_config {
     uint64_t dedup_window_ms;     /* msg_id memory; default 120000 */
     size_t dedup_max_entries;     /* bound on remembered msg_ids; default 1000000 */
     size_t max_channels;          /* channels with state; default 100000 */
+    size_t max_closed_channels;   /* memory: freed durable channels whose epoch and last seq
+                                   * are remembered, so they go on numbering; default 100000 */
     uint32_t max_unacked;         /* per client; default 1024 */
     uint32_t max_subs;            /* per client; default 256 */
     size_t frame_headroom;        /* bytes before each encoded frame (LWS_PRE) */

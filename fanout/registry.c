@@ -37,6 +37,8 @@ static void config_defaults(struct fo_config *c)
         c->dedup_max_entries = 1000000;
     if (!c->max_channels)
         c->max_channels = 100000;
+    if (!c->max_closed_channels)
+        c->max_closed_channels = 100000;
     if (!c->max_unacked)
         c->max_unacked = 1024;
     if (!c->max_subs)

@@ -44,6 +44,9 @@ struct model {
     struct fo *fo;
     struct fo_client *c[N_CLIENTS];
     struct msub sub[N_CLIENTS][N_CHANNELS];
+    /* Each channel as last seen with state: a freed one goes on from there. */
+    struct fo_chan_info last[N_CHANNELS];
+    bool has_last[N_CHANNELS];
     size_t seen; /* events of s already checked */
     uint64_t rng;
     unsigned seed;
@@ -159,8 +162,13 @@ static uint64_t latest_of(struct model *m, int ch)
 static bool expect_recovered(struct model *m, int ch, const struct msub *ms, const char *epoch)
 {
     struct fo_chan_info info;
-    if (!info_of(m, ch, &info))
-        return false; /* a new incarnation: new epoch */
+    if (!info_of(m, ch, &info)) {
+        /* Freed (no subscriber, history or dedup entry): it comes back in the
+         * same epoch at the same seq, with nothing left to replay. */
+        if (!m->has_last[ch])
+            return false;
+        return strcmp(epoch, m->last[ch].epoch) == 0 && ms->memory_seq >= m->last[ch].latest;
+    }
     return strcmp(epoch, info.epoch) == 0 && ms->memory_seq >= info.trimmed_through;
 }
 
@@ -364,6 +372,9 @@ static void run(unsigned seed, long steps)
         m->c[i] = tf_client(m->fo, (uint64_t)i);
     for (m->step = 0; m->step < steps; m->step++) {
         step(m);
+        for (int ch = 0; ch < N_CHANNELS; ch++)
+            if (durable(ch) && info_of(m, ch, &m->last[ch]))
+                m->has_last[ch] = true;
         if (m->step % 5000 == 4999) {
             /* Keep the recording small: checked events can go. */
             tf_sink_free(&m->s);

@@ -193,43 +193,91 @@ Test(resume, since_older_than_history_is_not_recovered)
     env_free(&e);
 }
 
-Test(resume, channel_state_without_history_goes_with_the_last_sub)
+Test(resume, a_freed_empty_channel_comes_back_in_the_same_epoch)
 {
-    /* Documented consequence of freeing idle channel state: a sub on an
-     * empty channel sees an epoch that does not outlive it. */
+    /* The channel's state goes with the last sub (no history, no dedup), but
+     * a client that saw it empty resumes exactly: nothing was lost. */
     struct env e;
     env_init(&e, NULL);
     struct fo_client *a = tf_client(e.fo, 1);
     struct fo_sub_result r0 = tf_sub(a, "chat");
     tf_unsub(a, "chat");
+    struct fo_stats st;
+    fo_get_stats(e.fo, &st);
+    cr_assert_eq(st.channels, 0, "state freed");
     pub_n(e.fo, "chat", 2);
     struct fo_sub_result r = tf_sub_since(a, "chat", 0, r0.epoch);
-    cr_assert_not(r.recovered);
-    cr_assert_str_neq(r.epoch, r0.epoch);
+    cr_assert(r.recovered);
+    cr_assert_str_eq(r.epoch, r0.epoch);
+    fo_client_pump(a);
+    cr_assert_eq(tf_count(&e.s, 1, "chat"), 2, "both messages replayed");
     fo_client_destroy(a);
     env_free(&e);
 }
 
-Test(resume, new_incarnation_gets_new_epoch_and_restarts_seq)
+/* History aged out and nobody subscribed: the state goes, the numbering stays. */
+static struct fo_sub_result age_out_and_resume(struct env *e, struct fo_sub_result *r0)
+{
+    struct fo_client *a = tf_client(e->fo, 1);
+    *r0 = tf_sub(a, "chat");
+    pub_n(e->fo, "chat", 3);
+    fo_client_destroy(a);
+    tf_now += 1000;
+    fo_tick(e->fo, tf_now);
+    struct fo_stats st;
+    fo_get_stats(e->fo, &st);
+    cr_assert_eq(st.channels, 0, "state freed");
+    a = tf_client(e->fo, 1);
+    struct fo_sub_result r = tf_sub_since(a, "chat", 3, r0->epoch);
+    fo_client_destroy(a);
+    return r;
+}
+
+Test(resume, a_freed_channel_goes_on_numbering_in_its_epoch)
 {
     struct fo_config cfg;
     memset(&cfg, 0, sizeof(cfg));
     cfg.history_max_age_ms = 1000;
     struct env e;
     env_init(&e, &cfg);
-    struct fo_client *a = tf_client(e.fo, 1);
-    struct fo_sub_result r0 = tf_sub(a, "chat");
-    pub_n(e.fo, "chat", 3);
-    fo_client_destroy(a);
+    struct fo_sub_result r0, r = age_out_and_resume(&e, &r0);
+    cr_assert_eq(r.error, 0);
+    cr_assert(r.recovered, "the client had everything up to 3");
+    cr_assert_str_eq(r.epoch, r0.epoch);
+    cr_assert_eq(r.seq, 3);
+    cr_assert_eq(tf_pub(e.fo, "chat", NULL, "4").seq, 4);
+    env_free(&e);
+}
+
+Test(resume, a_channel_dropped_from_the_closed_table_starts_a_new_epoch)
+{
+    struct fo_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.history_max_age_ms = 1000;
+    cfg.max_closed_channels = 1;
+    struct env e;
+    env_init(&e, &cfg);
+    struct fo_sub_result r0;
+    age_out_and_resume(&e, &r0); /* "chat" is remembered ... */
+    /* ... until another closed channel takes its place. */
+    struct fo_client *b = tf_client(e.fo, 2);
+    tf_sub(b, "other");
+    pub_n(e.fo, "other", 1);
+    fo_client_destroy(b);
     tf_now += 1000;
-    fo_tick(e.fo, tf_now); /* history gone, no subs: the channel's state goes */
-    a = tf_client(e.fo, 1);
+    fo_tick(e.fo, tf_now);
+    tf_now += 1000;
+    fo_tick(e.fo, tf_now);
+    struct fo_client *a = tf_client(e.fo, 1);
     struct fo_sub_result r = tf_sub_since(a, "chat", 3, r0.epoch);
     cr_assert_eq(r.error, 0, "stale epoch is not a 400");
     cr_assert_not(r.recovered);
     cr_assert_str_neq(r.epoch, r0.epoch);
     cr_assert_eq(r.seq, 0);
     cr_assert_eq(tf_pub(e.fo, "chat", NULL, "1").seq, 1);
+    /* A brand-new channel now cannot be told from a forgotten one: new epoch too. */
+    struct fo_sub_result n = tf_sub(a, "fresh");
+    cr_assert_str_neq(n.epoch, r0.epoch);
     fo_client_destroy(a);
     env_free(&e);
 }
