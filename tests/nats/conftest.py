@@ -105,13 +105,28 @@ class NatsServer:
         return path
 
     def start(self, wait=True):
-        conf = self._config()
-        self.logf = open(os.path.join(self.dir, "nats-server.log"), "ab")
-        self.proc = subprocess.Popen([nats_server_bin(), "-c", conf], stdin=subprocess.DEVNULL,
-                                     stdout=self.logf, stderr=subprocess.STDOUT)
-        self.starts += 1
-        if wait:
-            self.wait_healthy()
+        for attempt in range(3):
+            conf = self._config()
+            self.logf = open(os.path.join(self.dir, "nats-server.log"), "ab")
+            self.proc = subprocess.Popen([nats_server_bin(), "-c", conf],
+                                         stdin=subprocess.DEVNULL, stdout=self.logf,
+                                         stderr=subprocess.STDOUT)
+            self.starts += 1
+            if not wait:
+                return self
+            try:
+                self.wait_healthy()
+                return self
+            except AssertionError:
+                # A free port may be taken between free_port() and the bind (other
+                # processes on the machine): a first start (not a clustered one,
+                # whose ports the others know) retries on new ports.
+                in_use = "address already in use" in self.log()
+                if self.starts > attempt + 1 or self.cluster_port or not in_use or attempt == 2:
+                    raise
+                self.kill()
+                self.port = free_port()
+                self.mon_port = free_port()
         return self
 
     def wait_healthy(self, timeout=NATS_START_TIMEOUT_S):

@@ -242,3 +242,69 @@ def test_drained_node_members_leave_at_once(nats, nodes):
         for c in ms:
             await c.close(check=False)
     run(go())
+
+
+def test_presence_converges_after_nats_restarts(nats, nodes):
+    """nats-server dies while members on A move, clear and disconnect; once it
+    is back, B's near and B's watch (built from events) equal the truth."""
+    a, b = nodes(nats.url, 2, "--presence-ttl-ms", "2000")
+
+    def near(p=BERLIN):
+        return p, 2000
+
+    async def go():
+        w = await connected(b.url(), "json")
+        r = await w.request("geo.watch", space="d", lat=BERLIN[0], lon=BERLIN[1], radius_m=2000)
+        assert r["ok"] is True, r
+        inside = {}  # client -> lat, from the watch reply and its events
+        ms = [await connected(a.url(), "json") for _ in range(10)]
+        truth = {}
+        for i, c in enumerate(ms):
+            p = north(100 * i)
+            await set_at(c, p)
+            truth[c.connected["client"]] = p[0]
+
+        def apply(e):
+            cid = e["member"]["client"]
+            if e["event"] == "leave":
+                inside.pop(cid, None)
+            else:
+                inside[cid] = e["member"]["lat"]
+
+        async def settle(timeout):
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                try:
+                    apply(await w.next_event(("geo",), timeout=0.2))
+                    continue
+                except asyncio.TimeoutError:
+                    pass
+                r = await w.request("geo.near", space="d", lat=BERLIN[0], lon=BERLIN[1],
+                                    radius_m=2000)
+                got = {x["client"]: x["lat"] for x in r["members"]}
+                if got == truth and inside == truth and "partial" not in r:
+                    return
+            raise AssertionError("not converged: near %r, watch %r, truth %r"
+                                 % (got, inside, truth))
+
+        await settle(10)
+        nats.kill()
+        # While NATS is away: moves inside, moves out, a clear, a disconnect.
+        for i, c in enumerate(ms[:4]):
+            p = north(100 * i + 50)
+            await set_at(c, p)
+            truth[c.connected["client"]] = p[0]
+        await set_at(ms[4], north(40000))
+        del truth[ms[4].connected["client"]]
+        assert (await ms[5].request("geo.clear", space="d"))["ok"] is True
+        del truth[ms[5].connected["client"]]
+        await ms[6].close()
+        del truth[ms[6].connected["client"]]
+        await asyncio.sleep(2.5)  # past the TTL: B drops A's members meanwhile
+        nats.start()
+        await settle(15)
+        mb = b.metrics()
+        assert mb["rtgate_geo_resyncs_total"] >= 1, mb
+        for c in [w] + ms:
+            await c.close(check=False)
+    run(go())
