@@ -1495,9 +1495,11 @@ static rt_status chan_sync(struct neng *e, struct nchan *nc)
         return RT_UNAVAILABLE;
     if (!nc->sub && subscribe(e, nc) != RT_OK)
         return RT_UNAVAILABLE;
+    /* No flush first: the request below goes out on the same connection after
+     * the SUB, and the server handles a connection's messages in order, so
+     * the subscription is in place when the latest seq is read. */
     uint64_t latest = 0;
-    if (natsConnection_FlushTimeout(e->nc, LOOP_WAIT_MS) != NATS_OK ||
-        channel_latest(e, nc->ch->name, LOOP_WAIT_MS, &latest) != RT_OK) {
+    if (channel_latest(e, nc->ch->name, LOOP_WAIT_MS, &latest) != RT_OK) {
         unsubscribe(e, nc);
         return RT_UNAVAILABLE;
     }
