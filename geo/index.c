@@ -525,19 +525,30 @@ static void member_remove(struct geo *g, struct geo_member *m)
     member_free(g, m);
 }
 
-/* Removes one member (see geo.h). Loop thread. */
-rt_status geo_clear(struct geo *g, const char *space, size_t space_len, const char *client,
-                    size_t client_len)
+/* The member (space, client) into *out: RT_INVAL, RT_NOT_FOUND. */
+static rt_status member_lookup(const struct geo *g, const char *space, size_t space_len,
+                               const char *client, size_t client_len, struct geo_member **out)
 {
     if (!geo__space_name_ok(space, space_len) || !client || client_len < 1 ||
         client_len > GEO_CLIENT_MAX)
         return RT_INVAL;
+    struct geo_space *sp = geo__space_find(g, space, space_len);
+    *out = sp ? member_find(sp, client, client_len) : NULL;
+    return *out ? RT_OK : RT_NOT_FOUND;
+}
+
+/* Removes one member (see geo.h). Loop thread. */
+rt_status geo_clear(struct geo *g, const char *space, size_t space_len, const char *client,
+                    size_t client_len)
+{
+    struct geo_member *m;
+    rt_status st = member_lookup(g, space, space_len, client, client_len, &m);
+    if (st == RT_INVAL)
+        return st;
     if (g->busy)
         return RT_AGAIN;
-    struct geo_space *sp = geo__space_find(g, space, space_len);
-    struct geo_member *m = sp ? member_find(sp, client, client_len) : NULL;
-    if (!m)
-        return RT_NOT_FOUND;
+    if (st != RT_OK)
+        return st;
     struct geo_conn *conn = m->conn;
     member_remove(g, m);
     geo__conn_release(g, conn);
@@ -548,30 +559,22 @@ rt_status geo_clear(struct geo *g, const char *space, size_t space_len, const ch
 rt_status geo_get(const struct geo *g, const char *space, size_t space_len, const char *client,
                   size_t client_len, struct geo_member_view *v)
 {
-    if (!geo__space_name_ok(space, space_len) || !client || client_len < 1 ||
-        client_len > GEO_CLIENT_MAX)
-        return RT_INVAL;
-    struct geo_space *sp = geo__space_find(g, space, space_len);
-    struct geo_member *m = sp ? member_find(sp, client, client_len) : NULL;
-    if (!m)
-        return RT_NOT_FOUND;
-    geo__member_view(m, v);
-    return RT_OK;
+    struct geo_member *m;
+    rt_status st = member_lookup(g, space, space_len, client, client_len, &m);
+    if (st == RT_OK)
+        geo__member_view(m, v);
+    return st;
 }
 
 /* Changes a member's version only (see geo.h). Loop thread. */
 rt_status geo_set_version(struct geo *g, const char *space, size_t space_len, const char *client,
                           size_t client_len, uint64_t version)
 {
-    if (!geo__space_name_ok(space, space_len) || !client || client_len < 1 ||
-        client_len > GEO_CLIENT_MAX)
-        return RT_INVAL;
-    struct geo_space *sp = geo__space_find(g, space, space_len);
-    struct geo_member *m = sp ? member_find(sp, client, client_len) : NULL;
-    if (!m)
-        return RT_NOT_FOUND;
-    m->version = version;
-    return RT_OK;
+    struct geo_member *m;
+    rt_status st = member_lookup(g, space, space_len, client, client_len, &m);
+    if (st == RT_OK)
+        m->version = version;
+    return st;
 }
 
 /* Drops a connection's watches and members (see geo.h). Loop thread. */
