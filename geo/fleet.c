@@ -35,6 +35,7 @@
 #define WARMUP_MS      300u
 #define HELLO_GAP_MS   100u /* answer hellos at most this often */
 #define RESYNC_GAP_MS  1000u
+#define NODES_MAX      4096u /* other nodes tracked; ids beyond are ignored (a flood of made-up ids) */
 
 /* ------------------------------------------------------------------------ */
 /* Types                                                                      */
@@ -440,7 +441,7 @@ static struct fnode *node_get(struct geo_fleet *f, const char *id, size_t len, b
 {
     *created = false;
     struct fnode *nd = node_find(f, id, len);
-    if (nd || !token_ok(id, len, GEO_FLEET_NODE_MAX))
+    if (nd || !token_ok(id, len, GEO_FLEET_NODE_MAX) || rt_htab_count(&f->nodes) >= NODES_MAX)
         return nd;
     if (rt_htab_reserve(&f->nodes) != RT_OK || !(nd = calloc(1, sizeof(*nd))))
         return NULL;

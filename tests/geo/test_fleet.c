@@ -736,6 +736,21 @@ Test(fleet, garbage_on_the_bus_is_counted_and_ignored)
     }
     cr_assert_gt(fstats(b.nodes[0]).bad_messages, 4000);
     cr_assert_eq(fstats(b.nodes[0]).remote_members, 0);
+    /* Well-formed heartbeats of 10,000 made-up nodes: the node table stays bounded. */
+    for (int i = 0; i < 10000; i++) {
+        uint8_t hb[64];
+        char id[16];
+        int n = snprintf(id, sizeof(id), "x%d", i);
+        size_t k = 0;
+        hb[k++] = 0x81; /* {"n": id} */
+        hb[k++] = 0xa1;
+        hb[k++] = 'n';
+        hb[k++] = (uint8_t)(0xa0 | n);
+        memcpy(hb + k, id, (size_t)n);
+        k += (size_t)n;
+        geo_fleet_receive(b.nodes[0]->fl, "rtgate.geo.hb", NULL, hb, k, now_ms);
+    }
+    cr_assert_eq(fstats(b.nodes[0]).nodes, 4096);
     bus_free(&b);
 }
 
