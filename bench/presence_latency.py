@@ -8,7 +8,8 @@ watcher on WATCH_URL measures each geo event's arrival minus t. Before that,
 20 geo.near on cells nobody followed yet (the first pays a snapshot round trip
 to every node) and the same 20 again (answered from the index). Give two
 gateways on one nats-server for the cross-node case, the same URL twice for
-one node. Prints one line. Bounded: N events, 10 s timeout each.
+one node. Prints one line. Bounded: N events, each within the client's
+default timeout.
 """
 import asyncio
 import os
