@@ -28,6 +28,16 @@ def test_workers_share_the_port_and_the_channels(nats, gateway, codec):
                 assert r["ok"] is True, r
                 m = await a.next_event(("msg",))
                 assert (m["channel"], m["data"]) == (ch, {"from": "other worker"}), m
+            # Presence spans the workers too: a watch on one sees a member on the other.
+            r = await a.request("geo.watch", space="w", lat=52.52, lon=13.405, radius_m=500)
+            assert r["ok"] is True and r["members"] == [], r
+            r = await b.request("geo.set", space="w", lat=52.5201, lon=13.405, meta={"w": 1})
+            assert r["ok"] is True, r
+            e = await a.next_event(("geo",))
+            assert (e["event"], e["member"]["client"], e["member"]["meta"]) == (
+                "join", b.connected["client"], {"w": 1}), e
+            r = await a.request("geo.near", space="w", lat=52.52, lon=13.405, radius_m=500)
+            assert [m["client"] for m in r["members"]] == [b.connected["client"]], r
         finally:
             for c in clients:
                 await c.close()
