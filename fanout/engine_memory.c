@@ -1,15 +1,17 @@
 /*
  * engine_memory.c: the single-node engine, and the reference model for the
  * others. Per durable channel: a seq counter starting at 1, an epoch, and a
- * bounded history (count and age). A channel's state is freed when it has
- * no subscriber, history or dedup entry left; its epoch and last seq are
- * kept in a bounded table of closed channels (oldest dropped first), so the
- * next incarnation goes on numbering in the same epoch and a client resuming
- * it is told recovered:true or shown the gap. A channel that never had a
- * message needs no entry: it starts at 0 in the engine's own epoch. Only one
- * dropped from the table starts over in a new random epoch. Ephemeral channels keep no history. Dedup of msg_id per channel for
- * dedup_window_ms, bounded to dedup_max_entries (oldest evicted first).
- * Publishes complete synchronously.
+ * bounded history (count and age). Ephemeral channels keep no history. Dedup
+ * of msg_id per channel for dedup_window_ms, bounded to dedup_max_entries
+ * (oldest evicted first). Publishes complete synchronously.
+ *
+ * A channel's state is freed when it has no subscriber, history or dedup
+ * entry left; its epoch and last seq are kept in a bounded table of closed
+ * channels (oldest dropped first), so the next incarnation goes on numbering
+ * in the same epoch and a client resuming it is told recovered:true or shown
+ * the gap. A channel that never had a message needs no entry: it starts at 0
+ * in the engine's own epoch. Only one dropped from the table starts over in a
+ * new random epoch.
  *
  * Threads: loop thread only.
  */

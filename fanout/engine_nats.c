@@ -58,11 +58,11 @@
 #define HELD_MAX      8192u  /* live messages held per channel while a hole is filled */
 #define INFLIGHT_MAX  16384u /* client publishes waiting for JetStream */
 #define N_WORKERS     2
-#define REQ_WAIT_MS   2000  /* JetStream requests on a worker */
-#define LOOP_WAIT_MS  1000  /* JetStream requests that block the loop (first subscriber) */
-#define PUB_WAIT_MS   5000  /* JetStream publish acknowledgement */
-#define RETRY_MS      500u  /* failed reads and probes are retried after this */
-#define QUIET_MS      2000u /* a durable channel quiet this long is probed once */
+#define REQ_WAIT_MS   2000        /* JetStream requests on a worker */
+#define LOOP_WAIT_MS  1000        /* JetStream requests that block the loop (first subscriber) */
+#define PUB_WAIT_MS   5000        /* JetStream publish acknowledgement */
+#define RETRY_MS      500u        /* failed reads and probes are retried after this */
+#define QUIET_MS      2000u       /* a durable channel quiet this long is probed once */
 #define BUS_MAX_BYTES (64u << 20) /* bus messages waiting for the loop; beyond: lost, resync */
 #define SUBJECT_MAX   (sizeof(KV_PREFIX) + PROTO_CHANNEL_MAX + 1 + 2 * PROTO_MSG_ID_MAX + 8)
 
@@ -178,7 +178,7 @@ struct neng {
     bool missed;         /* a durable live message was dropped: probe every channel */
     uint64_t reconnects; /* connected / reconnected events */
     uint64_t dropped, invalid;
-    uint64_t drop_every, drop_count; /* test hook RTGATE_NATS_DROP_EVERY */
+    uint64_t drop_every, drop_count;  /* test hook RTGATE_NATS_DROP_EVERY */
     struct nbus *bus_head, *bus_tail; /* bus messages for the loop */
     size_t bus_bytes;
     uint64_t bus_lost; /* times bus messages were lost: part of the generation */

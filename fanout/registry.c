@@ -806,8 +806,8 @@ void fo_bus_unsubscribe(struct fo *fo, void *handle)
         fo->ops->bus_unsubscribe(fo->eng, handle);
 }
 
-rt_status fo_bus_publish(struct fo *fo, const char *subject, const char *reply,
-                         const uint8_t *data, size_t len)
+rt_status fo_bus_publish(struct fo *fo, const char *subject, const char *reply, const uint8_t *data,
+                         size_t len)
 {
     if (!fo->ops->bus_publish)
         return RT_INVAL;

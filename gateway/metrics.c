@@ -123,8 +123,8 @@ char *gw_metrics_render(const struct gw_server *srv, size_t *len)
            "NATS subscriptions held for local interest (nats engine)", fs.upstream_subscriptions);
     metric(&o, "upstream_dropped_total", "counter",
            "NATS messages dropped on a full hand-off queue", fs.upstream_dropped);
-    metric(&o, "upstream_invalid_total", "counter",
-           "NATS messages dropped for an invalid payload", fs.upstream_invalid);
+    metric(&o, "upstream_invalid_total", "counter", "NATS messages dropped for an invalid payload",
+           fs.upstream_invalid);
     metric(&o, "upstream_fetched_total", "counter", "Durable messages read back from JetStream",
            fs.upstream_fetched);
     struct geo_stats gs;
@@ -136,15 +136,13 @@ char *gw_metrics_render(const struct gw_server *srv, size_t *len)
            "Presence members in this node's index (its own and, with --nats, those of other "
            "nodes in the cells it follows)",
            gs.members);
-    metric(&o, "geo_remote_members", "gauge", "Of them, members of other nodes",
-           fl.remote_members);
+    metric(&o, "geo_remote_members", "gauge", "Of them, members of other nodes", fl.remote_members);
     metric(&o, "geo_cells_followed", "gauge", "Cells (prefixes) followed on the bus (--nats)",
            fl.follows);
     metric(&o, "geo_cells_pending", "gauge", "Followed cells waiting for a snapshot",
            fl.follows_pending);
     metric(&o, "geo_nodes", "gauge", "Other gateway nodes heard from", fl.nodes);
-    metric(&o, "geo_deltas_out_total", "counter", "Own presence changes published",
-           fl.deltas_out);
+    metric(&o, "geo_deltas_out_total", "counter", "Own presence changes published", fl.deltas_out);
     metric(&o, "geo_bus_messages_out_total", "counter", "Presence bus messages published",
            fl.messages_out);
     metric(&o, "geo_deltas_in_total", "counter", "Presence changes of other nodes applied",
@@ -156,8 +154,8 @@ char *gw_metrics_render(const struct gw_server *srv, size_t *len)
            fl.snapshots_answered);
     metric(&o, "geo_resyncs_total", "counter", "Resyncs after lost bus messages or a node's return",
            fl.resyncs);
-    metric(&o, "geo_nodes_expired_total", "counter", "Nodes dropped after presence-ttl-ms of silence",
-           fl.nodes_expired);
+    metric(&o, "geo_nodes_expired_total", "counter",
+           "Nodes dropped after presence-ttl-ms of silence", fl.nodes_expired);
     metric(&o, "geo_bus_bad_total", "counter", "Malformed presence bus messages dropped",
            fl.bad_messages);
     metric(&o, "geo_partial_replies_total", "counter", "near / watch replies marked partial",

@@ -151,8 +151,9 @@ static size_t limit_of(const struct proto_msg *m)
 
 static struct circle circle_of(const struct proto_msg *m, bool watch)
 {
-    return (struct circle){m->space.ptr, m->space.len, m->lat, m->lon, m->radius_m,
-                           watch && !m->has_limit ? PROTO_NEAR_LIMIT_MAX : limit_of(m)};
+    return (struct circle){
+        m->space.ptr, m->space.len, m->lat,
+        m->lon,       m->radius_m,  watch && !m->has_limit ? PROTO_NEAR_LIMIT_MAX : limit_of(m)};
 }
 
 /* ---------------------------------------------------------------------- */
@@ -236,7 +237,8 @@ static void reply_near(struct gw_session *s, int64_t id, const struct circle *c,
         proto_buf_reset(&s->srv->reply);
         int code = status_code(st);
         struct proto_msg m = {.id = id, .has_id = true};
-        gw_session_reply_error(s, &m, code, "near query failed", code == RT_E_UNAVAILABLE ? 1000 : 0);
+        gw_session_reply_error(s, &m, code, "near query failed",
+                               code == RT_E_UNAVAILABLE ? 1000 : 0);
         return;
     }
     gw_session_finish_reply(s, &w);

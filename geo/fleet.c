@@ -22,20 +22,20 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SUBJ_HB        "rtgate.geo.hb"
-#define SUBJ_SNAP      "rtgate.geo.s"
-#define SUBJ_REPLY     "rtgate.geo.r."
-#define SUBJ_DELTA     "rtgate.geo.d."
-#define CHUNK_BYTES    (256u * 1024u) /* a bus message is split beyond this */
-#define CHUNK_ENTRIES  2000u
-#define MSG_MAX_BYTES  (8u << 20)  /* larger bus messages are dropped unread */
-#define MSG_MAX_ELEMS  (1u << 20)
-#define WANT_CELLS     16u /* cells a want follows at most (a coarser prefix beyond) */
-#define COVER_CAP      32u /* cells geo_cover may return at precision 1 */
-#define WARMUP_MS      300u
-#define HELLO_GAP_MS   100u /* answer hellos at most this often */
-#define RESYNC_GAP_MS  1000u
-#define NODES_MAX      4096u /* other nodes tracked; ids beyond are ignored (a flood of made-up ids) */
+#define SUBJ_HB       "rtgate.geo.hb"
+#define SUBJ_SNAP     "rtgate.geo.s"
+#define SUBJ_REPLY    "rtgate.geo.r."
+#define SUBJ_DELTA    "rtgate.geo.d."
+#define CHUNK_BYTES   (256u * 1024u) /* a bus message is split beyond this */
+#define CHUNK_ENTRIES 2000u
+#define MSG_MAX_BYTES (8u << 20) /* larger bus messages are dropped unread */
+#define MSG_MAX_ELEMS (1u << 20)
+#define WANT_CELLS    16u /* cells a want follows at most (a coarser prefix beyond) */
+#define COVER_CAP     32u /* cells geo_cover may return at precision 1 */
+#define WARMUP_MS     300u
+#define HELLO_GAP_MS  100u /* answer hellos at most this often */
+#define RESYNC_GAP_MS 1000u
+#define NODES_MAX     4096u /* other nodes tracked; ids beyond are ignored (a flood of made-up ids) */
 
 /* ------------------------------------------------------------------------ */
 /* Types                                                                      */
@@ -697,7 +697,8 @@ static void apply_clear(struct geo_fleet *f, uint64_t token, const char *space, 
 static bool same_member(const struct geo_member_view *cur, uint64_t token, const struct fentry *e)
 {
     return cur->conn == token && cur->lat == e->lat && cur->lon == e->lon &&
-           cur->user_len == e->user_len && memcmp(cur->user, e->user, e->user_len) == 0 &&
+           cur->user_len == e->user_len &&
+           (!e->user_len || memcmp(cur->user, e->user, e->user_len) == 0) &&
            cur->meta_len == e->meta_len && (!e->meta_len || cur->meta_enc == e->meta_enc) &&
            (!e->meta_len || memcmp(cur->meta, e->meta, e->meta_len) == 0);
 }
@@ -940,7 +941,6 @@ static void remap_want(struct rt_hnode *n, void *arg)
             w->follows[i] = r->to;
 }
 
-
 /*
  * fo (a finer prefix) is inside nf: nf takes over its holds and waiters, and
  * fo goes without a sweep (nf's snapshot covers its members). So no two
@@ -1153,7 +1153,7 @@ static void on_snap_request(struct geo_fleet *f, const struct fmsg *m, const cha
     char prefix[GEO_CELL_BUF];
     for (size_t i = 0; i < m->prefix_len; i++)
         prefix[i] = (char)(m->prefix[i] >= 'A' && m->prefix[i] <= 'Z' ? m->prefix[i] - 'A' + 'a'
-                                                                       : m->prefix[i]);
+                                                                      : m->prefix[i]);
     struct answer_ctx c = {.f = f, .req = m, .reply = reply};
     answer_begin(&c);
     geo_each_prefix(f->geo, m->space, m->space_len, prefix, m->prefix_len, answer_visit, &c, NULL);

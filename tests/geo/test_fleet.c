@@ -105,8 +105,8 @@ static bool match(const char *pattern, const char *subject)
     return !*pattern && !*subject;
 }
 
-static rt_status bus_publish(void *ctx, const char *subject, const char *reply,
-                             const uint8_t *data, size_t len)
+static rt_status bus_publish(void *ctx, const char *subject, const char *reply, const uint8_t *data,
+                             size_t len)
 {
     struct tnode *n = ctx;
     if (!n->up)
@@ -392,8 +392,8 @@ static bool want(struct tnode *n, double lat, double lon, double radius, bool ho
                  uint64_t *ticket)
 {
     bool ready = false;
-    cr_assert_eq(geo_fleet_want(n->fl, "drivers", 7, lat, lon, radius, hold, now_ms, ticket, &ready),
-                 RT_OK);
+    cr_assert_eq(
+        geo_fleet_want(n->fl, "drivers", 7, lat, lon, radius, hold, now_ms, ticket, &ready), RT_OK);
     return ready;
 }
 
@@ -723,8 +723,9 @@ Test(fleet, garbage_on_the_bus_is_counted_and_ignored)
     struct tbus b = {.rng = {6}};
     node_start(&b, 0);
     struct tg_rng r = {7};
-    const char *subjects[] = {"rtgate.geo.hb", "rtgate.geo.s", "rtgate.geo.r.x",
-                              "rtgate.geo.d.drivers.u.3.3.d.c", "rtgate.geo.d.x", "rtgate.geo.zz"};
+    const char *subjects[] = {"rtgate.geo.hb",  "rtgate.geo.s",
+                              "rtgate.geo.r.x", "rtgate.geo.d.drivers.u.3.3.d.c",
+                              "rtgate.geo.d.x", "rtgate.geo.zz"};
     uint8_t buf[256];
     for (int i = 0; i < 5000; i++) {
         size_t len = tg_below(&r, sizeof(buf));
@@ -754,12 +755,78 @@ Test(fleet, garbage_on_the_bus_is_counted_and_ignored)
     bus_free(&b);
 }
 
+/* msgpack by hand, for messages the fleet itself would never write. */
+static size_t mp_str(uint8_t *p, const char *s)
+{
+    size_t n = strlen(s);
+    p[0] = (uint8_t)(0xa0 | n);
+    memcpy(p + 1, s, n);
+    return n + 1;
+}
+
+static size_t mp_f64(uint8_t *p, double d)
+{
+    uint64_t u;
+    memcpy(&u, &d, sizeof(u));
+    p[0] = 0xcb;
+    for (int i = 0; i < 8; i++)
+        p[1 + i] = (uint8_t)(u >> (56 - 8 * i));
+    return 9;
+}
+
+Test(fleet, an_entry_without_user_or_meta_is_stored_once)
+{
+    struct tbus b = {.rng = {9}};
+    node_start(&b, 0);
+    uint64_t t;
+    want(b.nodes[0], 52.52, 13.405, 100, true, &t);
+    char cell[GEO_CELL_BUF], subject[SUBJ_CAP];
+    cr_assert_eq(geo_encode(52.52, 13.405, 5, cell), RT_OK);
+    snprintf(subject, sizeof(subject), "rtgate.geo.d.drivers.%c.%c.%c.%c.%c", cell[0], cell[1],
+             cell[2], cell[3], cell[4]);
+    uint8_t m[128];
+    size_t k = 0;
+    m[k++] = 0x83; /* {"n":"z9","s":"drivers","e":[{"v":1,"c":"q","o":1,"la":..,"lo":..}]} */
+    k += mp_str(m + k, "n");
+    k += mp_str(m + k, "z9");
+    k += mp_str(m + k, "s");
+    k += mp_str(m + k, "drivers");
+    k += mp_str(m + k, "e");
+    m[k++] = 0x91;
+    m[k++] = 0x85;
+    k += mp_str(m + k, "v");
+    m[k++] = 0x01;
+    k += mp_str(m + k, "c");
+    k += mp_str(m + k, "q");
+    k += mp_str(m + k, "o");
+    m[k++] = 0x01;
+    k += mp_str(m + k, "la");
+    k += mp_f64(m + k, 52.52);
+    k += mp_str(m + k, "lo");
+    k += mp_f64(m + k, 13.405);
+    geo_fleet_receive(b.nodes[0]->fl, subject, NULL, m, k, now_ms);
+    cr_assert_eq(fstats(b.nodes[0]).deltas_in, 1);
+    cr_assert_eq(m[k - 32], 0x01);
+    m[k - 32] = 0x02; /* v 2, the same state: compared (no user to compare), version kept */
+    geo_fleet_receive(b.nodes[0]->fl, subject, NULL, m, k, now_ms);
+    geo_fleet_receive(b.nodes[0]->fl, subject, NULL, m, k, now_ms); /* a duplicate: ignored */
+    struct geo_member_view v;
+    cr_assert_eq(fstats(b.nodes[0]).bad_messages, 0);
+    cr_assert_eq(fstats(b.nodes[0]).deltas_in, 2);
+    cr_assert_eq(geo_get(b.nodes[0]->geo, "drivers", 7, "q", 1, &v), RT_OK);
+    cr_assert_eq(v.user_len, 0);
+    cr_assert_eq(v.version, 2);
+    cr_assert_eq(fstats(b.nodes[0]).remote_members, 1);
+    cr_assert_eq(fstats(b.nodes[0]).bad_messages, 0);
+    bus_free(&b);
+}
+
 /*
  * Three nodes, random sets / moves / clears / disconnects, watches and near
  * queries on random circles, messages interleaved at random across
  * publishers and, in one variant, some lost on their way to one node (its
- * bus generation moves, as a slow consumer's would: it must resync itself). Once settled, every node's near and every watch's
- * event-built member set equal the truth.
+ * bus generation moves, as a slow consumer's would: it must resync itself). Once settled, every
+ * node's near and every watch's event-built member set equal the truth.
  */
 /* A few km around Berlin, or astride the antimeridian: many members per circle. */
 static void dense_point(struct tg_rng *r, double *lat, double *lon)
