@@ -116,7 +116,7 @@ struct geo_fleet {
     geo_fleet_ready_fn on_ready;
     void *arg;
     int share_p;
-    uint32_t ttl_ms, hb_ms, linger_ms, wait_ms, max_follows;
+    uint32_t ttl_ms, hb_ms, linger_ms, wait_ms, max_follows, resync_ms;
     char node[GEO_FLEET_NODE_MAX + 1];
     size_t node_len;
     char reply_subject[GEO_FLEET_SUBJECT_MAX];
@@ -135,6 +135,7 @@ struct geo_fleet {
     uint64_t next_req; /* snapshot requests */
     uint64_t now, warm_until, last_hb, last_hello_answer, last_resync;
     uint64_t bus_gen;
+    uint64_t lost_out; /* own publishes that failed: part of the generation others see */
     bool bus_gen_known, resync_wanted;
 
     void *sub_hb, *sub_snap, *sub_snap_me, *sub_reply;
@@ -189,8 +190,10 @@ static void publish(struct geo_fleet *f, const char *subject, const char *reply,
                     const struct proto_buf *b)
 {
     f->st.messages_out++;
-    if (f->bus.publish(f->bus.ctx, subject, reply, b->data, b->len) != RT_OK)
+    if (f->bus.publish(f->bus.ctx, subject, reply, b->data, b->len) != RT_OK) {
         f->st.publish_failures++;
+        f->lost_out++; /* the next heartbeat says so: the others resync from this node */
+    }
 }
 
 /* Starts a bus message: a map with this node's id first. */
@@ -1023,7 +1026,7 @@ static void send_heartbeat(struct geo_fleet *f, bool hello)
     struct proto_writer w;
     msg_begin(f, &w);
     proto_w_kuint(&w, "v", f->v);
-    proto_w_kuint(&w, "g", f->bus_gen);
+    proto_w_kuint(&w, "g", f->bus_gen + f->lost_out);
     proto_w_kuint(&w, "t", f->ttl_ms);
     if (hello)
         proto_w_kbool(&w, "hello", true);
@@ -1529,7 +1532,8 @@ void geo_fleet_tick(struct geo_fleet *f, uint64_t now_ms, uint64_t bus_gen)
         f->resync_wanted = true;
         send_heartbeat(f, true); /* say we are back; others resync from us */
     }
-    if (f->resync_wanted && f->now - f->last_resync >= RESYNC_GAP_MS)
+    if ((f->resync_wanted && f->now - f->last_resync >= RESYNC_GAP_MS) ||
+        f->now - f->last_resync >= f->resync_ms)
         resync_all(f);
     if (f->now - f->last_hb >= f->hb_ms)
         send_heartbeat(f, false);
@@ -1577,6 +1581,7 @@ rt_status geo_fleet_create(const struct geo_fleet_config *cfg, uint64_t now_ms,
     f->linger_ms = cfg->linger_ms ? cfg->linger_ms : 30000;
     f->wait_ms = cfg->snapshot_wait_ms ? cfg->snapshot_wait_ms : 1000;
     f->max_follows = cfg->max_follows ? cfg->max_follows : 10000;
+    f->resync_ms = cfg->resync_ms ? cfg->resync_ms : 300000;
     memcpy(f->node, cfg->node, nlen);
     f->node_len = nlen;
     snprintf(f->reply_subject, sizeof(f->reply_subject), SUBJ_REPLY "%s", f->node);
@@ -1586,6 +1591,7 @@ rt_status geo_fleet_create(const struct geo_fleet_config *cfg, uint64_t now_ms,
     rt_htab_init(&f->dirty);
     proto_buf_init(&f->out, 0);
     f->now = now_ms;
+    f->last_resync = now_ms;
     f->warm_until = now_ms + (f->wait_ms < WARMUP_MS ? f->wait_ms : WARMUP_MS);
     char me[GEO_FLEET_SUBJECT_MAX];
     snprintf(me, sizeof(me), SUBJ_SNAP ".%s", f->node);

@@ -22,7 +22,10 @@
  * A lost delta (the bus reconnected, or it dropped messages for a slow
  * consumer) is repaired by a resync: a fresh snapshot of every followed cell,
  * after which the remote members the snapshot did not name (and that did not
- * change since) are dropped.
+ * change since) are dropped. A node whose publish failed says so in its next
+ * heartbeat, and the others resync from it. Every resync_ms each node also
+ * resyncs on its own, which repairs anything else (a forged or corrupted bus
+ * message, a loss nobody noticed).
  *
  * No I/O of its own: it talks through struct geo_fleet_bus, so tests connect
  * several fleets in memory and the gateway connects it to NATS. Loop thread.
@@ -65,6 +68,8 @@ struct geo_fleet_config {
     uint32_t linger_ms;         /* a cell followed only for near is dropped after; 0 = 30000 */
     uint32_t snapshot_wait_ms;  /* longest wait for snapshot replies; 0 = 1000 */
     uint32_t max_follows;       /* cells (prefixes) followed at once; 0 = 10000 */
+    uint32_t resync_ms;         /* every followed cell is snapshotted again this often, so
+                                 * whatever went wrong unnoticed is put right; 0 = 300000 */
     struct geo_fleet_bus bus;
     geo_fleet_ready_fn on_ready;
     void *arg;
