@@ -350,6 +350,8 @@ struct lt_scen_config {
     char space[65];
     double reconnect_rate; /* storm: reconnects per second, 0 = as fast as possible */
     double hold_s;         /* storm: connections stay up this long before the drop */
+    bool queriers_given;   /* --queriers / --query-rate given (0 is then meant) */
+    bool query_rate_given;
 };
 
 #define LT_MAX_SRC  64

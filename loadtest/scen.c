@@ -824,8 +824,10 @@ bool lt_scen_option(struct lt_config *cfg, const char *name, const char *val, bo
         *ok = num(val, 0.01, 1e6, &sc->set_rate);
     } else if (strcmp(name, "--queriers") == 0) {
         *ok = count(val, LT_SCEN_MAX_CONNS, &sc->queriers);
+        sc->queriers_given = true;
     } else if (strcmp(name, "--query-rate") == 0) {
         *ok = num(val, 0, 1e6, &sc->query_rate);
+        sc->query_rate_given = true;
     } else if (strcmp(name, "--watchers") == 0) {
         *ok = count(val, LT_SCEN_MAX_CONNS, &sc->watchers);
     } else if (strcmp(name, "--radius-m") == 0) {
@@ -898,10 +900,10 @@ bool lt_scen_check(struct lt_config *cfg)
             sc->setters = cfg->subs ? cfg->subs : 1000;
         if (sc->set_rate == 0)
             sc->set_rate = cfg->rate > 0 ? cfg->rate : 2000;
-        if (sc->queriers == 0 && sc->query_rate == 0)
-            sc->queriers = 10;
-        if (sc->query_rate == 0 && sc->queriers)
-            sc->query_rate = 200;
+        if (!sc->queriers_given)
+            sc->queriers = sc->query_rate_given && sc->query_rate == 0 ? 0 : 10;
+        if (!sc->query_rate_given)
+            sc->query_rate = sc->queriers ? 200 : 0;
         if (sc->query_rate > 0 && sc->queriers == 0) {
             fprintf(stderr, "rtgate-load: --query-rate needs --queriers > 0\n");
             return false;

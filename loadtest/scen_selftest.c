@@ -129,6 +129,9 @@ static void test_options(void)
     CHECK(cfg->sc.queriers == 10 && cfg->sc.query_rate == 200 && cfg->sc.radius_m == 500 &&
           cfg->sc.near_limit == 50 && strcmp(cfg->sc.space, "load") == 0 &&
           strcmp(cfg->sc.path2, "/x") == 0 && cfg->sc.dst2_len > 0);
+    CHECK(lt_scen_option(cfg, "--query-rate", "0", &ok) && ok);
+    cfg->sc.queriers = 0;
+    CHECK(lt_scen_check(cfg) && cfg->sc.queriers == 0 && cfg->sc.query_rate == 0);
     CHECK(lt_scen_option(cfg, "--url2", "ws://10.0.0.1:10/x", &ok) && ok);
     CHECK(!lt_scen_check(cfg)); /* loopback only, as --url */
     cfg->sc.url2[0] = 0;
