@@ -511,7 +511,7 @@ static void on_readable(struct sc_engine *e, struct sc_conn *c)
     for (int rounds = 0; rounds < 4 && c->fd >= 0; rounds++) {
         size_t have = c->rlen;
         if (have)
-            memcpy(e->rx, c->rbuf, have); /* rbuf is at most one frame below RX_CHUNK... */
+            memcpy(e->rx, c->rbuf, have); /* < one frame: rx has room for it and a read */
         ssize_t n = recv(c->fd, e->rx + have, RX_CHUNK, MSG_DONTWAIT);
         if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
             conn_lost(e, c);
