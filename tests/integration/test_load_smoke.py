@@ -5,7 +5,10 @@ the numbers themselves are not judged here (BENCHMARKS.md is for that).
 """
 import json
 import os
+import shutil
+import socket
 import subprocess
+import time
 
 import pytest
 
@@ -109,4 +112,51 @@ def test_storm_smoke_refusals_retried(gateway):
     assert r["back"] == 150 and r["failed"] == 0 and r["all_back_s"] > 0, r
     assert r["refused"] > 0 and r["retries"] == r["refused"], r
     assert r["reconnect_us"]["count"] == 150, r
+    assert rc == 0 and r["ok"] is True, r
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def nats_url(tmp_path):
+    """A nats-server with JetStream on a free loopback port, killed (by pid) at teardown."""
+    b = shutil.which("nats-server") or "/usr/sbin/nats-server"
+    if not os.access(b, os.X_OK):
+        pytest.skip("nats-server is not installed")
+    port = _free_port()
+    with open(tmp_path / "nats-server.log", "wb") as log:
+        proc = subprocess.Popen([b, "-js", "-a", "127.0.0.1", "-p", str(port), "--store_dir",
+                                 str(tmp_path / "js")], stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "nats-server did not start"
+                time.sleep(0.1)
+        yield "nats://127.0.0.1:%d" % port
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_presence_smoke_across_two_nodes(gateway, nats_url):
+    """Setters on node A, queriers and watchers on node B: sets reach B over NATS."""
+    a = gateway("--nats", nats_url, *PRESENCE)
+    b = gateway("--nats", nats_url, *PRESENCE)
+    rc, r = run_scen(a, "--url2", b.url(), "--scenario", "presence", "--setters", "50",
+                     "--set-rate", "200", "--queriers", "3", "--query-rate", "30",
+                     "--watchers", "3", "--area-km", "2", "--radius-m", "500",
+                     "--watch-radius-m", "800", "--duration", "2", "--warmup", "0.5")
+    assert r["url2"] == b.url() and r["watch"]["cross_node"] is True, r
+    assert r["connected"] == 56 and r["errors"] == 0, r
+    assert r["queries"]["members_mean"] > 0, r  # B's near sees A's members
+    assert r["watch"]["ok"] == 3 and r["event_latency_us"]["count"] > 0, r  # A's sets reach B
     assert rc == 0 and r["ok"] is True, r
