@@ -29,6 +29,12 @@ const char *lt_scenario_name(enum lt_scenario s)
         return "channels";
     case LT_SC_IDLE:
         return "idle";
+    case LT_SC_PRESENCE:
+        return "presence";
+    case LT_SC_CHURN:
+        return "churn";
+    case LT_SC_STORM:
+        return "storm";
     }
     return "?";
 }

@@ -304,7 +304,15 @@ enum lt_track_result lt_track_seen(struct lt_track *t, uint64_t s);
 /* ------------------------------------------------------------------ */
 /* Configuration. */
 
-enum lt_scenario { LT_SC_FANOUT = 0, LT_SC_CHANNELS, LT_SC_IDLE };
+enum lt_scenario {
+    LT_SC_FANOUT = 0,
+    LT_SC_CHANNELS,
+    LT_SC_IDLE,
+    /* Single-process scenarios of scen*.c (their own loop, no workers): */
+    LT_SC_PRESENCE, /* geo.set random walks, geo.near queries, geo.watch events */
+    LT_SC_CHURN,    /* connections opened, connected, subscribed and closed at a fixed rate */
+    LT_SC_STORM,    /* N connections dropped at once, all reconnect */
+};
 
 /* What the subscribers (and idle connections) speak. */
 enum lt_target {
@@ -320,6 +328,31 @@ enum lt_pubvia {
 
 #define LT_SUBJ_EPH "rtgate.eph."
 #define LT_SUBJ_DUR "rtgate.dur."
+
+/* Options of the scen*.c scenarios (presence, churn, storm); 0 = the preset. */
+struct lt_scen_config {
+    char url2[256]; /* presence: queriers and watchers connect here (another node) */
+    char host_header2[128];
+    char path2[128];
+    struct sockaddr_storage dst2;
+    socklen_t dst2_len;
+    uint32_t setters;      /* presence: connections doing geo.set */
+    double set_rate;       /* geo.set per second, all setters together */
+    uint32_t queriers;     /* connections doing geo.near */
+    double query_rate;     /* geo.near per second, all queriers together */
+    uint32_t watchers;     /* connections holding one geo.watch each */
+    double radius_m;       /* geo.near radius */
+    uint32_t near_limit;   /* geo.near limit */
+    double watch_radius_m; /* geo.watch radius */
+    double area_km;        /* side of the square the members walk in */
+    double center_lat, center_lon;
+    double step_m; /* random-walk step per geo.set */
+    char space[65];
+    double reconnect_rate; /* storm: reconnects per second, 0 = as fast as possible */
+    double hold_s;         /* storm: connections stay up this long before the drop */
+    bool queriers_given;   /* --queriers / --query-rate given (0 is then meant) */
+    bool query_rate_given;
+};
 
 #define LT_MAX_SRC  64
 #define LT_MAX_PIDS 16
@@ -370,6 +403,7 @@ struct lt_config {
     uint32_t max_backlog;    /* publisher: bytes queued before slots are skipped */
     uint32_t rx_coalesce_us; /* least time between two reads (trades latency resolution for CPU) */
     const char *label;       /* --label: copied into the JSON line */
+    struct lt_scen_config sc;
     const char *json_path;
     const char *svg_path;
     int verbose;
@@ -544,6 +578,25 @@ void lt_fmt_latency(uint64_t ns, char *out, size_t cap);
 void lt_report_json(FILE *f, const struct lt_config *cfg, const struct lt_result *r);
 /* Writes the SVG percentile plot; false on an I/O error. */
 bool lt_report_svg(const char *path, const struct lt_config *cfg, const struct lt_result *r);
+
+/* ------------------------------------------------------------------ */
+/* scen.c: the single-process scenarios (presence, churn, storm) */
+
+/* True for the scenarios scen*.c runs (no workers, no delivery check). */
+bool lt_scen_own(enum lt_scenario s);
+/* Their scenario names; false for any other name. */
+bool lt_scen_from_name(const char *name, enum lt_scenario *out);
+/*
+ * Takes one of their options (name like "--setters"). Returns false when
+ * the name is not theirs; *ok says whether the value was good.
+ */
+bool lt_scen_option(struct lt_config *cfg, const char *name, const char *val, bool *ok);
+/* Fills the presets and checks the options; false after printing why (a usage error). */
+bool lt_scen_check(struct lt_config *cfg);
+/* Runs the scenario, prints the JSON line; returns the exit code (0 ok, 1 not ok). */
+int lt_scen_run(const struct lt_config *cfg);
+/* The self-test's checks of scen*.c; returns the failures, adds to *checks. */
+int lt_scen_selftest(int *checks);
 
 /* ------------------------------------------------------------------ */
 /* selftest.c */

@@ -39,6 +39,7 @@ static void usage(FILE *out)
             "  --scenario NAME       fanout (default): all subscribers on <prefix>.fanout\n"
             "                        channels: subscriber i on <prefix>.c<i %% C>\n"
             "                        idle: N connections send connect and stay idle\n"
+            "                        presence, churn, storm: see below (one process, rtgate only)\n"
             "  --subs N              subscribers / idle connections (fanout 1000, channels "
             "10000, idle 10000)\n"
             "  --channels C          channels (channels scenario; default = subs)\n"
@@ -55,7 +56,41 @@ static void usage(FILE *out)
             "  --idle-sub            idle: also subscribe connection i to <prefix>.c<i %% C>\n"
             "  --no-ack              do not ack durable deliveries (the server's window fills)\n"
             "  --ack-every N         ack after N durable deliveries (default: max_unacked / 4)\n"
-            "  --ack-delay-ms MS     ... or at most MS after the delivery (default 100)\n\n"
+            "  --ack-delay-ms MS     ... or at most MS after the delivery (default 100)\n\n");
+    /* Split so that no one string literal is over C99's 4095 characters. */
+    fprintf(out,
+            "Presence (--scenario presence; rtgate.v1.json; geo.set counts against the\n"
+            "gateway's --geo-rate/--geo-burst per connection and every request against\n"
+            "--msg-rate: raise them, or 429s are counted and backed off):\n"
+            "  --setters N           connections doing geo.set random walks (default 1000)\n"
+            "  --set-rate R          geo.set per second, all setters (default 2000); each\n"
+            "                        carries meta {\"t\":<send slot, ns>}\n"
+            "  --queriers Q          connections doing geo.near (default 10)\n"
+            "  --query-rate R        geo.near per second, all queriers (default 200; 0 = none)\n"
+            "  --watchers K          connections holding one geo.watch each (default 0); event\n"
+            "                        latency = arrival - the member's meta.t\n"
+            "  --url2 URL            queriers and watchers connect here (a second gateway on\n"
+            "                        the same NATS): cross-node presence latency\n"
+            "  --area-km KM          side of the square walked in (default 20)\n"
+            "  --center LAT,LON      its centre (default 52.52,13.405)\n"
+            "  --step-m M            random-walk step per geo.set (default 25)\n"
+            "  --radius-m M          geo.near radius (default 500)\n"
+            "  --near-limit N        geo.near limit (default 50)\n"
+            "  --watch-radius-m M    geo.watch radius (default 1000)\n"
+            "  --space NAME          presence space (default load)\n\n"
+            "Connection churn (--scenario churn): --rate cycles/s (default 200) of open,\n"
+            "upgrade, connect, sub to <prefix>.c<k %% C> (--channels, default 100), close;\n"
+            "at most --max-handshaking in flight (a due cycle with none free is skipped);\n"
+            "handshakes refused with 429/503 count as failures (start the gateway with\n"
+            "--ip-conn-rate 0 or above --rate).\n\n"
+            "Reconnect storm (--scenario storm): --subs N connections (default 1000)\n"
+            "connect and subscribe, stay --hold S seconds (default 1), are all closed by\n"
+            "the client at once and reconnect:\n"
+            "  --reconnect-rate R    reconnects per second (default 0: as fast as possible,\n"
+            "                        at most --max-handshaking at once); 429/503 refusals\n"
+            "                        are retried after Retry-After (or a jittered backoff)\n"
+            "                        within --setup-timeout\n\n");
+    fprintf(out,
             "Target and publishing:\n"
             "  --target T            rtgate (default): rtgate's protocol over WebSocket\n"
             "                        nats-ws: NATS's protocol over nats-server's WebSocket\n"
@@ -258,7 +293,7 @@ static int parse_args(struct lt_config *cfg, int argc, char **argv)
             else if (strcmp(val, "idle") == 0)
                 cfg->scenario = LT_SC_IDLE;
             else
-                ok = false;
+                ok = lt_scen_from_name(val, &cfg->scenario);
         } else if (strcmp(name, "--subs") == 0 || strcmp(name, "--conns") == 0) {
             ok = parse_u32(val, 0, 2000000, &cfg->subs);
             seen.subs = true;
@@ -337,6 +372,8 @@ static int parse_args(struct lt_config *cfg, int argc, char **argv)
             cfg->json_path = val;
         } else if (strcmp(name, "--histogram-svg") == 0) {
             cfg->svg_path = val;
+        } else if (lt_scen_option(cfg, name, val, &ok)) {
+            /* presence, churn, storm (scen.c) */
         } else {
             fprintf(stderr, "rtgate-load: unknown option '%s' (see --help)\n", name);
             return EXIT_USAGE;
@@ -387,6 +424,10 @@ static int parse_args(struct lt_config *cfg, int argc, char **argv)
         return EXIT_USAGE;
     }
 
+    /* presence, churn and storm run in one process of their own (scen.c). */
+    if (lt_scen_own(cfg->scenario))
+        return lt_scen_check(cfg) ? 0 : EXIT_USAGE;
+
     /* Scenario presets for whatever was not given. */
     switch (cfg->scenario) {
     case LT_SC_FANOUT:
@@ -425,6 +466,10 @@ static int parse_args(struct lt_config *cfg, int argc, char **argv)
         cfg->hold_s = cfg->duration_s;
         cfg->warmup_s = 0;
         break;
+    case LT_SC_PRESENCE:
+    case LT_SC_CHURN:
+    case LT_SC_STORM:
+        break; /* handled above */
     }
     if (cfg->scenario != LT_SC_IDLE && (cfg->publishers == 0 || cfg->subs == 0)) {
         fprintf(stderr, "rtgate-load: a delivery scenario needs --subs and --publishers > 0\n");
@@ -1019,7 +1064,7 @@ int main(int argc, char **argv)
     } else if (rc == 4) {
         rc = lt_selftest();
     } else if (rc == 0) {
-        rc = run(cfg);
+        rc = lt_scen_own(cfg->scenario) ? lt_scen_run(cfg) : run(cfg);
     }
     free(cfg);
     return rc;

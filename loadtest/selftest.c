@@ -711,6 +711,7 @@ int lt_selftest(void)
     test_track();
     test_config();
     test_nats();
+    failures += lt_scen_selftest(&checks);
     printf("self-test: %d checks, %d failed\n", checks, failures);
     return failures ? 1 : 0;
 }
