@@ -12,6 +12,7 @@
 #include <uv.h>
 
 #define SCRATCH_BYTES (64 * 1024)
+#define TX_PACKET_BYTES (1024 * 1024) /* largest single send() lws may make */
 #define IPLIMIT_SLOTS 65536
 
 static struct gw_server *server_of(struct lws *wsi)
@@ -342,8 +343,17 @@ static rt_status make_fanout(struct gw_server *srv, const struct gw_config *cfg)
 
 static rt_status make_context(struct gw_server *srv, const struct gw_config *cfg, void *loop)
 {
-    protocols[0].rx_buffer_size = cfg->rx_buffer;
-    protocols[1].rx_buffer_size = cfg->rx_buffer;
+    /*
+     * tx_packet_size 0 would make lws cap every send() at rx_buffer_size
+     * (1 KB by default) and push the rest of a frame through its buflist and
+     * a POLLOUT round trip (two epoll_ctl calls and another send per KB):
+     * exactly the batched frames the flush builds. Let the kernel take whole
+     * frames; lws still buffers what a full socket does not take.
+     */
+    for (int i = 0; i < 2; i++) {
+        protocols[i].rx_buffer_size = cfg->rx_buffer;
+        protocols[i].tx_packet_size = TX_PACKET_BYTES;
+    }
     static void *foreign_loops[1];
     foreign_loops[0] = loop;
     struct lws_context_creation_info info;
