@@ -51,6 +51,7 @@ struct gw_config {
     uint32_t geo_max_spaces;           /* spaces one connection is present in */
     uint32_t geo_max_watches;          /* watches per connection */
     uint32_t workers;                  /* processes sharing the port */
+    uint32_t flush_window_ms; /* least time between two writes to one connection; 0 = none */
     size_t rx_buffer;
     enum rt_log_level log_level;
     char nats_url[1024];  /* --nats: non-empty selects the nats engine */
@@ -170,6 +171,7 @@ struct gw_session {
     uint64_t last_rx_ms; /* monotonic: any frame or pong from the client */
     uint64_t last_ping_ms;
     uint64_t closing_since_ms;
+    uint64_t last_write_us; /* monotonic (gw_now_us): the flush window starts here */
     uint32_t abuse_count;
     uint8_t codec; /* enum proto_codec */
     uint8_t state; /* enum gw_state */
@@ -179,7 +181,9 @@ struct gw_session {
     bool close_now;     /* flushed: the close frame goes out from the timer */
     bool ping_due;      /* the sweep asked for a WebSocket ping */
     bool cut;           /* the socket was shut down under lws */
-    bool dirty;         /* on the server's flush list */
+    bool dirty;         /* on the server's flush list or held by the flush window */
+    bool held;          /* dirty and waiting on the server's held list */
+    bool reply_queued;  /* a reply is queued: flush now, not after the window */
     uint16_t close_code;
     const char *close_reason;
     uint8_t *rx_buf; /* reassembly of a message split over callbacks */
@@ -225,6 +229,10 @@ struct gw_server {
     void *flush_handles;   /* uv_prepare_t + uv_check_t running gw_server_flush */
     uint64_t *dirty;       /* ids of sessions with output to write this iteration */
     uint32_t n_dirty, dirty_cap;
+    uint64_t *held;        /* ids of dirty sessions waiting for their flush window */
+    uint32_t n_held, held_cap;
+    void *hold_timer;      /* uv_timer_t: fires when the earliest held window ends */
+    uint64_t hold_due_us;  /* when hold_timer fires (0: not armed) */
     uint64_t client_seq;
     char client_prefix[12];
 };
@@ -278,10 +286,14 @@ rt_status gw_listener_start(struct gw_server *srv);
 /* Stops accepting (drain); the socket is closed by the loop. */
 void gw_listener_stop(struct gw_server *srv);
 
+/* Monotonic microseconds (the loop's clock source, not cached). Any thread. */
+uint64_t gw_now_us(void);
 /* Puts a session on the flush list; false when out of memory. */
 bool gw_server_mark_dirty(struct gw_server *srv, uint64_t conn_id);
 /* Writes the output of every session on the flush list (before the loop blocks
- * and after it handled I/O): many messages per write, no POLLOUT round trip. */
+ * and after it handled I/O): many messages per write, no POLLOUT round trip.
+ * A session that wrote less than flush_window_ms ago is held until its window
+ * ends, so a busy connection gets many messages per frame and per write. */
 void gw_server_flush(struct gw_server *srv);
 /* One session's part of the flush. Outside lws's service. */
 void gw_session_flush(struct gw_session *s);

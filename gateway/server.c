@@ -180,27 +180,105 @@ static void sweep_closed(uv_handle_t *h)
     free(h);
 }
 
+uint64_t gw_now_us(void)
+{
+    return uv_hrtime() / 1000;
+}
+
+/* Appends an id to one of the server's id lists. False when out of memory. */
+static bool id_list_push(uint64_t **list, uint32_t *n, uint32_t *cap, uint64_t id)
+{
+    if (*n == *cap) {
+        uint32_t ncap = *cap ? *cap * 2 : 256;
+        uint64_t *nl = realloc(*list, sizeof *nl * ncap);
+        if (!nl)
+            return false;
+        *list = nl;
+        *cap = ncap;
+    }
+    (*list)[(*n)++] = id;
+    return true;
+}
+
 bool gw_server_mark_dirty(struct gw_server *srv, uint64_t conn_id)
 {
-    if (srv->n_dirty == srv->dirty_cap) {
-        uint32_t ncap = srv->dirty_cap ? srv->dirty_cap * 2 : 256;
-        uint64_t *n = realloc(srv->dirty, sizeof *n * ncap);
-        if (!n)
-            return false;
-        srv->dirty = n;
-        srv->dirty_cap = ncap;
+    return id_list_push(&srv->dirty, &srv->n_dirty, &srv->dirty_cap, conn_id);
+}
+
+static void on_hold_timer(uv_timer_t *t);
+
+/* Arms the hold timer for due_us unless it fires earlier already. */
+static void hold_arm(struct gw_server *srv, uint64_t due_us, uint64_t now_us)
+{
+    if (srv->hold_due_us && srv->hold_due_us <= due_us)
+        return;
+    /* uv timers count from the loop's cached time, which lags by however long
+     * this iteration has run: refresh it so the timer does not fire early. */
+    uv_update_time(srv->loop);
+    uint64_t ms = due_us > now_us ? (due_us - now_us + 999) / 1000 : 0;
+    uv_timer_start(srv->hold_timer, on_hold_timer, ms, 0);
+    srv->hold_due_us = due_us;
+}
+
+/*
+ * Holds a dirty session until its flush window ends. It stays marked dirty,
+ * so deliveries meanwhile only add to its outbox. Writes now instead when the
+ * list cannot grow.
+ */
+static void hold(struct gw_server *srv, struct gw_session *s, uint64_t now_us)
+{
+    if (!id_list_push(&srv->held, &srv->n_held, &srv->held_cap, s->conn_id)) {
+        gw_session_flush(s);
+        return;
     }
-    srv->dirty[srv->n_dirty++] = conn_id;
-    return true;
+    s->held = true;
+    hold_arm(srv, s->last_write_us + srv->cfg->flush_window_ms * 1000ull, now_us);
+}
+
+/*
+ * The earliest held window has ended: every held session whose window is
+ * over (or ends within a fraction of it: the timer counts in whole ms) goes
+ * back on the flush list, which the prepare handler writes in this same loop
+ * iteration. The others stay held and the timer is re-armed.
+ */
+static void on_hold_timer(uv_timer_t *t)
+{
+    struct gw_server *srv = t->data;
+    uint64_t window = srv->cfg->flush_window_ms * 1000ull;
+    uint64_t real_now = gw_now_us(), now = real_now + window / 8;
+    uint64_t next = UINT64_MAX;
+    uint32_t keep = 0;
+    srv->hold_due_us = 0;
+    for (uint32_t i = 0; i < srv->n_held; i++) {
+        struct gw_session *s = gw_conns_get(&srv->conns, srv->held[i]);
+        if (!s || !s->held)
+            continue; /* closed, or flushed another way meanwhile */
+        uint64_t due = s->last_write_us + window;
+        if (due <= now && gw_server_mark_dirty(srv, srv->held[i])) {
+            s->held = false;
+            continue;
+        }
+        srv->held[keep++] = srv->held[i];
+        next = due < next ? due : next;
+    }
+    srv->n_held = keep;
+    if (keep)
+        hold_arm(srv, next, real_now);
 }
 
 void gw_server_flush(struct gw_server *srv)
 {
+    uint64_t window = srv->cfg->flush_window_ms * 1000ull;
+    uint64_t now = window && srv->n_dirty ? gw_now_us() : 0;
     /* Flushing may queue more (a drained outbox pumps durable catch-up): the
      * list may grow while it is walked. */
     for (uint32_t i = 0; i < srv->n_dirty; i++) {
         struct gw_session *s = gw_conns_get(&srv->conns, srv->dirty[i]);
-        if (s && s->dirty)
+        if (!s || !s->dirty || s->held)
+            continue;
+        if (window && now - s->last_write_us < window && !s->reply_queued && !s->closing)
+            hold(srv, s, now);
+        else
             gw_session_flush(s);
     }
     srv->n_dirty = 0;
@@ -233,6 +311,13 @@ static rt_status start_flush(struct gw_server *srv)
     uv_prepare_start(&fh->prepare, on_prepare);
     uv_check_start(&fh->check, on_check);
     srv->flush_handles = fh;
+    uv_timer_t *t = malloc(sizeof *t);
+    if (!t || uv_timer_init(srv->loop, t) != 0) {
+        free(t);
+        return RT_NOMEM;
+    }
+    t->data = srv;
+    srv->hold_timer = t;
     return RT_OK;
 }
 
@@ -245,6 +330,12 @@ static void flush_closed(uv_handle_t *h)
 
 static void stop_flush(struct gw_server *srv)
 {
+    if (srv->hold_timer) {
+        uv_timer_stop(srv->hold_timer);
+        uv_close(srv->hold_timer, sweep_closed); /* frees it */
+        srv->hold_timer = NULL;
+        srv->hold_due_us = 0;
+    }
     struct flush_handles *fh = srv->flush_handles;
     if (!fh)
         return;
@@ -442,6 +533,9 @@ void gw_server_free(struct gw_server *srv)
     free(srv->dirty);
     srv->dirty = NULL;
     srv->n_dirty = srv->dirty_cap = 0;
+    free(srv->held);
+    srv->held = NULL;
+    srv->n_held = srv->held_cap = 0;
     proto_buf_free(&srv->reply);
     if (srv->scratch)
         free(srv->scratch - LWS_PRE);
