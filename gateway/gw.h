@@ -156,23 +156,11 @@ struct lws;
 
 /* Per-connection state, lws's per-session user data (lws owns the memory). */
 struct gw_session {
-    struct lws *wsi;
+    /* The fan-out's per-delivery path (sink_deliver, want_write) reads only
+     * the fields up to the flags: kept together, first. */
     struct gw_server *srv;
     uint64_t conn_id;
-    struct fo_client *fo;
     struct gw_outbox outbox;
-    struct rt_bucket pub_bucket;
-    struct rt_bucket msg_bucket;
-    struct rt_bucket geo_bucket;
-    uint16_t geo_spaces;  /* spaces this connection is present in */
-    uint16_t geo_watches; /* its watches */
-    uint64_t abuse_window_start;
-    uint64_t opened_ms;  /* monotonic */
-    uint64_t last_rx_ms; /* monotonic: any frame or pong from the client */
-    uint64_t last_ping_ms;
-    uint64_t closing_since_ms;
-    uint64_t last_write_us; /* monotonic (gw_now_us): the flush window starts here */
-    uint32_t abuse_count;
     uint8_t codec; /* enum proto_codec */
     uint8_t state; /* enum gw_state */
     bool write_pending; /* a WRITEABLE callback is already asked for */
@@ -184,6 +172,20 @@ struct gw_session {
     bool dirty;         /* on the server's flush list or held by the flush window */
     bool held;          /* dirty and waiting on the server's held list */
     bool reply_queued;  /* a reply is queued: flush now, not after the window */
+    uint64_t last_write_us; /* monotonic (gw_now_us): the flush window starts here */
+    struct lws *wsi;
+    struct fo_client *fo;
+    struct rt_bucket pub_bucket;
+    struct rt_bucket msg_bucket;
+    struct rt_bucket geo_bucket;
+    uint16_t geo_spaces;  /* spaces this connection is present in */
+    uint16_t geo_watches; /* its watches */
+    uint64_t abuse_window_start;
+    uint64_t opened_ms;  /* monotonic */
+    uint64_t last_rx_ms; /* monotonic: any frame or pong from the client */
+    uint64_t last_ping_ms;
+    uint64_t closing_since_ms;
+    uint32_t abuse_count;
     uint16_t close_code;
     const char *close_reason;
     uint8_t *rx_buf; /* reassembly of a message split over callbacks */
