@@ -306,16 +306,16 @@ static rt_status check(struct gw_config *cfg)
 {
     if (cfg->pub_bucket.burst == 0 || cfg->msg_bucket.burst == 0 || cfg->geo_bucket.burst == 0 ||
         cfg->geo_precision < 1 || cfg->geo_precision > 12 || cfg->workers == 0 ||
-        cfg->workers > 64 || cfg->flush_window_ms > 1000 || (cfg->workers > 1 && !cfg->nats_url[0]) || cfg->ip_bucket.burst == 0 ||
+        cfg->workers > 64 || cfg->flush_window_ms > 1000 ||
+        (cfg->workers > 1 && !cfg->nats_url[0]) || cfg->ip_bucket.burst == 0 ||
         cfg->max_message_bytes < 64 || cfg->max_outbox_bytes < 4096 || cfg->rx_buffer < 128 ||
         cfg->max_unacked == 0 || cfg->history == 0 || cfg->ping_interval_ms < 1000 ||
         cfg->idle_timeout_ms <= cfg->ping_interval_ms || cfg->ws_path[0] != '/' ||
         cfg->nats_replicas == 0) {
         fprintf(stderr,
                 "rtgate: inconsistent options (bursts >= 1, max-message-bytes >= 64, "
-                "history >= 1, idle-timeout-ms > ping-interval-ms >= 1000, flush-window-ms <= 1000, "
-                "workers 1..64 and > 1 "
-                "only with --nats, ws-path "
+                "history >= 1, idle-timeout-ms > ping-interval-ms >= 1000, "
+                "flush-window-ms <= 1000, workers 1..64 and > 1 only with --nats, ws-path "
                 "starting with /, nats-replicas >= 1)\n");
         return RT_INVAL;
     }

@@ -11,9 +11,9 @@
 #include <string.h>
 #include <uv.h>
 
-#define SCRATCH_BYTES (64 * 1024)
+#define SCRATCH_BYTES   (64 * 1024)
 #define TX_PACKET_BYTES (1024 * 1024) /* largest single send() lws may make */
-#define IPLIMIT_SLOTS 65536
+#define IPLIMIT_SLOTS   65536
 
 static struct gw_server *server_of(struct lws *wsi)
 {
