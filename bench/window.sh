@@ -12,7 +12,8 @@
 # Usage: bench/window.sh [--windows "0 1 2 5 10"] [--loads "1k-200 10k-50 10k-20"]
 #                        [--duration S] [--memory]
 #   --memory   rtgate with the memory engine instead (publishes with `pub` over WebSocket)
-# Environment: BUILD (default build-rel), RTGATE, LOAD, NATS_SERVER, OUT.
+# Environment: BUILD (default build-rel), RTGATE, LOAD, NATS_SERVER, OUT, RTGATE_ARGS (more
+# rtgate options, e.g. "--flush-window-max-ms 20"), VARIANT (prefix of the variant labels).
 # Bounded: every rtgate-load run has --timeout 90; the script stops itself after 15 minutes.
 set -uo pipefail
 
@@ -29,6 +30,8 @@ LOADS="1k-200 10k-50 10k-20"
 DURATION=8
 MEMORY=0
 LIMIT_S=900
+read -r -a EXTRA <<< "${RTGATE_ARGS:-}"
+VARIANT=${VARIANT:-}
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -112,10 +115,10 @@ EOT
         pub=(--publish-via nats --nats "nats://127.0.0.1:$NPORT" --broker-pid "$NATS")
         if [ "$MEMORY" = 1 ]; then engine=(); pub=(); fi
         pin_server "$RTGATE" --listen "127.0.0.1:$GWPORT" "${engine[@]}" "${GW_OPTS[@]}" \
-            --flush-window-ms "$w" > "$dir/rtgate-$w.log" 2>&1 &
+            --flush-window-ms "$w" "${EXTRA[@]}" > "$dir/rtgate-$w.log" 2>&1 &
         GW=$!
         wait_port "$GWPORT" 10 || { echo "window.sh: rtgate did not start" >&2; kill "$GW"; continue; }
-        load "$name" "w$w" --url "ws://127.0.0.1:$GWPORT/ws" "${pub[@]}" --server-pid "$GW" "${args[@]}"
+        load "$name" "${VARIANT}w$w" --url "ws://127.0.0.1:$GWPORT/ws" "${pub[@]}" --server-pid "$GW" "${args[@]}"
         kill "$GW" 2> /dev/null
         wait "$GW" 2> /dev/null
     done

@@ -52,6 +52,7 @@ struct gw_config {
     uint32_t geo_max_watches;          /* watches per connection */
     uint32_t workers;                  /* processes sharing the port */
     uint32_t flush_window_ms; /* least time between two writes to one connection; 0 = none */
+    uint32_t flush_window_max_ms; /* the window grows up to this while the loop is saturated */
     size_t rx_buffer;
     enum rt_log_level log_level;
     char nats_url[1024];  /* --nats: non-empty selects the nats engine */
@@ -235,6 +236,8 @@ struct gw_server {
     uint32_t n_held, held_cap;
     void *hold_timer;      /* uv_timer_t: fires when the earliest held window ends */
     uint64_t hold_due_us;  /* when hold_timer fires (0: not armed) */
+    uint64_t window_us;    /* the flush window now: flush_window_ms, grown while saturated */
+    uint64_t busy_at_us, idle_at_ns; /* the last saturation sample (gw_server_adapt_window) */
     uint64_t client_seq;
     char client_prefix[12];
 };

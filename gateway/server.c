@@ -150,8 +150,45 @@ static int on_confirm_upgrade(struct lws *wsi)
 
 #define SWEEP_MS 250
 
+#define SATURATED 0.75 /* loop busy fraction above which the window doubles */
+#define RELAXED   0.45 /* ... and below which it halves, down to flush_window_ms */
+
+/*
+ * Grows the flush window while the loop is saturated, shrinks it back when
+ * it is not. A saturated loop is behind anyway: its deliveries already wait
+ * in outboxes, and longer windows turn that wait into fewer, larger writes,
+ * which is what lets it catch up. Called from the sweep; the loop's idle time
+ * comes from libuv's metrics (UV_METRICS_IDLE_TIME).
+ */
+static void adapt_window(struct gw_server *srv)
+{
+    uint64_t base = srv->cfg->flush_window_ms * 1000ull;
+    uint64_t max = srv->cfg->flush_window_max_ms * 1000ull;
+    uint64_t now = gw_now_us(), idle_ns = uv_metrics_idle_time(srv->loop);
+    uint64_t span = now - srv->busy_at_us;
+    if (!base || max <= base || !srv->busy_at_us || span == 0) {
+        srv->busy_at_us = now;
+        srv->idle_at_ns = idle_ns;
+        return;
+    }
+    double idle = (double)(idle_ns - srv->idle_at_ns) / 1000.0 / (double)span;
+    double busy = idle > 1.0 ? 0.0 : 1.0 - idle;
+    srv->busy_at_us = now;
+    srv->idle_at_ns = idle_ns;
+    uint64_t w = srv->window_us;
+    if (busy > SATURATED)
+        w = w * 2 > max ? max : w * 2;
+    else if (busy < RELAXED)
+        w = w / 2 < base ? base : w / 2;
+    if (w != srv->window_us)
+        rt_log(RT_LOG_DEBUG, "flush_window", "busy=%.2f window_ms=%llu", busy,
+               (unsigned long long)(w / 1000));
+    srv->window_us = w;
+}
+
 void gw_server_sweep(struct gw_server *srv, uint64_t now_ms)
 {
+    adapt_window(srv);
     for (uint32_t i = 0; i < srv->conns.cap; i++)
         if (srv->conns.slots[i])
             gw_session_sweep(srv->conns.slots[i], now_ms);
@@ -232,7 +269,7 @@ static void hold(struct gw_server *srv, struct gw_session *s, uint64_t now_us)
         return;
     }
     s->held = true;
-    hold_arm(srv, s->last_write_us + srv->cfg->flush_window_ms * 1000ull, now_us);
+    hold_arm(srv, s->last_write_us + srv->window_us, now_us);
 }
 
 /*
@@ -244,7 +281,7 @@ static void hold(struct gw_server *srv, struct gw_session *s, uint64_t now_us)
 static void on_hold_timer(uv_timer_t *t)
 {
     struct gw_server *srv = t->data;
-    uint64_t window = srv->cfg->flush_window_ms * 1000ull;
+    uint64_t window = srv->window_us;
     uint64_t real_now = gw_now_us(), now = real_now + window / 8;
     uint64_t next = UINT64_MAX;
     uint32_t keep = 0;
@@ -268,7 +305,7 @@ static void on_hold_timer(uv_timer_t *t)
 
 void gw_server_flush(struct gw_server *srv)
 {
-    uint64_t window = srv->cfg->flush_window_ms * 1000ull;
+    uint64_t window = srv->window_us;
     uint64_t now = window && srv->n_dirty ? gw_now_us() : 0;
     /* Flushing may queue more (a drained outbox pumps durable catch-up): the
      * list may grow while it is walked. */
@@ -486,6 +523,9 @@ rt_status gw_server_start(struct gw_server *srv, const struct gw_config *cfg, vo
     snprintf(srv->client_prefix, sizeof srv->client_prefix, "c%02x%02x%02x%02x", rnd[0], rnd[1],
              rnd[2], rnd[3]);
     srv->scratch_cap = SCRATCH_BYTES;
+    srv->window_us = cfg->flush_window_ms * 1000ull;
+    /* The loop's idle time, for adapt_window. Must precede uv_run. */
+    uv_loop_configure(uv_loop, UV_METRICS_IDLE_TIME);
     uint8_t *scratch = malloc(LWS_PRE + SCRATCH_BYTES);
     proto_buf_init(&srv->reply, 0);
     if (!scratch || proto_decoder_create(&lim, &srv->dec) != RT_OK ||

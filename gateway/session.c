@@ -382,7 +382,7 @@ static int write_frame(struct gw_session *s)
         return -1;
     srv->m.frames_out++;
     srv->m.bytes_out += len;
-    if (srv->cfg->flush_window_ms)
+    if (srv->window_us)
         s->last_write_us = gw_now_us();
     gw_outbox_pop(&s->outbox, n, LWS_PRE);
     if (!s->outbox.count)
