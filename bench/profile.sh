@@ -12,7 +12,8 @@
 #   scenarios: fanout-1k (default), channels-10k (default), fanout-10k, fanout-1k-mem,
 #              channels-10k-mem,
 #              setup-10k (perf samples the set-up of 10k idle connections instead)
-# Environment: BUILD (default build-bench), RTGATE, LOAD, NATS_SERVER, OUT, PERF_SECONDS (8).
+# Environment: BUILD (default build-bench), RTGATE, LOAD, NATS_SERVER, OUT, PERF_SECONDS (8),
+#   RTGATE_ARGS (extra rtgate options, e.g. "--flush-window-ms 0"), TAG (suffix of the report name).
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,6 +25,8 @@ OUT=${OUT:-$ROOT/bench/out}
 SERVER_CPUS=${SERVER_CPUS:-0}
 CLIENT_CPUS=${CLIENT_CPUS:-1}
 PERF_SECONDS=${PERF_SECONDS:-8}
+read -r -a EXTRA <<< "${RTGATE_ARGS:-}"
+TAG=${TAG:-}
 [ $# -gt 0 ] || set -- fanout-1k channels-10k
 
 command -v perf > /dev/null || { echo "profile.sh: perf not found" >&2; exit 2; }
@@ -80,7 +83,7 @@ EOT
     fi
     pin_server "$RTGATE" --listen "127.0.0.1:$GW_PORT" "${engine[@]}" --ephemeral 'load.>' \
         --pub-rate 1000000 --pub-burst 1000000 --msg-rate 1000000 --msg-burst 1000000 \
-        --ip-conn-rate 0 --log-level warn > "$dir/rtgate.log" 2>&1 &
+        --ip-conn-rate 0 --log-level warn "${EXTRA[@]}" > "$dir/rtgate.log" 2>&1 &
     GW=$!
     PIDS+=("$GW")
     wait_port "$GW_PORT" 10 || { echo "profile.sh: rtgate did not start" >&2; cleanup; continue; }
@@ -105,7 +108,7 @@ EOT
     wait "$LOADPID"
     {
         echo "# perf record -e cpu-clock -g -p RTGATE, ${PERF_SECONDS} s of: rtgate-load ${pub[*]} ${args[*]}"
-        echo "# rtgate: $RTGATE ${engine[*]}"
+        echo "# rtgate: $RTGATE ${engine[*]} ${EXTRA[*]}"
         echo "# run: $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); s=d.get("server",{}); print("connected %d, server µs/connection %s, RSS B/conn %s; delivered/s %.0f, lost %d, server µs/delivery %s, cpu_util %s, p50 %.2f ms, p99 %.2f ms" % (d["connected"], s.get("cpu_us_per_connection"), s.get("rss_bytes_per_conn"), d["deliveries_per_s"], d["lost"], s.get("cpu_us_per_delivery"), s.get("cpu_util"), d["latency_us"]["p50"]/1000, d["latency_us"]["p99"]/1000))' "$dir/load.json" 2> /dev/null)"
         echo
         echo "## self time by symbol"
@@ -119,7 +122,7 @@ EOT
         echo "## inclusive (children) by symbol, top 30"
         perf report -i "$dir/perf.data" --stdio --children --sort symbol -g none 2> /dev/null |
             grep -v '^#' | grep -v '^$' | head -30
-    } > "$OUT/profile-$name.txt"
-    echo "profile.sh: $OUT/profile-$name.txt" >&2
+    } > "$OUT/profile-$name$TAG.txt"
+    echo "profile.sh: $OUT/profile-$name$TAG.txt" >&2
     cleanup
 done

@@ -113,7 +113,7 @@ static void set_live(struct fo_sub *s, bool live)
 
 static void deliver_ephemeral(struct fo *fo, struct fo_sub *s, struct fo_msg *m)
 {
-    if (fo->sink.deliver(fo->sink.ctx, s->client->conn_id, m) == RT_OK)
+    if (fo->sink.deliver(fo->sink.ctx, s->conn_id, m) == RT_OK)
         fo->stats.deliveries++;
     else
         fo->stats.drops++;

@@ -140,6 +140,7 @@ extern const struct fo_engine_ops fo__engine_nats;
 
 /* A local subscription: one client on one channel. */
 struct fo_sub {
+    uint64_t conn_id; /* client->conn_id: dispatch reads it without touching the client */
     struct fo_client *client;
     struct fo_chan *chan;
     struct fo_sub *prev, *next; /* the client's list */

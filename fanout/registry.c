@@ -555,6 +555,7 @@ static rt_status sub_attach(struct fo_client *c, struct fo_chan *ch, const struc
         }
     }
     ch->n_subs++;
+    s->conn_id = c->conn_id;
     s->client = c;
     s->chan = ch;
     s->durable = ch->durable;

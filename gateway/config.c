@@ -98,6 +98,15 @@ static const struct opt opts[] = {
     {"workers", OPT_U32, OFF(workers), 0,
      "gateway processes sharing the listen port (SO_REUSEPORT); more than 1 needs --nats, "
      "since each process is its own node (default 1)"},
+    {"flush-window-ms", OPT_U32, OFF(flush_window_ms), 0,
+     "least time between two writes to one connection: output for a connection that wrote "
+     "less than this ago waits until then, so a busy connection gets many messages per frame "
+     "and per write; adds up to this much latency to busy connections only; 0 = write at once "
+     "(default 20)"},
+    {"flush-window-max-ms", OPT_U32, OFF(flush_window_max_ms), 0,
+     "while the event loop is saturated (busy > 75% of the time) the window doubles every "
+     "250 ms up to this; below 45% busy it halves back to flush-window-ms; set it to "
+     "flush-window-ms to turn this off (default 500)"},
     {"rx-buffer", OPT_SIZE, OFF(rx_buffer), 0,
      "per-connection receive buffer in bytes (default 1024)"},
     {"log-level", OPT_LOGLEVEL, 0, 0, "debug, info, warn or error (default info)"},
@@ -136,6 +145,8 @@ static void set_defaults(struct gw_config *cfg)
     cfg->abuse_block_ms = 60000;
     cfg->drain_ms = 5000;
     cfg->workers = 1;
+    cfg->flush_window_ms = 20;
+    cfg->flush_window_max_ms = 500;
     cfg->geo_bucket = (struct rt_bucket_cfg){.rate = 10, .burst = 20};
     cfg->geo_precision = 6;
     cfg->geo_max_members = 1000000;
@@ -319,7 +330,8 @@ static rt_status check(struct gw_config *cfg)
 {
     if (cfg->pub_bucket.burst == 0 || cfg->msg_bucket.burst == 0 || cfg->geo_bucket.burst == 0 ||
         cfg->geo_precision < 1 || cfg->geo_precision > 12 || cfg->workers == 0 ||
-        cfg->workers > 64 || (cfg->workers > 1 && !cfg->nats_url[0]) || cfg->ip_bucket.burst == 0 ||
+        cfg->workers > 64 || cfg->flush_window_ms > 1000 || cfg->flush_window_max_ms > 1000 ||
+        (cfg->workers > 1 && !cfg->nats_url[0]) || cfg->ip_bucket.burst == 0 ||
         cfg->max_message_bytes < 64 || cfg->max_outbox_bytes < 4096 || cfg->rx_buffer < 128 ||
         cfg->max_unacked == 0 || cfg->history == 0 || cfg->ping_interval_ms < 1000 ||
         cfg->idle_timeout_ms <= cfg->ping_interval_ms || cfg->ws_path[0] != '/' ||
@@ -328,9 +340,9 @@ static rt_status check(struct gw_config *cfg)
         cfg->geo_max_follows == 0) {
         fprintf(stderr,
                 "rtgate: inconsistent options (bursts >= 1, max-message-bytes >= 64, "
-                "history >= 1, idle-timeout-ms > ping-interval-ms >= 1000, workers 1..64 and > 1 "
-                "only with --nats, ws-path "
-                "starting with /, nats-replicas >= 1, presence-ttl-ms >= 300, "
+                "history >= 1, idle-timeout-ms > ping-interval-ms >= 1000, "
+                "flush-window-ms and -max-ms <= 1000, workers 1..64 and > 1 only with --nats, "
+                "ws-path starting with /, nats-replicas >= 1, presence-ttl-ms >= 300, "
                 "geo-share-precision 1..geo-precision)\n");
         return RT_INVAL;
     }

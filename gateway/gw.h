@@ -57,6 +57,8 @@ struct gw_config {
     uint32_t geo_snapshot_wait_ms;     /* fleet: longest wait for snapshot answers */
     uint32_t geo_max_follows;          /* fleet: cells followed at once */
     uint32_t workers;                  /* processes sharing the port */
+    uint32_t flush_window_ms; /* least time between two writes to one connection; 0 = none */
+    uint32_t flush_window_max_ms; /* the window grows up to this while the loop is saturated */
     size_t rx_buffer;
     enum rt_log_level log_level;
     char nats_url[1024];  /* --nats: non-empty selects the nats engine */
@@ -163,11 +165,25 @@ struct lws;
 
 /* Per-connection state, lws's per-session user data (lws owns the memory). */
 struct gw_session {
-    struct lws *wsi;
+    /* The fan-out's per-delivery path (sink_deliver, want_write) reads only
+     * the fields up to the flags: kept together, first. */
     struct gw_server *srv;
     uint64_t conn_id;
-    struct fo_client *fo;
     struct gw_outbox outbox;
+    uint8_t codec; /* enum proto_codec */
+    uint8_t state; /* enum gw_state */
+    bool write_pending; /* a WRITEABLE callback is already asked for */
+    bool fo_stalled;    /* fan-out was refused for a full outbox: pump when drained */
+    bool closing;       /* close after the outbox is flushed */
+    bool close_now;     /* flushed: the close frame goes out from the timer */
+    bool ping_due;      /* the sweep asked for a WebSocket ping */
+    bool cut;           /* the socket was shut down under lws */
+    bool dirty;         /* on the server's flush list or held by the flush window */
+    bool held;          /* dirty and waiting on the server's held list */
+    bool reply_queued;  /* a reply is queued: flush now, not after the window */
+    uint64_t last_write_us; /* monotonic (gw_now_us): the flush window starts here */
+    struct lws *wsi;
+    struct fo_client *fo;
     struct rt_bucket pub_bucket;
     struct rt_bucket msg_bucket;
     struct rt_bucket geo_bucket;
@@ -181,15 +197,6 @@ struct gw_session {
     uint64_t last_ping_ms;
     uint64_t closing_since_ms;
     uint32_t abuse_count;
-    uint8_t codec; /* enum proto_codec */
-    uint8_t state; /* enum gw_state */
-    bool write_pending; /* a WRITEABLE callback is already asked for */
-    bool fo_stalled;    /* fan-out was refused for a full outbox: pump when drained */
-    bool closing;       /* close after the outbox is flushed */
-    bool close_now;     /* flushed: the close frame goes out from the timer */
-    bool ping_due;      /* the sweep asked for a WebSocket ping */
-    bool cut;           /* the socket was shut down under lws */
-    bool dirty;         /* on the server's flush list */
     uint16_t close_code;
     const char *close_reason;
     uint8_t *rx_buf; /* reassembly of a message split over callbacks */
@@ -239,6 +246,12 @@ struct gw_server {
     void *flush_handles;   /* uv_prepare_t + uv_check_t running gw_server_flush */
     uint64_t *dirty;       /* ids of sessions with output to write this iteration */
     uint32_t n_dirty, dirty_cap;
+    uint64_t *held;        /* ids of dirty sessions waiting for their flush window */
+    uint32_t n_held, held_cap;
+    void *hold_timer;      /* uv_timer_t: fires when the earliest held window ends */
+    uint64_t hold_due_us;  /* when hold_timer fires (0: not armed) */
+    uint64_t window_us;    /* the flush window now: flush_window_ms, grown while saturated */
+    uint64_t busy_at_us, idle_at_ns; /* the last saturation sample (gw_server_adapt_window) */
     uint64_t client_seq;
     char client_prefix[12];
 };
@@ -295,10 +308,14 @@ rt_status gw_listener_start(struct gw_server *srv);
 /* Stops accepting (drain); the socket is closed by the loop. */
 void gw_listener_stop(struct gw_server *srv);
 
+/* Monotonic microseconds (the loop's clock source, not cached). Any thread. */
+uint64_t gw_now_us(void);
 /* Puts a session on the flush list; false when out of memory. */
 bool gw_server_mark_dirty(struct gw_server *srv, uint64_t conn_id);
 /* Writes the output of every session on the flush list (before the loop blocks
- * and after it handled I/O): many messages per write, no POLLOUT round trip. */
+ * and after it handled I/O): many messages per write, no POLLOUT round trip.
+ * A session that wrote less than flush_window_ms ago is held until its window
+ * ends, so a busy connection gets many messages per frame and per write. */
 void gw_server_flush(struct gw_server *srv);
 /* One session's part of the flush. Outside lws's service. */
 void gw_session_flush(struct gw_session *s);

@@ -11,8 +11,9 @@
 #include <string.h>
 #include <uv.h>
 
-#define SCRATCH_BYTES (64 * 1024)
-#define IPLIMIT_SLOTS 65536
+#define SCRATCH_BYTES   (64 * 1024)
+#define TX_PACKET_BYTES (1024 * 1024) /* largest single send() lws may make */
+#define IPLIMIT_SLOTS   65536
 
 static struct gw_server *server_of(struct lws *wsi)
 {
@@ -149,9 +150,46 @@ static int on_confirm_upgrade(struct lws *wsi)
 
 #define SWEEP_MS 250
 
+#define SATURATED 0.75 /* loop busy fraction above which the window doubles */
+#define RELAXED   0.45 /* ... and below which it halves, down to flush_window_ms */
+
+/*
+ * Grows the flush window while the loop is saturated, shrinks it back when
+ * it is not. A saturated loop is behind anyway: its deliveries already wait
+ * in outboxes, and longer windows turn that wait into fewer, larger writes,
+ * which is what lets it catch up. Called from the sweep; the loop's idle time
+ * comes from libuv's metrics (UV_METRICS_IDLE_TIME).
+ */
+static void adapt_window(struct gw_server *srv)
+{
+    uint64_t base = srv->cfg->flush_window_ms * 1000ull;
+    uint64_t max = srv->cfg->flush_window_max_ms * 1000ull;
+    uint64_t now = gw_now_us(), idle_ns = uv_metrics_idle_time(srv->loop);
+    uint64_t span = now - srv->busy_at_us;
+    if (!base || max <= base || !srv->busy_at_us || span == 0) {
+        srv->busy_at_us = now;
+        srv->idle_at_ns = idle_ns;
+        return;
+    }
+    double idle = (double)(idle_ns - srv->idle_at_ns) / 1000.0 / (double)span;
+    double busy = idle > 1.0 ? 0.0 : 1.0 - idle;
+    srv->busy_at_us = now;
+    srv->idle_at_ns = idle_ns;
+    uint64_t w = srv->window_us;
+    if (busy > SATURATED)
+        w = w * 2 > max ? max : w * 2;
+    else if (busy < RELAXED)
+        w = w / 2 < base ? base : w / 2;
+    if (w != srv->window_us)
+        rt_log(RT_LOG_DEBUG, "flush_window", "busy=%.2f window_ms=%llu", busy,
+               (unsigned long long)(w / 1000));
+    srv->window_us = w;
+}
+
 void gw_server_sweep(struct gw_server *srv, uint64_t now_ms)
 {
     gw_presence_tick(srv, now_ms);
+    adapt_window(srv);
     for (uint32_t i = 0; i < srv->conns.cap; i++)
         if (srv->conns.slots[i])
             gw_session_sweep(srv->conns.slots[i], now_ms);
@@ -180,28 +218,106 @@ static void sweep_closed(uv_handle_t *h)
     free(h);
 }
 
+uint64_t gw_now_us(void)
+{
+    return uv_hrtime() / 1000;
+}
+
+/* Appends an id to one of the server's id lists. False when out of memory. */
+static bool id_list_push(uint64_t **list, uint32_t *n, uint32_t *cap, uint64_t id)
+{
+    if (*n == *cap) {
+        uint32_t ncap = *cap ? *cap * 2 : 256;
+        uint64_t *nl = realloc(*list, sizeof *nl * ncap);
+        if (!nl)
+            return false;
+        *list = nl;
+        *cap = ncap;
+    }
+    (*list)[(*n)++] = id;
+    return true;
+}
+
 bool gw_server_mark_dirty(struct gw_server *srv, uint64_t conn_id)
 {
-    if (srv->n_dirty == srv->dirty_cap) {
-        uint32_t ncap = srv->dirty_cap ? srv->dirty_cap * 2 : 256;
-        uint64_t *n = realloc(srv->dirty, sizeof *n * ncap);
-        if (!n)
-            return false;
-        srv->dirty = n;
-        srv->dirty_cap = ncap;
+    return id_list_push(&srv->dirty, &srv->n_dirty, &srv->dirty_cap, conn_id);
+}
+
+static void on_hold_timer(uv_timer_t *t);
+
+/* Arms the hold timer for due_us unless it fires earlier already. */
+static void hold_arm(struct gw_server *srv, uint64_t due_us, uint64_t now_us)
+{
+    if (srv->hold_due_us && srv->hold_due_us <= due_us)
+        return;
+    /* uv timers count from the loop's cached time, which lags by however long
+     * this iteration has run: refresh it so the timer does not fire early. */
+    uv_update_time(srv->loop);
+    uint64_t ms = due_us > now_us ? (due_us - now_us + 999) / 1000 : 0;
+    uv_timer_start(srv->hold_timer, on_hold_timer, ms, 0);
+    srv->hold_due_us = due_us;
+}
+
+/*
+ * Holds a dirty session until its flush window ends. It stays marked dirty,
+ * so deliveries meanwhile only add to its outbox. Writes now instead when the
+ * list cannot grow.
+ */
+static void hold(struct gw_server *srv, struct gw_session *s, uint64_t now_us)
+{
+    if (!id_list_push(&srv->held, &srv->n_held, &srv->held_cap, s->conn_id)) {
+        gw_session_flush(s);
+        return;
     }
-    srv->dirty[srv->n_dirty++] = conn_id;
-    return true;
+    s->held = true;
+    hold_arm(srv, s->last_write_us + srv->window_us, now_us);
+}
+
+/*
+ * The earliest held window has ended: every held session whose window is
+ * over (or ends within a fraction of it: the timer counts in whole ms) goes
+ * back on the flush list, which the prepare handler writes in this same loop
+ * iteration. The others stay held and the timer is re-armed.
+ */
+static void on_hold_timer(uv_timer_t *t)
+{
+    struct gw_server *srv = t->data;
+    uint64_t window = srv->window_us;
+    uint64_t real_now = gw_now_us(), now = real_now + window / 8;
+    uint64_t next = UINT64_MAX;
+    uint32_t keep = 0;
+    srv->hold_due_us = 0;
+    for (uint32_t i = 0; i < srv->n_held; i++) {
+        struct gw_session *s = gw_conns_get(&srv->conns, srv->held[i]);
+        if (!s || !s->held)
+            continue; /* closed, or flushed another way meanwhile */
+        uint64_t due = s->last_write_us + window;
+        if (due <= now && gw_server_mark_dirty(srv, srv->held[i])) {
+            s->held = false;
+            continue;
+        }
+        srv->held[keep++] = srv->held[i];
+        next = due < next ? due : next;
+    }
+    srv->n_held = keep;
+    if (keep)
+        hold_arm(srv, next, real_now);
 }
 
 void gw_server_flush(struct gw_server *srv)
 {
     gw_presence_flush(srv); /* presence changes of this iteration, batched per cell */
+    uint64_t window = srv->window_us;
+    uint64_t now = window && srv->n_dirty ? gw_now_us() : 0;
     /* Flushing may queue more (a drained outbox pumps durable catch-up): the
      * list may grow while it is walked. */
     for (uint32_t i = 0; i < srv->n_dirty; i++) {
         struct gw_session *s = gw_conns_get(&srv->conns, srv->dirty[i]);
-        if (s && s->dirty)
+        if (!s || !s->dirty || s->held)
+            continue;
+        if (window && now - s->last_write_us < window && !s->reply_queued && !s->closing)
+            hold(srv, s, now);
+        else
             gw_session_flush(s);
     }
     srv->n_dirty = 0;
@@ -234,6 +350,13 @@ static rt_status start_flush(struct gw_server *srv)
     uv_prepare_start(&fh->prepare, on_prepare);
     uv_check_start(&fh->check, on_check);
     srv->flush_handles = fh;
+    uv_timer_t *t = malloc(sizeof *t);
+    if (!t || uv_timer_init(srv->loop, t) != 0) {
+        free(t);
+        return RT_NOMEM;
+    }
+    t->data = srv;
+    srv->hold_timer = t;
     return RT_OK;
 }
 
@@ -246,6 +369,12 @@ static void flush_closed(uv_handle_t *h)
 
 static void stop_flush(struct gw_server *srv)
 {
+    if (srv->hold_timer) {
+        uv_timer_stop(srv->hold_timer);
+        uv_close(srv->hold_timer, sweep_closed); /* frees it */
+        srv->hold_timer = NULL;
+        srv->hold_due_us = 0;
+    }
     struct flush_handles *fh = srv->flush_handles;
     if (!fh)
         return;
@@ -344,8 +473,17 @@ static rt_status make_fanout(struct gw_server *srv, const struct gw_config *cfg)
 
 static rt_status make_context(struct gw_server *srv, const struct gw_config *cfg, void *loop)
 {
-    protocols[0].rx_buffer_size = cfg->rx_buffer;
-    protocols[1].rx_buffer_size = cfg->rx_buffer;
+    /*
+     * tx_packet_size 0 would make lws cap every send() at rx_buffer_size
+     * (1 KB by default) and push the rest of a frame through its buflist and
+     * a POLLOUT round trip (two epoll_ctl calls and another send per KB):
+     * exactly the batched frames the flush builds. Let the kernel take whole
+     * frames; lws still buffers what a full socket does not take.
+     */
+    for (int i = 0; i < 2; i++) {
+        protocols[i].rx_buffer_size = cfg->rx_buffer;
+        protocols[i].tx_packet_size = TX_PACKET_BYTES;
+    }
     static void *foreign_loops[1];
     foreign_loops[0] = loop;
     struct lws_context_creation_info info;
@@ -387,6 +525,9 @@ rt_status gw_server_start(struct gw_server *srv, const struct gw_config *cfg, vo
     snprintf(srv->client_prefix, sizeof srv->client_prefix, "c%02x%02x%02x%02x", rnd[0], rnd[1],
              rnd[2], rnd[3]);
     srv->scratch_cap = SCRATCH_BYTES;
+    srv->window_us = cfg->flush_window_ms * 1000ull;
+    /* The loop's idle time, for adapt_window. Must precede uv_run. */
+    uv_loop_configure(uv_loop, UV_METRICS_IDLE_TIME);
     uint8_t *scratch = malloc(LWS_PRE + SCRATCH_BYTES);
     proto_buf_init(&srv->reply, 0);
     if (!scratch || proto_decoder_create(&lim, &srv->dec) != RT_OK ||
@@ -434,6 +575,9 @@ void gw_server_free(struct gw_server *srv)
     free(srv->dirty);
     srv->dirty = NULL;
     srv->n_dirty = srv->dirty_cap = 0;
+    free(srv->held);
+    srv->held = NULL;
+    srv->n_held = srv->held_cap = 0;
     proto_buf_free(&srv->reply);
     if (srv->scratch)
         free(srv->scratch - LWS_PRE);

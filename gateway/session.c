@@ -36,6 +36,12 @@ void gw_session_want_write(struct gw_session *s)
 {
     if (s->closing || s->ping_due || s->cut) {
         request_writable(s);
+    } else if (s->held && s->reply_queued) {
+        /* Held by the flush window, but a reply does not wait: back on the
+         * flush list (the stale held entry is skipped). */
+        s->held = false;
+        if (!gw_server_mark_dirty(s->srv, s->conn_id))
+            request_writable(s);
     } else if (!s->dirty) {
         s->dirty = true;
         if (!gw_server_mark_dirty(s->srv, s->conn_id)) {
@@ -68,6 +74,9 @@ static void queue_reply(struct gw_session *s)
     }
     srv->m.messages_out++;
     proto_buf_reset(&srv->reply);
+    /* Replies answer the client's own requests: the flush window, meant for
+     * streams of deliveries, does not delay them (nor what is queued before). */
+    s->reply_queued = true;
     gw_session_want_write(s);
 }
 
@@ -373,7 +382,11 @@ static int write_frame(struct gw_session *s)
         return -1;
     srv->m.frames_out++;
     srv->m.bytes_out += len;
+    if (srv->window_us)
+        s->last_write_us = gw_now_us();
     gw_outbox_pop(&s->outbox, n, LWS_PRE);
+    if (!s->outbox.count)
+        s->reply_queued = false;
     if (s->fo_stalled && s->outbox.bytes < cfg_of(s)->max_outbox_bytes / 2 && !s->closing) {
         s->fo_stalled = false;
         fo_client_pump(s->fo);
@@ -386,6 +399,7 @@ static int write_frame(struct gw_session *s)
 void gw_session_flush(struct gw_session *s)
 {
     s->dirty = false;
+    s->held = false;
     for (int i = 0; i < FLUSH_FRAMES_MAX && s->outbox.count; i++) {
         /* lws holds an unsent remainder: wait for POLLOUT, keep our bound. */
         if (s->closing || s->ping_due || s->write_pending || lws_partial_buffered(s->wsi))
