@@ -93,6 +93,9 @@ static const struct opt opts[] = {
     {"geo-snapshot-wait-ms", OPT_U32, OFF(geo_snapshot_wait_ms), 0,
      "with --nats: longest wait for other nodes' members when a cell is first followed; "
      "later answers say partial (default 1000)"},
+    {"geo-publish-ms", OPT_U32, OFF(geo_publish_ms), 0,
+     "with --nats: presence changes are published at most this often, batched per cell "
+     "(0 = every loop iteration; default 10)"},
     {"geo-max-follows", OPT_U32, OFF(geo_max_follows), 0,
      "with --nats: cells followed at once (default 10000)"},
     {"workers", OPT_U32, OFF(workers), 0,
@@ -157,6 +160,7 @@ static void set_defaults(struct gw_config *cfg)
     cfg->geo_follow_linger_ms = 30000;
     cfg->geo_snapshot_wait_ms = 1000;
     cfg->geo_max_follows = 10000;
+    cfg->geo_publish_ms = 10;
     cfg->drain_timeout_ms = 10000;
     cfg->rx_buffer = 1024;
     cfg->log_level = RT_LOG_INFO;
@@ -337,13 +341,13 @@ static rt_status check(struct gw_config *cfg)
         cfg->idle_timeout_ms <= cfg->ping_interval_ms || cfg->ws_path[0] != '/' ||
         cfg->nats_replicas == 0 || cfg->presence_ttl_ms < 300 || cfg->geo_share_precision < 1 ||
         cfg->geo_share_precision > cfg->geo_precision || cfg->geo_snapshot_wait_ms == 0 ||
-        cfg->geo_max_follows == 0) {
+        cfg->geo_max_follows == 0 || cfg->geo_publish_ms > 1000) {
         fprintf(stderr,
                 "rtgate: inconsistent options (bursts >= 1, max-message-bytes >= 64, "
                 "history >= 1, idle-timeout-ms > ping-interval-ms >= 1000, "
                 "flush-window-ms and -max-ms <= 1000, workers 1..64 and > 1 only with --nats, "
                 "ws-path starting with /, nats-replicas >= 1, presence-ttl-ms >= 300, "
-                "geo-share-precision 1..geo-precision)\n");
+                "geo-share-precision 1..geo-precision, geo-publish-ms <= 1000)\n");
         return RT_INVAL;
     }
     return RT_OK;

@@ -16,7 +16,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define GW_MAX_EPHEMERAL 64
+#define GW_MAX_EPHEMERAL   64
 #define GW_GEO_WAITING_MAX 16 /* near / watch requests of one connection waiting for the fleet */
 
 /* Configuration: defaults, then the config file, then flags. */
@@ -30,9 +30,9 @@ struct gw_config {
     size_t history;
     uint64_t history_age_ms;
     uint64_t dedup_window_ms;
-    struct rt_bucket_cfg pub_bucket;   /* publishes per connection */
-    struct rt_bucket_cfg msg_bucket;   /* every inbound message per connection */
-    struct rt_bucket_cfg ip_bucket;    /* handshakes per remote IP */
+    struct rt_bucket_cfg pub_bucket; /* publishes per connection */
+    struct rt_bucket_cfg msg_bucket; /* every inbound message per connection */
+    struct rt_bucket_cfg ip_bucket;  /* handshakes per remote IP */
     uint32_t max_unacked;
     uint32_t max_subs;
     size_t max_message_bytes;
@@ -48,17 +48,18 @@ struct gw_config {
     uint32_t drain_timeout_ms;
     struct rt_bucket_cfg geo_bucket; /* geo.set per connection */
     uint32_t geo_precision;
-    uint32_t geo_max_members;          /* node-wide */
-    uint32_t geo_max_spaces;           /* spaces one connection is present in */
-    uint32_t geo_max_watches;          /* watches per connection */
-    uint32_t presence_ttl_ms;          /* fleet (--nats): a silent node's members go */
-    uint32_t geo_share_precision;      /* fleet: cells of the bus subjects */
-    uint32_t geo_follow_linger_ms;     /* fleet: near-only cells followed this long */
-    uint32_t geo_snapshot_wait_ms;     /* fleet: longest wait for snapshot answers */
-    uint32_t geo_max_follows;          /* fleet: cells followed at once */
-    uint32_t workers;                  /* processes sharing the port */
-    uint32_t flush_window_ms; /* least time between two writes to one connection; 0 = none */
-    uint32_t flush_window_max_ms; /* the window grows up to this while the loop is saturated */
+    uint32_t geo_max_members;      /* node-wide */
+    uint32_t geo_max_spaces;       /* spaces one connection is present in */
+    uint32_t geo_max_watches;      /* watches per connection */
+    uint32_t presence_ttl_ms;      /* fleet (--nats): a silent node's members go */
+    uint32_t geo_share_precision;  /* fleet: cells of the bus subjects */
+    uint32_t geo_follow_linger_ms; /* fleet: near-only cells followed this long */
+    uint32_t geo_snapshot_wait_ms; /* fleet: longest wait for snapshot answers */
+    uint32_t geo_max_follows;      /* fleet: cells followed at once */
+    uint32_t geo_publish_ms;       /* fleet: presence changes go out at most this often */
+    uint32_t workers;              /* processes sharing the port */
+    uint32_t flush_window_ms;      /* least time between two writes to one connection; 0 = none */
+    uint32_t flush_window_max_ms;  /* the window grows up to this while the loop is saturated */
     size_t rx_buffer;
     enum rt_log_level log_level;
     char nats_url[1024];  /* --nats: non-empty selects the nats engine */
@@ -79,8 +80,8 @@ void gw_config_usage(FILE *out);
 /* Metrics: plain counters, the loop thread is the only writer. */
 
 struct gw_metrics {
-    uint64_t connections;        /* open WebSocket connections (gauge) */
-    uint64_t connections_total;  /* accepted */
+    uint64_t connections;           /* open WebSocket connections (gauge) */
+    uint64_t connections_total;     /* accepted */
     uint64_t handshakes_refused[4]; /* by cause: rate, capacity, subprotocol, draining */
     uint64_t messages_in;
     uint64_t messages_out;
@@ -94,7 +95,7 @@ struct gw_metrics {
     uint64_t closes_4001;
     uint64_t closes_idle;
     uint64_t slow_consumer_closes;
-    uint64_t outbox_bytes;       /* gauge: bytes queued in all outboxes */
+    uint64_t outbox_bytes; /* gauge: bytes queued in all outboxes */
 };
 
 enum { GW_REFUSE_RATE, GW_REFUSE_CAPACITY, GW_REFUSE_SUBPROTOCOL, GW_REFUSE_DRAINING };
@@ -118,8 +119,7 @@ struct gw_outbox {
 };
 
 /* Appends a shared message's frame (retains msg). RT_NOMEM on failure. */
-rt_status gw_outbox_push_msg(struct gw_outbox *ob, struct fo_msg *msg, uint8_t *frame,
-                             size_t len);
+rt_status gw_outbox_push_msg(struct gw_outbox *ob, struct fo_msg *msg, uint8_t *frame, size_t len);
 /*
  * Appends private bytes (replies): into the tail item when it is private and
  * has room, else into a new item with `headroom` bytes reserved before it.
@@ -143,8 +143,7 @@ void gw_outbox_clear(struct gw_outbox *ob, size_t headroom);
 /* Per-IP handshake rate limit: a fixed table, bounded memory. */
 
 struct gw_iplimit;
-rt_status gw_iplimit_create(const struct rt_bucket_cfg *cfg, size_t slots,
-                            struct gw_iplimit **out);
+rt_status gw_iplimit_create(const struct rt_bucket_cfg *cfg, size_t slots, struct gw_iplimit **out);
 void gw_iplimit_destroy(struct gw_iplimit *ipl);
 /* Takes a token for `ip`; false with *retry_after_ms when over the rate. */
 bool gw_iplimit_take(struct gw_iplimit *ipl, const char *ip, uint64_t now_ms,
@@ -170,26 +169,26 @@ struct gw_session {
     struct gw_server *srv;
     uint64_t conn_id;
     struct gw_outbox outbox;
-    uint8_t codec; /* enum proto_codec */
-    uint8_t state; /* enum gw_state */
-    bool write_pending; /* a WRITEABLE callback is already asked for */
-    bool fo_stalled;    /* fan-out was refused for a full outbox: pump when drained */
-    bool closing;       /* close after the outbox is flushed */
-    bool close_now;     /* flushed: the close frame goes out from the timer */
-    bool ping_due;      /* the sweep asked for a WebSocket ping */
-    bool cut;           /* the socket was shut down under lws */
-    bool dirty;         /* on the server's flush list or held by the flush window */
-    bool held;          /* dirty and waiting on the server's held list */
-    bool reply_queued;  /* a reply is queued: flush now, not after the window */
+    uint8_t codec;          /* enum proto_codec */
+    uint8_t state;          /* enum gw_state */
+    bool write_pending;     /* a WRITEABLE callback is already asked for */
+    bool fo_stalled;        /* fan-out was refused for a full outbox: pump when drained */
+    bool closing;           /* close after the outbox is flushed */
+    bool close_now;         /* flushed: the close frame goes out from the timer */
+    bool ping_due;          /* the sweep asked for a WebSocket ping */
+    bool cut;               /* the socket was shut down under lws */
+    bool dirty;             /* on the server's flush list or held by the flush window */
+    bool held;              /* dirty and waiting on the server's held list */
+    bool reply_queued;      /* a reply is queued: flush now, not after the window */
     uint64_t last_write_us; /* monotonic (gw_now_us): the flush window starts here */
     struct lws *wsi;
     struct fo_client *fo;
     struct rt_bucket pub_bucket;
     struct rt_bucket msg_bucket;
     struct rt_bucket geo_bucket;
-    uint16_t geo_spaces;  /* spaces this connection is present in */
-    uint16_t geo_watches; /* its watches */
-    uint16_t geo_waiting; /* near / watch requests waiting for the fleet */
+    uint16_t geo_spaces;         /* spaces this connection is present in */
+    uint16_t geo_watches;        /* its watches */
+    uint16_t geo_waiting;        /* near / watch requests waiting for the fleet */
     struct gw_geo_req *geo_reqs; /* presence.c: its waiting requests and watch holds */
     uint64_t abuse_window_start;
     uint64_t opened_ms;  /* monotonic */
@@ -231,26 +230,28 @@ struct gw_server {
     struct gw_metrics m;
     uint8_t *scratch; /* frame assembly, LWS_PRE headroom before scratch */
     size_t scratch_cap;
-    struct proto_buf reply; /* reply encoding, reused */
-    struct geo *geo;            /* presence index */
-    struct geo_hit *geo_hits;   /* near() results, PROTO_NEAR_LIMIT_MAX */
+    struct proto_buf reply;   /* reply encoding, reused */
+    struct geo *geo;          /* presence index */
+    struct geo_hit *geo_hits; /* near() results, PROTO_NEAR_LIMIT_MAX */
     uint64_t geo_events;
-    struct geo_fleet *fleet;    /* presence across nodes (--nats), else NULL */
-    struct rt_htab geo_reqs;    /* struct gw_geo_req by fleet ticket */
-    uint64_t geo_partial;       /* replies that said partial */
+    struct geo_fleet *fleet; /* presence across nodes (--nats), else NULL */
+    struct rt_htab geo_reqs; /* struct gw_geo_req by fleet ticket */
+    uint64_t geo_partial;    /* replies that said partial */
     char fleet_node[24];
+    void *geo_timer;         /* uv_timer_t: publishes what the interval held back */
+    uint64_t geo_flushed_ms; /* last publish of presence changes */
     bool draining;
     uint64_t drain_started_ms;
-    void *sweep_timer; /* uv_timer_t: timeouts and heartbeats, see gw_server_sweep */
+    void *sweep_timer;            /* uv_timer_t: timeouts and heartbeats, see gw_server_sweep */
     struct gw_listener *listener; /* our own listen socket (listener.c) */
-    void *flush_handles;   /* uv_prepare_t + uv_check_t running gw_server_flush */
-    uint64_t *dirty;       /* ids of sessions with output to write this iteration */
+    void *flush_handles;          /* uv_prepare_t + uv_check_t running gw_server_flush */
+    uint64_t *dirty;              /* ids of sessions with output to write this iteration */
     uint32_t n_dirty, dirty_cap;
-    uint64_t *held;        /* ids of dirty sessions waiting for their flush window */
+    uint64_t *held; /* ids of dirty sessions waiting for their flush window */
     uint32_t n_held, held_cap;
-    void *hold_timer;      /* uv_timer_t: fires when the earliest held window ends */
-    uint64_t hold_due_us;  /* when hold_timer fires (0: not armed) */
-    uint64_t window_us;    /* the flush window now: flush_window_ms, grown while saturated */
+    void *hold_timer;     /* uv_timer_t: fires when the earliest held window ends */
+    uint64_t hold_due_us; /* when hold_timer fires (0: not armed) */
+    uint64_t window_us;   /* the flush window now: flush_window_ms, grown while saturated */
     uint64_t busy_at_us, idle_at_ns; /* the last saturation sample (gw_server_adapt_window) */
     uint64_t client_seq;
     char client_prefix[12];

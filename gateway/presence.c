@@ -517,6 +517,13 @@ static rt_status fleet_create(struct gw_server *srv)
     if (fo_bus_open(srv->fo, on_bus, srv) != RT_OK)
         return RT_OK; /* the memory engine: one node, no fleet */
     rt_status st = geo_fleet_create(&fc, rt_mono_ms(), &srv->fleet);
+    uv_timer_t *t = st == RT_OK ? malloc(sizeof *t) : NULL;
+    if (t && uv_timer_init(srv->loop, t) == 0) {
+        t->data = srv;
+        srv->geo_timer = t;
+    } else {
+        free(t); /* without the timer every iteration publishes */
+    }
     if (st == RT_OK)
         rt_log(RT_LOG_INFO, "presence_fleet", "node=%s share_precision=%u ttl_ms=%u",
                srv->fleet_node, cfg->geo_share_precision, cfg->presence_ttl_ms);
@@ -529,10 +536,34 @@ void gw_presence_tick(struct gw_server *srv, uint64_t now_ms)
         geo_fleet_tick(srv->fleet, now_ms, fo_bus_generation(srv->fo));
 }
 
+static void publish_now(struct gw_server *srv)
+{
+    geo_fleet_flush(srv->fleet);
+    srv->geo_flushed_ms = rt_mono_ms();
+}
+
+static void on_geo_timer(uv_timer_t *t)
+{
+    publish_now(t->data);
+}
+
+/*
+ * Publishes this iteration's presence changes, batched per cell; with
+ * --geo-publish-ms, no more often than that: a busy node then sends one bus
+ * message per cell per interval instead of one per set (the held changes go
+ * out from a timer).
+ */
 void gw_presence_flush(struct gw_server *srv)
 {
-    if (srv->fleet)
-        geo_fleet_flush(srv->fleet);
+    if (!srv->fleet || !geo_fleet_pending(srv->fleet))
+        return;
+    uint64_t every = srv->cfg->geo_publish_ms, since = rt_mono_ms() - srv->geo_flushed_ms;
+    if (!every || since >= every || !srv->geo_timer) {
+        publish_now(srv);
+        return;
+    }
+    if (!uv_is_active(srv->geo_timer))
+        uv_timer_start(srv->geo_timer, on_geo_timer, every - since, 0);
 }
 
 rt_status gw_presence_create(struct gw_server *srv)
@@ -558,8 +589,18 @@ static void free_req_cb(struct rt_hnode *n, void *arg)
     free(RT_CONTAINER(n, struct gw_geo_req, h));
 }
 
+static void geo_timer_closed(uv_handle_t *h)
+{
+    free(h);
+}
+
 void gw_presence_destroy(struct gw_server *srv)
 {
+    if (srv->geo_timer) {
+        uv_timer_stop(srv->geo_timer);
+        uv_close(srv->geo_timer, geo_timer_closed);
+        srv->geo_timer = NULL;
+    }
     if (srv->fleet)
         geo_fleet_flush(srv->fleet); /* the leaves of the connections closed last */
     geo_fleet_destroy(srv->fleet);

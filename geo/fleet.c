@@ -1393,6 +1393,11 @@ static void batch_add(struct geo_fleet *f, struct rt_htab *t, struct fbatch **li
     }
 }
 
+bool geo_fleet_pending(const struct geo_fleet *f)
+{
+    return f->dirty_head != NULL;
+}
+
 void geo_fleet_flush(struct geo_fleet *f)
 {
     if (!f->dirty_head)

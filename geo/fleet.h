@@ -60,16 +60,16 @@ struct geo_fleet_bus {
 typedef void (*geo_fleet_ready_fn)(void *arg, uint64_t ticket, bool partial);
 
 struct geo_fleet_config {
-    struct geo *geo;            /* the index; the fleet owns its remote members */
-    const char *node;           /* 1..GEO_FLEET_NODE_MAX of [A-Za-z0-9_-], new at every start */
-    int share_precision;        /* 1..index precision; 0 = min(5, index precision) */
-    uint32_t ttl_ms;            /* a silent node's members go after this; 0 = 30000 */
-    uint32_t heartbeat_ms;      /* 0 = ttl_ms / 3 */
-    uint32_t linger_ms;         /* a cell followed only for near is dropped after; 0 = 30000 */
-    uint32_t snapshot_wait_ms;  /* longest wait for snapshot replies; 0 = 1000 */
-    uint32_t max_follows;       /* cells (prefixes) followed at once; 0 = 10000 */
-    uint32_t resync_ms;         /* every followed cell is snapshotted again this often, so
-                                 * whatever went wrong unnoticed is put right; 0 = 300000 */
+    struct geo *geo;           /* the index; the fleet owns its remote members */
+    const char *node;          /* 1..GEO_FLEET_NODE_MAX of [A-Za-z0-9_-], new at every start */
+    int share_precision;       /* 1..index precision; 0 = min(5, index precision) */
+    uint32_t ttl_ms;           /* a silent node's members go after this; 0 = 30000 */
+    uint32_t heartbeat_ms;     /* 0 = ttl_ms / 3 */
+    uint32_t linger_ms;        /* a cell followed only for near is dropped after; 0 = 30000 */
+    uint32_t snapshot_wait_ms; /* longest wait for snapshot replies; 0 = 1000 */
+    uint32_t max_follows;      /* cells (prefixes) followed at once; 0 = 10000 */
+    uint32_t resync_ms;        /* every followed cell is snapshotted again this often, so
+                                * whatever went wrong unnoticed is put right; 0 = 300000 */
     struct geo_fleet_bus bus;
     geo_fleet_ready_fn on_ready;
     void *arg;
@@ -112,8 +112,10 @@ void geo_fleet_release(struct geo_fleet *f, uint64_t ticket);
 void geo_fleet_receive(struct geo_fleet *f, const char *subject, const char *reply,
                        const uint8_t *data, size_t len, uint64_t now_ms);
 
-/* Publishes the changes made since the last flush (call once per loop iteration). */
+/* Publishes the changes made since the last flush (call once per loop iteration, or less often). */
 void geo_fleet_flush(struct geo_fleet *f);
+/* True while changes wait for geo_fleet_flush. */
+bool geo_fleet_pending(const struct geo_fleet *f);
 
 /*
  * Heartbeats, node expiry, snapshot deadlines, lingering cells. bus_gen is
@@ -128,10 +130,10 @@ struct geo_fleet_stats {
     uint64_t nodes;           /* other nodes alive */
     uint64_t remote_members;  /* members of other nodes in the index */
     uint64_t wants_pending;
-    uint64_t deltas_out;      /* member changes published */
-    uint64_t messages_out;    /* bus messages published */
-    uint64_t deltas_in;       /* member changes applied from other nodes */
-    uint64_t snapshots;       /* snapshot requests sent */
+    uint64_t deltas_out;   /* member changes published */
+    uint64_t messages_out; /* bus messages published */
+    uint64_t deltas_in;    /* member changes applied from other nodes */
+    uint64_t snapshots;    /* snapshot requests sent */
     uint64_t snapshots_partial;
     uint64_t snapshots_answered;
     uint64_t resyncs;

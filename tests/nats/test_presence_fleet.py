@@ -350,3 +350,30 @@ def test_shutdown_under_a_flood_of_bus_messages_is_clean(nats, gateway):
         run(watch())
         problems = g.stop_and_check()
         assert not problems, "\n".join(problems)
+
+
+def test_publish_interval_batches_changes(nats, nodes):
+    """--geo-publish-ms: changes made within one interval leave as one bus
+    message per cell, and still arrive."""
+    a, b = nodes(nats.url, 2, "--geo-publish-ms", "300", "--geo-rate", "1000",
+                 "--geo-burst", "1000")
+
+    async def go():
+        w = await connected(b.url(), "json")
+        r = await w.request("geo.watch", space="d", lat=BERLIN[0], lon=BERLIN[1], radius_m=500)
+        assert r["ok"] is True, r
+        cs = [await connected(a.url(), "json") for _ in range(40)]
+        await asyncio.sleep(0.4)  # past any interval the connects started
+        before = a.metrics()["rtgate_geo_bus_messages_out_total"]
+        for i, c in enumerate(cs):  # 40 sets over ~200 ms: every one in its own loop iteration
+            await set_at(c, north(i))
+            await asyncio.sleep(0.005)
+        got = set()
+        while len(got) < 40:
+            e = await w.next_event(("geo",), timeout=3)
+            got.add(e["member"]["client"])
+        sent = a.metrics()["rtgate_geo_bus_messages_out_total"] - before
+        assert sent <= 5, "%d bus messages for 40 sets in one cell" % sent
+        for c in [w] + cs:
+            await c.close(check=False)
+    run(go())
