@@ -96,6 +96,19 @@ enum {
 
 /* Largest server frame accepted; anything bigger is a protocol error. */
 #define LT_WS_MAX_FRAME (16u << 20)
+/* A connection's bytes the socket did not take yet (wq.c). */
+enum lt_wq {
+    LT_WQ_EMPTY,   /* everything went out: stop waiting for EPOLLOUT */
+    LT_WQ_PENDING, /* bytes wait: wait for EPOLLOUT */
+    LT_WQ_FAILED,  /* the connection is lost (errno says why) */
+};
+/* Sends p now when nothing waits, queues what the socket did not take (all
+ * queued bytes at most max). */
+enum lt_wq lt_wq_write(int fd, uint8_t **buf, uint32_t *len, const uint8_t *p, size_t n,
+                       size_t max);
+/* Sends what waits; frees the buffer once it is empty. */
+enum lt_wq lt_wq_flush(int fd, uint8_t **buf, uint32_t *len);
+
 /* Header room to leave before a payload that lt_ws_frame_in_place frames. */
 #define LT_WS_HEADROOM 14
 

@@ -80,54 +80,20 @@ static void conn_write(struct sc_engine *e, struct sc_conn *c, const uint8_t *p,
 {
     if (c->fd < 0)
         return;
-    if (c->wlen == 0) {
-        ssize_t n = send(c->fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n < 0) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-                conn_lost(e, c);
-                return;
-            }
-            n = 0;
-        }
-        p += n;
-        len -= (size_t)n;
-        if (len == 0)
-            return;
-    }
-    if ((uint64_t)c->wlen + len > (64u << 20)) {
+    enum lt_wq r = lt_wq_write(c->fd, &c->wbuf, &c->wlen, p, len, 64u << 20);
+    if (r == LT_WQ_FAILED)
         conn_lost(e, c);
-        return;
-    }
-    uint8_t *nb = realloc(c->wbuf, c->wlen + len);
-    if (!nb) {
-        conn_lost(e, c);
-        return;
-    }
-    memcpy(nb + c->wlen, p, len);
-    c->wbuf = nb;
-    c->wlen += (uint32_t)len;
-    want_out(e, c, true);
+    else if (r == LT_WQ_PENDING)
+        want_out(e, c, true);
 }
 
 static void conn_flush(struct sc_engine *e, struct sc_conn *c)
 {
-    if (c->wlen == 0) {
+    enum lt_wq r = lt_wq_flush(c->fd, &c->wbuf, &c->wlen);
+    if (r == LT_WQ_FAILED)
+        conn_lost(e, c);
+    else if (r == LT_WQ_EMPTY)
         want_out(e, c, false);
-        return;
-    }
-    ssize_t n = send(c->fd, c->wbuf, c->wlen, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (n < 0) {
-        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-            conn_lost(e, c);
-        return;
-    }
-    memmove(c->wbuf, c->wbuf + n, c->wlen - (size_t)n);
-    c->wlen -= (uint32_t)n;
-    if (c->wlen == 0) {
-        free(c->wbuf);
-        c->wbuf = NULL;
-        want_out(e, c, false);
-    }
 }
 
 struct lt_out sc_tx(struct sc_engine *e)

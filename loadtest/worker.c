@@ -235,57 +235,20 @@ static void conn_write(struct worker *w, struct conn *c, const uint8_t *p, size_
 {
     if (c->fd < 0)
         return;
-    if (c->wlen == 0) {
-        ssize_t n = send(c->fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n < 0) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-                conn_lost(w, c);
-                return;
-            }
-            n = 0;
-        }
-        p += n;
-        len -= (size_t)n;
-        if (len == 0)
-            return;
-    }
-    if ((uint64_t)c->wlen + len > UINT32_MAX / 2) {
-        errno = ENOBUFS;
+    enum lt_wq r = lt_wq_write(c->fd, &c->wbuf, &c->wlen, p, len, UINT32_MAX / 2);
+    if (r == LT_WQ_FAILED)
         conn_lost(w, c);
-        return;
-    }
-    uint8_t *nb = realloc(c->wbuf, c->wlen + len);
-    if (!nb) {
-        conn_lost(w, c);
-        return;
-    }
-    memcpy(nb + c->wlen, p, len);
-    c->wbuf = nb;
-    c->wlen += (uint32_t)len;
-    want_out(w, c, true);
+    else if (r == LT_WQ_PENDING)
+        want_out(w, c, true);
 }
 
 static void conn_flush(struct worker *w, struct conn *c)
 {
-    if (c->wlen == 0) {
+    enum lt_wq r = lt_wq_flush(c->fd, &c->wbuf, &c->wlen);
+    if (r == LT_WQ_FAILED)
+        conn_lost(w, c);
+    else if (r == LT_WQ_EMPTY)
         want_out(w, c, false);
-        return;
-    }
-    ssize_t n = send(c->fd, c->wbuf, c->wlen, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (n < 0) {
-        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-            conn_lost(w, c);
-        return;
-    }
-    if ((uint32_t)n == c->wlen) {
-        free(c->wbuf);
-        c->wbuf = NULL;
-        c->wlen = 0;
-        want_out(w, c, false);
-        return;
-    }
-    memmove(c->wbuf, c->wbuf + n, c->wlen - (size_t)n);
-    c->wlen -= (uint32_t)n;
 }
 
 /* Frames the payload sitting at w->tx + LT_WS_HEADROOM and sends it. */
