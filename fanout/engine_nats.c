@@ -25,6 +25,7 @@
  * {jobs_lock} to the worker queue, everything else to the loop thread.
  */
 #include "fanout_int.h"
+#include "nats_live.h"
 
 #include <nats/nats.h>
 #include <pthread.h>
@@ -133,7 +134,8 @@ struct njob {
 /* Engine state of one channel (fo_chan.eng). */
 struct nchan {
     struct fo_chan *ch;
-    natsSubscription *sub;     /* NULL without local interest */
+    natsSubscription *sub;     /* NULL without local interest (or with lsid) */
+    uint64_t lsid;             /* ephemeral, loop reader: the subscription's sid, else 0 */
     struct nchan *prev, *next; /* engine's list of channels with a subscription */
     uint64_t gen;              /* changes when interest goes */
     /* Durable only. */
@@ -158,6 +160,7 @@ struct neng {
     uint32_t replicas;
     natsOptions *opts;
     natsConnection *nc;
+    struct lr *lr; /* loop reader of ephemeral channels (nats_live.h), or NULL */
     jsCtx *js;
     char epoch[PROTO_EPOCH_MAX + 1];
     int64_t created;
@@ -268,17 +271,58 @@ static bool parse_u64(const char *s, uint64_t *out)
     return true;
 }
 
-static bool hdr_u64(natsMsg *m, const char *key, uint64_t *out)
+/*
+ * A message's headers: a nats.c message, or the raw header block of an HMSG
+ * read by the loop reader (nats_live.c). Values come back NUL-terminated in
+ * the caller's buffer; one that does not fit counts as absent.
+ */
+struct nhdr {
+    natsMsg *m;
+    const uint8_t *raw;
+    size_t raw_len;
+};
+
+#define HVAL_MAX (3 * PROTO_MSG_ID_MAX + 1) /* a pct-encoded msg_id is the longest */
+
+/* 1: found (copied into buf), 0: absent, -1: longer than buf. */
+static int hget(const struct nhdr *h, const char *key, char *buf, size_t cap)
 {
     const char *v = NULL;
-    return natsMsgHeader_Get(m, key, &v) == NATS_OK && parse_u64(v, out);
+    size_t n = 0;
+    if (h->m) {
+        if (natsMsgHeader_Get(h->m, key, &v) != NATS_OK || !v)
+            return 0;
+        n = strlen(v);
+    } else if (!nw_hdr_get(h->raw, h->raw_len, key, &v, &n)) {
+        return 0;
+    }
+    if (n >= cap)
+        return -1;
+    memcpy(buf, v, n);
+    buf[n] = 0;
+    return 1;
+}
+
+static bool hget_u64(const struct nhdr *h, const char *key, uint64_t *out)
+{
+    char v[32];
+    return hget(h, key, v, sizeof(v)) > 0 && parse_u64(v, out);
+}
+
+static bool hdr_u64(natsMsg *m, const char *key, uint64_t *out)
+{
+    struct nhdr h = {m, NULL, 0};
+    return hget_u64(&h, key, out);
 }
 
 /* Rtgate-Encoding: json (default), msgpack or binary; anything else is invalid. */
-static enum proto_payload_enc hdr_encoding(natsMsg *m)
+static enum proto_payload_enc hdr_encoding(const struct nhdr *h)
 {
-    const char *v = NULL;
-    if (natsMsgHeader_Get(m, H_ENCODING, &v) != NATS_OK || !v || !strcmp(v, "json"))
+    char v[16];
+    int r = hget(h, H_ENCODING, v, sizeof(v));
+    if (r < 0)
+        return PROTO_PAYLOAD_NONE;
+    if (r == 0 || !strcmp(v, "json"))
         return PROTO_PAYLOAD_JSON;
     if (!strcmp(v, "msgpack"))
         return PROTO_PAYLOAD_MSGPACK;
@@ -331,13 +375,13 @@ static bool pct_decode(const char *in, char *out, size_t *len)
 }
 
 /* The message's msg_id: Rtgate-Msg-Id (ours), else Nats-Msg-Id (a backend's). */
-static size_t msg_id_of(natsMsg *m, char out[PROTO_MSG_ID_MAX + 1])
+static size_t msg_id_of(const struct nhdr *h, char out[PROTO_MSG_ID_MAX + 1])
 {
-    const char *v = NULL;
+    char v[HVAL_MAX];
     size_t len = 0;
-    if (natsMsgHeader_Get(m, H_MSG_ID, &v) == NATS_OK && v && pct_decode(v, out, &len))
+    if (hget(h, H_MSG_ID, v, sizeof(v)) > 0 && pct_decode(v, out, &len))
         return len;
-    if (natsMsgHeader_Get(m, H_NATS_ID, &v) != NATS_OK || !v)
+    if (hget(h, H_NATS_ID, v, sizeof(v)) <= 0)
         return 0;
     len = strlen(v);
     if (len == 0 || len > PROTO_MSG_ID_MAX || !proto_utf8_valid(v, len))
@@ -362,13 +406,13 @@ static uint64_t parse_stamp(const char *s)
 }
 
 /* When the message was accepted: Rtgate-Ts, else the stream's time, else now. */
-static uint64_t ts_of(natsMsg *m)
+static uint64_t ts_of(const struct nhdr *h)
 {
     uint64_t ts = 0;
-    const char *v = NULL;
-    if (hdr_u64(m, H_TS, &ts) && ts)
+    char v[64];
+    if (hget_u64(h, H_TS, &ts) && ts)
         return ts;
-    if (natsMsgHeader_Get(m, H_TIME, &v) == NATS_OK && (ts = parse_stamp(v)) != 0)
+    if (hget(h, H_TIME, v, sizeof(v)) > 0 && (ts = parse_stamp(v)) != 0)
         return ts;
     return rt_wall_ms();
 }
@@ -393,19 +437,27 @@ static bool payload_valid(const struct proto_payload *p)
  * so a durable chain keeps its seq. NULL on NOMEM. Any thread: the message is
  * not shared until the loop takes it.
  */
-static struct fo_msg *msg_from_nats(struct neng *e, natsMsg *m, const char *channel, size_t len,
-                                    bool durable, uint64_t seq, bool *invalid)
+static struct fo_msg *msg_make(struct neng *e, const struct nhdr *h, const uint8_t *data,
+                               size_t data_len, const char *channel, size_t len, bool durable,
+                               uint64_t seq, bool *invalid)
 {
     char id[PROTO_MSG_ID_MAX + 1];
-    size_t id_len = msg_id_of(m, id);
-    int n = natsMsg_GetDataLength(m);
-    struct proto_payload p = {hdr_encoding(m), (const uint8_t *)natsMsg_GetData(m),
-                              n > 0 ? (size_t)n : 0};
+    size_t id_len = msg_id_of(h, id);
+    struct proto_payload p = {hdr_encoding(h), data, data_len};
     *invalid = !payload_valid(&p);
     if (*invalid)
         p = (struct proto_payload){PROTO_PAYLOAD_NONE, NULL, 0};
-    return fo__msg_create(channel, len, id_len ? id : NULL, id_len, &p, durable, seq, ts_of(m),
+    return fo__msg_create(channel, len, id_len ? id : NULL, id_len, &p, durable, seq, ts_of(h),
                           e->fo->cfg.frame_headroom);
+}
+
+static struct fo_msg *msg_from_nats(struct neng *e, natsMsg *m, const char *channel, size_t len,
+                                    bool durable, uint64_t seq, bool *invalid)
+{
+    struct nhdr h = {m, NULL, 0};
+    int n = natsMsg_GetDataLength(m);
+    return msg_make(e, &h, (const uint8_t *)natsMsg_GetData(m), n > 0 ? (size_t)n : 0, channel, len,
+                    durable, seq, invalid);
 }
 
 /* -------------------------------------------------------------------- */
@@ -1444,14 +1496,66 @@ static size_t inflight_count(struct neng *e)
 }
 
 /* -------------------------------------------------------------------- */
+/* The loop reader's messages (loop thread)                               */
+
+/* rtgate.eph.X from the loop reader: dispatched at once, no hand-over. */
+static void on_live_msg(void *ctx, const struct nw_msg *m)
+{
+    struct neng *e = ctx;
+    size_t pl = sizeof(PREFIX_EPH) - 1;
+    if (m->subject_len <= pl || m->subject_len - pl > PROTO_CHANNEL_MAX ||
+        memcmp(m->subject, PREFIX_EPH, pl) != 0)
+        return;
+    const char *name = m->subject + pl;
+    size_t len = m->subject_len - pl;
+    struct fo_chan *ch = chan_find(e, name, len);
+    struct nchan *nc = ch ? ch->eng : NULL;
+    if (!nc || nc->lsid != m->sid || ch->durable)
+        return; /* gone, or an older subscription's message */
+    struct nhdr h = {NULL, m->hdr, m->hdr_len};
+    bool invalid = false;
+    struct fo_msg *msg = msg_make(e, &h, m->data, m->data_len, name, len, false, 0, &invalid);
+    if (!msg || invalid) {
+        e->fo->stats.upstream_invalid++;
+        fo_msg_release(msg);
+        return;
+    }
+    ch->pins++;
+    fo__dispatch(e->fo, ch, msg);
+    fo_msg_release(msg);
+    ch->pins--;
+    fo__chan_check_idle(e->fo, ch);
+}
+
+/* After the loop reader (re)connects: every ephemeral subscription again. */
+static void on_live_replay(void *ctx, struct lr *lr)
+{
+    struct neng *e = ctx;
+    char subj[SUBJECT_MAX];
+    for (struct nchan *nc = e->with_sub; nc; nc = nc->next) {
+        if (!nc->lsid)
+            continue;
+        snprintf(subj, sizeof(subj), "%s%s", PREFIX_EPH, nc->ch->name);
+        lr_resub(lr, subj, nc->lsid);
+    }
+}
+
+/* -------------------------------------------------------------------- */
 /* Subscriptions (loop thread)                                            */
+
+static bool subscribed(const struct nchan *nc)
+{
+    return nc->sub || nc->lsid;
+}
 
 static rt_status subscribe(struct neng *e, struct nchan *nc)
 {
     char subj[SUBJECT_MAX];
     const struct fo_chan *ch = nc->ch;
     snprintf(subj, sizeof(subj), "%s%s", ch->durable ? PREFIX_LIVE : PREFIX_EPH, ch->name);
-    if (natsConnection_Subscribe(&nc->sub, e->nc, subj, on_nats_msg, e) != NATS_OK) {
+    if (e->lr && !ch->durable) {
+        nc->lsid = lr_sub(e->lr, subj);
+    } else if (natsConnection_Subscribe(&nc->sub, e->nc, subj, on_nats_msg, e) != NATS_OK) {
         nc->sub = NULL;
         return RT_UNAVAILABLE;
     }
@@ -1466,11 +1570,16 @@ static rt_status subscribe(struct neng *e, struct nchan *nc)
 
 static void unsubscribe(struct neng *e, struct nchan *nc)
 {
-    if (!nc->sub)
+    if (!subscribed(nc))
         return;
-    natsSubscription_Unsubscribe(nc->sub);
-    natsSubscription_Destroy(nc->sub);
-    nc->sub = NULL;
+    if (nc->lsid) {
+        lr_unsub(e->lr, nc->lsid);
+        nc->lsid = 0;
+    } else {
+        natsSubscription_Unsubscribe(nc->sub);
+        natsSubscription_Destroy(nc->sub);
+        nc->sub = NULL;
+    }
     if (nc->prev)
         nc->prev->next = nc->next;
     else
@@ -1569,11 +1678,13 @@ static rt_status nats_interest_add(void *eng, struct fo_chan *ch)
     struct nchan *nc = ch->eng;
     if (ch->durable)
         return nc->synced ? RT_OK : chan_sync(e, nc);
-    if (nc->sub)
+    if (subscribed(nc))
         return RT_OK;
     if (subscribe(e, nc) != RT_OK)
         return RT_UNAVAILABLE;
-    if (conn_up(e))
+    if (nc->lsid)
+        lr_flush(e->lr, LOOP_WAIT_MS); /* down: the SUB goes out on reconnect */
+    else if (conn_up(e))
         natsConnection_FlushTimeout(e->nc, LOOP_WAIT_MS);
     return RT_OK;
 }
@@ -1858,7 +1969,7 @@ static void nats_service(void *eng)
 static bool nats_ready(const void *eng)
 {
     const struct neng *e = eng;
-    return e->stream_ok && conn_up(e);
+    return e->stream_ok && conn_up(e) && (!e->lr || lr_up(e->lr));
 }
 
 /* -------------------------------------------------------------------- */
@@ -1977,6 +2088,19 @@ static rt_status nats_create(struct fo *fo, void **out)
     for (; e->n_workers < N_WORKERS; e->n_workers++)
         if (pthread_create(&e->workers[e->n_workers], NULL, worker_main, e) != 0)
             goto err;
+    if (fo->cfg.uv_loop) {
+        char name[160];
+        snprintf(name, sizeof(name), "rtgate-live %s", fo->cfg.node_id ? fo->cfg.node_id : "");
+        struct lr_hooks hooks = {e, on_live_msg, on_live_replay};
+        rt_status st =
+            lr_create(fo->cfg.uv_loop, e->url, name, fo->cfg.nats_read_window_ms, &hooks, &e->lr);
+        if (st == RT_NOMEM)
+            goto err;
+        if (st != RT_OK)
+            rt_log(RT_LOG_WARN, "nats_live_off",
+                   "url=%s why=\"not plain nats:// URLs: ephemeral channels read through nats.c\"",
+                   e->url);
+    }
     e->was_up = conn_up(e);
     if (e->was_up) {
         e->seen_reconnects = e->reconnects;
@@ -2054,6 +2178,8 @@ static void nats_destroy(void *eng)
     struct neng *e = eng;
     if (!e)
         return;
+    lr_destroy(e->lr);
+    e->lr = NULL;
     stop_workers(e);
     /* Drain, then close: with the library's delivery pool, messages still
      * queued for subscriptions closed just before (a burst at shutdown) were
@@ -2113,6 +2239,21 @@ static rt_status nats_bus_publish(void *eng, const char *subject, const char *re
     return s == NATS_OK ? RT_OK : RT_UNAVAILABLE;
 }
 
+static void nats_stats(const void *eng, struct fo_stats *out)
+{
+    const struct neng *e = eng;
+    if (!e->lr)
+        return;
+    struct lr_stats ls;
+    lr_get_stats(e->lr, &ls);
+    out->reader_up = lr_up(e->lr);
+    out->reader_connects = ls.connects;
+    out->reader_reads = ls.wakeups;
+    out->reader_messages = ls.msgs;
+    out->reader_bad = ls.bad;
+    out->reader_flush_timeouts = ls.flush_timeouts;
+}
+
 static uint64_t nats_bus_generation(const void *eng)
 {
     struct neng *e = (struct neng *)eng; /* the lock is not part of the value */
@@ -2142,4 +2283,5 @@ const struct fo_engine_ops fo__engine_nats = {
     .bus_unsubscribe = nats_bus_unsubscribe,
     .bus_publish = nats_bus_publish,
     .bus_generation = nats_bus_generation,
+    .stats = nats_stats,
 };

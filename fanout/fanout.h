@@ -81,6 +81,13 @@ struct fo_config {
     const char *nats_stream; /* JetStream stream of the durable channels; default "RTGATE" */
     uint32_t nats_replicas;  /* stream replicas; default 1 */
     /*
+     * The gateway's uv_loop_t: the nats engine then reads the live subjects
+     * of ephemeral channels on it (nats_live.h) instead of through nats.c's
+     * threads. NULL: nats.c for everything.
+     */
+    void *uv_loop;
+    uint32_t nats_read_window_ms; /* nats_live.h's read window; 0: read on readiness */
+    /*
      * Called from an engine's own thread (never the loop thread) when it has
      * handed something over; the loop thread must then call fo_service soon
      * (uv_async_send does both). Several calls may be coalesced into one
@@ -219,6 +226,13 @@ struct fo_stats {
     uint64_t upstream_dropped;       /* ephemeral NATS messages dropped on a full hand-off queue */
     uint64_t upstream_invalid;       /* NATS messages dropped for an invalid payload or header */
     uint64_t upstream_fetched;       /* durable messages read back from JetStream */
+    /* The loop reader of ephemeral channels (nats_live.h); all 0 without it. */
+    uint64_t reader_up;       /* 1 while connected (gauge) */
+    uint64_t reader_connects; /* handshakes completed */
+    uint64_t reader_reads;    /* socket reads: one loop wake-up each */
+    uint64_t reader_messages; /* messages read */
+    uint64_t reader_bad;      /* connections dropped for a protocol error from the server */
+    uint64_t reader_flush_timeouts;
 };
 
 void fo_get_stats(const struct fo *fo, struct fo_stats *out);
@@ -264,8 +278,8 @@ void *fo_bus_subscribe(struct fo *fo, const char *subject);
 /* Ends a subscription; messages already on their way may still arrive. */
 void fo_bus_unsubscribe(struct fo *fo, void *handle);
 /* Publishes (reply may be NULL); buffered while NATS reconnects. */
-rt_status fo_bus_publish(struct fo *fo, const char *subject, const char *reply,
-                         const uint8_t *data, size_t len);
+rt_status fo_bus_publish(struct fo *fo, const char *subject, const char *reply, const uint8_t *data,
+                         size_t len);
 /*
  * A number that changes whenever bus messages may have been lost: NATS
  * reconnected, a subscription was a slow consumer, or the hand-over to the

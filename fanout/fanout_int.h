@@ -127,9 +127,11 @@ struct fo_engine_ops {
     /* The bus (fanout.h); NULL for an engine without one. */
     void *(*bus_subscribe)(void *eng, const char *subject);
     void (*bus_unsubscribe)(void *eng, void *handle);
-    rt_status (*bus_publish)(void *eng, const char *subject, const char *reply,
-                             const uint8_t *data, size_t len);
+    rt_status (*bus_publish)(void *eng, const char *subject, const char *reply, const uint8_t *data,
+                             size_t len);
     uint64_t (*bus_generation)(const void *eng);
+    /* Optional: the engine's own counters into out (fo_get_stats). */
+    void (*stats)(const void *eng, struct fo_stats *out);
 };
 
 extern const struct fo_engine_ops fo__engine_memory;

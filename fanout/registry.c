@@ -710,6 +710,8 @@ void fo_get_stats(const struct fo *fo, struct fo_stats *out)
 {
     *out = fo->stats;
     out->channels = fo->chans.count;
+    if (fo->ops->stats)
+        fo->ops->stats(fo->eng, out);
 }
 
 /*

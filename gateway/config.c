@@ -120,6 +120,13 @@ static const struct opt opts[] = {
      "JetStream stream holding the durable channels (default RTGATE)"},
     {"nats-replicas", OPT_U32, OFF(nats_replicas), 0,
      "replicas of that stream, created or updated at start (default 1)"},
+    {"nats-loop-reader", OPT_U32, OFF(nats_loop_reader), 0,
+     "1: ephemeral channels' messages are read from NATS on the event loop's own "
+     "connection (one wake-up per read); 0: through nats.c's threads (default 1)"},
+    {"nats-read-window-ms", OPT_U32, OFF(nats_read_window_ms), 0,
+     "with the loop reader: while NATS reads come this close together, read every this many "
+     "ms instead of on each arrival (fewer wake-ups for a stream, up to this much latency); "
+     "0 = always at once (default 1)"},
 };
 
 #define N_OPTS (sizeof opts / sizeof opts[0])
@@ -166,6 +173,8 @@ static void set_defaults(struct gw_config *cfg)
     cfg->log_level = RT_LOG_INFO;
     strcpy(cfg->nats_stream, "RTGATE");
     cfg->nats_replicas = 1;
+    cfg->nats_loop_reader = 1;
+    cfg->nats_read_window_ms = 1;
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur > 512)
         cfg->max_connections = (uint32_t)(rl.rlim_cur > 1000000 ? 1000000 : rl.rlim_cur - 256);
@@ -341,13 +350,15 @@ static rt_status check(struct gw_config *cfg)
         cfg->idle_timeout_ms <= cfg->ping_interval_ms || cfg->ws_path[0] != '/' ||
         cfg->nats_replicas == 0 || cfg->presence_ttl_ms < 300 || cfg->geo_share_precision < 1 ||
         cfg->geo_share_precision > cfg->geo_precision || cfg->geo_snapshot_wait_ms == 0 ||
-        cfg->geo_max_follows == 0 || cfg->geo_publish_ms > 1000) {
+        cfg->geo_max_follows == 0 || cfg->geo_publish_ms > 1000 || cfg->nats_loop_reader > 1 ||
+        cfg->nats_read_window_ms > 100) {
         fprintf(stderr,
                 "rtgate: inconsistent options (bursts >= 1, max-message-bytes >= 64, "
                 "history >= 1, idle-timeout-ms > ping-interval-ms >= 1000, "
                 "flush-window-ms and -max-ms <= 1000, workers 1..64 and > 1 only with --nats, "
                 "ws-path starting with /, nats-replicas >= 1, presence-ttl-ms >= 300, "
-                "geo-share-precision 1..geo-precision, geo-publish-ms <= 1000)\n");
+                "geo-share-precision 1..geo-precision, geo-publish-ms <= 1000, "
+                "nats-loop-reader 0 or 1, nats-read-window-ms <= 100)\n");
         return RT_INVAL;
     }
     return RT_OK;

@@ -65,6 +65,8 @@ struct gw_config {
     char nats_url[1024];  /* --nats: non-empty selects the nats engine */
     char nats_stream[64]; /* JetStream stream of durable channels (default RTGATE) */
     uint32_t nats_replicas;
+    uint32_t nats_loop_reader;    /* 1: ephemeral live subjects read on the loop */
+    uint32_t nats_read_window_ms; /* the loop reader's read window */
 };
 
 /*

@@ -127,6 +127,19 @@ char *gw_metrics_render(const struct gw_server *srv, size_t *len)
            fs.upstream_invalid);
     metric(&o, "upstream_fetched_total", "counter", "Durable messages read back from JetStream",
            fs.upstream_fetched);
+    metric(&o, "upstream_reader_up", "gauge",
+           "1 while the loop reader of ephemeral channels is connected to NATS", fs.reader_up);
+    metric(&o, "upstream_reader_connects_total", "counter",
+           "Connections of the loop reader to NATS (handshakes completed)", fs.reader_connects);
+    metric(&o, "upstream_reader_reads_total", "counter",
+           "NATS socket reads by the loop reader (event-loop wake-ups)", fs.reader_reads);
+    metric(&o, "upstream_reader_messages_total", "counter", "Messages the loop reader read",
+           fs.reader_messages);
+    metric(&o, "upstream_reader_bad_total", "counter",
+           "Loop reader connections dropped for a protocol error from the server", fs.reader_bad);
+    metric(&o, "upstream_reader_flush_timeouts_total", "counter",
+           "Subscriptions the loop reader could not confirm with the server in time",
+           fs.reader_flush_timeouts);
     struct geo_stats gs;
     geo_get_stats(srv->geo, &gs);
     struct geo_fleet_stats fl = {0};

@@ -31,8 +31,8 @@ static int http_respond(struct lws *wsi, unsigned status, const char *ctype, con
     if (retry_after_s) {
         char v[16];
         int n = snprintf(v, sizeof v, "%u", retry_after_s);
-        if (lws_add_http_header_by_name(wsi, (const unsigned char *)"retry-after:",
-                                        (const unsigned char *)v, n, &p, end))
+        if (lws_add_http_header_by_name(
+                wsi, (const unsigned char *)"retry-after:", (const unsigned char *)v, n, &p, end))
             return -1;
     }
     if (lws_finalize_write_http_header(wsi, start, &p, end))
@@ -89,10 +89,14 @@ static bool subprotocol_ok(struct lws *wsi)
 static const char *status_text(unsigned status)
 {
     switch (status) {
-    case 400: return "Bad Request";
-    case 404: return "Not Found";
-    case 429: return "Too Many Requests";
-    default: return "Service Unavailable";
+    case 400:
+        return "Bad Request";
+    case 404:
+        return "Not Found";
+    case 429:
+        return "Too Many Requests";
+    default:
+        return "Service Unavailable";
     }
 }
 
@@ -141,8 +145,7 @@ static int on_confirm_upgrade(struct lws *wsi)
     lws_get_peer_simple(wsi, peer, sizeof peer);
     uint32_t retry = 0;
     if (!gw_iplimit_take(srv->iplimit, peer, rt_mono_ms(), &retry))
-        return refuse(wsi, GW_REFUSE_RATE, 429, "too many connections from this address\n",
-                      retry);
+        return refuse(wsi, GW_REFUSE_RATE, 429, "too many connections from this address\n", retry);
     if (srv->m.connections >= srv->cfg->max_connections)
         return refuse(wsi, GW_REFUSE_CAPACITY, 503, "gateway at capacity\n", 1000);
     return 0;
@@ -397,17 +400,27 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 {
     struct gw_session *s = user;
     switch (reason) {
-    case LWS_CALLBACK_HTTP: return on_http(wsi, in ? (const char *)in : "");
-    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: return on_confirm_upgrade(wsi);
-    case LWS_CALLBACK_ESTABLISHED: return gw_session_open(server_of(wsi), s, wsi, codec_of(wsi));
+    case LWS_CALLBACK_HTTP:
+        return on_http(wsi, in ? (const char *)in : "");
+    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+        return on_confirm_upgrade(wsi);
+    case LWS_CALLBACK_ESTABLISHED:
+        return gw_session_open(server_of(wsi), s, wsi, codec_of(wsi));
     case LWS_CALLBACK_RECEIVE:
         return gw_session_rx(s, in, len, lws_is_final_fragment(wsi),
                              lws_remaining_packet_payload(wsi));
-    case LWS_CALLBACK_SERVER_WRITEABLE: return gw_session_writable(s);
-    case LWS_CALLBACK_TIMER: return gw_session_timer(s);
-    case LWS_CALLBACK_RECEIVE_PONG: s->last_rx_ms = rt_mono_ms(); return 0;
-    case LWS_CALLBACK_CLOSED: gw_session_closed(s); return 0;
-    default: return 0;
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+        return gw_session_writable(s);
+    case LWS_CALLBACK_TIMER:
+        return gw_session_timer(s);
+    case LWS_CALLBACK_RECEIVE_PONG:
+        s->last_rx_ms = rt_mono_ms();
+        return 0;
+    case LWS_CALLBACK_CLOSED:
+        gw_session_closed(s);
+        return 0;
+    default:
+        return 0;
     }
 }
 
@@ -455,6 +468,8 @@ static rt_status make_fanout(struct gw_server *srv, const struct gw_config *cfg)
         .nats_url = cfg->nats_url,
         .nats_stream = cfg->nats_stream,
         .nats_replicas = cfg->nats_replicas,
+        .uv_loop = cfg->nats_loop_reader ? srv->loop : NULL,
+        .nats_read_window_ms = cfg->nats_read_window_ms,
         .wake = fo_wake,
         .wake_ctx = &fo_wakeup,
         .node_id = cfg->node_id,
@@ -492,8 +507,8 @@ static rt_status make_context(struct gw_server *srv, const struct gw_config *cfg
     info.protocols = protocols;
     /* No LWS_SERVER_OPTION_VALIDATE_UTF8: invalid UTF-8 gets a 400 from the
      * decoder instead of a close (PROTOCOL.md: a bad message never closes). */
-    info.options = LWS_SERVER_OPTION_LIBUV |
-                   LWS_SERVER_OPTION_HTTP_HEADERS_SECURITY_BEST_PRACTICES_ENFORCE;
+    info.options =
+        LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_HTTP_HEADERS_SECURITY_BEST_PRACTICES_ENFORCE;
     info.foreign_loops = foreign_loops;
     info.user = srv;
     /*

@@ -170,12 +170,14 @@ class NatsServer:
             return ""
 
     def subscriptions(self, gw):
-        """The rtgate.* subjects gateway `gw` holds subscriptions on (its NATS
-        connection is named "rtgate <node id>")."""
+        """The rtgate.* subjects gateway `gw` holds subscriptions on (its nats.c
+        connection is named "rtgate <node id>", the loop reader's that reads
+        ephemeral channels "rtgate-live <node id>")."""
         _, body = http_json(self.mon_port, "/connz?subs=1&limit=1024")
         out = []
+        names = ("rtgate " + gw.node_id, "rtgate-live " + gw.node_id)
         for c in body.get("connections") or []:
-            if c.get("name") == "rtgate " + gw.node_id:
+            if c.get("name") in names:
                 out.extend(s for s in c.get("subscriptions_list") or []
                            if s.startswith("rtgate."))
         return sorted(out)

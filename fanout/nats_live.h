@@ -1,0 +1,73 @@
+/*
+ * nats_live.h: a core-NATS subscriber that runs on the gateway's libuv loop
+ * (nats_live.c), for the nats engine's live channel subjects.
+ *
+ * Why: nats.c reads its socket on one thread and calls subscription
+ * callbacks on another, so every message woke three threads (nats.c's
+ * reader, its delivery thread, then the loop through uv_async) before it
+ * reached a socket. On the loop, a message costs one wake-up of the thread
+ * that writes it out, and a burst costs one wake-up for all of it.
+ *
+ * It holds its own TCP connection to the same servers as nats.c (nats://
+ * URLs, user:pass@ or token@ in the URL), answers PINGs, sends its own
+ * every 5 s (two unanswered: reconnect), and reconnects to the next server
+ * 250 ms after a loss, subscribing again to everything (replay hook).
+ * Subscribing and publishing stay ordered through lr_flush, which waits
+ * (blocking the loop, like nats.c's flush did) for the server to answer a
+ * PING sent after the SUB.
+ *
+ * Read window: while reads come less than window_ms apart, the socket is
+ * read on a timer every window_ms instead of on readiness, so a stream of
+ * messages costs one wake-up per window instead of one per message; when a
+ * timed read finds nothing, it goes back to reading on readiness. 0: always
+ * on readiness.
+ */
+#ifndef NATS_LIVE_H
+#define NATS_LIVE_H
+
+#include "nats_wire.h"
+#include "rt.h"
+
+struct lr;
+
+struct lr_hooks {
+    void *ctx;
+    /* A message on one of the subscriptions (sid), on the loop thread. */
+    void (*msg)(void *ctx, const struct nw_msg *m);
+    /* After each (re)connect: call lr_resub for every subscription to keep. */
+    void (*replay)(void *ctx, struct lr *lr);
+};
+
+struct lr_stats {
+    uint64_t msgs, bytes;    /* MSG / HMSG received, payload bytes */
+    uint64_t wakeups;        /* reads on readiness or on the window timer */
+    uint64_t connects;       /* handshakes completed */
+    uint64_t bad;            /* connections dropped for a protocol error */
+    uint64_t flush_timeouts; /* lr_flush that did not see its PONG in time */
+};
+
+/*
+ * urls: "nats://[user:pass@|token@]host[:port][,...]" (the --nats value).
+ * RT_INVAL for a URL it cannot use (tls://, no host): the caller keeps
+ * nats.c's subscriptions instead. Starts connecting at once.
+ */
+rt_status lr_create(void *uv_loop, const char *urls, const char *name, uint32_t window_ms,
+                    const struct lr_hooks *hooks, struct lr **out);
+/* Closes the connection; the memory goes once the loop has run the close callbacks. */
+void lr_destroy(struct lr *lr);
+
+/* A new subscription (SUB now if connected, else at the next connect); its sid. */
+uint64_t lr_sub(struct lr *lr, const char *subject);
+/* In the replay hook: subscribe again with the same sid. */
+void lr_resub(struct lr *lr, const char *subject, uint64_t sid);
+void lr_unsub(struct lr *lr, uint64_t sid);
+/*
+ * Blocks up to timeout_ms until the server has seen everything sent so far.
+ * RT_UNAVAILABLE if not connected, or on timeout. Messages read meanwhile are
+ * handed to the msg hook later, from the loop, in order.
+ */
+rt_status lr_flush(struct lr *lr, uint32_t timeout_ms);
+bool lr_up(const struct lr *lr);
+void lr_get_stats(const struct lr *lr, struct lr_stats *out);
+
+#endif
