@@ -13,7 +13,8 @@
 #              channels-10k-mem,
 #              setup-10k (perf samples the set-up of 10k idle connections instead)
 # Environment: BUILD (default build-bench), RTGATE, LOAD, NATS_SERVER, OUT, PERF_SECONDS (8),
-#   RTGATE_ARGS (extra rtgate options, e.g. "--flush-window-ms 0"), TAG (suffix of the report name).
+#   RTGATE_ARGS (extra rtgate options, e.g. "--flush-window-ms 0"), TAG (suffix of the report name),
+#   KEEP_PERF=1 (keep perf.data as $OUT/perf-<scenario><TAG>.data for `perf report -i`).
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -98,10 +99,10 @@ EOT
     else
         setup_s=$(((subs + 2999) / 3000 + 1))
         taskset -c "$CLIENT_CPUS" "$LOAD" --url "ws://127.0.0.1:$GW_PORT/ws" "${pub[@]}" "${args[@]}" \
-            --duration $((PERF_SECONDS + 2)) --warmup 2 --connect-rate 3000 --server-pid "$GW" \
+            --duration $((PERF_SECONDS + 6)) --warmup 2 --connect-rate 3000 --server-pid "$GW" \
             --label "profile/$name" -q > "$dir/load.json" 2> "$dir/load.err" &
         LOADPID=$!
-        sleep $((setup_s + 3))
+        sleep $((setup_s + 3)) # perf ends ~4 s before the run does: the closes at the end stay out
     fi
     perf record -e cpu-clock -g -p "$GW" -o "$dir/perf.data" -- sleep "$PERF_SECONDS" \
         > /dev/null 2> "$dir/perf.err"
@@ -123,6 +124,7 @@ EOT
         perf report -i "$dir/perf.data" --stdio --children --sort symbol -g none 2> /dev/null |
             grep -v '^#' | grep -v '^$' | head -30
     } > "$OUT/profile-$name$TAG.txt"
+    [ -n "${KEEP_PERF:-}" ] && cp "$dir/perf.data" "$OUT/perf-$name$TAG.data"
     echo "profile.sh: $OUT/profile-$name$TAG.txt" >&2
     cleanup
 done

@@ -10,7 +10,11 @@
 # pid. Lines go to $OUT/window.jsonl (label = load/variant); a table is printed at the end.
 #
 # Usage: bench/window.sh [--windows "0 1 2 5 10"] [--loads "1k-200 10k-50 10k-20"]
-#                        [--duration S] [--memory]
+#                        [--variants "LABEL=OPTIONS;..."] [--duration S] [--memory]
+#   --loads     SUBS-RATE is fan-out (SUBS subscribers of one channel, RATE msg/s); chSUBS-RATE
+#               is many channels (SUBS subscribers, one channel each, RATE msg/s in all)
+#   --variants  instead of one rtgate per window, one per LABEL with those rtgate options, e.g.
+#               "nats.c=--nats-loop-reader 0;loop=--nats-read-window-ms 0;loop-w2=" (bench/out/reader.md)
 #   --memory   rtgate with the memory engine instead (publishes with `pub` over WebSocket)
 # Environment: BUILD (default build-rel), RTGATE, LOAD, NATS_SERVER, OUT, RTGATE_ARGS (more
 # rtgate options, e.g. "--flush-window-max-ms 20"), VARIANT (prefix of the variant labels).
@@ -29,6 +33,7 @@ WINDOWS="0 1 2 5 10"
 LOADS="1k-200 10k-50 10k-20"
 DURATION=8
 MEMORY=0
+VARIANTS=""
 LIMIT_S=900
 read -r -a EXTRA <<< "${RTGATE_ARGS:-}"
 VARIANT=${VARIANT:-}
@@ -36,6 +41,7 @@ VARIANT=${VARIANT:-}
 while [ $# -gt 0 ]; do
     case "$1" in
     --windows) WINDOWS="$2"; shift ;;
+    --variants) VARIANTS="$2"; shift ;;
     --loads) LOADS="$2"; shift ;;
     --duration) DURATION="$2"; shift ;;
     --memory) MEMORY=1 ;;
@@ -93,8 +99,10 @@ for name in $LOADS; do
     [ $((SECONDS - STARTED)) -lt $((LIMIT_S - 90)) ] || { echo "window.sh: time limit" >&2; break; }
     subs=${name%-*}
     rate=${name#*-}
+    scen=fanout
+    case "$subs" in ch*) scen=channels; subs=${subs#ch} ;; esac
     subs=${subs/k/000}
-    args=(--scenario fanout --subs "$subs" --rate "$rate")
+    args=(--scenario "$scen" --subs "$subs" --rate "$rate")
     dir="$TMP/$name"
     mkdir -p "$dir/js"
     NPORT=$(free_port) WSPORT=$(free_port)
@@ -109,16 +117,25 @@ EOT
     wait_port "$WSPORT" 10 || { echo "window.sh: nats-server did not start" >&2; stop_all; continue; }
     load "$name" nats-ws --target nats-ws --url "ws://127.0.0.1:$WSPORT/" \
         --nats "nats://127.0.0.1:$NPORT" --server-pid "$NATS" "${args[@]}"
-    for w in $WINDOWS; do
+    labels=() options=()
+    if [ -n "$VARIANTS" ]; then
+        IFS=';' read -r -a vs <<< "$VARIANTS"
+        for v in "${vs[@]}"; do labels+=("${v%%=*}"); options+=("${v#*=}"); done
+    else
+        for w in $WINDOWS; do labels+=("w$w"); options+=("--flush-window-ms $w"); done
+    fi
+    for i in "${!labels[@]}"; do
+        read -r -a vopts <<< "${options[$i]}"
+        w=${labels[$i]}
         GWPORT=$(free_port)
         engine=(--nats "nats://127.0.0.1:$NPORT")
         pub=(--publish-via nats --nats "nats://127.0.0.1:$NPORT" --broker-pid "$NATS")
         if [ "$MEMORY" = 1 ]; then engine=(); pub=(); fi
         pin_server "$RTGATE" --listen "127.0.0.1:$GWPORT" "${engine[@]}" "${GW_OPTS[@]}" \
-            --flush-window-ms "$w" "${EXTRA[@]}" > "$dir/rtgate-$w.log" 2>&1 &
+            "${vopts[@]}" "${EXTRA[@]}" > "$dir/rtgate-$w.log" 2>&1 &
         GW=$!
         wait_port "$GWPORT" 10 || { echo "window.sh: rtgate did not start" >&2; kill "$GW"; continue; }
-        load "$name" "${VARIANT}w$w" --url "ws://127.0.0.1:$GWPORT/ws" "${pub[@]}" --server-pid "$GW" "${args[@]}"
+        load "$name" "${VARIANT}$w" --url "ws://127.0.0.1:$GWPORT/ws" "${pub[@]}" --server-pid "$GW" "${args[@]}"
         kill "$GW" 2> /dev/null
         wait "$GW" 2> /dev/null
     done

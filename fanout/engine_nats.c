@@ -168,8 +168,8 @@ struct neng {
     uint64_t stream_retry_at;
     uint64_t next_gen;
     uint64_t seen_reconnects;
-    struct nchan *with_sub;
-    struct nlive *batch; /* loop's copy of a ring batch */
+    struct nchan *with_sub[2]; /* channels with a subscription: [0] ephemeral, [1] durable */
+    struct nlive *batch;       /* loop's copy of a ring batch */
 
     pthread_mutex_t lock;
     struct nlive *ring; /* {lock} */
@@ -1318,10 +1318,8 @@ static void probe_start(struct neng *e, struct nchan *nc)
 /* Every durable channel with interest: look for messages missed while away. */
 static void resync_all(struct neng *e)
 {
-    for (struct nchan *nc = e->with_sub; nc; nc = nc->next) {
-        if (nc->ch->durable)
-            probe_start(e, nc);
-    }
+    for (struct nchan *nc = e->with_sub[1]; nc; nc = nc->next)
+        probe_start(e, nc);
 }
 
 static void stream_done(struct neng *e, struct njob *j)
@@ -1532,7 +1530,7 @@ static void on_live_replay(void *ctx, struct lr *lr)
 {
     struct neng *e = ctx;
     char subj[SUBJECT_MAX];
-    for (struct nchan *nc = e->with_sub; nc; nc = nc->next) {
+    for (struct nchan *nc = e->with_sub[0]; nc; nc = nc->next) {
         if (!nc->lsid)
             continue;
         snprintf(subj, sizeof(subj), "%s%s", PREFIX_EPH, nc->ch->name);
@@ -1559,11 +1557,12 @@ static rt_status subscribe(struct neng *e, struct nchan *nc)
         nc->sub = NULL;
         return RT_UNAVAILABLE;
     }
+    struct nchan **head = &e->with_sub[ch->durable];
     nc->prev = NULL;
-    nc->next = e->with_sub;
-    if (e->with_sub)
-        e->with_sub->prev = nc;
-    e->with_sub = nc;
+    nc->next = *head;
+    if (*head)
+        (*head)->prev = nc;
+    *head = nc;
     e->fo->stats.upstream_subscriptions++;
     return RT_OK;
 }
@@ -1583,7 +1582,7 @@ static void unsubscribe(struct neng *e, struct nchan *nc)
     if (nc->prev)
         nc->prev->next = nc->next;
     else
-        e->with_sub = nc->next;
+        e->with_sub[nc->ch->durable] = nc->next;
     if (nc->next)
         nc->next->prev = nc->prev;
     nc->prev = nc->next = NULL;
@@ -1861,7 +1860,7 @@ static void nats_tick(void *eng, uint64_t now_ms)
         }
     }
     fo__busy_enter(e->fo); /* a re-pump frees nothing while the list is walked */
-    for (struct nchan *nc = e->with_sub; nc; nc = nc->next) {
+    for (struct nchan *nc = e->with_sub[1]; nc; nc = nc->next) {
         if (!nc->ch->durable || now < nc->retry_at)
             continue;
         if (nc->probe_wanted)

@@ -67,6 +67,9 @@ struct lr {
 
     uint8_t *in;
     size_t in_len, in_cap;
+    char *cork; /* while replaying: SUBs gathered for one write */
+    size_t cork_len, cork_cap;
+    bool corked;
     size_t max_payload;
     uint32_t pings_out;
     bool windowed; /* reading on io_timer */
@@ -142,6 +145,23 @@ static bool lr_send(struct lr *lr, const char *p, size_t n)
 {
     if (!lr->c || n == 0)
         return lr->c != NULL;
+    if (lr->corked) {
+        if (lr->cork_cap - lr->cork_len < n) {
+            size_t cap = lr->cork_cap ? lr->cork_cap * 2 : 65536;
+            while (cap - lr->cork_len < n)
+                cap *= 2;
+            char *b = realloc(lr->cork, cap);
+            if (!b) {
+                lr_fail(lr, "out of memory");
+                return false;
+            }
+            lr->cork = b;
+            lr->cork_cap = cap;
+        }
+        memcpy(lr->cork + lr->cork_len, p, n);
+        lr->cork_len += n;
+        return true;
+    }
     uv_stream_t *s = (uv_stream_t *)&lr->c->tcp;
     if (uv_stream_get_write_queue_size(s) == 0) {
         uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
@@ -259,8 +279,16 @@ static void became_up(struct lr *lr)
            lr->servers[lr->cur].host, lr->servers[lr->cur].port,
            (unsigned long long)lr->stats.connects);
     lr->failing_logged = false;
-    if (lr->h.replay)
+    if (lr->h.replay) { /* every SUB in one write */
+        lr->corked = true;
         lr->h.replay(lr->h.ctx, lr);
+        lr->corked = false;
+        if (lr->c)
+            lr_send(lr, lr->cork, lr->cork_len);
+        free(lr->cork);
+        lr->cork = NULL;
+        lr->cork_len = lr->cork_cap = 0;
+    }
     uv_timer_start(&lr->ping_timer, on_ping_timer, LR_PING_MS, LR_PING_MS);
 }
 
