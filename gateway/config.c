@@ -97,7 +97,12 @@ static const struct opt opts[] = {
      "with --nats: presence changes are published at most this often, batched per cell "
      "(0 = every loop iteration; default 10)"},
     {"geo-max-follows", OPT_U32, OFF(geo_max_follows), 0,
-     "with --nats: cells followed at once (default 10000)"},
+     "with --nats: cells followed at once; past it a query on new cells gets 503 "
+     "(default 10000)"},
+    {"geo-max-follows-per-conn", OPT_U32, OFF(geo_max_follows_per_conn), 0,
+     "with --nats: cells one connection may have started following (or hold by its "
+     "watches) that are still followed; past it its queries on new cells get 429, other "
+     "connections' do not (0 = the default, max(64, geo-max-follows / 16))"},
     {"workers", OPT_U32, OFF(workers), 0,
      "gateway processes sharing the listen port (SO_REUSEPORT); more than 1 needs --nats, "
      "since each process is its own node (default 1)"},

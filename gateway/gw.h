@@ -48,18 +48,19 @@ struct gw_config {
     uint32_t drain_timeout_ms;
     struct rt_bucket_cfg geo_bucket; /* geo.set per connection */
     uint32_t geo_precision;
-    uint32_t geo_max_members;      /* node-wide */
-    uint32_t geo_max_spaces;       /* spaces one connection is present in */
-    uint32_t geo_max_watches;      /* watches per connection */
-    uint32_t presence_ttl_ms;      /* fleet (--nats): a silent node's members go */
-    uint32_t geo_share_precision;  /* fleet: cells of the bus subjects */
-    uint32_t geo_follow_linger_ms; /* fleet: near-only cells followed this long */
-    uint32_t geo_snapshot_wait_ms; /* fleet: longest wait for snapshot answers */
-    uint32_t geo_max_follows;      /* fleet: cells followed at once */
-    uint32_t geo_publish_ms;       /* fleet: presence changes go out at most this often */
-    uint32_t workers;              /* processes sharing the port */
-    uint32_t flush_window_ms;      /* least time between two writes to one connection; 0 = none */
-    uint32_t flush_window_max_ms;  /* the window grows up to this while the loop is saturated */
+    uint32_t geo_max_members;          /* node-wide */
+    uint32_t geo_max_spaces;           /* spaces one connection is present in */
+    uint32_t geo_max_watches;          /* watches per connection */
+    uint32_t presence_ttl_ms;          /* fleet (--nats): a silent node's members go */
+    uint32_t geo_share_precision;      /* fleet: cells of the bus subjects */
+    uint32_t geo_follow_linger_ms;     /* fleet: near-only cells followed this long */
+    uint32_t geo_snapshot_wait_ms;     /* fleet: longest wait for snapshot answers */
+    uint32_t geo_max_follows;          /* fleet: cells followed at once */
+    uint32_t geo_max_follows_per_conn; /* fleet: of them, charged to one connection; 0 = auto */
+    uint32_t geo_publish_ms;           /* fleet: presence changes go out at most this often */
+    uint32_t workers;                  /* processes sharing the port */
+    uint32_t flush_window_ms;     /* least time between two writes to one connection; 0 = none */
+    uint32_t flush_window_max_ms; /* the window grows up to this while the loop is saturated */
     size_t rx_buffer;
     enum rt_log_level log_level;
     char nats_url[1024];  /* --nats: non-empty selects the nats engine */

@@ -152,6 +152,13 @@ char *gw_metrics_render(const struct gw_server *srv, size_t *len)
     metric(&o, "geo_remote_members", "gauge", "Of them, members of other nodes", fl.remote_members);
     metric(&o, "geo_cells_followed", "gauge", "Cells (prefixes) followed on the bus (--nats)",
            fl.follows);
+    metric(&o, "geo_follow_conns", "gauge",
+           "Connections charged with followed cells (--geo-max-follows-per-conn)", fl.owners);
+    metric(&o, "geo_follows_refused_share_total", "counter",
+           "Queries refused (429): the connection was over --geo-max-follows-per-conn",
+           fl.refused_share);
+    metric(&o, "geo_follows_refused_limit_total", "counter",
+           "Queries refused (503): the node was at --geo-max-follows", fl.refused_limit);
     metric(&o, "geo_cells_pending", "gauge", "Followed cells waiting for a snapshot",
            fl.follows_pending);
     metric(&o, "geo_nodes", "gauge", "Other gateway nodes heard from", fl.nodes);

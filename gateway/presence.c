@@ -300,18 +300,25 @@ static void on_fleet_ready(void *arg, uint64_t ticket, bool partial)
     r->ready = true;
 }
 
-/* Asks the fleet for the circle's cells. *r is NULL when it can answer now. */
+/*
+ * Asks the fleet for the circle's cells, charging the ones it starts to
+ * follow to this connection. *r is NULL when it can answer now. RT_AGAIN
+ * with *share false: too many queries waiting; with *share true: the
+ * connection is over its share of followed cells (--geo-max-follows-per-conn).
+ */
 static rt_status fleet_want(struct gw_session *s, const struct proto_msg *m, bool watch,
-                            struct gw_geo_req **r)
+                            struct gw_geo_req **r, bool *share)
 {
     struct gw_server *srv = s->srv;
     *r = NULL;
+    *share = false;
     if (s->geo_waiting >= GW_GEO_WAITING_MAX)
         return RT_AGAIN;
     uint64_t ticket = 0;
     bool ready = false;
-    rt_status st = geo_fleet_want(srv->fleet, m->space.ptr, m->space.len, m->lat, m->lon,
-                                  m->radius_m, watch, rt_mono_ms(), &ticket, &ready);
+    rt_status st = geo_fleet_want(srv->fleet, s->conn_id, m->space.ptr, m->space.len, m->lat,
+                                  m->lon, m->radius_m, watch, rt_mono_ms(), &ticket, &ready);
+    *share = st == RT_AGAIN;
     if (st != RT_OK)
         return st;
     if (ready && !watch)
@@ -327,9 +334,13 @@ static rt_status fleet_want(struct gw_session *s, const struct proto_msg *m, boo
     return RT_OK;
 }
 
-static void refuse_want(struct gw_session *s, const struct proto_msg *m, rt_status st)
+static void refuse_want(struct gw_session *s, const struct proto_msg *m, rt_status st, bool share)
 {
-    if (st == RT_AGAIN)
+    if (st == RT_AGAIN && share) /* its cells lapse within the linger time if it stops */
+        gw_session_reply_error(s, m, RT_E_RATE_LIMITED,
+                               "too many new presence areas for this connection",
+                               s->srv->cfg->geo_follow_linger_ms);
+    else if (st == RT_AGAIN)
         gw_session_reply_error(s, m, RT_E_RATE_LIMITED, "too many presence queries waiting", 100);
     else if (st == RT_LIMIT)
         gw_session_reply_error(s, m, RT_E_UNAVAILABLE, "presence interest limit reached", 1000);
@@ -342,9 +353,10 @@ static void on_near(struct gw_session *s, const struct proto_msg *m)
     struct circle c = circle_of(m, false);
     if (s->srv->fleet) {
         struct gw_geo_req *r;
-        rt_status st = fleet_want(s, m, false, &r);
+        bool share;
+        rt_status st = fleet_want(s, m, false, &r, &share);
         if (st != RT_OK) {
-            refuse_want(s, m, st);
+            refuse_want(s, m, st, share);
             return;
         }
         if (r)
@@ -363,9 +375,10 @@ static void on_watch(struct gw_session *s, const struct proto_msg *m)
     struct circle c = circle_of(m, true);
     struct gw_geo_req *r = NULL;
     if (srv->fleet) {
-        rt_status st = fleet_want(s, m, true, &r);
+        bool share;
+        rt_status st = fleet_want(s, m, true, &r, &share);
         if (st != RT_OK) {
-            refuse_want(s, m, st);
+            refuse_want(s, m, st, share);
             return;
         }
         s->geo_watches++;
@@ -437,6 +450,8 @@ void gw_presence_closed(struct gw_session *s)
     struct gw_server *srv = s->srv;
     while (s->geo_reqs)
         req_free(srv, s, s->geo_reqs);
+    if (srv->fleet)
+        geo_fleet_forget(srv->fleet, s->conn_id); /* its lingering cells count for nobody now */
     if (s->geo_spaces || s->geo_watches) {
         if (srv->fleet)
             geo_fleet_remove_conn(srv->fleet, s->conn_id);
@@ -510,6 +525,7 @@ static rt_status fleet_create(struct gw_server *srv)
         .linger_ms = cfg->geo_follow_linger_ms,
         .snapshot_wait_ms = cfg->geo_snapshot_wait_ms,
         .max_follows = cfg->geo_max_follows,
+        .max_owner_follows = cfg->geo_max_follows_per_conn,
         .bus = {bus_publish, bus_subscribe, bus_unsubscribe, srv->fo},
         .on_ready = on_fleet_ready,
         .arg = srv,

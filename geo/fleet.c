@@ -11,6 +11,9 @@
  *     asked, who answered with which watermark, which members they named);
  *   - wants: near queries waiting for follows to become ready, and watches
  *     holding follows;
+ *   - owners: the connections charged with follows (the one that started a
+ *     follow, or its last holder), each with its count, so that one client
+ *     cannot take the whole max_follows;
  *   - dirty: local members changed since the last flush, published then, one
  *     bus message per (space, cell) at most (split when large).
  */
@@ -72,10 +75,23 @@ struct fsnap {
     struct rt_htab seen;
 };
 
+/*
+ * A connection charged with follows. In the table while it is live and
+ * charged with at least one; freed with its last follow (a forgotten owner
+ * lives on, out of the table, until then: bounded by the follows).
+ */
+struct fowner {
+    struct rt_hnode h; /* by id */
+    uint64_t id;
+    uint32_t follows; /* charged to it */
+    bool gone;        /* forgotten: out of the table */
+};
+
 struct ffollow {
     struct rt_hnode h; /* by space NUL prefix */
     struct ffollow *prev, *next;
     void *sub;
+    struct fowner *owner; /* charged with it, or NULL */
     uint32_t holds;
     uint64_t last_used;
     bool ready;
@@ -116,7 +132,7 @@ struct geo_fleet {
     geo_fleet_ready_fn on_ready;
     void *arg;
     int share_p;
-    uint32_t ttl_ms, hb_ms, linger_ms, wait_ms, max_follows, resync_ms;
+    uint32_t ttl_ms, hb_ms, linger_ms, wait_ms, max_follows, max_owner, resync_ms;
     char node[GEO_FLEET_NODE_MAX + 1];
     size_t node_len;
     char reply_subject[GEO_FLEET_SUBJECT_MAX];
@@ -127,6 +143,7 @@ struct geo_fleet {
     struct rt_htab follows;
     struct ffollow *follow_list;
     struct rt_htab wants;
+    struct rt_htab owners;
     uint64_t next_ticket;
     struct rt_htab dirty;
     struct fdirty *dirty_head, *dirty_tail;
@@ -491,6 +508,78 @@ static void node_drop(struct geo_fleet *f, struct fnode *nd)
     if (nd->next)
         nd->next->prev = nd->prev;
     free(nd);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Owners                                                                     */
+
+static struct fowner *owner_find(const struct geo_fleet *f, uint64_t id)
+{
+    uint64_t h = rt_hash_u64(id);
+    for (struct rt_hnode *n = rt_htab_chain(&f->owners, h); n; n = n->next) {
+        struct fowner *o = RT_CONTAINER(n, struct fowner, h);
+        if (o->id == id)
+            return o;
+    }
+    return NULL;
+}
+
+static struct fowner *owner_new(struct geo_fleet *f, uint64_t id)
+{
+    struct fowner *o = calloc(1, sizeof(*o));
+    if (!o || rt_htab_reserve(&f->owners) != RT_OK) {
+        free(o);
+        return NULL;
+    }
+    o->id = id;
+    o->h.hash = rt_hash_u64(id);
+    rt_htab_insert(&f->owners, &o->h);
+    return o;
+}
+
+/* Frees o once it is charged with nothing. */
+static void owner_trim(struct geo_fleet *f, struct fowner *o)
+{
+    if (!o || o->follows)
+        return;
+    if (!o->gone)
+        rt_htab_remove(&f->owners, &o->h);
+    free(o);
+}
+
+static void uncharge(struct geo_fleet *f, struct ffollow *fo)
+{
+    struct fowner *o = fo->owner;
+    if (!o)
+        return;
+    fo->owner = NULL;
+    o->follows--;
+    owner_trim(f, o);
+}
+
+/* fo's charge goes to o (not NULL). */
+static void charge(struct geo_fleet *f, struct ffollow *fo, struct fowner *o)
+{
+    if (fo->owner == o)
+        return;
+    uncharge(f, fo);
+    fo->owner = o;
+    o->follows++;
+}
+
+void geo_fleet_forget(struct geo_fleet *f, uint64_t owner)
+{
+    struct fowner *o = owner ? owner_find(f, owner) : NULL;
+    if (!o)
+        return;
+    rt_htab_remove(&f->owners, &o->h);
+    o->gone = true; /* freed with its last follow */
+}
+
+uint32_t geo_fleet_owner_follows(const struct geo_fleet *f, uint64_t owner)
+{
+    const struct fowner *o = owner ? owner_find(f, owner) : NULL;
+    return o ? o->follows : 0;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -960,6 +1049,7 @@ static void follow_merge(struct geo_fleet *f, struct ffollow *nf, struct ffollow
     rt_htab_each(&f->wants, remap_want, &r);
     f->bus.unsubscribe(f->bus.ctx, fo->sub);
     follow_unlink(f, fo);
+    uncharge(f, fo);
     snap_free(fo->snap);
     free(fo->waiters);
     free(fo);
@@ -993,6 +1083,7 @@ static void follow_drop(struct geo_fleet *f, struct ffollow *fo)
     f->bus.unsubscribe(f->bus.ctx, fo->sub);
     follow_unlink(f, fo);
     sweep(f, fo, NULL); /* fo is out of the table: only others cover now */
+    uncharge(f, fo);
     snap_free(fo->snap);
     free(fo->waiters);
     free(fo);
@@ -1437,9 +1528,9 @@ void geo_fleet_flush(struct geo_fleet *f)
 /* ------------------------------------------------------------------------ */
 /* Wants                                                                      */
 
-rt_status geo_fleet_want(struct geo_fleet *f, const char *space, size_t space_len, double lat,
-                         double lon, double radius_m, bool hold, uint64_t now_ms, uint64_t *ticket,
-                         bool *ready)
+rt_status geo_fleet_want(struct geo_fleet *f, uint64_t owner, const char *space, size_t space_len,
+                         double lat, double lon, double radius_m, bool hold, uint64_t now_ms,
+                         uint64_t *ticket, bool *ready)
 {
     if (now_ms > f->now)
         f->now = now_ms;
@@ -1456,9 +1547,25 @@ rt_status geo_fleet_want(struct geo_fleet *f, const char *space, size_t space_le
         st = geo_cover(lat, lon, radius_m, p, cells, COVER_CAP, &n);
     if (st != RT_OK)
         return st == RT_TOO_BIG ? RT_INVAL : st;
+    /* The cells not followed yet: one new follow each (at most 16 lookups of up to p). */
+    uint32_t need = 0;
+    for (size_t i = 0; i < n; i++)
+        need += covering(f, space, space_len, cells[i], (size_t)p) ? 0 : 1;
+    struct fowner *o = owner ? owner_find(f, owner) : NULL;
+    if (need && o && o->follows && o->follows + need > f->max_owner) {
+        f->st.refused_share++;
+        return RT_AGAIN;
+    }
+    if (need && rt_htab_count(&f->follows) + need > f->max_follows) {
+        f->st.refused_limit++;
+        return RT_LIMIT;
+    }
+    if (owner && !o && (need || hold) && !(o = owner_new(f, owner)))
+        return RT_NOMEM;
     struct fwant *w = calloc(1, sizeof(*w));
     if (!w || rt_htab_reserve(&f->wants) != RT_OK) {
         free(w);
+        owner_trim(f, o);
         return RT_NOMEM;
     }
     w->ticket = ++f->next_ticket;
@@ -1467,8 +1574,11 @@ rt_status geo_fleet_want(struct geo_fleet *f, const char *space, size_t space_le
     uint32_t nt = 0;
     for (size_t i = 0; i < n && st == RT_OK; i++) {
         struct ffollow *fo = covering(f, space, space_len, cells[i], (size_t)p);
-        if (!fo)
+        if (!fo) {
             st = follow_new(f, space, space_len, cells[i], (size_t)p, &fo);
+            if (st == RT_OK && o)
+                charge(f, fo, o);
+        }
         if (st != RT_OK)
             break;
         bool dup = false;
@@ -1490,14 +1600,18 @@ rt_status geo_fleet_want(struct geo_fleet *f, const char *space, size_t space_le
     }
     if (st != RT_OK) {
         free(w); /* follows made stay and linger; waiters of this ticket are ignored */
+        owner_trim(f, o);
         return st;
     }
     if (hold) {
         for (uint32_t j = 0; j < nt; j++) {
             touched[j]->holds++;
             w->follows[w->n_follows++] = touched[j];
+            if (o)
+                charge(f, touched[j], o); /* the last holder pays */
         }
     }
+    owner_trim(f, o);
     *ticket = w->ticket;
     *ready = w->remaining == 0;
     if (*ready && !hold) {
@@ -1586,6 +1700,8 @@ rt_status geo_fleet_create(const struct geo_fleet_config *cfg, uint64_t now_ms,
     f->linger_ms = cfg->linger_ms ? cfg->linger_ms : 30000;
     f->wait_ms = cfg->snapshot_wait_ms ? cfg->snapshot_wait_ms : 1000;
     f->max_follows = cfg->max_follows ? cfg->max_follows : 10000;
+    f->max_owner = cfg->max_owner_follows ? cfg->max_owner_follows
+                                          : (f->max_follows / 16 > 64 ? f->max_follows / 16 : 64);
     f->resync_ms = cfg->resync_ms ? cfg->resync_ms : 300000;
     memcpy(f->node, cfg->node, nlen);
     f->node_len = nlen;
@@ -1593,6 +1709,7 @@ rt_status geo_fleet_create(const struct geo_fleet_config *cfg, uint64_t now_ms,
     rt_htab_init(&f->nodes);
     rt_htab_init(&f->follows);
     rt_htab_init(&f->wants);
+    rt_htab_init(&f->owners);
     rt_htab_init(&f->dirty);
     proto_buf_init(&f->out, 0);
     f->now = now_ms;
@@ -1633,6 +1750,7 @@ void geo_fleet_destroy(struct geo_fleet *f)
         struct ffollow *fo = f->follow_list;
         f->bus.unsubscribe(f->bus.ctx, fo->sub);
         follow_unlink(f, fo);
+        uncharge(f, fo); /* the last one frees its owner */
         snap_free(fo->snap);
         free(fo->waiters);
         free(fo);
@@ -1650,6 +1768,7 @@ void geo_fleet_destroy(struct geo_fleet *f)
     rt_htab_free(&f->nodes);
     rt_htab_free(&f->follows);
     rt_htab_free(&f->wants);
+    rt_htab_free(&f->owners);
     rt_htab_free(&f->dirty);
     proto_buf_free(&f->out);
     free(f->readyq);
@@ -1666,4 +1785,5 @@ void geo_fleet_get_stats(const struct geo_fleet *f, struct geo_fleet_stats *st)
     for (const struct ffollow *fo = f->follow_list; fo; fo = fo->next)
         st->follows_pending += fo->ready ? 0 : 1;
     st->wants_pending = rt_htab_count(&f->wants);
+    st->owners = rt_htab_count(&f->owners);
 }

@@ -60,16 +60,18 @@ struct geo_fleet_bus {
 typedef void (*geo_fleet_ready_fn)(void *arg, uint64_t ticket, bool partial);
 
 struct geo_fleet_config {
-    struct geo *geo;           /* the index; the fleet owns its remote members */
-    const char *node;          /* 1..GEO_FLEET_NODE_MAX of [A-Za-z0-9_-], new at every start */
-    int share_precision;       /* 1..index precision; 0 = min(5, index precision) */
-    uint32_t ttl_ms;           /* a silent node's members go after this; 0 = 30000 */
-    uint32_t heartbeat_ms;     /* 0 = ttl_ms / 3 */
-    uint32_t linger_ms;        /* a cell followed only for near is dropped after; 0 = 30000 */
-    uint32_t snapshot_wait_ms; /* longest wait for snapshot replies; 0 = 1000 */
-    uint32_t max_follows;      /* cells (prefixes) followed at once; 0 = 10000 */
-    uint32_t resync_ms;        /* every followed cell is snapshotted again this often, so
-                                * whatever went wrong unnoticed is put right; 0 = 300000 */
+    struct geo *geo;            /* the index; the fleet owns its remote members */
+    const char *node;           /* 1..GEO_FLEET_NODE_MAX of [A-Za-z0-9_-], new at every start */
+    int share_precision;        /* 1..index precision; 0 = min(5, index precision) */
+    uint32_t ttl_ms;            /* a silent node's members go after this; 0 = 30000 */
+    uint32_t heartbeat_ms;      /* 0 = ttl_ms / 3 */
+    uint32_t linger_ms;         /* a cell followed only for near is dropped after; 0 = 30000 */
+    uint32_t snapshot_wait_ms;  /* longest wait for snapshot replies; 0 = 1000 */
+    uint32_t max_follows;       /* cells (prefixes) followed at once; 0 = 10000 */
+    uint32_t max_owner_follows; /* cells charged to one owner at once (see geo_fleet_want);
+                                 * 0 = max(64, max_follows / 16) */
+    uint32_t resync_ms;         /* every followed cell is snapshotted again this often, so
+                                 * whatever went wrong unnoticed is put right; 0 = 300000 */
     struct geo_fleet_bus bus;
     geo_fleet_ready_fn on_ready;
     void *arg;
@@ -100,13 +102,33 @@ rt_status geo_fleet_remove_conn(struct geo_fleet *f, uint64_t conn);
  * for linger_ms after the last use) or a watch (hold true: until
  * geo_fleet_release). *ticket gets the want's id. *ready is true when the
  * index can answer now; else on_ready(ticket) comes later, once. RT_INVAL,
- * RT_LIMIT (max_follows), RT_NOMEM, RT_UNAVAILABLE (a subscription failed).
+ * RT_AGAIN (owner over its share: see below), RT_LIMIT (max_follows),
+ * RT_NOMEM, RT_UNAVAILABLE (a subscription failed). A want refused with
+ * RT_AGAIN or RT_LIMIT starts following nothing.
+ *
+ * owner (a connection; 0 = nobody) is charged with every cell the want
+ * starts following, and a hold takes over the charge of the cells it holds
+ * (the last holder pays). The charge lasts as long as the cell is followed
+ * (held, then lingering), or until geo_fleet_forget(owner). An owner charged
+ * with cells gets RT_AGAIN for a want that would take it past
+ * max_owner_follows; wants on cells already followed are never refused, and
+ * an owner charged with nothing may always start one want. So one client
+ * querying many areas uses up its own share, not the node's.
  */
-rt_status geo_fleet_want(struct geo_fleet *f, const char *space, size_t space_len, double lat,
-                         double lon, double radius_m, bool hold, uint64_t now_ms, uint64_t *ticket,
-                         bool *ready);
+rt_status geo_fleet_want(struct geo_fleet *f, uint64_t owner, const char *space, size_t space_len,
+                         double lat, double lon, double radius_m, bool hold, uint64_t now_ms,
+                         uint64_t *ticket, bool *ready);
 /* Ends a hold, or forgets a pending want (no on_ready then). Unknown tickets are ignored. */
 void geo_fleet_release(struct geo_fleet *f, uint64_t ticket);
+
+/*
+ * The owner is gone (the connection closed; release its holds first): the
+ * cells charged to it stay followed until their linger ends but count against
+ * nobody's share, only max_follows. Unknown owners are ignored. O(1).
+ */
+void geo_fleet_forget(struct geo_fleet *f, uint64_t owner);
+/* Cells charged to owner now. */
+uint32_t geo_fleet_owner_follows(const struct geo_fleet *f, uint64_t owner);
 
 /* One message from a subscription. Anything malformed is counted and dropped. */
 void geo_fleet_receive(struct geo_fleet *f, const char *subject, const char *reply,
@@ -140,6 +162,9 @@ struct geo_fleet_stats {
     uint64_t nodes_expired;
     uint64_t bad_messages;
     uint64_t publish_failures;
+    uint64_t owners;        /* live owners charged with cells */
+    uint64_t refused_share; /* wants refused: owner over max_owner_follows */
+    uint64_t refused_limit; /* wants refused: max_follows */
 };
 
 void geo_fleet_get_stats(const struct geo_fleet *f, struct geo_fleet_stats *st);

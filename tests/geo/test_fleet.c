@@ -83,7 +83,8 @@ struct tnode {
 };
 
 static uint64_t now_ms = 1000000;
-static uint32_t resync_ms; /* the nodes' periodic resync; 0 = the default (5 min) */
+static uint32_t resync_ms;              /* the nodes' periodic resync; 0 = the default (5 min) */
+static uint32_t max_follows, max_owner; /* the nodes' caps; 0 = the defaults */
 static unsigned restarts;
 
 /* ---------------------------------------------------------------------- */
@@ -292,6 +293,8 @@ static void node_start(struct tbus *b, int idx)
     fc.linger_ms = 5000;
     fc.snapshot_wait_ms = 500;
     fc.resync_ms = resync_ms;
+    fc.max_follows = max_follows;
+    fc.max_owner_follows = max_owner;
     fc.bus = (struct geo_fleet_bus){bus_publish, bus_subscribe, bus_unsubscribe, n};
     fc.on_ready = on_ready;
     fc.arg = n;
@@ -398,8 +401,17 @@ static bool want(struct tnode *n, double lat, double lon, double radius, bool ho
 {
     bool ready = false;
     cr_assert_eq(
-        geo_fleet_want(n->fl, "drivers", 7, lat, lon, radius, hold, now_ms, ticket, &ready), RT_OK);
+        geo_fleet_want(n->fl, 0, "drivers", 7, lat, lon, radius, hold, now_ms, ticket, &ready),
+        RT_OK);
     return ready;
+}
+
+/* A want charged to owner; its status. */
+static rt_status want_by(struct tnode *n, uint64_t owner, double lat, double lon, bool hold,
+                         uint64_t *ticket)
+{
+    bool ready = false;
+    return geo_fleet_want(n->fl, owner, "drivers", 7, lat, lon, 20, hold, now_ms, ticket, &ready);
 }
 
 /* Every member of every live node inside the circle, as client ids. */
@@ -1040,4 +1052,107 @@ Test(fleet, random_operations_converge_after_lost_messages)
 {
     for (uint64_t seed = 11; seed <= 14; seed++)
         random_fleet(seed, 10);
+}
+
+/* Areas far apart (0.5 degree steps): each a cell of its own. */
+static double area_lat(int i)
+{
+    return -60.0 + 0.5 * (i % 240);
+}
+
+static double area_lon(int i)
+{
+    return -170.0 + 0.5 * (i / 240) + 0.00011;
+}
+
+Test(fleet, one_owner_uses_its_share_not_the_nodes)
+{
+    struct tbus b = {.rng = {21}};
+    max_follows = 12;
+    max_owner = 4;
+    node_start(&b, 0);
+    node_start(&b, 1);
+    settle(&b, 400, 1);
+    struct tnode *n = b.nodes[1];
+    uint64_t t;
+    int area = 0;
+    rt_status st = RT_OK;
+    for (; area < 20 && st == RT_OK; area++) {
+        st = want_by(n, 1, area_lat(area), area_lon(area), false, &t);
+        cr_assert_leq(geo_fleet_owner_follows(n->fl, 1), 4);
+    }
+    cr_assert_eq(st, RT_AGAIN, "the sprayer is refused past its share");
+    cr_assert_eq(geo_fleet_owner_follows(n->fl, 1), 4);
+    cr_assert_eq(fstats(n).follows, 4);
+    cr_assert_eq(fstats(n).refused_share, 1);
+    settle(&b, 10, 1);
+    cr_assert_eq(want_by(n, 1, area_lat(0), area_lon(0), false, &t), RT_OK,
+                 "cells already followed are never refused");
+    cr_assert_eq(want_by(n, 2, area_lat(100), area_lon(100), false, &t), RT_OK,
+                 "another owner still gets new cells");
+    cr_assert_eq(geo_fleet_owner_follows(n->fl, 2), 1);
+    cr_assert_eq(fstats(n).owners, 2);
+
+    /* The sprayer goes: its cells linger for the node cap only. */
+    geo_fleet_forget(n->fl, 1);
+    geo_fleet_forget(n->fl, 1);
+    cr_assert_eq(geo_fleet_owner_follows(n->fl, 1), 0);
+    cr_assert_eq(fstats(n).owners, 1);
+    cr_assert_eq(fstats(n).follows, 5);
+
+    /* Many owners together reach the node cap: 503 for whoever comes then. */
+    st = RT_OK;
+    uint64_t owner = 3;
+    for (area = 200; area < 240 && st == RT_OK; area++)
+        st = want_by(n, owner++, area_lat(area), area_lon(area), false, &t);
+    cr_assert_eq(st, RT_LIMIT);
+    cr_assert_eq(fstats(n).follows, 12);
+    cr_assert_eq(fstats(n).refused_limit, 1);
+    cr_assert_eq(geo_fleet_owner_follows(n->fl, owner - 1), 0, "a refused want charges nothing");
+
+    /* Past the linger time everything lapses, the forgotten owner with its cells. */
+    settle(&b, 6000, 1);
+    cr_assert_eq(fstats(n).follows, 0);
+    cr_assert_eq(fstats(n).owners, 0);
+    cr_assert_eq(want_by(n, 1, area_lat(1), area_lon(1), false, &t), RT_OK);
+    max_follows = max_owner = 0;
+    bus_free(&b);
+}
+
+Test(fleet, a_watch_takes_over_the_charge_of_the_cells_it_holds)
+{
+    struct tbus b = {.rng = {22}};
+    max_owner = 2;
+    node_start(&b, 0);
+    node_start(&b, 1);
+    settle(&b, 400, 1);
+    struct tnode *n = b.nodes[1];
+    uint64_t t, tw;
+    cr_assert_eq(want_by(n, 1, area_lat(0), area_lon(0), false, &t), RT_OK);
+    cr_assert_eq(want_by(n, 1, area_lat(1), area_lon(1), false, &t), RT_OK);
+    cr_assert_eq(want_by(n, 1, area_lat(2), area_lon(2), false, &t), RT_AGAIN);
+    settle(&b, 10, 1);
+    /* Owner 2 watches owner 1's first area: the charge is its own now. */
+    cr_assert_eq(want_by(n, 2, area_lat(0), area_lon(0), true, &tw), RT_OK);
+    cr_assert_eq(geo_fleet_owner_follows(n->fl, 1), 1);
+    cr_assert_eq(geo_fleet_owner_follows(n->fl, 2), 1);
+    cr_assert_eq(want_by(n, 1, area_lat(2), area_lon(2), false, &t), RT_OK);
+    /* Held cells do not lapse; they count against the watcher until they do. */
+    settle(&b, 6000, 1);
+    cr_assert_eq(fstats(n).follows, 1);
+    cr_assert_eq(geo_fleet_owner_follows(n->fl, 1), 0);
+    cr_assert_eq(geo_fleet_owner_follows(n->fl, 2), 1);
+    uint64_t tw2;
+    cr_assert_eq(want_by(n, 2, area_lat(3), area_lon(3), true, &tw2), RT_OK);
+    cr_assert_eq(want_by(n, 2, area_lat(4), area_lon(4), true, &t), RT_AGAIN,
+                 "watches use the share too");
+    cr_assert_eq(t, 0);
+    geo_fleet_release(n->fl, tw);
+    geo_fleet_release(n->fl, tw2);
+    cr_assert_eq(geo_fleet_owner_follows(n->fl, 2), 2, "released cells linger, charged");
+    settle(&b, 6000, 1);
+    cr_assert_eq(geo_fleet_owner_follows(n->fl, 2), 0);
+    cr_assert_eq(fstats(n).owners, 0);
+    max_owner = 0;
+    bus_free(&b);
 }
