@@ -10,7 +10,8 @@
 #
 # Usage: bench/profile.sh [SCENARIO...]
 #   scenarios: fanout-1k (default), channels-10k (default), fanout-10k, fanout-1k-mem,
-#              channels-10k-mem,
+#              channels-10k-mem, subs-1k[-mem] (1k x 20 msg/s), durable-1k[-mem] (the same on a
+#              durable channel, with acks),
 #              setup-10k (perf samples the set-up of 10k idle connections instead)
 # Environment: BUILD (default build-bench), RTGATE, LOAD, NATS_SERVER, OUT, PERF_SECONDS (8),
 #   RTGATE_ARGS (extra rtgate options, e.g. "--flush-window-ms 0"), TAG (suffix of the report name),
@@ -61,6 +62,9 @@ for name in "$@"; do
     fanout-1k-mem) args=(--scenario fanout --subs 1000 --rate 200) ;;
     fanout-10k) args=(--scenario fanout --subs 10000 --rate 50) ;;
     channels-10k | channels-10k-mem) args=(--scenario channels --subs 10000 --rate 2000) ;;
+    subs-1k | subs-1k-mem) args=(--scenario fanout --subs 1000 --rate 20) ;;
+    durable-1k) args=(--scenario fanout --subs 1000 --rate 20 --channel-prefix dur --durable-nats) ;;
+    durable-1k-mem) args=(--scenario fanout --subs 1000 --rate 20 --channel-prefix dur) ;;
     setup-10k) args=(--scenario idle --subs 10000) ;;
     *) echo "profile.sh: unknown scenario $name" >&2; continue ;;
     esac

@@ -12,12 +12,14 @@
 # Usage: bench/window.sh [--windows "0 1 2 5 10"] [--loads "1k-200 10k-50 10k-20"]
 #                        [--variants "LABEL=OPTIONS;..."] [--duration S] [--memory]
 #   --loads     SUBS-RATE is fan-out (SUBS subscribers of one channel, RATE msg/s); chSUBS-RATE
-#               is many channels (SUBS subscribers, one channel each, RATE msg/s in all)
+#               is many channels (SUBS subscribers, one channel each, RATE msg/s in all);
+#               durSUBS-RATE is fan-out on a durable channel, the subscribers acking
 #   --variants  instead of one rtgate per window, one per LABEL with those rtgate options, e.g.
 #               "nats.c=--nats-loop-reader 0;loop=--nats-read-window-ms 0;loop-w2=" (bench/out/reader.md)
 #   --memory   rtgate with the memory engine instead (publishes with `pub` over WebSocket)
 # Environment: BUILD (default build-rel), RTGATE, LOAD, NATS_SERVER, OUT, RTGATE_ARGS (more
-# rtgate options, e.g. "--flush-window-max-ms 20"), VARIANT (prefix of the variant labels).
+# rtgate options, e.g. "--flush-window-max-ms 20"), LOAD_ARGS (more rtgate-load options, e.g.
+# "--ack-delay-ms 500"), VARIANT (prefix of the variant labels).
 # Bounded: every rtgate-load run has --timeout 90; the script stops itself after 15 minutes.
 set -uo pipefail
 
@@ -36,6 +38,7 @@ MEMORY=0
 VARIANTS=""
 LIMIT_S=900
 read -r -a EXTRA <<< "${RTGATE_ARGS:-}"
+read -r -a LOAD_EXTRA <<< "${LOAD_ARGS:-}"
 VARIANT=${VARIANT:-}
 
 while [ $# -gt 0 ]; do
@@ -89,7 +92,7 @@ echo "window.sh: $RUN_TAG, git $(git -C "$ROOT" rev-parse --short HEAD), loadavg
 load() {
     local name=$1 variant=$2
     shift 2
-    taskset -c "$CLIENT_CPUS" "$LOAD" "$@" --duration "$DURATION" --warmup 2 --drain 5 \
+    taskset -c "$CLIENT_CPUS" "$LOAD" "$@" "${LOAD_EXTRA[@]}" --duration "$DURATION" --warmup 2 --drain 5 \
         --connect-rate 3000 --label "$RUN_TAG/$name/$variant" --json "$JSON" --timeout 90 -q \
         > /dev/null 2>> "$TMP/load.err"
     printf '  %-8s %-10s exit %d\n' "$name" "$variant" $? >&2
@@ -100,9 +103,14 @@ for name in $LOADS; do
     subs=${name%-*}
     rate=${name#*-}
     scen=fanout
-    case "$subs" in ch*) scen=channels; subs=${subs#ch} ;; esac
+    more=()
+    case "$subs" in
+    ch*) scen=channels; subs=${subs#ch} ;;
+    dur*) subs=${subs#dur}; more=(--channel-prefix dur) ;;
+    esac
     subs=${subs/k/000}
-    args=(--scenario "$scen" --subs "$subs" --rate "$rate")
+    args=(--scenario "$scen" --subs "$subs" --rate "$rate" "${more[@]}")
+    [ ${#more[@]} -gt 0 ] && [ "$MEMORY" = 0 ] && args+=(--durable-nats)
     dir="$TMP/$name"
     mkdir -p "$dir/js"
     NPORT=$(free_port) WSPORT=$(free_port)

@@ -273,7 +273,7 @@ struct lt_nmsg {
     size_t header_len; /* HMSG: header bytes before payload */
 };
 
-#define LT_NATS_MAX_LINE    (64u * 1024) /* longest control line (INFO can be long) */
+#define LT_NATS_MAX_LINE    (64u * 1024) /* = NW_LINE_MAX: longest control line (INFO) */
 #define LT_NATS_MAX_PAYLOAD (64u << 20)  /* a bigger MSG is a protocol error */
 #define LT_NATS_SUBJECT_MAX 256
 
