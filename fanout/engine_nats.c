@@ -417,25 +417,13 @@ static uint64_t ts_of(const struct nhdr *h)
     return rt_wall_ms();
 }
 
-/* True if the payload can be framed: JSON and msgpack are parsed once here. */
-static bool payload_valid(const struct proto_payload *p)
-{
-    if (p->enc == PROTO_PAYLOAD_BINARY)
-        return true;
-    if (p->enc != PROTO_PAYLOAD_JSON && p->enc != PROTO_PAYLOAD_MSGPACK)
-        return false;
-    struct proto_buf b;
-    proto_buf_init(&b, 0);
-    rt_status st = proto_payload_convert(p, p->enc, &b);
-    proto_buf_free(&b);
-    return st == RT_OK;
-}
-
 /*
- * A fan-out message for a NATS message of channel (live or read back). An
- * invalid payload gives a message with payload NONE (counted by the caller),
- * so a durable chain keeps its seq. NULL on NOMEM. Any thread: the message is
- * not shared until the loop takes it.
+ * A fan-out message for a NATS message of channel (live or read back). JSON
+ * and msgpack payloads are parsed once here; JSON is kept in its canonical
+ * form (proto_payload.canonical), so JSON frames copy it without parsing it
+ * again. An invalid payload gives a message with payload NONE (counted by
+ * the caller), so a durable chain keeps its seq. NULL on NOMEM. Any thread:
+ * the message is not shared until the loop takes it.
  */
 static struct fo_msg *msg_make(struct neng *e, const struct nhdr *h, const uint8_t *data,
                                size_t data_len, const char *channel, size_t len, bool durable,
@@ -443,12 +431,21 @@ static struct fo_msg *msg_make(struct neng *e, const struct nhdr *h, const uint8
 {
     char id[PROTO_MSG_ID_MAX + 1];
     size_t id_len = msg_id_of(h, id);
-    struct proto_payload p = {hdr_encoding(h), data, data_len};
-    *invalid = !payload_valid(&p);
-    if (*invalid)
-        p = (struct proto_payload){PROTO_PAYLOAD_NONE, NULL, 0};
-    return fo__msg_create(channel, len, id_len ? id : NULL, id_len, &p, durable, seq, ts_of(h),
-                          e->fo->cfg.frame_headroom);
+    struct proto_payload p = {hdr_encoding(h), data, data_len, false};
+    struct proto_buf b;
+    proto_buf_init(&b, 0);
+    bool ok = p.enc == PROTO_PAYLOAD_BINARY;
+    if (p.enc == PROTO_PAYLOAD_JSON || p.enc == PROTO_PAYLOAD_MSGPACK)
+        ok = proto_payload_convert(&p, p.enc, &b) == RT_OK;
+    if (ok && p.enc == PROTO_PAYLOAD_JSON)
+        p = (struct proto_payload){PROTO_PAYLOAD_JSON, b.data, b.len, true};
+    *invalid = !ok;
+    if (!ok)
+        p = (struct proto_payload){PROTO_PAYLOAD_NONE, NULL, 0, false};
+    struct fo_msg *m = fo__msg_create(channel, len, id_len ? id : NULL, id_len, &p, durable, seq,
+                                      ts_of(h), e->fo->cfg.frame_headroom);
+    proto_buf_free(&b);
+    return m;
 }
 
 static struct fo_msg *msg_from_nats(struct neng *e, natsMsg *m, const char *channel, size_t len,

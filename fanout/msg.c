@@ -41,6 +41,7 @@ struct fo_msg *fo__msg_create(const char *channel, size_t channel_len, const cha
     }
     if (payload) {
         m->payload.enc = payload->enc;
+        m->payload.canonical = payload->canonical;
         m->payload.len = body;
         m->payload.ptr = body ? (const uint8_t *)p : NULL;
         if (body)

@@ -26,7 +26,7 @@ static void write_member(struct proto_writer *w, const struct geo_member_view *m
     if (with_dist)
         proto_w_kdouble(w, "dist_m", (double)(int64_t)(dist_m * 10.0 + 0.5) / 10.0);
     if (m->meta_len) {
-        struct proto_payload p = {(enum proto_payload_enc)m->meta_enc, m->meta, m->meta_len};
+        struct proto_payload p = {(enum proto_payload_enc)m->meta_enc, m->meta, m->meta_len, false};
         proto_w_payload(w, "meta", &p);
     }
     proto_w_end(w);

@@ -234,7 +234,7 @@ static void write_entry(struct proto_writer *w, uint64_t v, const struct geo_mem
     proto_w_kdouble(w, "lo", m->lon);
     if (m->meta_len) {
         proto_w_kint(w, "me", m->meta_enc);
-        struct proto_payload p = {PROTO_PAYLOAD_BINARY, m->meta, m->meta_len};
+        struct proto_payload p = {PROTO_PAYLOAD_BINARY, m->meta, m->meta_len, false};
         proto_w_payload(w, "m", &p);
     }
     proto_w_end(w);

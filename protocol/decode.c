@@ -94,7 +94,8 @@ static rt_status keep_scratch(struct proto_decoder *dec, enum proto_payload_enc 
         return RT_NOMEM;
     if (dec->scratch.len > 0)
         memcpy(p, dec->scratch.data, dec->scratch.len);
-    *out = (struct proto_payload){enc, p, dec->scratch.len};
+    /* JSON here is proto__json_dump's output: canonical. */
+    *out = (struct proto_payload){enc, p, dec->scratch.len, enc == PROTO_PAYLOAD_JSON};
     return RT_OK;
 }
 
@@ -258,15 +259,15 @@ static void mp_payload(const uint8_t *p, size_t len, struct proto_fields *f,
     struct proto_mp_item it;
     size_t off = 0;
     if (proto_mp_read(p, len, &off, &it) && it.kind == PROTO_MP_BIN && off == len) {
-        *out = (struct proto_payload){PROTO_PAYLOAD_BINARY, it.ptr, it.n};
+        *out = (struct proto_payload){PROTO_PAYLOAD_BINARY, it.ptr, it.n, false};
         return;
     }
     struct proto_mp_scan sc;
     proto_mp_scan(p, len, PROTO_MP_DEPTH_CAP, SIZE_MAX,
-                   PROTO_MP_REJECT_EXT | PROTO_MP_REJECT_NONSTR_K, &sc);
+                  PROTO_MP_REJECT_EXT | PROTO_MP_REJECT_NONSTR_K, &sc);
     if (sc.content != NULL)
         field_error(f, RT_E_BAD_REQUEST, sc.content);
-    *out = (struct proto_payload){PROTO_PAYLOAD_MSGPACK, p, len};
+    *out = (struct proto_payload){PROTO_PAYLOAD_MSGPACK, p, len, false};
 }
 
 /* A msgpack scalar as a field value; strings are copied (NUL-terminated). */

@@ -199,7 +199,7 @@ static rt_status payload_field(struct proto_arena *a, struct proto_buf *scratch,
         return RT_NOMEM;
     if (scratch->len > 0)
         memcpy(p, scratch->data, scratch->len);
-    *out = (struct proto_payload){PROTO_PAYLOAD_BINARY, p, scratch->len};
+    *out = (struct proto_payload){PROTO_PAYLOAD_BINARY, p, scratch->len, false};
     return RT_OK;
 }
 

@@ -256,7 +256,7 @@ static const char *scan_content(const struct proto_mp_item *it, bool is_key, uns
 
 /* Walks one object without recursion, checking structure, limits, UTF-8. */
 void proto_mp_scan(const uint8_t *p, size_t len, size_t max_depth, size_t max_elements,
-                    unsigned flags, struct proto_mp_scan *out)
+                   unsigned flags, struct proto_mp_scan *out)
 {
     struct scan_state s;
     s.depth = 0;

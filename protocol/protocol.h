@@ -66,6 +66,13 @@ struct proto_payload {
     enum proto_payload_enc enc;
     const uint8_t *ptr;
     size_t len;
+    /*
+     * JSON only: the text is already what proto_payload_convert to JSON
+     * makes of it (jansson's compact dump, which is idempotent), so a JSON
+     * frame copies it as it is instead of parsing and dumping it again.
+     * Set by the decoder and by whoever converted it; false is always safe.
+     */
+    bool canonical;
 };
 
 /*
@@ -279,7 +286,7 @@ struct proto_mp_scan {
  * as 1 and is capped at PROTO_MP_DEPTH_CAP; max_elements counts array items
  * plus map pairs. Never allocates. */
 void proto_mp_scan(const uint8_t *p, size_t len, size_t max_depth, size_t max_elements,
-                    unsigned flags, struct proto_mp_scan *out);
+                   unsigned flags, struct proto_mp_scan *out);
 
 /* One decoded msgpack item header. For containers `n` is the count
  * (pairs for maps); for str/bin/ext `ptr`/`n` are the body. */

@@ -182,7 +182,7 @@ static rt_status mp_to_json(const uint8_t *p, size_t len, struct proto_buf *out)
 {
     struct proto_mp_scan sc;
     proto_mp_scan(p, len, PROTO_MP_DEPTH_CAP, SIZE_MAX,
-                   PROTO_MP_REJECT_EXT | PROTO_MP_REJECT_NONSTR_K, &sc);
+                  PROTO_MP_REJECT_EXT | PROTO_MP_REJECT_NONSTR_K, &sc);
     if (sc.structural != NULL || sc.content != NULL || sc.end != len)
         return RT_INVAL;
     struct mpj_level lv[PROTO_MP_DEPTH_CAP];
@@ -224,6 +224,8 @@ static rt_status payload_value(enum proto_codec codec, const struct proto_payloa
 {
     const uint8_t *body;
     size_t n;
+    if (p->enc == PROTO_PAYLOAD_JSON && p->canonical && codec == PROTO_JSON)
+        return proto__put(out, p->ptr, p->len); /* parsed and dumped once already */
     if (p->enc == PROTO_PAYLOAD_JSON)
         return json_text_to(codec, p, out);
     if (p->enc == PROTO_PAYLOAD_BINARY)

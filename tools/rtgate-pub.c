@@ -220,7 +220,7 @@ static int check_input(const struct args *a, const char *data, size_t len)
     enum proto_payload_enc enc = encoding_of(a->encoding);
     if (enc == PROTO_PAYLOAD_NONE)
         return usage("--encoding must be json, msgpack or binary");
-    struct proto_payload p = {enc, (const uint8_t *)data, len};
+    struct proto_payload p = {enc, (const uint8_t *)data, len, false};
     struct proto_buf b;
     proto_buf_init(&b, 0);
     rt_status st = enc == PROTO_PAYLOAD_BINARY ? RT_OK : proto_payload_convert(&p, enc, &b);

@@ -99,7 +99,7 @@ Test(registry, message_owns_copies_of_its_bytes)
     char channel[] = "chan.a";
     char id[] = "id-1";
     char data[] = "[1,2,3]";
-    struct proto_payload p = {PROTO_PAYLOAD_JSON, (const uint8_t *)data, strlen(data)};
+    struct proto_payload p = {PROTO_PAYLOAD_JSON, (const uint8_t *)data, strlen(data), false};
     struct fo_msg *m = fo__msg_create(channel, 6, id, 4, &p, true, 7, 42, 0);
     cr_assert_not_null(m);
     memset(channel, 'x', 6);

@@ -1,5 +1,6 @@
 /* Decoding well-formed and badly-formed requests: the per-field rules of
  * PROTOCOL.md, in both codecs (each case runs as JSON and as msgpack). */
+#define _GNU_SOURCE /* memmem */
 #include "helpers.h"
 
 #include <criterion/criterion.h>
@@ -641,7 +642,7 @@ Test(decode, round_trip_pub_from_each_codec_to_each_codec)
 Test(decode, binary_round_trip_through_data_b64)
 {
     const uint8_t raw[] = {0, 1, 0xfe, 0xff, 'z', 0x80};
-    struct proto_payload p = {PROTO_PAYLOAD_BINARY, raw, sizeof raw};
+    struct proto_payload p = {PROTO_PAYLOAD_BINARY, raw, sizeof raw, false};
     struct proto_buf b;
     proto_buf_init(&b, 0);
     cr_assert_eq(proto_encode_msg(&b, PROTO_JSON, "c", 1, false, 0, NULL, 0, &p, 1), RT_OK);
@@ -657,5 +658,61 @@ Test(decode, binary_round_trip_through_data_b64)
         cr_assert_eq(m.data.len, sizeof raw);
         cr_assert(memcmp(m.data.ptr, raw, sizeof raw) == 0);
     });
+    proto_buf_free(&b);
+}
+
+/*
+ * A decoded JSON `data` is marked canonical: converting it to JSON again
+ * gives the same bytes (so JSON frames may copy it), for values whose text
+ * jansson normalises (spaces, escapes, reals, big and negative numbers,
+ * deep nesting; duplicate keys are refused before).
+ */
+Test(decode, json_data_is_canonical_and_copied_as_is)
+{
+    const char *datas[] = {
+        "{ \"a\" : 1 , \"b\":[ 1.0, 2.50, -0.0, 1e2, 1E-7, 12345678901234567 ] }",
+        "\"h\\u00e9 \\/ \\ud83d\\ude00 \\t\"",
+        "[[[[[[[[[[{\"x\":null}]]]]]]]]]]",
+        "-9223372036854775808",
+        "3.141592653589793",
+        "true",
+    };
+    struct proto_decoder *d = NULL;
+    for (size_t i = 0; i < sizeof datas / sizeof datas[0]; i++) {
+        char json[512];
+        snprintf(json, sizeof json, "{\"type\":\"pub\",\"id\":1,\"channel\":\"c\",\"data\":%s}",
+                 datas[i]);
+        struct proto_msg m = th_decode_one_json(&d, json);
+        cr_assert_eq(m.error, 0, "%s", datas[i]);
+        cr_assert_eq(m.data.enc, PROTO_PAYLOAD_JSON);
+        cr_assert(m.data.canonical, "%s", datas[i]);
+        struct proto_buf again;
+        proto_buf_init(&again, 0);
+        struct proto_payload raw = m.data;
+        raw.canonical = false; /* forces the parse and dump */
+        cr_assert_eq(proto_payload_convert(&raw, PROTO_PAYLOAD_JSON, &again), RT_OK);
+        cr_assert_eq(again.len, m.data.len, "%s", datas[i]);
+        cr_assert(memcmp(again.data, m.data.ptr, m.data.len) == 0, "%s", datas[i]);
+        proto_buf_free(&again);
+    }
+    proto_decoder_destroy(d);
+
+    /* The flag is what makes a frame copy the text: not canonical, it is re-dumped. */
+    const char *spaced = "{ \"a\" : 1 }";
+    struct proto_payload p = {PROTO_PAYLOAD_JSON, (const uint8_t *)spaced, strlen(spaced), false};
+    struct proto_buf b;
+    proto_buf_init(&b, 0);
+    cr_assert_eq(proto_encode_msg(&b, PROTO_JSON, "c", 1, false, 0, NULL, 0, &p, 1), RT_OK);
+    cr_assert_not_null(memmem(b.data, b.len, "\"data\":{\"a\":1}", 14));
+    p.canonical = true;
+    b.len = 0;
+    cr_assert_eq(proto_encode_msg(&b, PROTO_JSON, "c", 1, false, 0, NULL, 0, &p, 1), RT_OK);
+    cr_assert_not_null(memmem(b.data, b.len, "\"data\":{ \"a\" : 1 }", 18));
+    /* msgpack frames still convert it. */
+    b.len = 0;
+    cr_assert_eq(proto_encode_msg(&b, PROTO_MSGPACK, "c", 1, false, 0, NULL, 0, &p, 1), RT_OK);
+    json_t *got = th_mp_to_json(b.data, b.len);
+    cr_assert_eq(json_integer_value(json_object_get(json_object_get(got, "data"), "a")), 1);
+    json_decref(got);
     proto_buf_free(&b);
 }

@@ -316,7 +316,7 @@ Test(encode, msg_json_matches_protocol_example)
     struct proto_buf b;
     proto_buf_init(&b, 0);
     const char *data = "{\"text\":\"hi\"}";
-    struct proto_payload p = {PROTO_PAYLOAD_JSON, (const uint8_t *)data, strlen(data)};
+    struct proto_payload p = {PROTO_PAYLOAD_JSON, (const uint8_t *)data, strlen(data), false};
     cr_assert_eq(proto_encode_msg(&b, PROTO_JSON, "chat.room1", 10, true, 124, "01JD", 4, &p,
                                   1764283000123ull),
                  RT_OK);
@@ -340,7 +340,7 @@ Test(encode, msg_msgpack_carries_json_payload_as_msgpack)
     struct proto_buf b;
     proto_buf_init(&b, 0);
     const char *data = "{\"text\":\"hi\",\"n\":[1,2.5,null,true]}";
-    struct proto_payload p = {PROTO_PAYLOAD_JSON, (const uint8_t *)data, strlen(data)};
+    struct proto_payload p = {PROTO_PAYLOAD_JSON, (const uint8_t *)data, strlen(data), false};
     cr_assert_eq(proto_encode_msg(&b, PROTO_MSGPACK, "chat.room1", 10, true, 7, NULL, 0, &p, 9),
                  RT_OK);
     assert_mp_eq(b.data, b.len,
@@ -354,7 +354,7 @@ Test(encode, binary_payload_is_data_b64_in_json_and_bin_in_msgpack)
     struct proto_buf b;
     proto_buf_init(&b, 0);
     const uint8_t raw[] = {0, 1, 2, 0xff, 'a'};
-    struct proto_payload p = {PROTO_PAYLOAD_BINARY, raw, sizeof raw};
+    struct proto_payload p = {PROTO_PAYLOAD_BINARY, raw, sizeof raw, false};
     cr_assert_eq(proto_encode_msg(&b, PROTO_JSON, "c", 1, false, 0, NULL, 0, &p, 1), RT_OK);
     cr_assert_str_eq(text(&b),
                      "{\"type\":\"msg\",\"channel\":\"c\",\"data_b64\":\"AAEC/2E=\",\"ts\":1}\n");
@@ -370,7 +370,7 @@ Test(encode, msgpack_top_level_bin_goes_to_json_as_data_b64)
     struct proto_buf b;
     proto_buf_init(&b, 0);
     const uint8_t mp[] = {0xc4, 3, 'a', 'b', 'c'};
-    struct proto_payload p = {PROTO_PAYLOAD_MSGPACK, mp, sizeof mp};
+    struct proto_payload p = {PROTO_PAYLOAD_MSGPACK, mp, sizeof mp, false};
     cr_assert_eq(proto_encode_msg(&b, PROTO_JSON, "c", 1, false, 0, NULL, 0, &p, 1), RT_OK);
     cr_assert_str_eq(text(&b),
                      "{\"type\":\"msg\",\"channel\":\"c\",\"data_b64\":\"YWJj\",\"ts\":1}\n");
@@ -384,14 +384,14 @@ Test(encode, invalid_payload_fails_and_leaves_buffer_unchanged)
     cr_assert_eq(proto_encode_pong(&b, PROTO_JSON), RT_OK);
     size_t len = b.len;
     const char *bad = "{\"a\":";
-    struct proto_payload p = {PROTO_PAYLOAD_JSON, (const uint8_t *)bad, strlen(bad)};
+    struct proto_payload p = {PROTO_PAYLOAD_JSON, (const uint8_t *)bad, strlen(bad), false};
     for (int c = 0; c < PROTO_NCODECS; c++) {
         cr_assert_eq(proto_encode_msg(&b, (enum proto_codec)c, "c", 1, false, 0, NULL, 0, &p, 1),
                      RT_INVAL);
         cr_assert_eq(b.len, len);
     }
     const uint8_t trunc[] = {0x92, 0x01};
-    struct proto_payload q = {PROTO_PAYLOAD_MSGPACK, trunc, sizeof trunc};
+    struct proto_payload q = {PROTO_PAYLOAD_MSGPACK, trunc, sizeof trunc, false};
     for (int c = 0; c < PROTO_NCODECS; c++) {
         cr_assert_eq(proto_encode_msg(&b, (enum proto_codec)c, "c", 1, false, 0, NULL, 0, &q, 1),
                      RT_INVAL);
@@ -408,7 +408,7 @@ Test(encode, json_payload_with_newlines_is_compacted_onto_one_line)
     struct proto_buf b;
     proto_buf_init(&b, 0);
     const char *data = "{\n  \"a\" : [ 1 ,\n 2 ],\n \"s\": \"x y\"\n}\n";
-    struct proto_payload p = {PROTO_PAYLOAD_JSON, (const uint8_t *)data, strlen(data)};
+    struct proto_payload p = {PROTO_PAYLOAD_JSON, (const uint8_t *)data, strlen(data), false};
     cr_assert_eq(proto_encode_msg(&b, PROTO_JSON, "c", 1, false, 0, NULL, 0, &p, 1), RT_OK);
     cr_assert_str_eq(text(&b), "{\"type\":\"msg\",\"channel\":\"c\",\"data\":{\"a\":[1,2],"
                                "\"s\":\"x y\"},\"ts\":1}\n");
@@ -490,13 +490,13 @@ Test(transcode, json_to_msgpack_to_json_keeps_semantics)
         "{\"a\":[1,-2,3.25,\"x\\u0000y\",{\"b\":null,\"c\":false}],"
         "\"big\":9007199254740993,\"min\":-9223372036854775808,"
         "\"max\":9223372036854775807,\"e\":{},\"f\":[],\"u\":\"\\u00e9\\ud83d\\ude00\"}";
-    struct proto_payload p = {PROTO_PAYLOAD_JSON, (const uint8_t *)src, strlen(src)};
+    struct proto_payload p = {PROTO_PAYLOAD_JSON, (const uint8_t *)src, strlen(src), false};
     struct proto_buf mp, js;
     proto_buf_init(&mp, 0);
     proto_buf_init(&js, 0);
     convert_ok(&p, PROTO_PAYLOAD_MSGPACK, &mp);
     assert_mp_eq(mp.data, mp.len, src);
-    struct proto_payload q = {PROTO_PAYLOAD_MSGPACK, mp.data, mp.len};
+    struct proto_payload q = {PROTO_PAYLOAD_MSGPACK, mp.data, mp.len, false};
     convert_ok(&q, PROTO_PAYLOAD_JSON, &js);
     assert_json_eq(js.data, js.len, src);
     cr_assert(strstr(text(&js), "9007199254740993") != NULL, "ints above 2^53 stay exact");
@@ -508,7 +508,7 @@ Test(transcode, msgpack_uint64_max_and_float32_reach_json)
 {
     const uint8_t mp[] = {0x92, 0xcf, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
                           0xff, 0xff, 0xca, 0x3f, 0xc0, 0x00, 0x00};
-    struct proto_payload p = {PROTO_PAYLOAD_MSGPACK, mp, sizeof mp};
+    struct proto_payload p = {PROTO_PAYLOAD_MSGPACK, mp, sizeof mp, false};
     struct proto_buf js;
     proto_buf_init(&js, 0);
     convert_ok(&p, PROTO_PAYLOAD_JSON, &js);
@@ -519,7 +519,7 @@ Test(transcode, msgpack_uint64_max_and_float32_reach_json)
 Test(transcode, nested_bin_becomes_base64_string_in_json)
 {
     const uint8_t mp[] = {0x81, 0xa1, 'k', 0xc4, 2, 0xfb, 0xff};
-    struct proto_payload p = {PROTO_PAYLOAD_MSGPACK, mp, sizeof mp};
+    struct proto_payload p = {PROTO_PAYLOAD_MSGPACK, mp, sizeof mp, false};
     struct proto_buf js;
     proto_buf_init(&js, 0);
     convert_ok(&p, PROTO_PAYLOAD_JSON, &js);
@@ -536,17 +536,17 @@ Test(transcode, untranscodable_msgpack_is_invalid_for_json_only)
     const uint8_t reserved[] = {0xc1};
     struct proto_buf out;
     proto_buf_init(&out, 0);
-    struct proto_payload p = {PROTO_PAYLOAD_MSGPACK, ext, sizeof ext};
+    struct proto_payload p = {PROTO_PAYLOAD_MSGPACK, ext, sizeof ext, false};
     cr_assert_eq(proto_payload_convert(&p, PROTO_PAYLOAD_JSON, &out), RT_INVAL);
     cr_assert_eq(proto_payload_convert(&p, PROTO_PAYLOAD_MSGPACK, &out), RT_OK, "ext passes");
-    p = (struct proto_payload){PROTO_PAYLOAD_MSGPACK, intkey, sizeof intkey};
+    p = (struct proto_payload){PROTO_PAYLOAD_MSGPACK, intkey, sizeof intkey, false};
     cr_assert_eq(proto_payload_convert(&p, PROTO_PAYLOAD_JSON, &out), RT_INVAL);
-    p = (struct proto_payload){PROTO_PAYLOAD_MSGPACK, badutf8, sizeof badutf8};
+    p = (struct proto_payload){PROTO_PAYLOAD_MSGPACK, badutf8, sizeof badutf8, false};
     cr_assert_eq(proto_payload_convert(&p, PROTO_PAYLOAD_JSON, &out), RT_INVAL);
     cr_assert_eq(proto_payload_convert(&p, PROTO_PAYLOAD_MSGPACK, &out), RT_INVAL);
-    p = (struct proto_payload){PROTO_PAYLOAD_MSGPACK, trailing, sizeof trailing};
+    p = (struct proto_payload){PROTO_PAYLOAD_MSGPACK, trailing, sizeof trailing, false};
     cr_assert_eq(proto_payload_convert(&p, PROTO_PAYLOAD_MSGPACK, &out), RT_INVAL);
-    p = (struct proto_payload){PROTO_PAYLOAD_MSGPACK, reserved, sizeof reserved};
+    p = (struct proto_payload){PROTO_PAYLOAD_MSGPACK, reserved, sizeof reserved, false};
     cr_assert_eq(proto_payload_convert(&p, PROTO_PAYLOAD_JSON, &out), RT_INVAL);
     cr_assert_eq(out.len, sizeof ext, "failures append nothing");
     proto_buf_free(&out);
@@ -555,7 +555,7 @@ Test(transcode, untranscodable_msgpack_is_invalid_for_json_only)
 Test(transcode, binary_has_no_json_value_but_converts_to_bin)
 {
     const uint8_t raw[] = {1, 2, 3};
-    struct proto_payload p = {PROTO_PAYLOAD_BINARY, raw, sizeof raw};
+    struct proto_payload p = {PROTO_PAYLOAD_BINARY, raw, sizeof raw, false};
     struct proto_buf out;
     proto_buf_init(&out, 0);
     cr_assert_eq(proto_payload_convert(&p, PROTO_PAYLOAD_JSON, &out), RT_INVAL);
@@ -574,13 +574,14 @@ Test(transcode, json_scalars_and_invalid_json)
     const char *ok[] = {"1", "\"s\"", "null", "[1, 2]", " true "};
     const char *want[] = {"1", "\"s\"", "null", "[1,2]", "true"};
     for (size_t i = 0; i < 5; i++) {
-        struct proto_payload p = {PROTO_PAYLOAD_JSON, (const uint8_t *)ok[i], strlen(ok[i])};
+        struct proto_payload p = {PROTO_PAYLOAD_JSON, (const uint8_t *)ok[i], strlen(ok[i]), false};
         convert_ok(&p, PROTO_PAYLOAD_JSON, &out);
         cr_assert_str_eq(text(&out), want[i]);
     }
     const char *bad[] = {"", "NaN", "{\"a\":1} {\"b\":2}", "[1,]", "\"\xff\"", "1e400"};
     for (size_t i = 0; i < 6; i++) {
-        struct proto_payload p = {PROTO_PAYLOAD_JSON, (const uint8_t *)bad[i], strlen(bad[i])};
+        struct proto_payload p = {PROTO_PAYLOAD_JSON, (const uint8_t *)bad[i], strlen(bad[i]),
+                                  false};
         cr_assert_eq(proto_payload_convert(&p, PROTO_PAYLOAD_MSGPACK, &out), RT_INVAL, "%s",
                      bad[i]);
     }

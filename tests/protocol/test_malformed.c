@@ -172,7 +172,7 @@ Test(malformed, huge_msgpack_counts_cost_nothing)
     }
     /* The same bytes handed to the transcoder as a backend payload. */
     for (size_t i = 0; i < sizeof lens / sizeof *lens; i++) {
-        struct proto_payload p = {PROTO_PAYLOAD_MSGPACK, bombs[i], lens[i]};
+        struct proto_payload p = {PROTO_PAYLOAD_MSGPACK, bombs[i], lens[i], false};
         struct proto_buf out;
         proto_buf_init(&out, 0);
         cr_assert_eq(proto_payload_convert(&p, PROTO_PAYLOAD_JSON, &out), RT_INVAL);
