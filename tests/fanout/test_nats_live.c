@@ -1,0 +1,229 @@
+/*
+ * The loop reader (fanout/nats_live.c) against a scripted fake NATS server
+ * on a loopback socket. The test thread plays the server with non-blocking
+ * sockets between steps of the uv loop, so everything is deterministic; a
+ * reply lr_flush waits for is written before lr_flush is called.
+ */
+#define _GNU_SOURCE /* memmem */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "nats_live.h"
+#include "rt.h"
+
+struct fake {
+    int lfd, cfd;
+    int port;
+    char got[1 << 16]; /* what the reader sent (the tail, if it sent more) */
+    size_t got_len;
+    bool eof;
+};
+
+struct ctx {
+    uv_loop_t loop;
+    uv_timer_t alive; /* the reader's handles are unref'd: this keeps uv_run running */
+    struct fake fs;
+    struct lr *lr;
+    size_t msgs, replays;
+    uint64_t last_sid;
+    uint64_t sids[8];
+    char subjects[8][64];
+    size_t n_subs;
+};
+
+static void nonblock(int fd)
+{
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+}
+
+static void fake_listen(struct fake *fs, int rcvbuf)
+{
+    memset(fs, 0, sizeof(*fs));
+    fs->cfd = -1;
+    fs->lfd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert(fs->lfd >= 0);
+    int one = 1;
+    setsockopt(fs->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (rcvbuf > 0) /* inherited by the accepted socket */
+        setsockopt(fs->lfd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    cr_assert(bind(fs->lfd, (struct sockaddr *)&a, sizeof(a)) == 0);
+    cr_assert(listen(fs->lfd, 8) == 0);
+    socklen_t al = sizeof(a);
+    getsockname(fs->lfd, (struct sockaddr *)&a, &al);
+    fs->port = ntohs(a.sin_port);
+    nonblock(fs->lfd);
+}
+
+static void on_msg(void *vctx, const struct nw_msg *m)
+{
+    struct ctx *c = vctx;
+    c->msgs++;
+    c->last_sid = m->sid;
+}
+
+static void on_replay(void *vctx, struct lr *lr)
+{
+    struct ctx *c = vctx;
+    c->replays++;
+    for (size_t i = 0; i < c->n_subs; i++)
+        lr_resub(lr, c->subjects[i], c->sids[i]);
+}
+
+/* One step of the loop, and of the fake server: accept, read what came. */
+static void step(struct ctx *c)
+{
+    uv_run(&c->loop, UV_RUN_NOWAIT);
+    struct fake *fs = &c->fs;
+    if (fs->cfd < 0) {
+        int fd = accept(fs->lfd, NULL, NULL);
+        if (fd >= 0) {
+            nonblock(fd);
+            fs->cfd = fd;
+            fs->got_len = 0;
+            fs->eof = false;
+        }
+    }
+    usleep(1000);
+}
+
+static void fake_read(struct fake *fs)
+{
+    while (fs->cfd >= 0 && !fs->eof) {
+        if (fs->got_len == sizeof(fs->got)) { /* keep the tail */
+            memmove(fs->got, fs->got + sizeof(fs->got) / 2, sizeof(fs->got) / 2);
+            fs->got_len = sizeof(fs->got) / 2;
+        }
+        ssize_t r = recv(fs->cfd, fs->got + fs->got_len, sizeof(fs->got) - fs->got_len, 0);
+        if (r > 0)
+            fs->got_len += (size_t)r;
+        else if (r == 0 || (errno != EAGAIN && errno != EINTR))
+            fs->eof = true;
+        else
+            break;
+    }
+}
+
+#define RUN_UNTIL(c, cond, ms)                                                                     \
+    do {                                                                                           \
+        uint64_t dl_ = rt_mono_ms() + (ms);                                                        \
+        while (!(cond) && rt_mono_ms() < dl_)                                                      \
+            step(c);                                                                               \
+    } while (0)
+
+static bool got_has(struct fake *fs, const char *needle)
+{
+    fake_read(fs);
+    return memmem(fs->got, fs->got_len, needle, strlen(needle)) != NULL;
+}
+
+static void fake_send(struct fake *fs, const void *p, size_t n)
+{
+    const char *s = p;
+    while (n > 0) {
+        ssize_t r = send(fs->cfd, s, n, MSG_NOSIGNAL);
+        if (r > 0) {
+            s += r;
+            n -= (size_t)r;
+            continue;
+        }
+        cr_assert(r < 0 && (errno == EAGAIN || errno == EINTR), "send: %s", strerror(errno));
+        struct pollfd pfd = {fs->cfd, POLLOUT, 0};
+        poll(&pfd, 1, 10);
+    }
+}
+
+static void fake_say(struct fake *fs, const char *s)
+{
+    fake_send(fs, s, strlen(s));
+}
+
+/* Drops the server side of the current connection. */
+static void fake_hangup(struct fake *fs)
+{
+    if (fs->cfd >= 0)
+        close(fs->cfd);
+    fs->cfd = -1;
+}
+
+static const char *INFO = "INFO {\"server_id\":\"x\",\"headers\":true,\"max_payload\":1048576}\r\n";
+
+static void on_alive(uv_timer_t *t)
+{
+    (void)t;
+}
+
+static void start(struct ctx *c, const char *url_fmt, uint32_t window_ms, int rcvbuf)
+{
+    memset(c, 0, sizeof(*c));
+    cr_assert(uv_loop_init(&c->loop) == 0);
+    uv_timer_init(&c->loop, &c->alive);
+    uv_timer_start(&c->alive, on_alive, 1000000, 1000000);
+    fake_listen(&c->fs, rcvbuf);
+    char url[128];
+    snprintf(url, sizeof(url), url_fmt, c->fs.port);
+    struct lr_hooks h = {c, on_msg, on_replay};
+    cr_assert(lr_create(&c->loop, url, "test", window_ms, &h, &c->lr) == RT_OK);
+}
+
+/* Accepts the reader's connection and completes the handshake. */
+static void handshake(struct ctx *c)
+{
+    RUN_UNTIL(c, c->fs.cfd >= 0, 3000);
+    cr_assert(c->fs.cfd >= 0, "the reader never connected");
+    fake_say(&c->fs, INFO);
+    RUN_UNTIL(c, got_has(&c->fs, "PING\r\n"), 3000);
+    cr_assert(got_has(&c->fs, "CONNECT {"), "no CONNECT");
+    fake_say(&c->fs, "PONG\r\n");
+    RUN_UNTIL(c, lr_up(c->lr), 3000);
+    cr_assert(lr_up(c->lr));
+    c->fs.got_len = 0;
+}
+
+static void finish(struct ctx *c)
+{
+    lr_destroy(c->lr);
+    uv_close((uv_handle_t *)&c->alive, NULL);
+    fake_hangup(&c->fs);
+    close(c->fs.lfd);
+    for (int i = 0; i < 100 && uv_run(&c->loop, UV_RUN_NOWAIT); i++)
+        usleep(1000);
+    cr_assert(uv_loop_close(&c->loop) == 0, "handles left open");
+}
+
+static uint64_t sub(struct ctx *c, const char *subject)
+{
+    uint64_t sid = lr_sub(c->lr, subject);
+    snprintf(c->subjects[c->n_subs], sizeof(c->subjects[0]), "%s", subject);
+    c->sids[c->n_subs++] = sid;
+    return sid;
+}
+
+Test(nats_live, handshake_sub_msg_and_reconnect)
+{
+    struct ctx c;
+    start(&c, "nats://127.0.0.1:%d", 0, 0);
+    handshake(&c);
+    uint64_t sid = sub(&c, "a.b");
+    RUN_UNTIL(&c, got_has(&c.fs, "SUB a.b "), 2000);
+    char m[64];
+    snprintf(m, sizeof(m), "MSG a.b %llu 5\r\nhello\r\n", (unsigned long long)sid);
+    fake_say(&c.fs, m);
+    RUN_UNTIL(&c, c.msgs == 1, 2000);
+    cr_assert_eq(c.msgs, 1);
+    cr_assert_eq(c.last_sid, sid);
+    fake_hangup(&c.fs);
+    handshake(&c);
+    RUN_UNTIL(&c, got_has(&c.fs, "SUB a.b "), 2000);
+    cr_assert_eq(c.replays, 2);
+    finish(&c);
+}
