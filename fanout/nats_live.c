@@ -325,8 +325,11 @@ static void lr_process(struct lr *lr)
             lr_send(lr, "PONG\r\n", 6);
             break;
         case NW_PONG:
-            if (lr->pings_out > 0)
-                lr->pings_out--;
+            /* Only an answer to a PING of ours counts: an unsolicited PONG
+             * before INFO must not complete a handshake that sent no CONNECT. */
+            if (lr->pings_out == 0)
+                break;
+            lr->pings_out--;
             if (lr->st == LR_HANDSHAKE && lr->pings_out == 0)
                 became_up(lr);
             break;

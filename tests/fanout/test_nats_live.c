@@ -227,3 +227,22 @@ Test(nats_live, handshake_sub_msg_and_reconnect)
     cr_assert_eq(c.replays, 2);
     finish(&c);
 }
+
+/* A PONG before INFO answers no PING of ours: it must not complete a handshake. */
+Test(nats_live, unsolicited_pong_is_not_a_handshake)
+{
+    struct ctx c;
+    start(&c, "nats://127.0.0.1:%d", 0, 0);
+    RUN_UNTIL(&c, c.fs.cfd >= 0, 3000);
+    fake_say(&c.fs, "PONG\r\n");
+    RUN_UNTIL(&c, lr_up(c.lr), 200);
+    cr_assert_not(lr_up(c.lr), "up without INFO or CONNECT");
+    cr_assert_eq(c.replays, 0);
+    fake_say(&c.fs, INFO);
+    RUN_UNTIL(&c, got_has(&c.fs, "PING\r\n"), 3000);
+    cr_assert(got_has(&c.fs, "CONNECT {"));
+    fake_say(&c.fs, "PONG\r\n");
+    RUN_UNTIL(&c, lr_up(c.lr), 3000);
+    cr_assert(lr_up(c.lr));
+    finish(&c);
+}
