@@ -350,6 +350,8 @@ static void lr_process(struct lr *lr)
     }
     if (lr->c != c || !c)
         return; /* failed meanwhile: the buffer was reset */
+    if (off == 0)
+        return; /* nothing consumed; lr->in may be NULL (freed while empty) */
     memmove(lr->in, lr->in + off, lr->in_len - off);
     lr->in_len -= off;
     if (lr->in_len == 0 && lr->in_cap > LR_KEEP_CAP) {

@@ -246,3 +246,33 @@ Test(nats_live, unsolicited_pong_is_not_a_handshake)
     cr_assert(lr_up(c.lr));
     finish(&c);
 }
+
+/*
+ * A message over 256 KiB grows the input buffer, which is freed once empty;
+ * a flush that times out then kicks the io timer, which handles the (empty,
+ * NULL) buffer.
+ */
+Test(nats_live, flush_timeout_after_the_buffer_was_freed)
+{
+    struct ctx c;
+    start(&c, "nats://127.0.0.1:%d", 0, 0);
+    handshake(&c);
+    size_t n = 300000;
+    char *m = malloc(n + 64);
+    int h = snprintf(m, 64, "MSG a.b 1 %zu\r\n", n);
+    memset(m + h, 'x', n);
+    memcpy(m + h + n, "\r\n", 2);
+    fake_send(&c.fs, m, (size_t)h + n + 2);
+    free(m);
+    RUN_UNTIL(&c, c.msgs == 1, 3000);
+    cr_assert_eq(c.msgs, 1);
+    cr_assert_eq(lr_flush(c.lr, 50), RT_UNAVAILABLE); /* no PONG */
+    RUN_UNTIL(&c, false, 50);
+    fake_say(&c.fs, "PONG\r\n");
+    RUN_UNTIL(&c, false, 50);
+    cr_assert(lr_up(c.lr));
+    struct lr_stats st;
+    lr_get_stats(c.lr, &st);
+    cr_assert_eq(st.flush_timeouts, 1);
+    finish(&c);
+}
