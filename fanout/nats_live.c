@@ -31,6 +31,9 @@
 #define LR_PAYLOAD_CAP  ((size_t)64 << 20)
 #define LR_KEEP_CAP     ((size_t)256 << 10) /* an empty input buffer above this is freed */
 #define LR_CRED_MAX     256
+/* Queued writes (with their requests' own size) beyond which a server that
+ * does not read is dropped: a PING flood must not queue PONGs without end. */
+#define LR_WQ_MAX ((size_t)8 << 20)
 
 enum lr_state { LR_IDLE, LR_RESOLVING, LR_CONNECTING, LR_HANDSHAKE, LR_UP };
 
@@ -44,6 +47,7 @@ struct lrc {
     uv_tcp_t tcp;
     uv_connect_t creq;
     struct lr *lr;
+    size_t wq_bytes; /* queued write requests, their struct included */
 };
 
 struct lr {
@@ -135,6 +139,7 @@ static void write_done(uv_write_t *req, int status)
 {
     struct lr_wreq *w = RT_CONTAINER(req, struct lr_wreq, req);
     struct lrc *c = req->data;
+    c->wq_bytes -= sizeof(*w) + w->buf.len;
     free(w);
     if (status < 0 && status != UV_ECANCELED && c == c->lr->c)
         lr_fail(c->lr, uv_strerror(status));
@@ -177,6 +182,11 @@ static bool lr_send(struct lr *lr, const char *p, size_t n)
             n -= (size_t)r;
         }
     }
+    struct lrc *c = lr->c;
+    if (c->wq_bytes > 0 && c->wq_bytes + sizeof(struct lr_wreq) + n > LR_WQ_MAX) {
+        lr_fail(lr, "the server does not read what it is sent");
+        return false;
+    }
     struct lr_wreq *w = malloc(sizeof(*w) + n);
     if (!w) {
         lr_fail(lr, "out of memory");
@@ -184,13 +194,14 @@ static bool lr_send(struct lr *lr, const char *p, size_t n)
     }
     memcpy(w->data, p, n);
     w->buf = uv_buf_init(w->data, (unsigned)n);
-    w->req.data = lr->c;
+    w->req.data = c;
     int r = uv_write(&w->req, s, &w->buf, 1, write_done);
     if (r < 0) {
         free(w);
         lr_fail(lr, uv_strerror(r));
         return false;
     }
+    c->wq_bytes += sizeof(*w) + n;
     return true;
 }
 

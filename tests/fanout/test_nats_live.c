@@ -276,3 +276,35 @@ Test(nats_live, flush_timeout_after_the_buffer_was_freed)
     cr_assert_eq(st.flush_timeouts, 1);
     finish(&c);
 }
+
+/* Writes what the socket takes now; how much. */
+static size_t fake_offer(struct fake *fs, const void *p, size_t n)
+{
+    ssize_t r = send(fs->cfd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    return r > 0 ? (size_t)r : 0;
+}
+
+/*
+ * A server that sends PINGs and reads nothing: the PONGs cannot all be
+ * queued in memory; the reader drops the connection instead of growing
+ * its write queue until the keepalive notices (15 s later).
+ */
+Test(nats_live, ping_flood_from_a_server_that_does_not_read, .timeout = 30)
+{
+    struct ctx c;
+    start(&c, "nats://127.0.0.1:%d", 0, 4096);
+    handshake(&c);
+    static char pings[1 << 16];
+    for (size_t i = 0; i + 6 <= sizeof(pings); i += 6)
+        memcpy(pings + i, "PING\r\n", 6);
+    size_t sent = 0, part = 0, chunk = sizeof(pings) / 6 * 6;
+    uint64_t deadline = rt_mono_ms() + 8000;
+    while (lr_up(c.lr) && rt_mono_ms() < deadline) {
+        size_t k = fake_offer(&c.fs, pings + part, chunk - part);
+        sent += k;
+        part = (part + k) % chunk;
+        step(&c);
+    }
+    cr_assert_not(lr_up(c.lr), "still up after %zu bytes of PINGs that were never read", sent);
+    finish(&c);
+}
