@@ -639,7 +639,8 @@ static bool parse_url(const char *s, size_t n, struct lr_server *out)
         n -= sl + 3;
         s = scheme + 3;
     }
-    const char *at = memchr(s, '@', n);
+    /* The last '@' ends the userinfo (as Go's net/url): a password may hold one. */
+    const char *at = memrchr(s, '@', n);
     if (at) {
         const char *colon = memchr(s, ':', (size_t)(at - s));
         if (colon) {
@@ -662,7 +663,10 @@ static bool parse_url(const char *s, size_t n, struct lr_server *out)
             return false;
         host = s + 1;
         hl = (size_t)(rb - s - 1);
-        if ((size_t)(rb - s) + 1 < n && rb[1] == ':')
+        size_t after = (size_t)(rb - s) + 1;
+        if (after < n && rb[1] != ':')
+            return false; /* "[::1]x": not a port */
+        if (after < n)
             port = rb + 2;
     } else {
         const char *colon = memchr(s, ':', n);

@@ -38,6 +38,7 @@ struct ctx {
     uint64_t sids[8];
     char subjects[8][64];
     size_t n_subs;
+    char connect[4096]; /* what the reader sent during the last handshake */
 };
 
 static void nonblock(int fd)
@@ -183,6 +184,9 @@ static void handshake(struct ctx *c)
     fake_say(&c->fs, INFO);
     RUN_UNTIL(c, got_has(&c->fs, "PING\r\n"), 3000);
     cr_assert(got_has(&c->fs, "CONNECT {"), "no CONNECT");
+    size_t n = c->fs.got_len < sizeof(c->connect) - 1 ? c->fs.got_len : sizeof(c->connect) - 1;
+    memcpy(c->connect, c->fs.got, n);
+    c->connect[n] = 0;
     fake_say(&c->fs, "PONG\r\n");
     RUN_UNTIL(c, lr_up(c->lr), 3000);
     cr_assert(lr_up(c->lr));
@@ -306,5 +310,63 @@ Test(nats_live, ping_flood_from_a_server_that_does_not_read, .timeout = 30)
         step(&c);
     }
     cr_assert_not(lr_up(c.lr), "still up after %zu bytes of PINGs that were never read", sent);
+    finish(&c);
+}
+
+/* What parse_url must refuse (lr_create: RT_INVAL), and what it must take. */
+Test(nats_live, urls)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct lr_hooks h = {NULL, NULL, NULL};
+    const char *bad[] = {
+        "tls://h:4222",
+        "nats://",
+        "nats://:4222",
+        "nats://h:0",
+        "nats://h:65536",
+        "nats://h:12x",
+        "nats://[::1",
+        "nats://[::1]x",
+        "nats://[]:4222",
+        "nats://h:4222/p",
+        "",
+        " , ",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct lr *lr = NULL;
+        rt_status st = lr_create(&loop, bad[i], "t", 0, &h, &lr);
+        cr_expect_eq(st, RT_INVAL, "accepted \"%s\"", bad[i]);
+        if (lr)
+            lr_destroy(lr);
+    }
+    const char *good[] = {
+        "nats://127.0.0.1:4222",
+        "NATS://u:p@127.0.0.1",
+        "tok@127.0.0.1:1",
+        "[::1]:4222",
+        "nats://[::1]",
+        "nats://[::1]:",
+        "nats://h:",
+        " nats://127.0.0.1:4222/ , nats://127.0.0.1:4223",
+    };
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        struct lr *lr = NULL;
+        cr_expect_eq(lr_create(&loop, good[i], "t", 0, &h, &lr), RT_OK, "refused \"%s\"", good[i]);
+        lr_destroy(lr);
+    }
+    for (int i = 0; i < 100 && uv_run(&loop, UV_RUN_NOWAIT); i++)
+        usleep(1000);
+    cr_assert(uv_loop_close(&loop) == 0);
+}
+
+/* A password with an '@' (as Go's net/url takes it: the last '@' ends the userinfo). */
+Test(nats_live, password_with_at)
+{
+    struct ctx c;
+    start(&c, "nats://us:p@ss@127.0.0.1:%d", 0, 0);
+    handshake(&c);
+    cr_assert(strstr(c.connect, "\"user\":\"us\"") && strstr(c.connect, "\"pass\":\"p@ss\""), "%s",
+              c.connect);
     finish(&c);
 }
