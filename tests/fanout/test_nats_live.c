@@ -199,7 +199,8 @@ static void finish(struct ctx *c)
     uv_close((uv_handle_t *)&c->alive, NULL);
     fake_hangup(&c->fs);
     close(c->fs.lfd);
-    for (int i = 0; i < 100 && uv_run(&c->loop, UV_RUN_NOWAIT); i++)
+    uint64_t dl = rt_mono_ms() + 3000; /* a getaddrinfo may still be running */
+    while (uv_run(&c->loop, UV_RUN_NOWAIT) && rt_mono_ms() < dl)
         usleep(1000);
     cr_assert(uv_loop_close(&c->loop) == 0, "handles left open");
 }
@@ -369,4 +370,102 @@ Test(nats_live, password_with_at)
     cr_assert(strstr(c.connect, "\"user\":\"us\"") && strstr(c.connect, "\"pass\":\"p@ss\""), "%s",
               c.connect);
     finish(&c);
+}
+
+/* lr_destroy in every state: the memory goes with the close callbacks (ASan/LSan). */
+Test(nats_live, destroy_in_every_state)
+{
+    struct ctx c;
+    start(&c, "nats://localhost:%d", 0, 0); /* resolving */
+    finish(&c);
+    start(&c, "nats://127.0.0.1:%d", 0, 0); /* connecting */
+    finish(&c);
+    start(&c, "nats://127.0.0.1:%d", 0, 0); /* connected, no INFO yet */
+    RUN_UNTIL(&c, c.fs.cfd >= 0, 3000);
+    RUN_UNTIL(&c, false, 20);
+    finish(&c);
+    start(&c, "nats://127.0.0.1:%d", 0, 0); /* CONNECT sent, no PONG yet */
+    RUN_UNTIL(&c, c.fs.cfd >= 0, 3000);
+    fake_say(&c.fs, INFO);
+    RUN_UNTIL(&c, got_has(&c.fs, "PING\r\n"), 3000);
+    finish(&c);
+    start(&c, "nats://127.0.0.1:%d", 0, 4096); /* up, writes queued */
+    handshake(&c);
+    sub(&c, "a.b");
+    char subj[64];
+    for (int i = 0; i < 20000; i++) {
+        snprintf(subj, sizeof(subj), "some.rather.long.subject.name.%d", i);
+        lr_sub(c.lr, subj);
+    }
+    finish(&c);
+    start(&c, "nats://127.0.0.1:%d", 0, 0); /* retrying */
+    RUN_UNTIL(&c, c.fs.cfd >= 0, 3000);
+    fake_hangup(&c.fs);
+    RUN_UNTIL(&c, false, 20);
+    finish(&c);
+}
+
+static void msg_to(struct ctx *c, uint64_t sid, const char *payload)
+{
+    char m[256];
+    snprintf(m, sizeof(m), "MSG a.b %llu %zu\r\n%s\r\n", (unsigned long long)sid, strlen(payload),
+             payload);
+    fake_say(&c->fs, m);
+}
+
+/*
+ * Read window: a second read within the window stops reading on readiness;
+ * a flush meanwhile reads the socket itself; whatever happens, messages
+ * keep coming and a quiet spell goes back to reading on readiness.
+ */
+Test(nats_live, window_survives_flush)
+{
+    struct ctx c;
+    start(&c, "nats://127.0.0.1:%d", 30, 0);
+    handshake(&c);
+    uint64_t sid = sub(&c, "a.b");
+    for (int round = 0; round < 3; round++) {
+        size_t base = c.msgs;
+        msg_to(&c, sid, "1");
+        RUN_UNTIL(&c, c.msgs == base + 1, 2000);
+        msg_to(&c, sid, "2"); /* within the window: windowed from here */
+        RUN_UNTIL(&c, c.msgs == base + 2, 2000);
+        cr_assert_eq(c.msgs, base + 2);
+        msg_to(&c, sid, "3");
+        fake_say(&c.fs, "PONG\r\n"); /* answers the flush below */
+        usleep(2000);
+        cr_assert_eq(lr_flush(c.lr, 1000), RT_OK);
+        RUN_UNTIL(&c, c.msgs == base + 3, 2000);
+        cr_assert_eq(c.msgs, base + 3);
+        RUN_UNTIL(&c, false, 100); /* quiet: back to readiness */
+        msg_to(&c, sid, "4");
+        RUN_UNTIL(&c, c.msgs == base + 4, 2000);
+        cr_assert_eq(c.msgs, base + 4, "round %d", round);
+    }
+    cr_assert(lr_up(c.lr));
+    finish(&c);
+}
+
+/* A flush that reads EOF, windowed or not: the reader reconnects. */
+Test(nats_live, flush_reads_eof)
+{
+    for (uint32_t window = 0; window <= 30; window += 30) {
+        struct ctx c;
+        start(&c, "nats://127.0.0.1:%d", window, 0);
+        handshake(&c);
+        uint64_t sid = sub(&c, "a.b");
+        msg_to(&c, sid, "1");
+        RUN_UNTIL(&c, c.msgs == 1, 2000);
+        msg_to(&c, sid, "2");
+        RUN_UNTIL(&c, c.msgs == 2, 2000);
+        shutdown(c.fs.cfd, SHUT_WR);
+        usleep(2000);
+        cr_assert_eq(lr_flush(c.lr, 1000), RT_UNAVAILABLE);
+        RUN_UNTIL(&c, !lr_up(c.lr), 2000);
+        cr_assert_not(lr_up(c.lr), "window %u: EOF not seen", window);
+        fake_hangup(&c.fs);
+        handshake(&c);
+        cr_assert_eq(c.replays, 2);
+        finish(&c);
+    }
 }
