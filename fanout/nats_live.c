@@ -794,20 +794,23 @@ void lr_unsub(struct lr *lr, uint64_t sid)
         lr_send(lr, buf, n);
 }
 
-/* PONGs in the unprocessed input from byte *off on, counted into *pongs. */
-static void count_pongs(struct lr *lr, size_t *off, uint32_t *pongs)
+/* PONGs in the unprocessed input from byte *off on, counted into *pongs; false on bad input. */
+static bool count_pongs(struct lr *lr, size_t *off, uint32_t *pongs)
 {
     while (*off < lr->in_len) {
         size_t used = 0;
         struct nw_msg m;
         enum nw_op op =
             nw_scan(lr->in + *off, lr->in_len - *off, lr->max_payload, &used, &m, NULL, NULL);
-        if (op == NW_MORE || op == NW_BAD)
-            return; /* BAD: lr_process will drop the connection */
+        if (op == NW_MORE)
+            return true;
+        if (op == NW_BAD)
+            return false; /* lr_process will drop the connection */
         if (op == NW_PONG)
             (*pongs)++;
         *off += used;
     }
+    return true;
 }
 
 rt_status lr_flush(struct lr *lr, uint32_t timeout_ms)
@@ -828,7 +831,10 @@ rt_status lr_flush(struct lr *lr, uint32_t timeout_ms)
     uint64_t deadline = rt_mono_ms() + timeout_ms;
     rt_status st = RT_OK;
     for (;;) {
-        count_pongs(lr, &off, &pongs);
+        if (!count_pongs(lr, &off, &pongs)) {
+            st = RT_UNAVAILABLE; /* no use waiting out the timeout */
+            break;
+        }
         if (pongs >= need)
             break;
         uint64_t now = rt_mono_ms();

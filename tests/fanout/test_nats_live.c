@@ -469,3 +469,22 @@ Test(nats_live, flush_reads_eof)
         finish(&c);
     }
 }
+
+/* Junk read during a flush: the flush gives up at once instead of blocking the loop 1 s. */
+Test(nats_live, flush_stops_at_junk)
+{
+    struct ctx c;
+    start(&c, "nats://127.0.0.1:%d", 0, 0);
+    handshake(&c);
+    fake_say(&c.fs, "HELLO\r\nPONG\r\n");
+    usleep(2000);
+    uint64_t t0 = rt_mono_ms();
+    cr_assert_eq(lr_flush(c.lr, 1000), RT_UNAVAILABLE);
+    cr_assert_lt(rt_mono_ms() - t0, 500);
+    RUN_UNTIL(&c, !lr_up(c.lr), 2000);
+    cr_assert_not(lr_up(c.lr));
+    struct lr_stats st;
+    lr_get_stats(c.lr, &st);
+    cr_assert_eq(st.bad, 1);
+    finish(&c);
+}
