@@ -299,6 +299,8 @@ static void became_up(struct lr *lr)
         free(lr->cork);
         lr->cork = NULL;
         lr->cork_len = lr->cork_cap = 0;
+        if (!lr->c)
+            return; /* the resubscribe failed: lr_fail stopped the keepalive, keep it so */
     }
     uv_timer_start(&lr->ping_timer, on_ping_timer, LR_PING_MS, LR_PING_MS);
 }
@@ -448,7 +450,10 @@ static ssize_t read_now(struct lr *lr, size_t limit)
             lr_fail(lr, "an operation larger than the input buffer");
             return -1;
         }
-        ssize_t r = recv(fd, lr->in + lr->in_len, lr->in_cap - lr->in_len, MSG_DONTWAIT);
+        size_t room = lr->in_cap - lr->in_len;
+        if (room > limit - got)
+            room = limit - got; /* the buffer may be 64 MiB: keep to the limit */
+        ssize_t r = recv(fd, lr->in + lr->in_len, room, MSG_DONTWAIT);
         if (r > 0) {
             lr->in_len += (size_t)r;
             got += (size_t)r;
