@@ -68,6 +68,8 @@ struct lr {
     int refs;              /* open handles and pending requests, +1 until destroy */
     bool dying;
     bool failing_logged; /* one log line per outage, not one per retry */
+    uint64_t err_log_ms; /* last -ERR logged while UP (at most one a second) */
+    uint64_t err_quiet;  /* -ERRs not logged since */
 
     uint8_t *in;
     size_t in_len, in_cap;
@@ -305,6 +307,29 @@ static void became_up(struct lr *lr)
     uv_timer_start(&lr->ping_timer, on_ping_timer, LR_PING_MS, LR_PING_MS);
 }
 
+/*
+ * A -ERR's text, quoted and cut to 200 bytes; while UP at most one line a
+ * second (a server repeating -ERR must not flood the log: the others are
+ * counted in the next line).
+ */
+static void log_server_error(struct lr *lr, const char *arg, size_t len)
+{
+    uint64_t now = uv_now(lr->loop);
+    if (lr->st == LR_UP && lr->err_log_ms && now - lr->err_log_ms < 1000) {
+        lr->err_quiet++;
+        return;
+    }
+    char text[201];
+    size_t n = len < sizeof(text) - 1 ? len : sizeof(text) - 1;
+    for (size_t i = 0; i < n; i++) /* no quote, backslash or control byte in a log value */
+        text[i] = arg[i] >= 0x20 && arg[i] < 0x7f && arg[i] != '"' && arg[i] != '\\' ? arg[i] : '?';
+    text[n] = 0;
+    rt_log(RT_LOG_WARN, "nats_live_server_error", "msg=\"%s\" not_logged=%llu", text,
+           (unsigned long long)lr->err_quiet);
+    lr->err_quiet = 0;
+    lr->err_log_ms = lr->st == LR_UP ? now : 0;
+}
+
 /* Handles every complete op in the input buffer; keeps the rest. */
 static void lr_process(struct lr *lr)
 {
@@ -350,8 +375,7 @@ static void lr_process(struct lr *lr)
             on_info(lr, arg, arg_len);
             break;
         case NW_ERR:
-            rt_log(RT_LOG_WARN, "nats_live_server_error", "msg=\"%.*s\"",
-                   (int)(arg_len > 200 ? 200 : arg_len), arg);
+            log_server_error(lr, arg, arg_len);
             if (lr->st != LR_UP) {
                 lr_fail(lr, "refused by the server");
                 return;

@@ -488,3 +488,37 @@ Test(nats_live, flush_stops_at_junk)
     cr_assert_eq(st.bad, 1);
     finish(&c);
 }
+
+/* A server repeating -ERR while up: a few log lines, not one per -ERR. */
+Test(nats_live, err_flood_is_not_a_log_flood)
+{
+    struct ctx c;
+    start(&c, "nats://127.0.0.1:%d", 0, 0);
+    handshake(&c);
+    FILE *tmp = tmpfile();
+    cr_assert(tmp);
+    fflush(stderr);
+    int saved = dup(2);
+    dup2(fileno(tmp), 2);
+    static char errs[6000 * 16];
+    size_t n = 0;
+    for (int i = 0; i < 6000; i++)
+        n += (size_t)snprintf(errs + n, sizeof(errs) - n, "-ERR 'x\"%d'\r\n", i % 10);
+    fake_send(&c.fs, errs, n);
+    RUN_UNTIL(&c, false, 300);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    cr_assert(lr_up(c.lr), "a -ERR while up is not fatal by itself");
+    rewind(tmp);
+    char line[1024];
+    int lines = 0;
+    while (fgets(line, sizeof(line), tmp))
+        if (strstr(line, "event=nats_live_server_error")) {
+            lines++;
+            cr_assert(strstr(line, "msg=\"'x?"), "%s", line);
+        }
+    fclose(tmp);
+    cr_assert(lines >= 1 && lines <= 3, "%d lines", lines);
+    finish(&c);
+}
