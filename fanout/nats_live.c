@@ -62,10 +62,12 @@ struct lr {
     struct lrc *c; /* current connection, NULL in IDLE / RESOLVING */
     uv_getaddrinfo_t gai;
     bool gai_busy;
-    uv_timer_t ctl_timer;  /* retry, connect timeout */
-    uv_timer_t io_timer;   /* read window, and a kick after lr_flush */
-    uv_timer_t ping_timer; /* keepalive while UP */
-    int refs;              /* open handles and pending requests, +1 until destroy */
+    struct addrinfo *ai;               /* the current server's addresses, while connecting */
+    const struct addrinfo *ai_untried; /* those after the one being tried */
+    uv_timer_t ctl_timer;              /* retry, connect timeout */
+    uv_timer_t io_timer;               /* read window, and a kick after lr_flush */
+    uv_timer_t ping_timer;             /* keepalive while UP */
+    int refs;                          /* open handles and pending requests, +1 until destroy */
     bool dying;
     bool failing_logged; /* one log line per outage, not one per retry */
     uint64_t err_log_ms; /* last -ERR logged while UP (at most one a second) */
@@ -90,10 +92,19 @@ static void lr_connect_next(struct lr *lr);
 /* -------------------------------------------------------------------- */
 /* Lifetime                                                               */
 
+static void forget_addresses(struct lr *lr)
+{
+    if (lr->ai)
+        uv_freeaddrinfo(lr->ai);
+    lr->ai = NULL;
+    lr->ai_untried = NULL;
+}
+
 static void lr_unref(struct lr *lr)
 {
     if (--lr->refs > 0)
         return;
+    forget_addresses(lr);
     free(lr->in);
     free(lr->servers);
     free(lr->name);
@@ -292,7 +303,9 @@ static void became_up(struct lr *lr)
            lr->servers[lr->cur].host, lr->servers[lr->cur].port,
            (unsigned long long)lr->stats.connects);
     lr->failing_logged = false;
-    if (lr->h.replay) { /* every SUB in one write */
+    forget_addresses(lr); /* after a loss: the next server */
+    /* Every SUB in one write. */
+    if (lr->h.replay) {
         lr->corked = true;
         lr->h.replay(lr->h.ctx, lr);
         lr->corked = false;
@@ -601,12 +614,17 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         return;
     }
     if (status < 0 || !res) {
+        uv_freeaddrinfo(res);
         lr->st = LR_IDLE;
         lr_fail(lr, status < 0 ? uv_strerror(status) : "no address");
-    } else {
-        start_tcp(lr, res->ai_addr);
+        return;
     }
-    uv_freeaddrinfo(res);
+    /* Every address is tried in turn (a name with an AAAA record for a
+     * server that listens on IPv4 only, one of several A records down). */
+    forget_addresses(lr);
+    lr->ai = res;
+    lr->ai_untried = res->ai_next;
+    start_tcp(lr, res->ai_addr);
 }
 
 static void lr_connect_next(struct lr *lr)
@@ -615,9 +633,16 @@ static void lr_connect_next(struct lr *lr)
         uv_timer_start(&lr->ctl_timer, on_retry, LR_RETRY_MS, 0);
         return;
     }
+    uv_timer_start(&lr->ctl_timer, on_retry, LR_CONNECT_MS, 0);
+    if (lr->ai_untried) { /* the same server's next address */
+        const struct addrinfo *a = lr->ai_untried;
+        lr->ai_untried = a->ai_next;
+        start_tcp(lr, a->ai_addr);
+        return;
+    }
+    forget_addresses(lr);
     lr->cur = (lr->cur + 1) % lr->n_servers;
     const struct lr_server *sv = &lr->servers[lr->cur];
-    uv_timer_start(&lr->ctl_timer, on_retry, LR_CONNECT_MS, 0);
     struct sockaddr_storage ss;
     int port = atoi(sv->port);
     if (uv_ip4_addr(sv->host, port, (struct sockaddr_in *)&ss) == 0 ||
