@@ -441,7 +441,12 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
         *buf = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS */
         return;
     }
-    *buf = uv_buf_init((char *)lr->in + lr->in_len, (unsigned)(lr->in_cap - lr->in_len));
+    /* 64 KiB at most however large the buffer grew: libuv reads up to 32
+     * times per readiness, and each read is handled before the next. */
+    size_t room = lr->in_cap - lr->in_len;
+    if (room > LR_READ_CHUNK)
+        room = LR_READ_CHUNK;
+    *buf = uv_buf_init((char *)lr->in + lr->in_len, (unsigned)room);
 }
 
 static void on_io_timer(uv_timer_t *t);

@@ -522,3 +522,38 @@ Test(nats_live, err_flood_is_not_a_log_flood)
     cr_assert(lines >= 1 && lines <= 3, "%d lines", lines);
     finish(&c);
 }
+
+/*
+ * Reads on readiness take at most 64 KiB each (libuv reads up to 32 times
+ * per readiness): a buffer grown by a large message must not turn one
+ * wake-up into megabytes of messages handled while the loop waits.
+ */
+Test(nats_live, reads_on_readiness_are_64k_at_most, .timeout = 30)
+{
+    struct ctx c;
+    start(&c, "nats://127.0.0.1:%d", 0, 0);
+    RUN_UNTIL(&c, c.fs.cfd >= 0, 3000);
+    fake_say(&c.fs, "INFO {\"headers\":true,\"max_payload\":16777216}\r\n");
+    RUN_UNTIL(&c, got_has(&c.fs, "PING\r\n"), 3000);
+    fake_say(&c.fs, "PONG\r\n");
+    RUN_UNTIL(&c, lr_up(c.lr), 3000);
+    size_t n = (size_t)8 << 20;
+    char *m = malloc(n + 64);
+    int h = snprintf(m, 64, "MSG a.b 1 %zu\r\n", n);
+    memset(m + h, 'x', n);
+    memcpy(m + h + n, "\r\n", 2);
+    struct lr_stats st0, st1;
+    lr_get_stats(c.lr, &st0);
+    size_t off = 0, total = (size_t)h + n + 2;
+    while (c.msgs == 0) { /* offer it all, step only when the socket is full */
+        size_t k = off < total ? fake_offer(&c.fs, m + off, total - off) : 0;
+        off += k;
+        if (k == 0)
+            step(&c);
+    }
+    free(m);
+    lr_get_stats(c.lr, &st1);
+    cr_assert_geq(st1.wakeups - st0.wakeups, n / (64 << 10), "%llu reads for 8 MiB",
+                  (unsigned long long)(st1.wakeups - st0.wakeups));
+    finish(&c);
+}
