@@ -736,6 +736,9 @@ static bool parse_url(const char *s, size_t n, struct lr_server *out)
     }
     if (hl == 0 || !copy_part(out->host, sizeof(out->host), host, hl))
         return false;
+    for (size_t i = 0; i < hl; i++) /* "ho st", "h/x", "h@x": resolving could only fail, forever */
+        if ((unsigned char)host[i] <= ' ' || strchr("/@[]?#,", host[i]))
+            return false;
     size_t pl = port ? (size_t)(s + n - port) : 0;
     if (!port || pl == 0) {
         snprintf(out->port, sizeof(out->port), "%d", LR_PORT_DEFAULT);
