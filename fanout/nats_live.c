@@ -268,7 +268,7 @@ static void on_info(struct lr *lr, const char *arg, size_t len)
     bool headers = json_is_true(json_object_get(o, "headers"));
     json_decref(o);
     if (tls) {
-        lr_fail(lr, "the server requires TLS (use --nats-loop-reader off)");
+        lr_fail(lr, "the server requires TLS (use --nats-loop-reader 0)");
         return;
     }
     if (!headers) {
@@ -536,7 +536,9 @@ static void on_io_timer(uv_timer_t *t)
         uv_timer_start(&lr->io_timer, on_io_timer, lr->window_ms, 0);
     } else {
         lr->windowed = false;
-        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+        int r = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+        if (r < 0) /* else neither reading nor a timer: stuck for good */
+            lr_fail(lr, uv_strerror(r));
     }
 }
 
