@@ -31,6 +31,9 @@
 #define LR_PAYLOAD_CAP  ((size_t)64 << 20)
 #define LR_KEEP_CAP     ((size_t)256 << 10) /* an empty input buffer above this is freed */
 #define LR_CRED_MAX     256
+/* Queued writes (with their requests' own size) beyond which a server that
+ * does not read is dropped: a PING flood must not queue PONGs without end. */
+#define LR_WQ_MAX ((size_t)8 << 20)
 
 enum lr_state { LR_IDLE, LR_RESOLVING, LR_CONNECTING, LR_HANDSHAKE, LR_UP };
 
@@ -44,6 +47,7 @@ struct lrc {
     uv_tcp_t tcp;
     uv_connect_t creq;
     struct lr *lr;
+    size_t wq_bytes; /* queued write requests, their struct included */
 };
 
 struct lr {
@@ -58,12 +62,16 @@ struct lr {
     struct lrc *c; /* current connection, NULL in IDLE / RESOLVING */
     uv_getaddrinfo_t gai;
     bool gai_busy;
-    uv_timer_t ctl_timer;  /* retry, connect timeout */
-    uv_timer_t io_timer;   /* read window, and a kick after lr_flush */
-    uv_timer_t ping_timer; /* keepalive while UP */
-    int refs;              /* open handles and pending requests, +1 until destroy */
+    struct addrinfo *ai;               /* the current server's addresses, while connecting */
+    const struct addrinfo *ai_untried; /* those after the one being tried */
+    uv_timer_t ctl_timer;              /* retry, connect timeout */
+    uv_timer_t io_timer;               /* read window, and a kick after lr_flush */
+    uv_timer_t ping_timer;             /* keepalive while UP */
+    int refs;                          /* open handles and pending requests, +1 until destroy */
     bool dying;
     bool failing_logged; /* one log line per outage, not one per retry */
+    uint64_t err_log_ms; /* last -ERR logged while UP (at most one a second) */
+    uint64_t err_quiet;  /* -ERRs not logged since */
 
     uint8_t *in;
     size_t in_len, in_cap;
@@ -84,10 +92,19 @@ static void lr_connect_next(struct lr *lr);
 /* -------------------------------------------------------------------- */
 /* Lifetime                                                               */
 
+static void forget_addresses(struct lr *lr)
+{
+    if (lr->ai)
+        uv_freeaddrinfo(lr->ai);
+    lr->ai = NULL;
+    lr->ai_untried = NULL;
+}
+
 static void lr_unref(struct lr *lr)
 {
     if (--lr->refs > 0)
         return;
+    forget_addresses(lr);
     free(lr->in);
     free(lr->servers);
     free(lr->name);
@@ -135,6 +152,7 @@ static void write_done(uv_write_t *req, int status)
 {
     struct lr_wreq *w = RT_CONTAINER(req, struct lr_wreq, req);
     struct lrc *c = req->data;
+    c->wq_bytes -= sizeof(*w) + w->buf.len;
     free(w);
     if (status < 0 && status != UV_ECANCELED && c == c->lr->c)
         lr_fail(c->lr, uv_strerror(status));
@@ -177,6 +195,11 @@ static bool lr_send(struct lr *lr, const char *p, size_t n)
             n -= (size_t)r;
         }
     }
+    struct lrc *c = lr->c;
+    if (c->wq_bytes > 0 && c->wq_bytes + sizeof(struct lr_wreq) + n > LR_WQ_MAX) {
+        lr_fail(lr, "the server does not read what it is sent");
+        return false;
+    }
     struct lr_wreq *w = malloc(sizeof(*w) + n);
     if (!w) {
         lr_fail(lr, "out of memory");
@@ -184,13 +207,14 @@ static bool lr_send(struct lr *lr, const char *p, size_t n)
     }
     memcpy(w->data, p, n);
     w->buf = uv_buf_init(w->data, (unsigned)n);
-    w->req.data = lr->c;
+    w->req.data = c;
     int r = uv_write(&w->req, s, &w->buf, 1, write_done);
     if (r < 0) {
         free(w);
         lr_fail(lr, uv_strerror(r));
         return false;
     }
+    c->wq_bytes += sizeof(*w) + n;
     return true;
 }
 
@@ -244,7 +268,7 @@ static void on_info(struct lr *lr, const char *arg, size_t len)
     bool headers = json_is_true(json_object_get(o, "headers"));
     json_decref(o);
     if (tls) {
-        lr_fail(lr, "the server requires TLS (use --nats-loop-reader off)");
+        lr_fail(lr, "the server requires TLS (use --nats-loop-reader 0)");
         return;
     }
     if (!headers) {
@@ -279,7 +303,9 @@ static void became_up(struct lr *lr)
            lr->servers[lr->cur].host, lr->servers[lr->cur].port,
            (unsigned long long)lr->stats.connects);
     lr->failing_logged = false;
-    if (lr->h.replay) { /* every SUB in one write */
+    forget_addresses(lr); /* after a loss: the next server */
+    /* Every SUB in one write. */
+    if (lr->h.replay) {
         lr->corked = true;
         lr->h.replay(lr->h.ctx, lr);
         lr->corked = false;
@@ -288,8 +314,33 @@ static void became_up(struct lr *lr)
         free(lr->cork);
         lr->cork = NULL;
         lr->cork_len = lr->cork_cap = 0;
+        if (!lr->c)
+            return; /* the resubscribe failed: lr_fail stopped the keepalive, keep it so */
     }
     uv_timer_start(&lr->ping_timer, on_ping_timer, LR_PING_MS, LR_PING_MS);
+}
+
+/*
+ * A -ERR's text, quoted and cut to 200 bytes; while UP at most one line a
+ * second (a server repeating -ERR must not flood the log: the others are
+ * counted in the next line).
+ */
+static void log_server_error(struct lr *lr, const char *arg, size_t len)
+{
+    uint64_t now = uv_now(lr->loop);
+    if (lr->st == LR_UP && lr->err_log_ms && now - lr->err_log_ms < 1000) {
+        lr->err_quiet++;
+        return;
+    }
+    char text[201];
+    size_t n = len < sizeof(text) - 1 ? len : sizeof(text) - 1;
+    for (size_t i = 0; i < n; i++) /* no quote, backslash or control byte in a log value */
+        text[i] = arg[i] >= 0x20 && arg[i] < 0x7f && arg[i] != '"' && arg[i] != '\\' ? arg[i] : '?';
+    text[n] = 0;
+    rt_log(RT_LOG_WARN, "nats_live_server_error", "msg=\"%s\" not_logged=%llu", text,
+           (unsigned long long)lr->err_quiet);
+    lr->err_quiet = 0;
+    lr->err_log_ms = lr->st == LR_UP ? now : 0;
 }
 
 /* Handles every complete op in the input buffer; keeps the rest. */
@@ -325,8 +376,11 @@ static void lr_process(struct lr *lr)
             lr_send(lr, "PONG\r\n", 6);
             break;
         case NW_PONG:
-            if (lr->pings_out > 0)
-                lr->pings_out--;
+            /* Only an answer to a PING of ours counts: an unsolicited PONG
+             * before INFO must not complete a handshake that sent no CONNECT. */
+            if (lr->pings_out == 0)
+                break;
+            lr->pings_out--;
             if (lr->st == LR_HANDSHAKE && lr->pings_out == 0)
                 became_up(lr);
             break;
@@ -334,8 +388,7 @@ static void lr_process(struct lr *lr)
             on_info(lr, arg, arg_len);
             break;
         case NW_ERR:
-            rt_log(RT_LOG_WARN, "nats_live_server_error", "msg=\"%.*s\"",
-                   (int)(arg_len > 200 ? 200 : arg_len), arg);
+            log_server_error(lr, arg, arg_len);
             if (lr->st != LR_UP) {
                 lr_fail(lr, "refused by the server");
                 return;
@@ -347,6 +400,8 @@ static void lr_process(struct lr *lr)
     }
     if (lr->c != c || !c)
         return; /* failed meanwhile: the buffer was reset */
+    if (off == 0)
+        return; /* nothing consumed; lr->in may be NULL (freed while empty) */
     memmove(lr->in, lr->in + off, lr->in_len - off);
     lr->in_len -= off;
     if (lr->in_len == 0 && lr->in_cap > LR_KEEP_CAP) {
@@ -386,7 +441,12 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
         *buf = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS */
         return;
     }
-    *buf = uv_buf_init((char *)lr->in + lr->in_len, (unsigned)(lr->in_cap - lr->in_len));
+    /* 64 KiB at most however large the buffer grew: libuv reads up to 32
+     * times per readiness, and each read is handled before the next. */
+    size_t room = lr->in_cap - lr->in_len;
+    if (room > LR_READ_CHUNK)
+        room = LR_READ_CHUNK;
+    *buf = uv_buf_init((char *)lr->in + lr->in_len, (unsigned)room);
 }
 
 static void on_io_timer(uv_timer_t *t);
@@ -432,7 +492,10 @@ static ssize_t read_now(struct lr *lr, size_t limit)
             lr_fail(lr, "an operation larger than the input buffer");
             return -1;
         }
-        ssize_t r = recv(fd, lr->in + lr->in_len, lr->in_cap - lr->in_len, MSG_DONTWAIT);
+        size_t room = lr->in_cap - lr->in_len;
+        if (room > limit - got)
+            room = limit - got; /* the buffer may be 64 MiB: keep to the limit */
+        ssize_t r = recv(fd, lr->in + lr->in_len, room, MSG_DONTWAIT);
         if (r > 0) {
             lr->in_len += (size_t)r;
             got += (size_t)r;
@@ -473,7 +536,9 @@ static void on_io_timer(uv_timer_t *t)
         uv_timer_start(&lr->io_timer, on_io_timer, lr->window_ms, 0);
     } else {
         lr->windowed = false;
-        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+        int r = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+        if (r < 0) /* else neither reading nor a timer: stuck for good */
+            lr_fail(lr, uv_strerror(r));
     }
 }
 
@@ -556,12 +621,17 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         return;
     }
     if (status < 0 || !res) {
+        uv_freeaddrinfo(res);
         lr->st = LR_IDLE;
         lr_fail(lr, status < 0 ? uv_strerror(status) : "no address");
-    } else {
-        start_tcp(lr, res->ai_addr);
+        return;
     }
-    uv_freeaddrinfo(res);
+    /* Every address is tried in turn (a name with an AAAA record for a
+     * server that listens on IPv4 only, one of several A records down). */
+    forget_addresses(lr);
+    lr->ai = res;
+    lr->ai_untried = res->ai_next;
+    start_tcp(lr, res->ai_addr);
 }
 
 static void lr_connect_next(struct lr *lr)
@@ -570,9 +640,16 @@ static void lr_connect_next(struct lr *lr)
         uv_timer_start(&lr->ctl_timer, on_retry, LR_RETRY_MS, 0);
         return;
     }
+    uv_timer_start(&lr->ctl_timer, on_retry, LR_CONNECT_MS, 0);
+    if (lr->ai_untried) { /* the same server's next address */
+        const struct addrinfo *a = lr->ai_untried;
+        lr->ai_untried = a->ai_next;
+        start_tcp(lr, a->ai_addr);
+        return;
+    }
+    forget_addresses(lr);
     lr->cur = (lr->cur + 1) % lr->n_servers;
     const struct lr_server *sv = &lr->servers[lr->cur];
-    uv_timer_start(&lr->ctl_timer, on_retry, LR_CONNECT_MS, 0);
     struct sockaddr_storage ss;
     int port = atoi(sv->port);
     if (uv_ip4_addr(sv->host, port, (struct sockaddr_in *)&ss) == 0 ||
@@ -623,7 +700,8 @@ static bool parse_url(const char *s, size_t n, struct lr_server *out)
         n -= sl + 3;
         s = scheme + 3;
     }
-    const char *at = memchr(s, '@', n);
+    /* The last '@' ends the userinfo (as Go's net/url): a password may hold one. */
+    const char *at = memrchr(s, '@', n);
     if (at) {
         const char *colon = memchr(s, ':', (size_t)(at - s));
         if (colon) {
@@ -646,7 +724,10 @@ static bool parse_url(const char *s, size_t n, struct lr_server *out)
             return false;
         host = s + 1;
         hl = (size_t)(rb - s - 1);
-        if ((size_t)(rb - s) + 1 < n && rb[1] == ':')
+        size_t after = (size_t)(rb - s) + 1;
+        if (after < n && rb[1] != ':')
+            return false; /* "[::1]x": not a port */
+        if (after < n)
             port = rb + 2;
     } else {
         const char *colon = memchr(s, ':', n);
@@ -657,6 +738,9 @@ static bool parse_url(const char *s, size_t n, struct lr_server *out)
     }
     if (hl == 0 || !copy_part(out->host, sizeof(out->host), host, hl))
         return false;
+    for (size_t i = 0; i < hl; i++) /* "ho st", "h/x", "h@x": resolving could only fail, forever */
+        if ((unsigned char)host[i] <= ' ' || strchr("/@[]?#,", host[i]))
+            return false;
     size_t pl = port ? (size_t)(s + n - port) : 0;
     if (!port || pl == 0) {
         snprintf(out->port, sizeof(out->port), "%d", LR_PORT_DEFAULT);
@@ -774,20 +858,23 @@ void lr_unsub(struct lr *lr, uint64_t sid)
         lr_send(lr, buf, n);
 }
 
-/* PONGs in the unprocessed input from byte *off on, counted into *pongs. */
-static void count_pongs(struct lr *lr, size_t *off, uint32_t *pongs)
+/* PONGs in the unprocessed input from byte *off on, counted into *pongs; false on bad input. */
+static bool count_pongs(struct lr *lr, size_t *off, uint32_t *pongs)
 {
     while (*off < lr->in_len) {
         size_t used = 0;
         struct nw_msg m;
         enum nw_op op =
             nw_scan(lr->in + *off, lr->in_len - *off, lr->max_payload, &used, &m, NULL, NULL);
-        if (op == NW_MORE || op == NW_BAD)
-            return; /* BAD: lr_process will drop the connection */
+        if (op == NW_MORE)
+            return true;
+        if (op == NW_BAD)
+            return false; /* lr_process will drop the connection */
         if (op == NW_PONG)
             (*pongs)++;
         *off += used;
     }
+    return true;
 }
 
 rt_status lr_flush(struct lr *lr, uint32_t timeout_ms)
@@ -808,7 +895,10 @@ rt_status lr_flush(struct lr *lr, uint32_t timeout_ms)
     uint64_t deadline = rt_mono_ms() + timeout_ms;
     rt_status st = RT_OK;
     for (;;) {
-        count_pongs(lr, &off, &pongs);
+        if (!count_pongs(lr, &off, &pongs)) {
+            st = RT_UNAVAILABLE; /* no use waiting out the timeout */
+            break;
+        }
         if (pongs >= need)
             break;
         uint64_t now = rt_mono_ms();
