@@ -1505,7 +1505,7 @@ static void on_live_msg(void *ctx, const struct nw_msg *m)
     size_t len = m->subject_len - pl;
     struct fo_chan *ch = chan_find(e, name, len);
     struct nchan *nc = ch ? ch->eng : NULL;
-    if (!nc || nc->lsid != m->sid || ch->durable)
+    if (!nc || !nc->lsid || nc->lsid != m->sid || ch->durable)
         return; /* gone, or an older subscription's message */
     struct nhdr h = {NULL, m->hdr, m->hdr_len};
     bool invalid = false;

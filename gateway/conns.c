@@ -38,6 +38,8 @@ uint64_t gw_conns_add(struct gw_conns *t, struct gw_session *s)
     if (!t->n_free)
         return 0;
     uint32_t slot = t->free_list[--t->n_free];
+    if (slot >= t->used)
+        t->used = slot + 1;
     t->slots[slot] = s;
     t->gens[slot]++;
     return ((uint64_t)t->gens[slot] << 32) | (uint64_t)(slot + 1);

@@ -213,6 +213,7 @@ struct gw_conns {
     uint32_t *free_list;
     uint32_t n_free;
     uint32_t cap;
+    uint32_t used; /* slots at or above this were never used: walks stop here */
 };
 
 rt_status gw_conns_init(struct gw_conns *t, uint32_t cap);

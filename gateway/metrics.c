@@ -74,7 +74,7 @@ static void errors(struct out *o, const struct gw_metrics *m)
 static uint64_t outbox_bytes(const struct gw_server *srv)
 {
     uint64_t sum = 0;
-    for (uint32_t i = 0; i < srv->conns.cap; i++)
+    for (uint32_t i = 0; i < srv->conns.used; i++)
         if (srv->conns.slots[i])
             sum += srv->conns.slots[i]->outbox.bytes;
     return sum;

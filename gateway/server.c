@@ -193,7 +193,7 @@ void gw_server_sweep(struct gw_server *srv, uint64_t now_ms)
 {
     gw_presence_tick(srv, now_ms);
     adapt_window(srv);
-    for (uint32_t i = 0; i < srv->conns.cap; i++)
+    for (uint32_t i = 0; i < srv->conns.used; i++)
         if (srv->conns.slots[i])
             gw_session_sweep(srv->conns.slots[i], now_ms);
 }
@@ -607,7 +607,7 @@ void gw_server_drain(struct gw_server *srv)
     srv->drain_started_ms = rt_mono_ms();
     rt_log(RT_LOG_INFO, "drain_start", "connections=%llu drain_ms=%u",
            (unsigned long long)srv->m.connections, srv->cfg->drain_ms);
-    for (uint32_t i = 0; i < srv->conns.cap; i++) {
+    for (uint32_t i = 0; i < srv->conns.used; i++) {
         struct gw_session *s = srv->conns.slots[i];
         if (!s)
             continue;
