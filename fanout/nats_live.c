@@ -9,6 +9,7 @@
  */
 #define _GNU_SOURCE /* memmem */
 #include "nats_live.h"
+#include "protocol.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -776,18 +777,20 @@ rt_status lr_create(void *uv_loop, const char *urls, const char *name, uint32_t 
         free(lr);
         return RT_NOMEM;
     }
-    for (const char *p = urls; *p;) {
+    bool ok = true;
+    for (const char *p = urls; *p && ok;) {
         const char *end = strchr(p, ',');
         size_t n = end ? (size_t)(end - p) : strlen(p);
-        if (n > 0 && !parse_url(p, n, &lr->servers[lr->n_servers++])) {
-            free(lr->servers);
-            free(lr->name);
-            free(lr);
-            return RT_INVAL;
+        if (n > 0) {
+            struct lr_server *sv = &lr->servers[lr->n_servers++];
+            /* CONNECT is JSON: credentials that are not UTF-8 could never be sent. */
+            ok = parse_url(p, n, sv) && proto_utf8_valid(sv->user, strlen(sv->user)) &&
+                 proto_utf8_valid(sv->pass, strlen(sv->pass)) &&
+                 proto_utf8_valid(sv->token, strlen(sv->token));
         }
         p += n + (end ? 1 : 0);
     }
-    if (lr->n_servers == 0) {
+    if (!ok || lr->n_servers == 0 || !proto_utf8_valid(lr->name, strlen(lr->name))) {
         free(lr->servers);
         free(lr->name);
         free(lr);

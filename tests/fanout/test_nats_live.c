@@ -336,6 +336,9 @@ Test(nats_live, urls)
         "nats://h:4222/p",
         "",
         " , ",
+        "nats://u\xff:p@h:4222", /* not UTF-8: CONNECT is JSON */
+        "nats://tok\xc3@h:4222",
+        "nats://h:1,nats://u:\x80@h:2",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         struct lr *lr = NULL;
