@@ -47,6 +47,7 @@
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+. "$ROOT/bench/lib.sh" # free_port, wait_port
 BUILD=${BUILD:-$ROOT/build-rel}
 case "$BUILD" in /*) ;; *) BUILD=$ROOT/$BUILD ;; esac
 RTGATE=${RTGATE:-$BUILD/gateway/rtgate}
@@ -82,17 +83,6 @@ finish() {
 trap finish EXIT
 trap 'echo "callgrind.sh: interrupted" >&2; exit 130' INT TERM
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
-wait_port() {
-    local end=$((SECONDS + $2))
-    while [ $SECONDS -lt $end ]; do
-        (exec 3<> "/dev/tcp/127.0.0.1/$1") 2> /dev/null && return 0
-        sleep 0.2
-    done
-    return 1
-}
 # wait_for FILE PATTERN SECONDS PID: until FILE has a line matching PATTERN, or PID is gone.
 wait_for() {
     local end=$((SECONDS + $3))

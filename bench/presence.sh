@@ -26,6 +26,7 @@
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+. "$ROOT/bench/lib.sh" # free_port, wait_port
 BUILD=${BUILD:-$ROOT/build-rel}
 RTGATE=${RTGATE:-$BUILD/gateway/rtgate}
 LOAD=${LOAD:-$BUILD/loadtest/rtgate-load}
@@ -67,18 +68,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
 
-wait_port() {
-    local end=$((SECONDS + $2))
-    while [ $SECONDS -lt $end ]; do
-        if (exec 3<> "/dev/tcp/127.0.0.1/$1") 2> /dev/null; then return 0; fi
-        sleep 0.1
-    done
-    return 1
-}
 
 GW_OPTS=(--geo-rate 1000 --geo-burst 1000 --msg-rate 100000 --msg-burst 100000 --ip-conn-rate 0
     --log-level warn)

@@ -19,6 +19,7 @@
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+. "$ROOT/bench/lib.sh" # free_port, wait_port
 BUILD=${BUILD:-$ROOT/build-bench}
 RTGATE=${RTGATE:-$BUILD/gateway/rtgate}
 LOAD=${LOAD:-$BUILD/loadtest/rtgate-load}
@@ -44,17 +45,6 @@ trap 'cleanup; rm -rf "$TMP"' EXIT
 trap 'echo "profile.sh: interrupted" >&2; exit 130' INT TERM
 
 pin_server() { exec taskset -c "$SERVER_CPUS" "$@"; }
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
-wait_port() {
-    local end=$((SECONDS + $2))
-    while [ $SECONDS -lt $end ]; do
-        (exec 3<> "/dev/tcp/127.0.0.1/$1") 2> /dev/null && return 0
-        sleep 0.1
-    done
-    return 1
-}
 
 for name in "$@"; do
     case "$name" in

@@ -33,6 +33,7 @@
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+. "$ROOT/bench/lib.sh" # free_port, wait_port
 BUILD=${BUILD:-$ROOT/build-bench}
 RTGATE=${RTGATE:-$BUILD/gateway/rtgate}
 LOAD=${LOAD:-$BUILD/loadtest/rtgate-load}
@@ -92,19 +93,8 @@ trap 'echo "run.sh: interrupted" >&2; exit 130' INT TERM
 pin_server() { if [ "$PIN" = 1 ]; then exec taskset -c "$SERVER_CPUS" "$@"; else exec "$@"; fi; }
 pin_client() { if [ "$PIN" = 1 ]; then taskset -c "$CLIENT_CPUS" "$@"; else "$@"; fi; }
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
 
 # wait_port PORT SECONDS: until something accepts on 127.0.0.1:PORT.
-wait_port() {
-    local end=$((SECONDS + $2))
-    while [ $SECONDS -lt $end ]; do
-        if (exec 3<> "/dev/tcp/127.0.0.1/$1") 2> /dev/null; then return 0; fi
-        sleep 0.1
-    done
-    return 1
-}
 
 # wait_log FILE TEXT SECONDS
 wait_log() {

@@ -1,0 +1,16 @@
+# bench/lib.sh: what the bench scripts share; they source it (`. "$ROOT/bench/lib.sh"`).
+
+# A free TCP port on 127.0.0.1 (the kernel's pick; taken again by the caller soon after).
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+# wait_port PORT SECONDS: until something accepts on 127.0.0.1:PORT (0), or the time is up (1).
+wait_port() {
+    local end=$((SECONDS + $2))
+    while [ $SECONDS -lt $end ]; do
+        if (exec 3<> "/dev/tcp/127.0.0.1/$1") 2> /dev/null; then return 0; fi
+        sleep 0.1
+    done
+    return 1
+}
