@@ -162,9 +162,15 @@ async def roundtrip(sub, pubc, channel, data, timeout=5.0):
             assert time.monotonic() < deadline, "%r never arrived on %s" % (data, channel)
 
 
-def test_garbage_and_oversized_ops_reconnect(proxy, gateway):
+def proxied_gateway(proxy, gateway):
+    """A gateway on NATS through the proxy, once its loop reader is connected."""
     g = gateway("--nats", proxy.url, "--ephemeral", "eph.>", *FAST)
     wait_until(lambda: proxy.current() is not None, what="the loop reader to connect")
+    return g
+
+
+def test_garbage_and_oversized_ops_reconnect(proxy, gateway):
+    g = proxied_gateway(proxy, gateway)
 
     async def go():
         sub = await connected(g.url(), name="sub")
@@ -201,8 +207,7 @@ def test_garbage_and_oversized_ops_reconnect(proxy, gateway):
 
 
 def test_forged_messages_are_not_delivered(proxy, gateway):
-    g = gateway("--nats", proxy.url, "--ephemeral", "eph.>", *FAST)
-    wait_until(lambda: proxy.current() is not None, what="the loop reader to connect")
+    g = proxied_gateway(proxy, gateway)
 
     def msg(subject, sid, payload, hdr=None):
         if hdr is None:
@@ -241,8 +246,7 @@ def test_forged_messages_are_not_delivered(proxy, gateway):
 def test_silent_server_is_detected(proxy, gateway):
     """A half-open NATS connection (nothing comes back) is dropped after two
     unanswered PINGs (5 s apart), and the reader reconnects by itself."""
-    g = gateway("--nats", proxy.url, "--ephemeral", "eph.>", *FAST)
-    wait_until(lambda: proxy.current() is not None, what="the loop reader to connect")
+    g = proxied_gateway(proxy, gateway)
 
     async def go():
         sub = await connected(g.url(), name="sub")
