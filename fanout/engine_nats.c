@@ -182,6 +182,7 @@ struct neng {
     uint64_t reconnects; /* connected / reconnected events */
     uint64_t dropped, invalid;
     uint64_t drop_every, drop_count;  /* test hook RTGATE_NATS_DROP_EVERY */
+    uint64_t live_drop_count;         /* the same hook in the loop reader (loop thread) */
     struct nbus *bus_head, *bus_tail; /* bus messages for the loop */
     size_t bus_bytes;
     uint64_t bus_lost; /* times bus messages were lost: part of the generation */
@@ -193,6 +194,12 @@ struct neng {
     pthread_t workers[N_WORKERS];
     int n_workers;
 };
+
+/* Has a subscription to its live subject: nats.c's, or the loop reader's. */
+static bool subscribed(const struct nchan *nc)
+{
+    return nc->sub || nc->lsid;
+}
 
 /* -------------------------------------------------------------------- */
 /* Rings                                                                  */
@@ -1146,7 +1153,7 @@ static void fill_start(struct neng *e, struct nchan *nc, uint64_t target)
 {
     if (nc->fill_target < target)
         nc->fill_target = target;
-    if (nc->fill_busy || nc->fill_target <= nc->dispatched || !nc->sub)
+    if (nc->fill_busy || nc->fill_target <= nc->dispatched || !subscribed(nc))
         return;
     struct njob *j = job_new(JOB_FILL, nc);
     if (!j) {
@@ -1174,7 +1181,7 @@ static void held_push(struct neng *e, struct nchan *nc, struct nent en)
  */
 static void held_drain(struct neng *e, struct fo_chan *ch, struct nchan *nc)
 {
-    while (nc->sub && nc->held.len > 0 && !nc->fill_busy) {
+    while (subscribed(nc) && nc->held.len > 0 && !nc->fill_busy) {
         struct nent *h = ring_at(&nc->held, 0);
         if (h->seq > nc->dispatched && h->prev > nc->dispatched) {
             fill_start(e, nc, h->prev);
@@ -1221,7 +1228,7 @@ static void live_one(struct neng *e, struct nlive *it)
     struct fo_msg *m = it->msg;
     struct fo_chan *ch = chan_find(e, m->channel, m->channel_len);
     struct nchan *nc = ch ? ch->eng : NULL;
-    if (!nc || !nc->sub || ch->durable != m->durable) {
+    if (!nc || !subscribed(nc) || ch->durable != m->durable) {
         fo_msg_release(m);
         return;
     }
@@ -1247,11 +1254,11 @@ static void fill_done(struct neng *e, struct fo_chan *ch, struct nchan *nc, stru
         return;
     }
     e->fo->stats.upstream_fetched += j->n;
-    for (uint32_t i = 0; i < j->n && nc->sub; i++) {
+    for (uint32_t i = 0; i < j->n && subscribed(nc); i++) {
         if (j->v[i].seq > nc->dispatched)
             accept_msg(e, ch, nc, j->v[i].seq, j->v[i].msg);
     }
-    if (!nc->sub)
+    if (!subscribed(nc))
         return;
     if (j->reached_end && nc->dispatched < nc->fill_target) {
         /* Nothing more of this channel up to the target: the target was the
@@ -1346,7 +1353,7 @@ static void job_done(struct neng *e, struct njob *j)
     }
     struct fo_chan *ch = chan_find(e, j->name, j->name_len);
     struct nchan *nc = ch ? ch->eng : NULL;
-    if (!nc || nc->gen != j->gen || !nc->sub) {
+    if (!nc || nc->gen != j->gen || !subscribed(nc)) {
         job_free(j);
         return;
     }
@@ -1494,30 +1501,58 @@ static size_t inflight_count(struct neng *e)
 /* The loop reader's messages (loop thread)                               */
 
 /* rtgate.eph.X from the loop reader: dispatched at once, no hand-over. */
+/* The channel name of rtgate.eph.X / rtgate.live.X, or NULL. */
+static const char *live_channel(const struct nw_msg *m, bool *durable, size_t *len)
+{
+    size_t el = sizeof(PREFIX_EPH) - 1, ll = sizeof(PREFIX_LIVE) - 1;
+    *durable = m->subject_len > ll && memcmp(m->subject, PREFIX_LIVE, ll) == 0;
+    size_t pl = *durable ? ll : el;
+    if (m->subject_len <= pl || m->subject_len - pl > PROTO_CHANNEL_MAX ||
+        (!*durable && memcmp(m->subject, PREFIX_EPH, el) != 0))
+        return NULL;
+    *len = m->subject_len - pl;
+    return m->subject + pl;
+}
+
+/*
+ * rtgate.eph.X or rtgate.live.X from the loop reader: dispatched at once, no
+ * hand-over. A durable one goes through the same chain checks as one from
+ * the ring (durable_live): a missing seq is read back from JetStream.
+ */
 static void on_live_msg(void *ctx, const struct nw_msg *m)
 {
     struct neng *e = ctx;
-    size_t pl = sizeof(PREFIX_EPH) - 1;
-    if (m->subject_len <= pl || m->subject_len - pl > PROTO_CHANNEL_MAX ||
-        memcmp(m->subject, PREFIX_EPH, pl) != 0)
-        return;
-    const char *name = m->subject + pl;
-    size_t len = m->subject_len - pl;
-    struct fo_chan *ch = chan_find(e, name, len);
+    bool durable = false;
+    size_t len = 0;
+    const char *name = live_channel(m, &durable, &len);
+    struct fo_chan *ch = name ? chan_find(e, name, len) : NULL;
     struct nchan *nc = ch ? ch->eng : NULL;
-    if (!nc || !nc->lsid || nc->lsid != m->sid || ch->durable)
+    if (!nc || !nc->lsid || nc->lsid != m->sid || ch->durable != durable)
         return; /* gone, or an older subscription's message */
     struct nhdr h = {NULL, m->hdr, m->hdr_len};
-    bool invalid = false;
-    struct fo_msg *msg = msg_make(e, &h, m->data, m->data_len, name, len, false, 0, &invalid);
-    if (!msg || invalid) {
+    struct nlive it = {NULL, 0, 0};
+    if (durable &&
+        !(hget_u64(&h, H_SEQ, &it.seq) && hget_u64(&h, H_LAST_SEQ, &it.prev) && it.seq > it.prev)) {
         e->fo->stats.upstream_invalid++;
-        fo_msg_release(msg);
+        return;
+    }
+    if (durable && e->drop_every && ++e->live_drop_count % e->drop_every == 0)
+        return; /* test hook: lost on the way, silently */
+    bool invalid = false;
+    it.msg = msg_make(e, &h, m->data, m->data_len, name, len, durable, it.seq, &invalid);
+    if (!it.msg || invalid)
+        e->fo->stats.upstream_invalid++;
+    if (!it.msg || (invalid && !durable)) { /* a durable one keeps its seq in the chain */
+        fo_msg_release(it.msg);
         return;
     }
     ch->pins++;
-    fo__dispatch(e->fo, ch, msg);
-    fo_msg_release(msg);
+    if (durable) {
+        durable_live(e, ch, nc, &it);
+    } else {
+        fo__dispatch(e->fo, ch, it.msg);
+        fo_msg_release(it.msg);
+    }
     ch->pins--;
     fo__chan_check_idle(e->fo, ch);
 }
@@ -1527,28 +1562,26 @@ static void on_live_replay(void *ctx, struct lr *lr)
 {
     struct neng *e = ctx;
     char subj[SUBJECT_MAX];
-    for (struct nchan *nc = e->with_sub[0]; nc; nc = nc->next) {
-        if (!nc->lsid)
-            continue;
-        snprintf(subj, sizeof(subj), "%s%s", PREFIX_EPH, nc->ch->name);
-        lr_resub(lr, subj, nc->lsid);
+    for (int d = 0; d < 2; d++) {
+        for (struct nchan *nc = e->with_sub[d]; nc; nc = nc->next) {
+            if (!nc->lsid)
+                continue;
+            snprintf(subj, sizeof(subj), "%s%s", d ? PREFIX_LIVE : PREFIX_EPH, nc->ch->name);
+            lr_resub(lr, subj, nc->lsid);
+        }
     }
+    resync_all(e); /* durable messages stored while the reader was away are read back */
 }
 
 /* -------------------------------------------------------------------- */
 /* Subscriptions (loop thread)                                            */
-
-static bool subscribed(const struct nchan *nc)
-{
-    return nc->sub || nc->lsid;
-}
 
 static rt_status subscribe(struct neng *e, struct nchan *nc)
 {
     char subj[SUBJECT_MAX];
     const struct fo_chan *ch = nc->ch;
     snprintf(subj, sizeof(subj), "%s%s", ch->durable ? PREFIX_LIVE : PREFIX_EPH, ch->name);
-    if (e->lr && !ch->durable) {
+    if (e->lr) {
         nc->lsid = lr_sub(e->lr, subj);
     } else if (natsConnection_Subscribe(&nc->sub, e->nc, subj, on_nats_msg, e) != NATS_OK) {
         nc->sub = NULL;
@@ -1598,11 +1631,17 @@ static rt_status chan_sync(struct neng *e, struct nchan *nc)
 {
     if (!conn_up(e) || !e->stream_ok)
         return RT_UNAVAILABLE;
-    if (!nc->sub && subscribe(e, nc) != RT_OK)
+    if (!subscribed(nc) && subscribe(e, nc) != RT_OK)
         return RT_UNAVAILABLE;
-    /* No flush first: the request below goes out on the same connection after
-     * the SUB, and the server handles a connection's messages in order, so
-     * the subscription is in place when the latest seq is read. */
+    /* The subscription must be in place when the latest seq is read. With
+     * nats.c's subscription no flush is needed: the request below follows the
+     * SUB on the same connection, and the server handles a connection's
+     * messages in order. The loop reader's SUB is on another connection: a
+     * PING/PONG on it confirms it first. */
+    if (nc->lsid && lr_flush(e->lr, LOOP_WAIT_MS) != RT_OK) {
+        unsubscribe(e, nc);
+        return RT_UNAVAILABLE;
+    }
     uint64_t latest = 0;
     if (channel_latest(e, nc->ch->name, LOOP_WAIT_MS, &latest) != RT_OK) {
         unsubscribe(e, nc);

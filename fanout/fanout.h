@@ -82,7 +82,7 @@ struct fo_config {
     uint32_t nats_replicas;  /* stream replicas; default 1 */
     /*
      * The gateway's uv_loop_t: the nats engine then reads the live subjects
-     * of ephemeral channels on it (nats_live.h) instead of through nats.c's
+     * of all channels on it (nats_live.h) instead of through nats.c's
      * threads. NULL: nats.c for everything.
      */
     void *uv_loop;
@@ -226,7 +226,7 @@ struct fo_stats {
     uint64_t upstream_dropped;       /* ephemeral NATS messages dropped on a full hand-off queue */
     uint64_t upstream_invalid;       /* NATS messages dropped for an invalid payload or header */
     uint64_t upstream_fetched;       /* durable messages read back from JetStream */
-    /* The loop reader of ephemeral channels (nats_live.h); all 0 without it. */
+    /* The loop reader of the live subjects (nats_live.h); all 0 without it. */
     uint64_t reader_up;       /* 1 while connected (gauge) */
     uint64_t reader_connects; /* handshakes completed */
     uint64_t reader_reads;    /* socket reads: one loop wake-up each */

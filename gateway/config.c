@@ -126,7 +126,7 @@ static const struct opt opts[] = {
     {"nats-replicas", OPT_U32, OFF(nats_replicas), 0,
      "replicas of that stream, created or updated at start (default 1)"},
     {"nats-loop-reader", OPT_U32, OFF(nats_loop_reader), 0,
-     "1: ephemeral channels' messages are read from NATS on the event loop's own "
+     "1: channels' live messages are read from NATS on the event loop's own "
      "connection (one wake-up per read); 0: through nats.c's threads (default 1)"},
     {"nats-read-window-ms", OPT_U32, OFF(nats_read_window_ms), 0,
      "with the loop reader: while NATS reads come this close together, read every this many "

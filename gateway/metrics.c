@@ -128,7 +128,7 @@ char *gw_metrics_render(const struct gw_server *srv, size_t *len)
     metric(&o, "upstream_fetched_total", "counter", "Durable messages read back from JetStream",
            fs.upstream_fetched);
     metric(&o, "upstream_reader_up", "gauge",
-           "1 while the loop reader of ephemeral channels is connected to NATS", fs.reader_up);
+           "1 while the loop reader of channels' live subjects is connected to NATS", fs.reader_up);
     metric(&o, "upstream_reader_connects_total", "counter",
            "Connections of the loop reader to NATS (handshakes completed)", fs.reader_connects);
     metric(&o, "upstream_reader_reads_total", "counter",
