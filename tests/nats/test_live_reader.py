@@ -57,13 +57,14 @@ class Proxy:
         self.url = "nats://127.0.0.1:%d" % self.port
         self.pairs = []
         self.stop = False
+        self.hold = False  # True: new connections wait in the backlog (no INFO for them)
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
         while not self.stop:
             try:
                 r, _, _ = select.select([self.lsock], [], [], 0.1)
-                if not r:
+                if not r or self.hold:
                     continue
                 c, _ = self.lsock.accept()
                 u = socket.create_connection(("127.0.0.1", self.upstream_port))
@@ -321,3 +322,47 @@ def test_cross_node_with_and_without_reader(nats, nodes, reader):
 
     run(go(), 60)
     assert a.metrics()["rtgate_upstream_reader_up"] == (1 if reader == "1" else 0)
+
+
+def test_durable_messages_stored_while_the_reader_reconnects_are_read_back(proxy, nats, gateway):
+    """Durable live subjects ride the loop reader too. Messages stored while
+    its connection is down arrive once, in order, right after it is back:
+    the reconnect probes every durable channel at once, well before the
+    quiet-channel probe (2 s after the last live message) would."""
+    g = proxied_gateway(proxy, gateway)
+    direct = gateway("--nats", nats.url, "--ephemeral", "eph.>", *FAST)  # publishes around the proxy
+
+    async def go():
+        sub = await connected(g.url(), name="sub", auto_ack=True)
+        pubc = await connected(direct.url(), name="pub")
+        try:
+            assert (await sub.sub("dur.r"))["ok"]
+            assert subscribed(proxy, "rtgate.live.dur.r")
+            seqs = []
+            for i in range(30):
+                seqs.append((await pubc.pub("dur.r", {"i": i}))["seq"])
+            got = await sub.collect(30, timeout=10)
+            last_live = time.monotonic()
+            assert [m["seq"] for m in got] == seqs
+            before = len(proxy.live())
+            proxy.hold = True  # the reconnect waits until released
+            proxy.inject(b"\x00junk\r\n")
+            # Stored while the reader is down: nothing after them reveals them.
+            for i in range(30, 40):
+                seqs.append((await pubc.pub("dur.r", {"i": i}))["seq"])
+            await asyncio.sleep(max(0.0, last_live + 0.5 - time.monotonic()))
+            assert time.monotonic() - last_live < 0.9, "publishing took too long to tell"
+            proxy.hold = False
+            got = await sub.collect(10, timeout=10)
+            assert [m["seq"] for m in got] == seqs[30:]
+            assert [m["data"]["i"] for m in got] == list(range(30, 40))
+            assert len(proxy.live()) > before
+            assert time.monotonic() - last_live < 1.6, "read back only by the quiet probe"
+            assert await sub.quiet(0.5) == []
+        finally:
+            proxy.hold = False
+            await sub.close()
+            await pubc.close()
+
+    run(go(), 60)
+    assert metric(g, "rtgate_upstream_reader_bad_total") >= 1
