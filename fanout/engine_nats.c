@@ -64,6 +64,7 @@
 #define PUB_WAIT_MS   5000        /* JetStream publish acknowledgement */
 #define RETRY_MS      500u        /* failed reads and probes are retried after this */
 #define QUIET_MS      2000u       /* a durable channel quiet this long is probed once */
+#define QUIET_RATE    100u        /* quiet probes a second at most (and burst) */
 #define BUS_MAX_BYTES (64u << 20) /* bus messages waiting for the loop; beyond: lost, resync */
 #define SUBJECT_MAX   (sizeof(KV_PREFIX) + PROTO_CHANNEL_MAX + 1 + 2 * PROTO_MSG_ID_MAX + 8)
 
@@ -181,8 +182,10 @@ struct neng {
     bool missed;         /* a durable live message was dropped: probe every channel */
     uint64_t reconnects; /* connected / reconnected events */
     uint64_t dropped, invalid;
-    uint64_t drop_every, drop_count;  /* test hook RTGATE_NATS_DROP_EVERY */
-    uint64_t live_drop_count;         /* the same hook in the loop reader (loop thread) */
+    uint64_t drop_every, drop_count; /* test hook RTGATE_NATS_DROP_EVERY */
+    uint64_t live_drop_count;        /* the same hook in the loop reader (loop thread) */
+    double quiet_tokens;             /* quiet probes allowed now (QUIET_RATE bucket) */
+    uint64_t quiet_refill_ms;
     struct nbus *bus_head, *bus_tail; /* bus messages for the loop */
     size_t bus_bytes;
     uint64_t bus_lost; /* times bus messages were lost: part of the generation */
@@ -1895,6 +1898,21 @@ static void nats_tick(void *eng, uint64_t now_ms)
             job_submit(e, j);
         }
     }
+    /*
+     * A lost last message has no successor to reveal it, so a channel quiet
+     * for QUIET_MS is probed once (a JetStream read). With thousands of
+     * channels that each go quiet between messages that was one read per
+     * message, half of the CPU of a many-durable-channels load: the probes
+     * share a budget of QUIET_RATE a second, drawn at random among the
+     * channels due, so every quiet channel is still probed, later.
+     */
+    double refill = (double)(now - e->quiet_refill_ms) * QUIET_RATE / 1000.0;
+    e->quiet_refill_ms = now;
+    e->quiet_tokens = e->quiet_tokens + refill > QUIET_RATE ? QUIET_RATE : e->quiet_tokens + refill;
+    uint64_t due = 0;
+    for (struct nchan *nc = e->with_sub[1]; nc; nc = nc->next)
+        due += !nc->quiet_probed && nc->last_live && now - nc->last_live >= QUIET_MS &&
+               now >= nc->retry_at;
     fo__busy_enter(e->fo); /* a re-pump frees nothing while the list is walked */
     for (struct nchan *nc = e->with_sub[1]; nc; nc = nc->next) {
         if (!nc->ch->durable || now < nc->retry_at)
@@ -1903,8 +1921,12 @@ static void nats_tick(void *eng, uint64_t now_ms)
             probe_start(e, nc);
         if (nc->fill_target > nc->dispatched)
             fill_start(e, nc, nc->fill_target);
-        if (!nc->quiet_probed && nc->last_live && now - nc->last_live >= QUIET_MS) {
-            nc->quiet_probed = true; /* a lost last message has no successor to reveal it */
+        if (!nc->quiet_probed && nc->last_live && now - nc->last_live >= QUIET_MS &&
+            e->quiet_tokens >= 1.0 &&
+            (double)due * ((double)rand() / ((double)RAND_MAX + 1.0)) < e->quiet_tokens) {
+            e->quiet_tokens -= 1.0;
+            e->fo->stats.upstream_quiet_probes++;
+            nc->quiet_probed = true;
             probe_start(e, nc);
         }
         if (nc->fetch_failed) {

@@ -226,6 +226,7 @@ struct fo_stats {
     uint64_t upstream_dropped;       /* ephemeral NATS messages dropped on a full hand-off queue */
     uint64_t upstream_invalid;       /* NATS messages dropped for an invalid payload or header */
     uint64_t upstream_fetched;       /* durable messages read back from JetStream */
+    uint64_t upstream_quiet_probes;  /* quiet durable channels probed for a lost last message */
     /* The loop reader of the live subjects (nats_live.h); all 0 without it. */
     uint64_t reader_up;       /* 1 while connected (gauge) */
     uint64_t reader_connects; /* handshakes completed */

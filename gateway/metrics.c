@@ -127,6 +127,9 @@ char *gw_metrics_render(const struct gw_server *srv, size_t *len)
            fs.upstream_invalid);
     metric(&o, "upstream_fetched_total", "counter", "Durable messages read back from JetStream",
            fs.upstream_fetched);
+    metric(&o, "upstream_quiet_probes_total", "counter",
+           "Quiet durable channels probed for a lost last message (at most 100 a second)",
+           fs.upstream_quiet_probes);
     metric(&o, "upstream_reader_up", "gauge",
            "1 while the loop reader of channels' live subjects is connected to NATS", fs.reader_up);
     metric(&o, "upstream_reader_connects_total", "counter",
