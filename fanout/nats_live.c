@@ -685,6 +685,34 @@ static bool copy_part(char *dst, size_t cap, const char *s, size_t n)
     return true;
 }
 
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = (char)(c | 0x20);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* Undoes %XX in place, as nats.c does for the URL's user and password; false
+ * for a '%' without two hex digits, or %00. */
+static bool pct_decode_inplace(char *s)
+{
+    char *d = s;
+    for (; *s; s++) {
+        if (*s != '%') {
+            *d++ = *s;
+            continue;
+        }
+        int hi = hexval(s[1]), lo = hi >= 0 ? hexval(s[2]) : -1;
+        if (lo < 0 || (hi | lo) == 0)
+            return false;
+        *d++ = (char)(hi << 4 | lo);
+        s += 2;
+    }
+    *d = 0;
+    return true;
+}
+
 /* nats://[user:pass@|token@]host[:port], or host[:port]; [v6]:port too. */
 static bool parse_url(const char *s, size_t n, struct lr_server *out)
 {
@@ -712,6 +740,9 @@ static bool parse_url(const char *s, size_t n, struct lr_server *out)
         } else if (!copy_part(out->token, sizeof(out->token), s, (size_t)(at - s))) {
             return false;
         }
+        if (!pct_decode_inplace(out->user) || !pct_decode_inplace(out->pass) ||
+            !pct_decode_inplace(out->token))
+            return false;
         n -= (size_t)(at - s) + 1;
         s = at + 1;
     }

@@ -378,6 +378,30 @@ Test(nats_live, password_with_at)
     finish(&c);
 }
 
+/* User and password are percent-decoded, as nats.c does; a bad escape is refused. */
+Test(nats_live, percent_encoded_credentials)
+{
+    struct ctx c;
+    start(&c, "nats://u%%40x:p%%3Aw%%25@127.0.0.1:%d", 0, 0);
+    handshake(&c);
+    cr_assert(strstr(c.connect, "\"user\":\"u@x\"") && strstr(c.connect, "\"pass\":\"p:w%\""), "%s",
+              c.connect);
+    finish(&c);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct lr_hooks h = {NULL, NULL, NULL};
+    const char *bad[] = {"nats://u%4:p@h:1", "nats://u:p%zz@h:1", "nats://t%00@h:1",
+                         "nats://u%@h:1"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct lr *lr = NULL;
+        cr_expect_eq(lr_create(&loop, bad[i], "t", 0, &h, &lr), RT_INVAL, "accepted %s", bad[i]);
+        if (lr)
+            lr_destroy(lr);
+    }
+    uv_run(&loop, UV_RUN_NOWAIT);
+    cr_assert_eq(uv_loop_close(&loop), 0);
+}
+
 /* lr_destroy in every state: the memory goes with the close callbacks (ASan/LSan). */
 Test(nats_live, destroy_in_every_state)
 {
