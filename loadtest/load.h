@@ -155,6 +155,21 @@ struct lt_ws_frame {
 lt_status lt_ws_parse_frame(uint8_t *buf, size_t len, struct lt_ws_frame *f);
 
 /*
+ * Reassembles a data message from a TEXT, BINARY or CONT frame (RFC 6455
+ * 5.4): *buf / *len hold the fragments so far, *opcode is the message's
+ * opcode (0: none in progress). LT_OK: the whole message is *msg / *mlen;
+ * if *owned is set afterwards the caller frees it once done (the state is
+ * already reset, so the message may close the connection). LT_AGAIN: more
+ * fragments are due. LT_ERR: a protocol violation, or a message over
+ * LT_WS_MAX_FRAME.
+ */
+/* Appends p[0..n) to *buf / *len; false past LT_WS_MAX_FRAME or out of memory. */
+bool lt_ws_buf_append(uint8_t **buf, uint32_t *len, const uint8_t *p, size_t n);
+lt_status lt_ws_reassemble(uint8_t **buf, uint32_t *len, uint8_t *opcode,
+                           const struct lt_ws_frame *f, const uint8_t **msg, size_t *mlen,
+                           uint8_t **owned);
+
+/*
  * Frames a payload that sits at buf + LT_WS_HEADROOM (len bytes): writes the
  * header right before it, masks it with mask_key, and returns a pointer to
  * the frame's first byte; *frame_len gets the frame's length.

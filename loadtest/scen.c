@@ -366,19 +366,6 @@ static void on_payload(struct sc_engine *e, struct sc_conn *c, const uint8_t *p,
     }
 }
 
-static bool frag_append(struct sc_conn *c, const uint8_t *p, size_t len)
-{
-    if ((uint64_t)c->flen + len > LT_WS_MAX_FRAME)
-        return false;
-    uint8_t *nb = realloc(c->fbuf, c->flen + len + 1);
-    if (!nb)
-        return false;
-    memcpy(nb + c->flen, p, len);
-    c->fbuf = nb;
-    c->flen += (uint32_t)len;
-    return true;
-}
-
 /* One frame; false when the connection is gone. */
 static bool on_frame(struct sc_engine *e, struct sc_conn *c, const struct lt_ws_frame *f)
 {
@@ -387,29 +374,20 @@ static bool on_frame(struct sc_engine *e, struct sc_conn *c, const struct lt_ws_
     switch (f->opcode) {
     case LT_WS_TEXT:
     case LT_WS_BINARY:
-        if (c->frag_opcode)
+    case LT_WS_CONT: {
+        const uint8_t *msg;
+        size_t mlen;
+        uint8_t *owned;
+        lt_status st =
+            lt_ws_reassemble(&c->fbuf, &c->flen, &c->frag_opcode, f, &msg, &mlen, &owned);
+        if (st == LT_ERR)
             goto proto_error;
-        if (f->fin) {
-            on_payload(e, c, f->payload, f->payload_len);
-        } else {
-            c->frag_opcode = f->opcode;
-            if (!frag_append(c, f->payload, f->payload_len))
-                goto proto_error;
+        if (st == LT_OK) {
+            on_payload(e, c, msg, mlen);
+            free(owned);
         }
         break;
-    case LT_WS_CONT:
-        if (!c->frag_opcode || !frag_append(c, f->payload, f->payload_len))
-            goto proto_error;
-        if (f->fin) {
-            uint8_t *b = c->fbuf;
-            size_t bl = c->flen;
-            c->fbuf = NULL;
-            c->flen = 0;
-            c->frag_opcode = 0;
-            on_payload(e, c, b, bl);
-            free(b);
-        }
-        break;
+    }
     case LT_WS_PING:
         memcpy(e->tx + LT_WS_HEADROOM, f->payload, f->payload_len);
         send_opcode(e, c, LT_WS_PONG, f->payload_len);

@@ -191,6 +191,33 @@ static void test_frames(void)
     CHECK(lt_ws_parse_frame(ext16, sizeof ext16, &fr) == LT_OK && fr.payload_len == 300);
     uint8_t rsv[] = {0xC1, 0x00};
     CHECK(lt_ws_parse_frame(rsv, sizeof rsv, &fr) == LT_ERR);
+
+    /* reassembly: TEXT (not fin) + CONT (fin) -> one message; misuse -> LT_ERR */
+    {
+        uint8_t *rb = NULL, rop = 0, *owned = NULL;
+        uint32_t rl = 0;
+        const uint8_t *msg = NULL;
+        size_t ml = 0;
+        struct lt_ws_frame a1 = {false, LT_WS_TEXT, (const uint8_t *)"ab", 2, 0};
+        struct lt_ws_frame a2 = {true, LT_WS_CONT, (const uint8_t *)"c", 1, 0};
+        struct lt_ws_frame whole = {true, LT_WS_BINARY, (const uint8_t *)"xyz", 3, 0};
+        CHECK(lt_ws_reassemble(&rb, &rl, &rop, &a1, &msg, &ml, &owned) == LT_AGAIN && rop);
+        CHECK(lt_ws_reassemble(&rb, &rl, &rop, &whole, &msg, &ml, &owned) == LT_ERR);
+        CHECK(lt_ws_reassemble(&rb, &rl, &rop, &a2, &msg, &ml, &owned) == LT_OK && ml == 3 &&
+              memcmp(msg, "abc", 3) == 0 && owned == msg && !rb && !rl && !rop);
+        free(owned);
+        CHECK(lt_ws_reassemble(&rb, &rl, &rop, &a2, &msg, &ml, &owned) == LT_ERR);
+        CHECK(lt_ws_reassemble(&rb, &rl, &rop, &whole, &msg, &ml, &owned) == LT_OK && ml == 3 &&
+              !owned && msg == whole.payload);
+        static uint8_t big[1 << 20];
+        struct lt_ws_frame b1 = {false, LT_WS_TEXT, big, sizeof big, 0};
+        struct lt_ws_frame b2 = {false, LT_WS_CONT, big, sizeof big, 0};
+        lt_status st = lt_ws_reassemble(&rb, &rl, &rop, &b1, &msg, &ml, &owned);
+        for (int i = 0; i < 20 && st == LT_AGAIN; i++)
+            st = lt_ws_reassemble(&rb, &rl, &rop, &b2, &msg, &ml, &owned);
+        CHECK(st == LT_ERR && rl <= LT_WS_MAX_FRAME); /* over 16 MiB: refused */
+        free(rb);
+    }
     uint8_t frag_ping[] = {0x09, 0x00};
     CHECK(lt_ws_parse_frame(frag_ping, sizeof frag_ping, &fr) == LT_ERR);
     uint8_t long_close[] = {0x88, 126, 0x00, 0x80};

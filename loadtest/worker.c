@@ -841,8 +841,6 @@ static long nats_ops(struct worker *w, struct conn *c, const uint8_t *buf, size_
     }
 }
 
-static bool frag_append(struct conn *c, const uint8_t *p, size_t len);
-
 /*
  * The payload of one NATS-over-WebSocket frame: a piece of the server's byte
  * stream. What an earlier frame left unfinished waits in fbuf. False when the
@@ -851,7 +849,7 @@ static bool frag_append(struct conn *c, const uint8_t *p, size_t len);
 static bool nats_ws_chunk(struct worker *w, struct conn *c, const uint8_t *p, size_t len)
 {
     if (c->flen) {
-        if (!frag_append(c, p, len))
+        if (!lt_ws_buf_append(&c->fbuf, &c->flen, p, len))
             goto proto_error;
         /* Detach: the operations may close the connection, which frees its buffers. */
         uint8_t *b = c->fbuf;
@@ -871,7 +869,7 @@ static bool nats_ws_chunk(struct worker *w, struct conn *c, const uint8_t *p, si
     long used = nats_ops(w, c, p, len);
     if (used < 0)
         return false;
-    if ((size_t)used < len && !frag_append(c, p + used, len - (size_t)used))
+    if ((size_t)used < len && !lt_ws_buf_append(&c->fbuf, &c->flen, p + used, len - (size_t)used))
         goto proto_error;
     return true;
 proto_error:
@@ -927,20 +925,6 @@ static void on_close_frame(struct worker *w, struct conn *c, const struct lt_ws_
         conn_fail(w, c);
 }
 
-/* Appends to the fragment buffer; false when the message grows too big. */
-static bool frag_append(struct conn *c, const uint8_t *p, size_t len)
-{
-    if ((uint64_t)c->flen + len > LT_WS_MAX_FRAME)
-        return false;
-    uint8_t *nb = realloc(c->fbuf, c->flen + len + 1);
-    if (!nb)
-        return false;
-    memcpy(nb + c->flen, p, len);
-    c->fbuf = nb;
-    c->flen += (uint32_t)len;
-    return true;
-}
-
 /* Handles one frame; false when the connection was closed. */
 static bool on_frame(struct worker *w, struct conn *c, const struct lt_ws_frame *f)
 {
@@ -949,45 +933,30 @@ static bool on_frame(struct worker *w, struct conn *c, const struct lt_ws_frame 
     switch (f->opcode) {
     case LT_WS_TEXT:
     case LT_WS_BINARY:
-        if (c->frag_opcode)
-            goto proto_error;
+    case LT_WS_CONT: {
         if (c->kind == K_NATS_WS) { /* a stream of operations: frame bounds do not matter */
-            c->frag_opcode = f->fin ? 0 : f->opcode;
+            bool cont = f->opcode == LT_WS_CONT;
+            if (cont != (c->frag_opcode != 0))
+                goto proto_error;
+            c->frag_opcode = f->fin ? 0 : cont ? c->frag_opcode : f->opcode;
             if (!nats_ws_chunk(w, c, f->payload, f->payload_len))
                 return false;
             break;
         }
-        if (f->fin) {
-            on_payload(w, c, f->payload, f->payload_len);
-        } else {
-            c->frag_opcode = f->opcode;
-            if (!frag_append(c, f->payload, f->payload_len))
-                goto proto_error;
-        }
-        break;
-    case LT_WS_CONT:
-        if (c->kind == K_NATS_WS) {
-            if (!c->frag_opcode)
-                goto proto_error;
-            if (f->fin)
-                c->frag_opcode = 0;
-            if (!nats_ws_chunk(w, c, f->payload, f->payload_len))
-                return false;
-            break;
-        }
-        if (!c->frag_opcode || !frag_append(c, f->payload, f->payload_len))
+        /* The reassembler detaches a finished message: it may close the connection. */
+        const uint8_t *msg;
+        size_t mlen;
+        uint8_t *owned;
+        lt_status st =
+            lt_ws_reassemble(&c->fbuf, &c->flen, &c->frag_opcode, f, &msg, &mlen, &owned);
+        if (st == LT_ERR)
             goto proto_error;
-        if (f->fin) {
-            /* Detach first: the messages may close the connection, which frees buffers. */
-            uint8_t *msg = c->fbuf;
-            size_t mlen = c->flen;
-            c->fbuf = NULL;
-            c->flen = 0;
-            c->frag_opcode = 0;
+        if (st == LT_OK) {
             on_payload(w, c, msg, mlen);
-            free(msg);
+            free(owned);
         }
         break;
+    }
     case LT_WS_PING:
         send_control(w, c, LT_WS_PONG, f->payload, f->payload_len);
         break;

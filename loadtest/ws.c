@@ -247,3 +247,44 @@ uint8_t *lt_ws_frame_in_place(uint8_t *buf, size_t len, uint8_t opcode, bool fin
     *frame_len = hl + len;
     return h;
 }
+
+bool lt_ws_buf_append(uint8_t **buf, uint32_t *len, const uint8_t *p, size_t n)
+{
+    if ((uint64_t)*len + n > LT_WS_MAX_FRAME)
+        return false;
+    uint8_t *nb = realloc(*buf, *len + n + 1);
+    if (!nb)
+        return false;
+    memcpy(nb + *len, p, n);
+    *buf = nb;
+    *len += (uint32_t)n;
+    return true;
+}
+
+lt_status lt_ws_reassemble(uint8_t **buf, uint32_t *len, uint8_t *opcode,
+                           const struct lt_ws_frame *f, const uint8_t **msg, size_t *mlen,
+                           uint8_t **owned)
+{
+    *owned = NULL;
+    if (f->opcode != LT_WS_CONT) {
+        if (*opcode) /* a new message inside a fragmented one */
+            return LT_ERR;
+        if (f->fin) {
+            *msg = f->payload;
+            *mlen = f->payload_len;
+            return LT_OK;
+        }
+        *opcode = f->opcode;
+        return lt_ws_buf_append(buf, len, f->payload, f->payload_len) ? LT_AGAIN : LT_ERR;
+    }
+    if (!*opcode || !lt_ws_buf_append(buf, len, f->payload, f->payload_len))
+        return LT_ERR;
+    if (!f->fin)
+        return LT_AGAIN;
+    *msg = *owned = *buf;
+    *mlen = *len;
+    *buf = NULL;
+    *len = 0;
+    *opcode = 0;
+    return LT_OK;
+}
