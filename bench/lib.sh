@@ -14,3 +14,16 @@ wait_port() {
     done
     return 1
 }
+
+# bench_paths DIR: the binaries and places every script takes from the environment, with
+# DIR (below the tree) as the default build: BUILD, RTGATE, LOAD, NATS_SERVER, OUT,
+# SERVER_CPUS (0) and CLIENT_CPUS (1).
+bench_paths() {
+    BUILD=${BUILD:-$ROOT/$1}
+    RTGATE=${RTGATE:-$BUILD/gateway/rtgate}
+    LOAD=${LOAD:-$BUILD/loadtest/rtgate-load}
+    NATS_SERVER=${NATS_SERVER:-nats-server}
+    OUT=${OUT:-$ROOT/bench/out}
+    SERVER_CPUS=${SERVER_CPUS:-0}
+    CLIENT_CPUS=${CLIENT_CPUS:-1}
+}

@@ -27,11 +27,7 @@ set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 . "$ROOT/bench/lib.sh" # free_port, wait_port
-BUILD=${BUILD:-$ROOT/build-rel}
-RTGATE=${RTGATE:-$BUILD/gateway/rtgate}
-LOAD=${LOAD:-$BUILD/loadtest/rtgate-load}
-NATS_SERVER=${NATS_SERVER:-nats-server}
-OUT=${OUT:-$ROOT/bench/out}
+bench_paths build-rel # BUILD, RTGATE, LOAD, NATS_SERVER, OUT, SERVER_CPUS, CLIENT_CPUS (lib.sh)
 SETTERS=${SETTERS:-1000}
 SET_RATE=${SET_RATE:-2000}
 QUERIERS=${QUERIERS:-10}

@@ -20,13 +20,7 @@ set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 . "$ROOT/bench/lib.sh" # free_port, wait_port
-BUILD=${BUILD:-$ROOT/build-bench}
-RTGATE=${RTGATE:-$BUILD/gateway/rtgate}
-LOAD=${LOAD:-$BUILD/loadtest/rtgate-load}
-NATS_SERVER=${NATS_SERVER:-nats-server}
-OUT=${OUT:-$ROOT/bench/out}
-SERVER_CPUS=${SERVER_CPUS:-0}
-CLIENT_CPUS=${CLIENT_CPUS:-1}
+bench_paths build-bench # BUILD, RTGATE, LOAD, NATS_SERVER, OUT, SERVER_CPUS, CLIENT_CPUS (lib.sh)
 PERF_SECONDS=${PERF_SECONDS:-8}
 read -r -a EXTRA <<< "${RTGATE_ARGS:-}"
 TAG=${TAG:-}

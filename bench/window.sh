@@ -25,13 +25,7 @@ set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 . "$ROOT/bench/lib.sh" # free_port, wait_port
-BUILD=${BUILD:-$ROOT/build-rel}
-RTGATE=${RTGATE:-$BUILD/gateway/rtgate}
-LOAD=${LOAD:-$BUILD/loadtest/rtgate-load}
-NATS_SERVER=${NATS_SERVER:-nats-server}
-OUT=${OUT:-$ROOT/bench/out}
-SERVER_CPUS=${SERVER_CPUS:-0}
-CLIENT_CPUS=${CLIENT_CPUS:-1}
+bench_paths build-rel # BUILD, RTGATE, LOAD, NATS_SERVER, OUT, SERVER_CPUS, CLIENT_CPUS (lib.sh)
 WINDOWS="0 1 2 5 10"
 LOADS="1k-200 10k-50 10k-20"
 DURATION=8
