@@ -8,25 +8,33 @@
  *   - Durable channel X: JetStream stream (RTGATE) subject rtgate.dur.X. The
  *     stream republishes every stored message on rtgate.live.X with the
  *     headers Nats-Sequence and Nats-Last-Sequence (the previous seq of the
- *     same subject); the node subscribes to that with core NATS. The chain of
- *     Last-Sequence values shows a missed message, which is then read back
- *     with DirectGet (NextBySubject), so dispatch per channel stays exact.
- *   - History reads for catch-up and resume go through a small per-channel
- *     cache (the tail of recent messages and the last batch read back) and,
- *     on a miss, a worker thread doing DirectGets (fetch answers RT_AGAIN,
- *     the result re-pumps the channel's paused subscriptions).
+ *     same subject). The chain of Last-Sequence values shows a missed
+ *     message, which is then read back with DirectGet (NextBySubject), so
+ *     dispatch per channel stays exact.
+ *   - The live subjects of all channels are read by the loop reader
+ *     (nats_live.c) on the gateway's loop; nats.c's connection carries
+ *     JetStream (publishes, reads), the ephemeral msg_id claims and the bus.
+ *   - Nothing on the loop waits for NATS. A first subscriber is answered once
+ *     the reader's SUB is confirmed (lr_confirm) and, for a durable channel,
+ *     its sync point read (an asynchronous DirectGet on an inbox); a resume
+ *     once the channel's oldest retained seq is known (fo__sub_ready).
+ *   - History reads for catch-up go through a small per-channel cache (the
+ *     tail of recent messages and the last batch read back) and, on a miss,
+ *     a worker thread doing DirectGets (fetch answers RT_AGAIN, the result
+ *     re-pumps the channel's paused subscriptions).
  *
  * Threads. nats.c runs subscription callbacks, publish acks and connection
  * events on its own threads; this file's workers run blocking JetStream
  * requests. None of them touch the registry: they hand over through `lock`
- * (a bounded ring of live messages plus lists of finished publishes and
- * jobs) and call fo_config.wake once per batch; fo_service then runs
- * nats_service on the loop thread. Fields marked {lock} belong to the lock,
- * {jobs_lock} to the worker queue, everything else to the loop thread.
+ * (lists of finished publishes, jobs, request replies and bus messages) and
+ * call fo_config.wake once per batch; fo_service then runs nats_service on
+ * the loop thread. Fields marked {lock} belong to the lock, {jobs_lock} to
+ * the worker queue, everything else to the loop thread.
  */
 #include "fanout_int.h"
 #include "nats_live.h"
 
+#include <jansson.h>
 #include <nats/nats.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -51,22 +59,21 @@
 #define H_LAST_SEQ "Nats-Last-Sequence"
 #define H_TIME     "Nats-Time-Stamp"
 
-#define HANDOFF_CAP   65536u /* live messages waiting for the loop */
-#define SERVICE_BATCH 4096u  /* live messages per nats_service round */
-#define TAIL_MAX      256u   /* recent messages cached per durable channel with interest */
-#define FETCH_BATCH   64u    /* messages per history read */
-#define FILL_BATCH    512u   /* messages per hole fill */
-#define HELD_MAX      8192u  /* live messages held per channel while a hole is filled */
-#define INFLIGHT_MAX  16384u /* client publishes waiting for JetStream */
-#define N_WORKERS     2
-#define REQ_WAIT_MS   2000        /* JetStream requests on a worker */
-#define LOOP_WAIT_MS  1000        /* JetStream requests that block the loop (first subscriber) */
-#define PUB_WAIT_MS   5000        /* JetStream publish acknowledgement */
-#define RETRY_MS      500u        /* failed reads and probes are retried after this */
-#define QUIET_MS      2000u       /* a durable channel quiet this long is probed once */
-#define QUIET_RATE    100u        /* quiet probes a second at most (and burst) */
-#define BUS_MAX_BYTES (64u << 20) /* bus messages waiting for the loop; beyond: lost, resync */
-#define SUBJECT_MAX   (sizeof(KV_PREFIX) + PROTO_CHANNEL_MAX + 1 + 2 * PROTO_MSG_ID_MAX + 8)
+#define TAIL_MAX            256u   /* recent messages cached per durable channel with interest */
+#define FETCH_BATCH         64u    /* messages per history read */
+#define FILL_BATCH          512u   /* messages per hole fill */
+#define HELD_MAX            8192u  /* live messages held per channel while a hole is filled */
+#define INFLIGHT_MAX        16384u /* client publishes waiting for JetStream */
+#define N_WORKERS           2
+#define REQ_WAIT_MS         2000        /* JetStream requests, on a worker or from the loop */
+#define PUB_WAIT_MS         5000        /* JetStream publish acknowledgement */
+#define RETRY_MS            500u        /* failed reads and probes are retried after this */
+#define STREAM_RETRY_MAX_MS 10000u      /* the stream check backs off up to this */
+#define PROBES_MAX          256u        /* probes waiting for JetStream at once */
+#define QUIET_MS            2000u       /* a durable channel quiet this long is probed once */
+#define QUIET_RATE          100u        /* quiet probes a second at most (and burst) */
+#define BUS_MAX_BYTES       (64u << 20) /* bus messages waiting for the loop; beyond: lost, resync */
+#define SUBJECT_MAX         (sizeof(KV_PREFIX) + PROTO_CHANNEL_MAX + 1 + 2 * PROTO_MSG_ID_MAX + 8)
 
 /* -------------------------------------------------------------------- */
 /* Types                                                                  */
@@ -81,12 +88,6 @@ struct nent {
 struct nring {
     struct nent *v;
     uint32_t head, len, cap;
-};
-
-/* A message from a subscription, for the loop. Payload NONE: invalid. */
-struct nlive {
-    struct fo_msg *msg;
-    uint64_t seq, prev; /* durable */
 };
 
 /* A client publish waiting for its JetStream acknowledgement. */
@@ -112,7 +113,7 @@ struct nbus {
     uint8_t data[];
 };
 
-enum njob_kind { JOB_FETCH, JOB_FILL, JOB_PROBE, JOB_STREAM };
+enum njob_kind { JOB_FETCH, JOB_FILL, JOB_STREAM };
 
 /* Blocking JetStream work for a worker thread; the result comes back whole. */
 struct njob {
@@ -123,8 +124,8 @@ struct njob {
     uint64_t until; /* FETCH: stop at a seq >= until; FILL: the last seq wanted */
     rt_status st;
     uint64_t gap_to;  /* FETCH: `after` was gone: seqs after+1..gap_to are lost */
-    uint64_t latest;  /* PROBE: the channel's latest seq */
     int64_t created;  /* STREAM: the stream's creation time (ns) */
+    char why[160];    /* STREAM: what failed */
     bool reached_end; /* FETCH, FILL: no message after the last one */
     struct nent *v;
     uint32_t n;
@@ -132,15 +133,67 @@ struct njob {
     char name[]; /* the channel */
 };
 
+/*
+ * What a JetStream read sent from the loop is for; the reply comes back on
+ * the engine's inbox (nats_service).
+ */
+enum nreq_kind {
+    REQ_SYNC,          /* a first subscriber's sync point: the channel's latest seq */
+    REQ_PROBE,         /* the channel's latest seq: anything missed? */
+    REQ_RESUME_LATEST, /* a resume past what this node has seen: the channel's latest */
+    REQ_RESUME_OLDEST, /* a resume: the channel's oldest retained seq */
+};
+
+/* A JetStream read waiting for its reply on the inbox (loop thread). */
+struct nreq {
+    struct fo_hnode node;       /* in reqs, key = the bytes of id */
+    struct nreq *older, *newer; /* by deadline */
+    uint64_t id;                /* the last token of the reply subject */
+    uint64_t deadline_ms;       /* rt_mono_ms */
+    enum nreq_kind kind;
+    bool stream_info; /* asking the stream's last seq (the channel had nothing) */
+    uint64_t gen;     /* the channel's generation when sent */
+    uint64_t op;      /* RESUME_*: the registry's waiting subscribe */
+    uint64_t since;   /* RESUME_*: its since */
+    size_t name_len;
+    char name[]; /* the channel */
+};
+
+/* A reply on the inbox, handed to the loop. */
+struct nreply {
+    struct nreply *next;
+    natsMsg *msg;
+};
+
+/* A subscribe waiting for its channel to be ready (nats_sub_prepare). */
+struct nwait {
+    uint64_t op;
+    bool has_since;
+    uint64_t since;
+};
+
+/*
+ * How far a channel with interest is from taking subscribers: its SUB on
+ * the loop reader is not confirmed (NONE: not asked yet or failed), is
+ * being confirmed, (durable) its sync point is being read, or READY.
+ */
+enum nready { NR_NONE, NR_CONFIRMING, NR_SYNCING, NR_READY };
+
+/* Which of the engine's confirmation lists a channel is on. */
+enum nconfirm_list { NCL_NONE, NCL_QUEUE, NCL_BATCH };
+
 /* Engine state of one channel (fo_chan.eng). */
 struct nchan {
     struct fo_chan *ch;
-    natsSubscription *sub;     /* NULL without local interest (or with lsid) */
-    uint64_t lsid;             /* ephemeral, loop reader: the subscription's sid, else 0 */
+    uint64_t lsid;             /* the loop reader's subscription to the live subject; 0: none */
     struct nchan *prev, *next; /* engine's list of channels with a subscription */
     uint64_t gen;              /* changes when interest goes */
+    enum nready ready;
+    enum nconfirm_list on_list;
+    struct nchan *cprev, *cnext; /* on that list */
+    struct nwait *waiting;       /* subscribes waiting for READY */
+    uint32_t n_waiting, cap_waiting;
     /* Durable only. */
-    bool synced;           /* dispatched is known */
     uint64_t dispatched;   /* highest seq handed to fo__dispatch, or the sync point */
     uint64_t latest_known; /* >= dispatched: latest stored seq seen by a probe */
     uint64_t trimmed_through;
@@ -161,34 +214,48 @@ struct neng {
     uint32_t replicas;
     natsOptions *opts;
     natsConnection *nc;
-    struct lr *lr; /* loop reader of ephemeral channels (nats_live.h), or NULL */
+    struct lr *lr; /* the loop reader of every channel's live subject (nats_live.h) */
     jsCtx *js;
     char epoch[PROTO_EPOCH_MAX + 1];
     int64_t created;
     bool stream_ok, stream_busy, was_up;
-    uint64_t stream_retry_at;
+    bool js_down_logged; /* the stream check failed, said once until it works */
+    uint64_t stream_retry_at, stream_backoff_ms;
     uint64_t next_gen;
-    uint64_t seen_reconnects;
+    uint64_t seen_reconnects, seen_disconnects;
     struct nchan *with_sub[2]; /* channels with a subscription: [0] ephemeral, [1] durable */
-    struct nlive *batch;       /* loop's copy of a ring batch */
+    uint64_t drop_every, live_drop_count; /* test hook RTGATE_NATS_DROP_EVERY (reader) */
+    double quiet_tokens;                  /* quiet probes allowed now (QUIET_RATE bucket) */
+    uint64_t quiet_refill_ms;
+    uint32_t probes_out; /* REQ_PROBE waiting for JetStream */
+    /* Confirming the reader's SUBs: one PING in flight (lr_confirm) for
+     * batch; channels subscribed since wait on queue for the next one. */
+    struct nchan *confirm_queue, *confirm_batch;
+    bool confirm_busy;
+    struct {
+        struct nchan *nc;
+        uint64_t gen;
+    } * confirmed; /* on_confirmed's copy of batch */
+    uint32_t cap_confirmed;
+    /* JetStream reads sent from the loop (struct nreq), answered on inbox. */
+    char *inbox; /* "_INBOX.<nuid>"; replies come on inbox.<id> */
+    natsSubscription *inbox_sub;
+    struct rt_htab reqs;
+    struct nreq *reqs_oldest, *reqs_newest;
+    uint64_t next_req;
 
     pthread_mutex_t lock;
-    struct nlive *ring; /* {lock} */
-    uint32_t r_head, r_len;
-    struct rt_htab inflight; /* {lock} npub by natsMsg pointer */
-    struct npub *pubs_done, *pubs_done_tail;
-    struct njob *jobs_done, *jobs_done_tail;
-    bool wake_pending;
-    bool missed;         /* a durable live message was dropped: probe every channel */
-    uint64_t reconnects; /* connected / reconnected events */
-    uint64_t dropped, invalid;
-    uint64_t drop_every, drop_count; /* test hook RTGATE_NATS_DROP_EVERY */
-    uint64_t live_drop_count;        /* the same hook in the loop reader (loop thread) */
-    double quiet_tokens;             /* quiet probes allowed now (QUIET_RATE bucket) */
-    uint64_t quiet_refill_ms;
-    struct nbus *bus_head, *bus_tail; /* bus messages for the loop */
-    size_t bus_bytes;
-    uint64_t bus_lost; /* times bus messages were lost: part of the generation */
+    struct rt_htab inflight;                 /* {lock} npub by natsMsg pointer */
+    struct npub *pubs_done, *pubs_done_tail; /* {lock} */
+    struct njob *jobs_done, *jobs_done_tail; /* {lock} */
+    struct nreply *replies, *replies_tail;   /* {lock} */
+    bool wake_pending;                       /* {lock} */
+    uint64_t reconnects;                     /* {lock} connected / reconnected events */
+    uint64_t disconnects;                    /* {lock} */
+    uint64_t invalid;                        /* {lock} */
+    struct nbus *bus_head, *bus_tail;        /* {lock} bus messages for the loop */
+    size_t bus_bytes;                        /* {lock} */
+    uint64_t bus_lost; /* {lock} times bus messages were lost: part of the generation */
 
     pthread_mutex_t jobs_lock;
     pthread_cond_t jobs_cond;
@@ -198,10 +265,16 @@ struct neng {
     int n_workers;
 };
 
-/* Has a subscription to its live subject: nats.c's, or the loop reader's. */
+/* Has a subscription to its live subject on the loop reader. */
 static bool subscribed(const struct nchan *nc)
 {
-    return nc->sub || nc->lsid;
+    return nc->lsid != 0;
+}
+
+/* Durable: the chain's position is known (dispatched), subscribers may come. */
+static bool synced(const struct nchan *nc)
+{
+    return nc->ready == NR_READY;
 }
 
 /* -------------------------------------------------------------------- */
@@ -458,13 +531,14 @@ static struct fo_msg *msg_make(struct neng *e, const struct nhdr *h, const uint8
     return m;
 }
 
+/* A message read back from JetStream (a worker's DirectGet). */
 static struct fo_msg *msg_from_nats(struct neng *e, natsMsg *m, const char *channel, size_t len,
-                                    bool durable, uint64_t seq, bool *invalid)
+                                    uint64_t seq, bool *invalid)
 {
     struct nhdr h = {m, NULL, 0};
     int n = natsMsg_GetDataLength(m);
     return msg_make(e, &h, (const uint8_t *)natsMsg_GetData(m), n > 0 ? (size_t)n : 0, channel, len,
-                    durable, seq, invalid);
+                    true, seq, invalid);
 }
 
 /* -------------------------------------------------------------------- */
@@ -483,69 +557,6 @@ static void wake(struct neng *e)
 {
     if (e->fo->cfg.wake)
         e->fo->cfg.wake(e->fo->cfg.wake_ctx);
-}
-
-/*
- * Queues a live message for the loop. A full ring drops the oldest ephemeral
- * message (or the new one if the oldest is durable); a dropped durable one
- * is read back from JetStream after a probe (`missed`).
- */
-static void handoff_push(struct neng *e, struct nlive it)
-{
-    struct fo_msg *drop = NULL;
-    pthread_mutex_lock(&e->lock);
-    if (e->drop_every && ++e->drop_count % e->drop_every == 0) {
-        drop = it.msg; /* test hook: lost on the way, silently */
-        it.msg = NULL;
-    } else if (e->r_len == HANDOFF_CAP) {
-        struct nlive *oldest = &e->ring[e->r_head];
-        if (!oldest->msg->durable) {
-            drop = oldest->msg;
-            e->r_head = (e->r_head + 1) % HANDOFF_CAP;
-            e->r_len--;
-        } else {
-            drop = it.msg;
-            it.msg = NULL;
-            e->missed = e->missed || drop->durable;
-        }
-        e->dropped += drop->durable ? 0 : 1;
-    }
-    if (it.msg) {
-        e->ring[(e->r_head + e->r_len) % HANDOFF_CAP] = it;
-        e->r_len++;
-    }
-    bool w = wake_locked(e);
-    pthread_mutex_unlock(&e->lock);
-    fo_msg_release(drop); /* never shared: freeing here is safe */
-    if (w)
-        wake(e);
-}
-
-/* Subscription callback (nats.c delivery thread): rtgate.eph.X or rtgate.live.X. */
-static void on_nats_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure)
-{
-    (void)nc;
-    (void)sub;
-    struct neng *e = closure;
-    const char *subj = natsMsg_GetSubject(m);
-    bool durable = strncmp(subj, PREFIX_LIVE, sizeof(PREFIX_LIVE) - 1) == 0;
-    const char *channel = subj + (durable ? sizeof(PREFIX_LIVE) : sizeof(PREFIX_EPH)) - 1;
-    struct nlive it = {NULL, 0, 0};
-    bool invalid = false;
-    bool ok = !durable ||
-              (hdr_u64(m, H_SEQ, &it.seq) && hdr_u64(m, H_LAST_SEQ, &it.prev) && it.seq > it.prev);
-    if (ok)
-        it.msg = msg_from_nats(e, m, channel, strlen(channel), durable, it.seq, &invalid);
-    natsMsg_Destroy(m);
-    if (!ok || invalid || !it.msg) {
-        pthread_mutex_lock(&e->lock);
-        e->invalid++;
-        pthread_mutex_unlock(&e->lock);
-    }
-    if (it.msg && (durable || !invalid))
-        handoff_push(e, it);
-    else
-        fo_msg_release(it.msg);
 }
 
 /* JetStream publish ack or failure (nats.c thread). */
@@ -618,6 +629,31 @@ static void on_bus_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m, vo
         wake(e);
 }
 
+/* A reply to a JetStream read sent from the loop (nats.c delivery thread): for the loop. */
+static void on_inbox_reply(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure)
+{
+    (void)nc;
+    (void)sub;
+    struct neng *e = closure;
+    struct nreply *r = malloc(sizeof(*r));
+    if (!r) {
+        natsMsg_Destroy(m); /* its request times out */
+        return;
+    }
+    r->next = NULL;
+    r->msg = m;
+    pthread_mutex_lock(&e->lock);
+    if (e->replies_tail)
+        e->replies_tail->next = r;
+    else
+        e->replies = r;
+    e->replies_tail = r;
+    bool w = wake_locked(e);
+    pthread_mutex_unlock(&e->lock);
+    if (w)
+        wake(e);
+}
+
 /* Connected / reconnected (nats.c thread). */
 static void on_connected(natsConnection *nc, void *closure)
 {
@@ -636,13 +672,14 @@ static void on_disconnected(natsConnection *nc, void *closure)
     (void)nc;
     struct neng *e = closure;
     pthread_mutex_lock(&e->lock);
+    e->disconnects++;
     bool w = wake_locked(e);
     pthread_mutex_unlock(&e->lock);
     if (w)
         wake(e);
 }
 
-/* Asynchronous errors (nats.c thread): a slow consumer lost live messages. */
+/* Asynchronous errors (nats.c thread): a slow consumer lost bus messages (or replies). */
 static void on_nats_error(natsConnection *nc, natsSubscription *sub, natsStatus err, void *closure)
 {
     (void)nc;
@@ -652,8 +689,7 @@ static void on_nats_error(natsConnection *nc, natsSubscription *sub, natsStatus 
     if (err != NATS_SLOW_CONSUMER)
         return;
     pthread_mutex_lock(&e->lock);
-    e->missed = true;
-    e->bus_lost++; /* the bus's subscribers resync too */
+    e->bus_lost++; /* the bus's subscribers resync; a lost reply's request times out */
     bool w = wake_locked(e);
     pthread_mutex_unlock(&e->lock);
     if (w)
@@ -661,7 +697,7 @@ static void on_nats_error(natsConnection *nc, natsSubscription *sub, natsStatus 
 }
 
 /* -------------------------------------------------------------------- */
-/* JetStream requests (worker threads; the loop for a first subscriber)    */
+/* JetStream jobs (worker threads)                                         */
 
 static void js_opts(jsOptions *o, int64_t wait_ms)
 {
@@ -697,42 +733,6 @@ static rt_status direct_next(struct neng *e, const char *channel, uint64_t from,
     return status_of(js_DirectGetMsg(out, e->js, e->stream, &o, &d));
 }
 
-/* The stream's last seq over all channels. */
-static rt_status stream_last_seq(struct neng *e, int64_t wait, uint64_t *out)
-{
-    jsOptions o;
-    js_opts(&o, wait);
-    jsStreamInfo *si = NULL;
-    jsErrCode ec = 0;
-    natsStatus s = js_GetStreamInfo(&si, e->js, e->stream, &o, &ec);
-    if (s == NATS_OK)
-        *out = si->State.LastSeq;
-    jsStreamInfo_Destroy(si);
-    return s == NATS_OK ? RT_OK : RT_UNAVAILABLE;
-}
-
-/*
- * The channel's latest seq. A channel with nothing retained answers the
- * stream's last seq: every seq of the channel is at or below it, and a
- * `since` up to it is then "not recovered" rather than refused.
- */
-static rt_status channel_latest(struct neng *e, const char *channel, int64_t wait, uint64_t *out)
-{
-    char subj[SUBJECT_MAX];
-    dur_subject(subj, sizeof(subj), channel);
-    jsOptions o;
-    js_opts(&o, wait);
-    jsDirectGetMsgOptions d;
-    jsDirectGetMsgOptions_Init(&d);
-    d.LastBySubject = subj;
-    natsMsg *m = NULL;
-    rt_status st = status_of(js_DirectGetMsg(&m, e->js, e->stream, &o, &d));
-    if (st == RT_OK && !hdr_u64(m, H_SEQ, out))
-        st = RT_UNAVAILABLE;
-    natsMsg_Destroy(m);
-    return st == RT_NOT_FOUND ? stream_last_seq(e, wait, out) : st;
-}
-
 /* A read-back message as a chain entry. */
 static rt_status entry_of(struct neng *e, natsMsg *m, const char *channel, size_t len,
                           struct nent *out)
@@ -741,7 +741,7 @@ static rt_status entry_of(struct neng *e, natsMsg *m, const char *channel, size_
         return RT_UNAVAILABLE;
     bool invalid = false;
     out->prev = 0;
-    out->msg = msg_from_nats(e, m, channel, len, true, out->seq, &invalid);
+    out->msg = msg_from_nats(e, m, channel, len, out->seq, &invalid);
     if (!out->msg)
         return RT_NOMEM;
     if (invalid) {
@@ -828,7 +828,7 @@ static void job_fetch(struct neng *e, struct njob *j)
         job_walk(e, j, seq + 1, FETCH_BATCH);
 }
 
-static rt_status stream_setup(struct neng *e, int64_t *created);
+static rt_status stream_setup(struct neng *e, int64_t *created, char *why, size_t why_cap);
 
 static void job_run(struct neng *e, struct njob *j)
 {
@@ -847,11 +847,8 @@ static void job_run(struct neng *e, struct njob *j)
     case JOB_FILL:
         job_walk(e, j, j->after + 1, max);
         break;
-    case JOB_PROBE:
-        j->st = channel_latest(e, j->name, REQ_WAIT_MS, &j->latest);
-        break;
     case JOB_STREAM:
-        j->st = stream_setup(e, &j->created);
+        j->st = stream_setup(e, &j->created, j->why, sizeof(j->why));
         break;
     }
 }
@@ -873,10 +870,12 @@ static void *worker_main(void *arg)
         if (!j)
             return NULL;
         j->next = NULL;
-        if (natsConnection_Status(e->nc) == NATS_CONN_STATUS_CONNECTED)
+        if (natsConnection_Status(e->nc) == NATS_CONN_STATUS_CONNECTED) {
             job_run(e, j);
-        else
+        } else {
             j->st = RT_UNAVAILABLE;
+            snprintf(j->why, sizeof(j->why), "not connected to NATS");
+        }
         pthread_mutex_lock(&e->lock);
         if (e->jobs_done_tail)
             e->jobs_done_tail->next = j;
@@ -1022,8 +1021,12 @@ static void bucket_setup(struct neng *e)
     kvStore_Destroy(kv);
 }
 
-/* Creates the stream, or checks (and updates) an existing one. *created: its birth. */
-static rt_status stream_setup(struct neng *e, int64_t *created)
+/*
+ * Creates the stream, or checks (and updates) an existing one. *created: its
+ * birth. RT_UNAVAILABLE (JetStream did not answer) or RT_INVAL (a stream this
+ * engine cannot use) with the reason in why; the caller logs it.
+ */
+static rt_status stream_setup(struct neng *e, int64_t *created, char *why, size_t why_cap)
 {
     const char *subjects[1];
     jsRePublish rp;
@@ -1044,13 +1047,11 @@ static rt_status stream_setup(struct neng *e, int64_t *created)
         st = stream_update(e, &si, &want);
     }
     if (s != NATS_OK) {
-        rt_log(RT_LOG_ERROR, "nats_stream_failed", "stream=%s error=\"%s\" code=%d", e->stream,
-               natsStatus_GetText(s), (int)ec);
+        snprintf(why, why_cap, "%s (code %d)", natsStatus_GetText(s), (int)ec);
         st = RT_UNAVAILABLE;
     } else if (st != RT_OK) {
-        rt_log(RT_LOG_ERROR, "nats_stream_unusable",
-               "stream=%s why=\"needs subjects %s>, allow_direct and republish %s> -> %s>\"",
-               e->stream, PREFIX_DUR, PREFIX_DUR, PREFIX_LIVE);
+        snprintf(why, why_cap, "needs subjects %s>, allow_direct and republish %s> -> %s>",
+                 PREFIX_DUR, PREFIX_DUR, PREFIX_LIVE);
     }
     if (st == RT_OK)
         *created = si->Created;
@@ -1061,12 +1062,161 @@ static rt_status stream_setup(struct neng *e, int64_t *created)
 }
 
 /* -------------------------------------------------------------------- */
-/* Channels: chain, dispatch and hole fill (loop thread)                  */
+/* JetStream reads from the loop: requests answered on the inbox           */
 
+/*
+ * A first subscriber's sync point, a resume's reads and the probes are single
+ * DirectGets whose answer the loop needs: they are published from the loop
+ * with a reply subject on the engine's inbox (one nats.c subscription,
+ * inbox.*), and the reply comes back through the hand-off. Nothing waits:
+ * a reply that does not come within REQ_WAIT_MS fails its request.
+ */
+
+static void req_done(struct neng *e, struct nreq *q, rt_status st, uint64_t seq);
+
+/* nats.c's connection (JetStream, publishes, the bus) is connected. */
 static bool conn_up(const struct neng *e)
 {
     return natsConnection_Status(e->nc) == NATS_CONN_STATUS_CONNECTED;
 }
+
+static struct nreq *req_find(struct neng *e, uint64_t id)
+{
+    struct fo_hnode *n = fo__htab_find(&e->reqs, (const char *)&id, sizeof(id));
+    return n ? FO__CONTAINER(n, struct nreq, node) : NULL;
+}
+
+static void req_unlink(struct neng *e, struct nreq *q)
+{
+    rt_htab_remove(&e->reqs, &q->node.h);
+    if (q->older)
+        q->older->newer = q->newer;
+    else
+        e->reqs_oldest = q->newer;
+    if (q->newer)
+        q->newer->older = q->older;
+    else
+        e->reqs_newest = q->older;
+}
+
+/*
+ * Publishes the read for q: a DirectGet (first or last message of the
+ * channel's subject), or the stream's info when q->stream_info. RT_OK: q
+ * waits for its reply (req_done frees it). Anything else: q is the caller's.
+ */
+static rt_status req_send(struct neng *e, struct nreq *q)
+{
+    char subj[SUBJECT_MAX + 64], reply[128], body[SUBJECT_MAX + 64];
+    int blen = 0;
+    if (q->stream_info) {
+        snprintf(subj, sizeof(subj), "$JS.API.STREAM.INFO.%s", e->stream);
+    } else {
+        snprintf(subj, sizeof(subj), "$JS.API.DIRECT.GET.%s", e->stream);
+        /* Channel names are [A-Za-z0-9_:.-]: nothing to escape in JSON. */
+        blen = snprintf(body, sizeof(body), "{\"%s\":\"%s%.*s\"}",
+                        q->kind == REQ_RESUME_OLDEST ? "next_by_subj" : "last_by_subj", PREFIX_DUR,
+                        (int)q->name_len, q->name);
+    }
+    q->id = ++e->next_req;
+    snprintf(reply, sizeof(reply), "%s.%llu", e->inbox, (unsigned long long)q->id);
+    q->node.key = (const char *)&q->id;
+    q->node.key_len = sizeof(q->id);
+    if (!conn_up(e) || fo__htab_insert(&e->reqs, &q->node) != RT_OK)
+        return RT_UNAVAILABLE;
+    if (natsConnection_PublishRequest(e->nc, subj, reply, body, blen) != NATS_OK) {
+        rt_htab_remove(&e->reqs, &q->node.h);
+        return RT_UNAVAILABLE;
+    }
+    q->deadline_ms = rt_mono_ms() + REQ_WAIT_MS;
+    q->newer = NULL;
+    q->older = e->reqs_newest;
+    if (e->reqs_newest)
+        e->reqs_newest->newer = q;
+    else
+        e->reqs_oldest = q;
+    e->reqs_newest = q;
+    return RT_OK;
+}
+
+/* A read for channel nc (see req_send); gen pins it to the current interest. */
+static rt_status req_start(struct neng *e, const struct nchan *nc, enum nreq_kind kind, uint64_t op,
+                           uint64_t since)
+{
+    size_t len = nc->ch->name_len;
+    struct nreq *q = calloc(1, sizeof(*q) + len + 1);
+    if (!q)
+        return RT_NOMEM;
+    q->kind = kind;
+    q->gen = nc->gen;
+    q->op = op;
+    q->since = since;
+    q->name_len = len;
+    memcpy(q->name, nc->ch->name, len);
+    rt_status st = req_send(e, q);
+    if (st != RT_OK)
+        free(q);
+    return st;
+}
+
+/* The stream's last seq from a STREAM.INFO reply. */
+static rt_status stream_info_last(natsMsg *m, uint64_t *out)
+{
+    int n = natsMsg_GetDataLength(m);
+    json_t *o = n > 0 ? json_loadb(natsMsg_GetData(m), (size_t)n, 0, NULL) : NULL;
+    json_t *last = json_object_get(json_object_get(o, "state"), "last_seq");
+    rt_status st = json_is_integer(last) && json_integer_value(last) >= 0 ? RT_OK : RT_UNAVAILABLE;
+    if (st == RT_OK)
+        *out = (uint64_t)json_integer_value(last);
+    json_decref(o);
+    return st;
+}
+
+/* A DirectGet reply: the message's seq, RT_NOT_FOUND (404), or RT_UNAVAILABLE. */
+static rt_status direct_get_seq(natsMsg *m, uint64_t *out)
+{
+    const char *status = NULL;
+    if (natsMsg_GetDataLength(m) == 0 && natsMsgHeader_Get(m, "Status", &status) == NATS_OK &&
+        status)
+        return strcmp(status, "404") == 0 ? RT_NOT_FOUND : RT_UNAVAILABLE;
+    return hdr_u64(m, H_SEQ, out) ? RT_OK : RT_UNAVAILABLE;
+}
+
+/* A reply from the inbox (loop thread): answers its request, if it still waits. Takes nothing. */
+static void req_reply(struct neng *e, natsMsg *m)
+{
+    const char *subj = natsMsg_GetSubject(m);
+    const char *dot = strrchr(subj, '.');
+    uint64_t id = 0;
+    struct nreq *q = dot && parse_u64(dot + 1, &id) ? req_find(e, id) : NULL;
+    if (!q)
+        return; /* timed out already */
+    req_unlink(e, q);
+    uint64_t seq = 0;
+    rt_status st = q->stream_info ? stream_info_last(m, &seq) : direct_get_seq(m, &seq);
+    if (st == RT_NOT_FOUND && q->kind != REQ_RESUME_OLDEST) {
+        /* A channel with nothing retained: its latest is taken to be the
+         * stream's last seq, so every seq it ever had is at or below it. */
+        q->stream_info = true;
+        if (req_send(e, q) == RT_OK)
+            return;
+        st = RT_UNAVAILABLE;
+    }
+    req_done(e, q, st, seq);
+}
+
+/* Fails every request whose time is up, or all of them (NATS is gone). */
+static void req_expire(struct neng *e, bool all)
+{
+    uint64_t now = rt_mono_ms();
+    while (e->reqs_oldest && (all || e->reqs_oldest->deadline_ms <= now)) {
+        struct nreq *q = e->reqs_oldest;
+        req_unlink(e, q);
+        req_done(e, q, RT_UNAVAILABLE, 0);
+    }
+}
+
+/* -------------------------------------------------------------------- */
+/* Channels: chain, dispatch and hole fill (loop thread)                  */
 
 static void stats_cache(struct neng *e, const struct fo_msg *m, bool add)
 {
@@ -1129,7 +1279,6 @@ static void chan_forget(struct neng *e, struct nchan *nc)
     tail_drop(e, nc);
     replay_drop(e, nc);
     ring_free(&nc->held);
-    nc->synced = false;
     nc->fill_busy = nc->fetch_busy = nc->probe_busy = false;
     nc->probe_wanted = nc->fetch_failed = false;
     nc->dispatched = nc->latest_known = nc->trimmed_through = nc->fill_target = 0;
@@ -1156,8 +1305,8 @@ static void fill_start(struct neng *e, struct nchan *nc, uint64_t target)
 {
     if (nc->fill_target < target)
         nc->fill_target = target;
-    if (nc->fill_busy || nc->fill_target <= nc->dispatched || !subscribed(nc))
-        return;
+    if (nc->fill_busy || nc->fill_target <= nc->dispatched || !subscribed(nc) || !synced(nc))
+        return; /* not synced yet: the fill starts from the sync point */
     struct njob *j = job_new(JOB_FILL, nc);
     if (!j) {
         nc->retry_at = rt_mono_ms() + RETRY_MS;
@@ -1173,7 +1322,8 @@ static void held_push(struct neng *e, struct nchan *nc, struct nent en)
 {
     if (ring_push(&nc->held, en, HELD_MAX) == RT_OK)
         return;
-    /* Too much behind one hole: read this one back from JetStream too. */
+    /* Too much behind one hole (or the sync point): read this one back from
+     * JetStream too, once the chain has reached it. */
     fo_msg_release(en.msg);
     fill_start(e, nc, en.seq);
 }
@@ -1198,52 +1348,38 @@ static void held_drain(struct neng *e, struct fo_chan *ch, struct nchan *nc)
 }
 
 /*
- * A live message of a durable channel. It continues the chain when its
- * Last-Sequence is at or below what was dispatched; a higher one means
- * messages were missed: they are read back first, this one waits.
+ * A live message of a durable channel (takes m). It continues the chain when
+ * its Last-Sequence is at or below what was dispatched; a higher one means
+ * messages were missed: they are read back first, this one waits. While the
+ * channel's sync point is being read every live message waits: the ones at
+ * or below it are dropped then, the others continue the chain from it.
  */
-static void durable_live(struct neng *e, struct fo_chan *ch, struct nchan *nc, struct nlive *it)
+static void durable_live(struct neng *e, struct fo_chan *ch, struct nchan *nc, uint64_t seq,
+                         uint64_t prev, struct fo_msg *m)
 {
     nc->last_live = rt_mono_ms();
     nc->quiet_probed = false;
-    if (!nc->synced || it->seq <= nc->dispatched) {
-        fo_msg_release(it->msg);
+    if (nc->ready == NR_CONFIRMING || nc->ready == NR_SYNCING) {
+        held_push(e, nc, (struct nent){seq, prev, m});
         return;
     }
-    if (nc->fill_busy || nc->held.len > 0 || it->prev > nc->dispatched) {
-        held_push(e, nc, (struct nent){it->seq, it->prev, it->msg});
+    if (!synced(nc) || seq <= nc->dispatched) {
+        fo_msg_release(m);
+        return;
+    }
+    if (nc->fill_busy || nc->held.len > 0 || prev > nc->dispatched) {
+        held_push(e, nc, (struct nent){seq, prev, m});
         held_drain(e, ch, nc);
         return;
     }
-    accept_msg(e, ch, nc, it->seq, it->msg);
-    fo_msg_release(it->msg);
+    accept_msg(e, ch, nc, seq, m);
+    fo_msg_release(m);
 }
 
 static struct fo_chan *chan_find(struct neng *e, const char *name, size_t len)
 {
     struct fo_hnode *n = fo__htab_find(&e->fo->chans, name, len);
     return n ? FO__CONTAINER(n, struct fo_chan, node) : NULL;
-}
-
-/* One live message from the ring. The channel is pinned while it is used. */
-static void live_one(struct neng *e, struct nlive *it)
-{
-    struct fo_msg *m = it->msg;
-    struct fo_chan *ch = chan_find(e, m->channel, m->channel_len);
-    struct nchan *nc = ch ? ch->eng : NULL;
-    if (!nc || !subscribed(nc) || ch->durable != m->durable) {
-        fo_msg_release(m);
-        return;
-    }
-    ch->pins++;
-    if (m->durable) {
-        durable_live(e, ch, nc, it);
-    } else {
-        fo__dispatch(e->fo, ch, m);
-        fo_msg_release(m);
-    }
-    ch->pins--;
-    fo__chan_check_idle(e->fo, ch);
 }
 
 /* -------------------------------------------------------------------- */
@@ -1293,33 +1429,33 @@ static void fetch_done(struct neng *e, struct fo_chan *ch, struct nchan *nc, str
     fo__chan_repump(e->fo, ch);
 }
 
-static void probe_done(struct neng *e, struct nchan *nc, struct njob *j)
+static void probe_done(struct neng *e, struct nchan *nc, rt_status st, uint64_t latest)
 {
     nc->probe_busy = false;
-    if (j->st != RT_OK) {
+    if (st != RT_OK) {
         nc->probe_wanted = true;
         nc->retry_at = rt_mono_ms() + RETRY_MS;
         return;
     }
-    if (nc->latest_known < j->latest)
-        nc->latest_known = j->latest;
-    fill_start(e, nc, j->latest);
+    if (nc->latest_known < latest)
+        nc->latest_known = latest;
+    fill_start(e, nc, latest);
 }
 
+/* Asks JetStream for the channel's latest seq; what is newer is read back (probe_done). */
 static void probe_start(struct neng *e, struct nchan *nc)
 {
-    if (nc->probe_busy || !nc->synced) {
-        nc->probe_wanted = !nc->probe_busy && nc->synced;
+    if (nc->probe_busy || !synced(nc)) {
+        nc->probe_wanted = !nc->probe_busy && synced(nc);
         return;
     }
-    struct njob *j = job_new(JOB_PROBE, nc);
-    if (!j) {
-        nc->probe_wanted = true;
+    if (e->probes_out >= PROBES_MAX || req_start(e, nc, REQ_PROBE, 0, 0) != RT_OK) {
+        nc->probe_wanted = true; /* the tick tries again */
         return;
     }
+    e->probes_out++;
     nc->probe_busy = true;
     nc->probe_wanted = false;
-    job_submit(e, j);
 }
 
 /* Every durable channel with interest: look for messages missed while away. */
@@ -1329,13 +1465,29 @@ static void resync_all(struct neng *e)
         probe_start(e, nc);
 }
 
+/*
+ * The stream check finished. A failure (JetStream unavailable or slow, a
+ * stream this engine cannot use) is retried with backoff, 500 ms doubling up
+ * to 10 s, and logged once until it works; /readyz says false meanwhile.
+ */
 static void stream_done(struct neng *e, struct njob *j)
 {
     e->stream_busy = false;
     if (j->st != RT_OK) {
-        e->stream_retry_at = rt_mono_ms() + RETRY_MS;
+        uint64_t b = e->stream_backoff_ms ? e->stream_backoff_ms * 2 : RETRY_MS;
+        e->stream_backoff_ms = b > STREAM_RETRY_MAX_MS ? STREAM_RETRY_MAX_MS : b;
+        e->stream_retry_at = rt_mono_ms() + e->stream_backoff_ms;
+        if (!e->js_down_logged)
+            rt_log(j->st == RT_INVAL ? RT_LOG_ERROR : RT_LOG_WARN,
+                   j->st == RT_INVAL ? "nats_stream_unusable" : "nats_jetstream_unavailable",
+                   "stream=%s why=\"%s\" retrying=backoff_up_to_%ums", e->stream, j->why,
+                   STREAM_RETRY_MAX_MS);
+        e->js_down_logged = true;
+        e->stream_ok = false;
         return;
     }
+    e->stream_backoff_ms = 0;
+    e->js_down_logged = false;
     if (e->created && j->created != e->created)
         rt_log(RT_LOG_ERROR, "nats_stream_recreated",
                "stream=%s why=\"epoch changed; restart the gateways so that cursors follow\"",
@@ -1343,7 +1495,8 @@ static void stream_done(struct neng *e, struct njob *j)
     e->created = j->created;
     epoch_of(e->created, e->epoch);
     if (!e->stream_ok)
-        rt_log(RT_LOG_INFO, "nats_ready", "stream=%s epoch=%s", e->stream, e->epoch);
+        rt_log(RT_LOG_INFO, "nats_stream_ready", "stream=%s epoch=%s replicas=%u", e->stream,
+               e->epoch, e->replicas);
     e->stream_ok = true;
 }
 
@@ -1364,10 +1517,7 @@ static void job_done(struct neng *e, struct njob *j)
     if (j->kind == JOB_FETCH) {
         fetch_done(e, ch, nc, j); /* keeps j as the replay cache */
     } else {
-        if (j->kind == JOB_FILL)
-            fill_done(e, ch, nc, j);
-        else
-            probe_done(e, nc, j);
+        fill_done(e, ch, nc, j);
         job_free(j);
     }
     ch->pins--;
@@ -1503,7 +1653,6 @@ static size_t inflight_count(struct neng *e)
 /* -------------------------------------------------------------------- */
 /* The loop reader's messages (loop thread)                               */
 
-/* rtgate.eph.X from the loop reader: dispatched at once, no hand-over. */
 /* The channel name of rtgate.eph.X / rtgate.live.X, or NULL. */
 static const char *live_channel(const struct nw_msg *m, bool *durable, size_t *len)
 {
@@ -1519,8 +1668,8 @@ static const char *live_channel(const struct nw_msg *m, bool *durable, size_t *l
 
 /*
  * rtgate.eph.X or rtgate.live.X from the loop reader: dispatched at once, no
- * hand-over. A durable one goes through the same chain checks as one from
- * the ring (durable_live): a missing seq is read back from JetStream.
+ * hand-over. A durable one goes through the chain checks (durable_live): a
+ * missing seq is read back from JetStream.
  */
 static void on_live_msg(void *ctx, const struct nw_msg *m)
 {
@@ -1533,34 +1682,33 @@ static void on_live_msg(void *ctx, const struct nw_msg *m)
     if (!nc || !nc->lsid || nc->lsid != m->sid || ch->durable != durable)
         return; /* gone, or an older subscription's message */
     struct nhdr h = {NULL, m->hdr, m->hdr_len};
-    struct nlive it = {NULL, 0, 0};
-    if (durable &&
-        !(hget_u64(&h, H_SEQ, &it.seq) && hget_u64(&h, H_LAST_SEQ, &it.prev) && it.seq > it.prev)) {
+    uint64_t seq = 0, prev = 0;
+    if (durable && !(hget_u64(&h, H_SEQ, &seq) && hget_u64(&h, H_LAST_SEQ, &prev) && seq > prev)) {
         e->fo->stats.upstream_invalid++;
         return;
     }
     if (durable && e->drop_every && ++e->live_drop_count % e->drop_every == 0)
         return; /* test hook: lost on the way, silently */
     bool invalid = false;
-    it.msg = msg_make(e, &h, m->data, m->data_len, name, len, durable, it.seq, &invalid);
-    if (!it.msg || invalid)
+    struct fo_msg *msg = msg_make(e, &h, m->data, m->data_len, name, len, durable, seq, &invalid);
+    if (!msg || invalid)
         e->fo->stats.upstream_invalid++;
-    if (!it.msg || (invalid && !durable)) { /* a durable one keeps its seq in the chain */
-        fo_msg_release(it.msg);
+    if (!msg || (invalid && !durable)) { /* a durable one keeps its seq in the chain */
+        fo_msg_release(msg);
         return;
     }
     ch->pins++;
     if (durable) {
-        durable_live(e, ch, nc, &it);
+        durable_live(e, ch, nc, seq, prev, msg);
     } else {
-        fo__dispatch(e->fo, ch, it.msg);
-        fo_msg_release(it.msg);
+        fo__dispatch(e->fo, ch, msg);
+        fo_msg_release(msg);
     }
     ch->pins--;
     fo__chan_check_idle(e->fo, ch);
 }
 
-/* After the loop reader (re)connects: every ephemeral subscription again. */
+/* After the loop reader (re)connects: every channel's subscription again. */
 static void on_live_replay(void *ctx, struct lr *lr)
 {
     struct neng *e = ctx;
@@ -1577,19 +1725,15 @@ static void on_live_replay(void *ctx, struct lr *lr)
 }
 
 /* -------------------------------------------------------------------- */
-/* Subscriptions (loop thread)                                            */
+/* Subscriptions and getting them ready (loop thread)                     */
 
-static rt_status subscribe(struct neng *e, struct nchan *nc)
+/* Sends the SUB for the channel's live subject on the loop reader (now, or at its next connect). */
+static void subscribe(struct neng *e, struct nchan *nc)
 {
     char subj[SUBJECT_MAX];
     const struct fo_chan *ch = nc->ch;
     snprintf(subj, sizeof(subj), "%s%s", ch->durable ? PREFIX_LIVE : PREFIX_EPH, ch->name);
-    if (e->lr) {
-        nc->lsid = lr_sub(e->lr, subj);
-    } else if (natsConnection_Subscribe(&nc->sub, e->nc, subj, on_nats_msg, e) != NATS_OK) {
-        nc->sub = NULL;
-        return RT_UNAVAILABLE;
-    }
+    nc->lsid = lr_sub(e->lr, subj);
     struct nchan **head = &e->with_sub[ch->durable];
     nc->prev = NULL;
     nc->next = *head;
@@ -1597,21 +1741,47 @@ static rt_status subscribe(struct neng *e, struct nchan *nc)
         (*head)->prev = nc;
     *head = nc;
     e->fo->stats.upstream_subscriptions++;
-    return RT_OK;
+}
+
+static struct nchan **confirm_head(struct neng *e, enum nconfirm_list which)
+{
+    return which == NCL_QUEUE ? &e->confirm_queue : &e->confirm_batch;
+}
+
+static void confirm_list_add(struct neng *e, struct nchan *nc, enum nconfirm_list which)
+{
+    struct nchan **head = confirm_head(e, which);
+    nc->on_list = which;
+    nc->cprev = NULL;
+    nc->cnext = *head;
+    if (*head)
+        (*head)->cprev = nc;
+    *head = nc;
+}
+
+static void confirm_list_remove(struct neng *e, struct nchan *nc)
+{
+    if (nc->on_list == NCL_NONE)
+        return;
+    if (nc->cprev)
+        nc->cprev->cnext = nc->cnext;
+    else
+        *confirm_head(e, nc->on_list) = nc->cnext;
+    if (nc->cnext)
+        nc->cnext->cprev = nc->cprev;
+    nc->cprev = nc->cnext = NULL;
+    nc->on_list = NCL_NONE;
 }
 
 static void unsubscribe(struct neng *e, struct nchan *nc)
 {
+    confirm_list_remove(e, nc);
+    nc->ready = NR_NONE;
+    nc->n_waiting = 0; /* the registry forgot them: its interest is gone */
     if (!subscribed(nc))
         return;
-    if (nc->lsid) {
-        lr_unsub(e->lr, nc->lsid);
-        nc->lsid = 0;
-    } else {
-        natsSubscription_Unsubscribe(nc->sub);
-        natsSubscription_Destroy(nc->sub);
-        nc->sub = NULL;
-    }
+    lr_unsub(e->lr, nc->lsid);
+    nc->lsid = 0;
     if (nc->prev)
         nc->prev->next = nc->next;
     else
@@ -1622,56 +1792,255 @@ static void unsubscribe(struct neng *e, struct nchan *nc)
     e->fo->stats.upstream_subscriptions--;
     if (nc->ch->durable)
         chan_forget(e, nc);
+    else
+        nc->gen = ++e->next_gen; /* a confirmation under way is not for the next interest */
 }
 
+static void on_confirmed(void *arg, rt_status st);
+
 /*
- * First interest in a durable channel: subscribe to its live subject, make
- * sure the server has the subscription (flush), then read the latest seq.
- * Everything stored after that point arrives live; everything up to it is
- * history. Blocks the loop for two round trips.
+ * One PING in flight at a time confirms every SUB sent before it (a batch);
+ * the channels subscribed meanwhile wait on the queue for the next one. More
+ * than one would make the reader's keepalive (two PINGs unanswered: drop)
+ * misread a slow server. A reader that is down leaves the queue to the tick.
  */
-static rt_status chan_sync(struct neng *e, struct nchan *nc)
+static void confirm_kick(struct neng *e)
 {
-    if (!conn_up(e) || !e->stream_ok)
-        return RT_UNAVAILABLE;
-    if (!subscribed(nc) && subscribe(e, nc) != RT_OK)
-        return RT_UNAVAILABLE;
-    /* The subscription must be in place when the latest seq is read. With
-     * nats.c's subscription no flush is needed: the request below follows the
-     * SUB on the same connection, and the server handles a connection's
-     * messages in order. The loop reader's SUB is on another connection: a
-     * PING/PONG on it confirms it first. */
-    if (nc->lsid && lr_flush(e->lr, LOOP_WAIT_MS) != RT_OK) {
-        unsubscribe(e, nc);
-        return RT_UNAVAILABLE;
+    if (e->confirm_busy || !e->confirm_queue || lr_confirm(e->lr, on_confirmed, e) != RT_OK)
+        return;
+    e->confirm_busy = true;
+    while (e->confirm_queue) {
+        struct nchan *nc = e->confirm_queue;
+        confirm_list_remove(e, nc);
+        confirm_list_add(e, nc, NCL_BATCH);
     }
-    uint64_t latest = 0;
-    if (channel_latest(e, nc->ch->name, LOOP_WAIT_MS, &latest) != RT_OK) {
-        unsubscribe(e, nc);
-        return RT_UNAVAILABLE;
+}
+
+/* Remembers a subscribe that waits for nc to be ready. */
+static rt_status wait_add(struct nchan *nc, uint64_t op, const struct fo_sub_req *req)
+{
+    if (nc->n_waiting == nc->cap_waiting) {
+        uint32_t cap = nc->cap_waiting ? nc->cap_waiting * 2 : 4;
+        struct nwait *w = realloc(nc->waiting, cap * sizeof(*w));
+        if (!w)
+            return RT_NOMEM;
+        nc->waiting = w;
+        nc->cap_waiting = cap;
     }
-    nc->synced = true;
-    nc->dispatched = nc->latest_known = nc->tail_lo = latest;
-    nc->trimmed_through = latest;
+    nc->waiting[nc->n_waiting++] = (struct nwait){op, req->has_since, req->since};
     return RT_OK;
 }
 
-/* The oldest retained seq of the channel decides whether `since` can be replayed whole. */
-static rt_status chan_trim_point(struct neng *e, struct nchan *nc)
+/*
+ * A resume (since) on a synced channel: RT_OK if nothing needs reading (the
+ * client has this node's latest: nothing to replay, recovered), else the
+ * reads start (RT_AGAIN; fo__sub_ready follows): the channel's latest when
+ * since is past what this node has seen (the client saw a newer message on
+ * another node), then its oldest retained seq, which decides `recovered`.
+ */
+static rt_status resume_start(struct neng *e, struct nchan *nc, uint64_t op, uint64_t since)
 {
-    natsMsg *m = NULL;
-    rt_status st = direct_next(e, nc->ch->name, 0, LOOP_WAIT_MS, &m);
-    uint64_t oldest = 0;
-    if (st == RT_OK && !hdr_u64(m, H_SEQ, &oldest))
-        st = RT_UNAVAILABLE;
-    natsMsg_Destroy(m);
-    if (st == RT_NOT_FOUND) {
-        nc->trimmed_through = nc->latest_known > nc->dispatched ? nc->latest_known : nc->dispatched;
+    uint64_t latest = nc->latest_known > nc->dispatched ? nc->latest_known : nc->dispatched;
+    if (since == latest)
         return RT_OK;
+    if (!conn_up(e))
+        return RT_UNAVAILABLE;
+    enum nreq_kind kind = since > nc->latest_known ? REQ_RESUME_LATEST : REQ_RESUME_OLDEST;
+    return req_start(e, nc, kind, op, since) == RT_OK ? RT_AGAIN : RT_UNAVAILABLE;
+}
+
+/*
+ * Answers the subscribes waiting for nc: st RT_OK means nc is ready (a
+ * waiting resume then starts its own reads). The list is taken first:
+ * answering may remove the channel's interest.
+ */
+static void waiting_answer(struct neng *e, struct nchan *nc, rt_status st)
+{
+    uint32_t n = nc->n_waiting;
+    struct nwait *w = nc->waiting;
+    nc->waiting = NULL;
+    nc->n_waiting = nc->cap_waiting = 0;
+    uint64_t gen = nc->gen;
+    for (uint32_t i = 0; i < n; i++) {
+        rt_status r = st;
+        if (r == RT_OK && w[i].has_since && nc->gen == gen && synced(nc))
+            r = resume_start(e, nc, w[i].op, w[i].since);
+        if (r != RT_AGAIN)
+            fo__sub_ready(e->fo, w[i].op, r == RT_OK ? RT_OK : RT_UNAVAILABLE);
     }
+    free(w);
+}
+
+/* A durable channel could not be made ready: its waiting subscribes get 503. */
+static void sync_failed(struct neng *e, struct nchan *nc)
+{
+    nc->ready = NR_NONE;
+    ring_free(&nc->held);
+    nc->fill_target = 0;
+    waiting_answer(e, nc, RT_UNAVAILABLE);
+}
+
+/* The reader's SUB for nc is confirmed (or the reader went down first). */
+static void confirm_one(struct neng *e, struct nchan *nc, rt_status st)
+{
+    if (!nc->ch->durable) {
+        /* Lost before the server confirmed it: the subscribes that waited get
+         * 503 (a retry finds the reader down and is answered at once). */
+        nc->ready = st == RT_OK ? NR_READY : NR_NONE;
+        waiting_answer(e, nc, st == RT_OK ? RT_OK : RT_UNAVAILABLE);
+        return;
+    }
+    /* The subscription is in place: everything stored after the seq read now
+     * arrives live, everything up to it is history. */
+    if (st != RT_OK || !e->stream_ok || req_start(e, nc, REQ_SYNC, 0, 0) != RT_OK) {
+        sync_failed(e, nc);
+        return;
+    }
+    nc->ready = NR_SYNCING;
+}
+
+/*
+ * Answers the channels on a confirmation list: the batch when its PONG came
+ * (or the reader went down), the queue when the reader is down.
+ */
+static void confirm_answer(struct neng *e, enum nconfirm_list which, rt_status st)
+{
+    struct nchan **head = confirm_head(e, which);
+    uint32_t n = 0;
+    for (struct nchan *nc = *head; nc; nc = nc->cnext)
+        n++;
+    if (n > e->cap_confirmed) {
+        void *v = realloc(e->confirmed, n * sizeof(*e->confirmed));
+        if (!v) { /* confirm them again with the next PING */
+            while (*head) {
+                struct nchan *nc = *head;
+                confirm_list_remove(e, nc);
+                confirm_list_add(e, nc, NCL_QUEUE);
+            }
+            return;
+        }
+        e->confirmed = v;
+        e->cap_confirmed = n;
+    }
+    /* A copy with generations: answering may unsubscribe (and subscribe again)
+     * channels of the list; none is freed before busy_leave. */
+    n = 0;
+    while (*head) {
+        struct nchan *nc = *head;
+        confirm_list_remove(e, nc);
+        e->confirmed[n].nc = nc;
+        e->confirmed[n++].gen = nc->gen;
+    }
+    fo__busy_enter(e->fo);
+    for (uint32_t i = 0; i < n; i++) {
+        struct nchan *nc = e->confirmed[i].nc;
+        if (nc->gen == e->confirmed[i].gen && nc->ready == NR_CONFIRMING)
+            confirm_one(e, nc, st);
+    }
+    fo__busy_leave(e->fo);
+}
+
+/* lr_confirm's answer for the batch (loop thread, from the reader's callbacks). */
+static void on_confirmed(void *arg, rt_status st)
+{
+    struct neng *e = arg;
+    e->confirm_busy = false;
+    confirm_answer(e, NCL_BATCH, st);
+    confirm_kick(e);
+}
+
+/*
+ * Starts making nc ready for subscribers after its SUB: the confirmation,
+ * then (durable) the sync point. With the reader down an ephemeral channel
+ * is ready at once (the SUB goes out on reconnect); a durable one is not.
+ */
+static void ready_start(struct neng *e, struct nchan *nc)
+{
+    bool durable = nc->ch->durable;
+    if (!lr_up(e->lr) || (durable && (!conn_up(e) || !e->stream_ok))) {
+        nc->ready = durable ? NR_NONE : NR_READY;
+        return;
+    }
+    nc->ready = NR_CONFIRMING;
+    confirm_list_add(e, nc, NCL_QUEUE);
+    confirm_kick(e);
+}
+
+/* REQ_SYNC answered: the channel's chain starts at latest. */
+static void sync_done(struct neng *e, struct fo_chan *ch, struct nchan *nc, rt_status st,
+                      uint64_t latest)
+{
+    if (nc->ready != NR_SYNCING)
+        return;
+    if (st != RT_OK) {
+        sync_failed(e, nc);
+        return;
+    }
+    nc->ready = NR_READY;
+    nc->dispatched = nc->latest_known = nc->tail_lo = nc->trimmed_through = latest;
+    /* Live messages that came while syncing: the ones after latest go on. */
+    if (nc->fill_target > latest)
+        fill_start(e, nc, nc->fill_target);
+    else
+        nc->fill_target = 0;
+    held_drain(e, ch, nc);
+    waiting_answer(e, nc, RT_OK);
+}
+
+/* A resume's read answered (REQ_RESUME_*): the next read, or the answer. */
+static void resume_done(struct neng *e, struct nchan *nc, struct nreq *q, rt_status st,
+                        uint64_t seq)
+{
+    if (q->kind == REQ_RESUME_LATEST) {
+        if (st == RT_OK) {
+            if (nc->latest_known < seq)
+                nc->latest_known = seq;
+            fill_start(e, nc, seq);
+            st = req_start(e, nc, REQ_RESUME_OLDEST, q->op, q->since) == RT_OK ? RT_AGAIN
+                                                                               : RT_UNAVAILABLE;
+        }
+        if (st != RT_AGAIN)
+            fo__sub_ready(e->fo, q->op, RT_UNAVAILABLE);
+        return;
+    }
+    /* JetStream trims oldest first: a since at or past oldest - 1 lost nothing. */
     if (st == RT_OK)
-        nc->trimmed_through = oldest - 1;
-    return st;
+        nc->trimmed_through = seq - 1;
+    else if (st == RT_NOT_FOUND)
+        nc->trimmed_through = nc->latest_known > nc->dispatched ? nc->latest_known : nc->dispatched;
+    fo__sub_ready(e->fo, q->op, st == RT_OK || st == RT_NOT_FOUND ? RT_OK : RT_UNAVAILABLE);
+}
+
+/* A request from the loop answered, failed or timed out (req_reply, req_expire). Frees q. */
+static void req_done(struct neng *e, struct nreq *q, rt_status st, uint64_t seq)
+{
+    if (q->kind == REQ_PROBE)
+        e->probes_out--;
+    struct fo_chan *ch = chan_find(e, q->name, q->name_len);
+    struct nchan *nc = ch ? ch->eng : NULL;
+    bool resume = q->kind == REQ_RESUME_LATEST || q->kind == REQ_RESUME_OLDEST;
+    if (!nc || nc->gen != q->gen || !subscribed(nc)) {
+        if (resume)
+            fo__sub_ready(e->fo, q->op, RT_UNAVAILABLE); /* ignored if answered already */
+        free(q);
+        return;
+    }
+    ch->pins++;
+    switch (q->kind) {
+    case REQ_SYNC:
+        sync_done(e, ch, nc, st, seq);
+        break;
+    case REQ_PROBE:
+        probe_done(e, nc, st, seq);
+        break;
+    case REQ_RESUME_LATEST:
+    case REQ_RESUME_OLDEST:
+        resume_done(e, nc, q, st, seq);
+        break;
+    }
+    ch->pins--;
+    fo__chan_check_idle(e->fo, ch);
+    free(q);
 }
 
 /* -------------------------------------------------------------------- */
@@ -1697,6 +2066,7 @@ static void nats_chan_close(void *eng, struct fo_chan *ch)
         return;
     unsubscribe(e, nc);
     chan_forget(e, nc);
+    free(nc->waiting);
     free(nc);
     ch->eng = NULL;
 }
@@ -1709,21 +2079,17 @@ static bool nats_chan_idle(void *eng, const struct fo_chan *ch)
     return true;
 }
 
-/* Ephemeral: subscribe (and flush, so a publish right after the reply is seen). */
+/*
+ * The channel's first party: SUB on the loop reader, then (without waiting)
+ * its confirmation and, for a durable channel, its sync point.
+ */
 static rt_status nats_interest_add(void *eng, struct fo_chan *ch)
 {
     struct neng *e = eng;
     struct nchan *nc = ch->eng;
-    if (ch->durable)
-        return nc->synced ? RT_OK : chan_sync(e, nc);
-    if (subscribed(nc))
-        return RT_OK;
-    if (subscribe(e, nc) != RT_OK)
-        return RT_UNAVAILABLE;
-    if (nc->lsid)
-        lr_flush(e->lr, LOOP_WAIT_MS); /* down: the SUB goes out on reconnect */
-    else if (conn_up(e))
-        natsConnection_FlushTimeout(e->nc, LOOP_WAIT_MS);
+    if (!subscribed(nc))
+        subscribe(e, nc);
+    ready_start(e, nc);
     return RT_OK;
 }
 
@@ -1733,30 +2099,32 @@ static void nats_interest_remove(void *eng, struct fo_chan *ch)
 }
 
 /*
- * Durable subscribe: sync a channel this node has no interest in yet; for a
- * `since`, learn the channel's latest (it may be ahead of what this node has
- * dispatched) and its oldest retained seq.
+ * Ready at once for a channel whose SUB is confirmed (and, durable, synced),
+ * but a resume may still need its reads (resume_start). Otherwise the
+ * subscribe waits for the confirmation and sync under way (RT_AGAIN). A
+ * durable channel needs JetStream: 503 without it, unless the node already
+ * follows the channel and no since was given.
  */
-static rt_status nats_chan_prepare(void *eng, struct fo_chan *ch, const struct fo_sub_req *req)
+static rt_status nats_sub_prepare(void *eng, struct fo_chan *ch, const struct fo_sub_req *req,
+                                  uint64_t op)
 {
     struct neng *e = eng;
     struct nchan *nc = ch->eng;
-    if (!nc->synced && chan_sync(e, nc) != RT_OK)
-        return RT_UNAVAILABLE;
-    nc->trimmed_through = nc->dispatched;
-    if (!req->has_since)
-        return RT_OK;
-    if (!conn_up(e))
-        return RT_UNAVAILABLE;
-    if (req->since > nc->latest_known) {
-        uint64_t latest = 0;
-        if (channel_latest(e, ch->name, LOOP_WAIT_MS, &latest) != RT_OK)
-            return RT_UNAVAILABLE;
-        if (latest > nc->latest_known)
-            nc->latest_known = latest;
-        fill_start(e, nc, latest);
+    if (nc->ready == NR_READY) {
+        if (!ch->durable || !req->has_since)
+            return RT_OK;
+        return resume_start(e, nc, op, req->since);
     }
-    return chan_trim_point(e, nc);
+    if (ch->durable && (!conn_up(e) || !e->stream_ok))
+        return RT_UNAVAILABLE;
+    if (nc->ready == NR_NONE) {
+        ready_start(e, nc); /* after a failed sync: again */
+        if (nc->ready == NR_NONE)
+            return RT_UNAVAILABLE;
+        if (nc->ready == NR_READY)
+            return RT_OK;
+    }
+    return wait_add(nc, op, req) == RT_OK ? RT_AGAIN : RT_NOMEM;
 }
 
 static void nats_chan_info(void *eng, const struct fo_chan *ch, struct fo_chan_info *out)
@@ -1857,7 +2225,7 @@ static rt_status nats_fetch(void *eng, struct fo_chan *ch, uint64_t after, struc
     struct neng *e = eng;
     struct nchan *nc = ch->eng;
     memset(out, 0, sizeof(*out));
-    if (!ch->durable || !nc->synced)
+    if (!ch->durable || !synced(nc))
         return RT_OK;
     uint64_t c = after;
     while (c < nc->dispatched) {
@@ -1886,18 +2254,34 @@ static rt_status nats_fetch(void *eng, struct fo_chan *ch, uint64_t after, struc
 }
 
 /* Retries failed reads, probes and the stream check. */
+/* Checks (or creates) the stream on a worker, unless a check is under way. */
+static void stream_check(struct neng *e)
+{
+    if (e->stream_busy)
+        return;
+    struct njob *j = job_new(JOB_STREAM, NULL);
+    if (j) {
+        e->stream_busy = true;
+        job_submit(e, j);
+    }
+}
+
+/*
+ * Every tick (fo_tick, 5 a second): the stream check's retry, JetStream
+ * reads past their time, SUBs waiting for a confirmation the reader cannot
+ * give, then per durable channel the retries and the quiet probes.
+ */
 static void nats_tick(void *eng, uint64_t now_ms)
 {
     struct neng *e = eng;
     (void)now_ms;
     uint64_t now = rt_mono_ms();
-    if (!e->stream_ok && !e->stream_busy && now >= e->stream_retry_at && conn_up(e)) {
-        struct njob *j = job_new(JOB_STREAM, NULL);
-        if (j) {
-            e->stream_busy = true;
-            job_submit(e, j);
-        }
-    }
+    if (!e->stream_ok && now >= e->stream_retry_at && conn_up(e))
+        stream_check(e);
+    req_expire(e, false);
+    if (!e->confirm_busy && e->confirm_queue && !lr_up(e->lr))
+        confirm_answer(e, NCL_QUEUE, RT_UNAVAILABLE);
+    confirm_kick(e);
     /*
      * A lost last message has no successor to reveal it, so a channel quiet
      * for QUIET_MS is probed once (a JetStream read). With thousands of
@@ -1937,96 +2321,117 @@ static void nats_tick(void *eng, uint64_t now_ms)
     fo__busy_leave(e->fo);
 }
 
-/* Connection state changes seen from the loop. */
-static void conn_events(struct neng *e, uint64_t reconnects)
+/*
+ * nats.c's URL of the server it is connected to, without user information
+ * (a URL may carry user:password@ or token@; logs never do).
+ */
+static void connected_server(struct neng *e, char *out, size_t cap)
 {
+    char url[256] = "";
+    if (natsConnection_GetConnectedUrl(e->nc, url, sizeof(url)) != NATS_OK || !url[0]) {
+        snprintf(out, cap, "unknown");
+        return;
+    }
+    const char *scheme = strstr(url, "://");
+    const char *host = scheme ? scheme + 3 : url;
+    const char *at = strrchr(host, '@');
+    snprintf(out, cap, "%.*s%s", scheme ? (int)(scheme + 3 - url) : 0, url, at ? at + 1 : host);
+}
+
+/*
+ * Connection state changes seen from the loop, logged once each: connected
+ * (to which server), disconnected, reconnected. Requests on a lost
+ * connection fail at once; after a reconnect every durable channel is probed
+ * (what was stored while away is read back) and the stream checked again.
+ */
+static void conn_events(struct neng *e, uint64_t reconnects, uint64_t disconnects)
+{
+    char server[256];
+    if (disconnects != e->seen_disconnects) {
+        e->seen_disconnects = disconnects;
+        rt_log(RT_LOG_WARN, "nats_disconnected", "why=\"connection lost, reconnecting\"");
+        req_expire(e, true);
+    }
     bool up = conn_up(e);
-    if (up != e->was_up)
-        rt_log(up ? RT_LOG_INFO : RT_LOG_WARN, up ? "nats_connected" : "nats_disconnected",
-               "url=%s", e->url);
     e->was_up = up;
     if (reconnects == e->seen_reconnects || !up)
         return;
+    connected_server(e, server, sizeof(server));
+    rt_log(RT_LOG_INFO, e->seen_reconnects ? "nats_reconnected" : "nats_connected", "server=%s",
+           server);
     e->seen_reconnects = reconnects;
-    resync_all(e); /* messages stored while away are read back */
+    resync_all(e);
     e->stream_retry_at = 0;
-    if (!e->stream_busy) {
-        struct njob *j = job_new(JOB_STREAM, NULL);
-        if (j) {
-            e->stream_busy = true;
-            job_submit(e, j);
-        }
-    }
+    e->stream_backoff_ms = 0;
+    stream_check(e);
 }
 
-/* Takes what the other threads handed over, under the lock, in one go. */
-static uint32_t service_take(struct neng *e, struct npub **pubs, struct njob **jobs, bool *missed,
-                             uint64_t *reconnects, bool *more, struct nbus **bus)
+/* What the other threads handed over, taken under the lock in one go. */
+struct handed {
+    struct npub *pubs;
+    struct njob *jobs;
+    struct nreply *replies;
+    struct nbus *bus;
+    uint64_t reconnects, disconnects;
+};
+
+static void service_take(struct neng *e, struct handed *h)
 {
     pthread_mutex_lock(&e->lock);
-    *bus = e->bus_head;
+    h->bus = e->bus_head;
     e->bus_head = e->bus_tail = NULL;
     e->bus_bytes = 0;
     e->wake_pending = false;
-    uint32_t n = e->r_len < SERVICE_BATCH ? e->r_len : SERVICE_BATCH;
-    for (uint32_t i = 0; i < n; i++)
-        e->batch[i] = e->ring[(e->r_head + i) % HANDOFF_CAP];
-    e->r_head = (e->r_head + n) % HANDOFF_CAP;
-    e->r_len -= n;
-    *more = e->r_len > 0;
-    *pubs = e->pubs_done;
-    *jobs = e->jobs_done;
+    h->pubs = e->pubs_done;
+    h->jobs = e->jobs_done;
+    h->replies = e->replies;
     e->pubs_done = e->pubs_done_tail = NULL;
     e->jobs_done = e->jobs_done_tail = NULL;
-    *missed = e->missed;
-    e->missed = false;
-    *reconnects = e->reconnects;
-    e->fo->stats.upstream_dropped += e->dropped;
+    e->replies = e->replies_tail = NULL;
+    h->reconnects = e->reconnects;
+    h->disconnects = e->disconnects;
     e->fo->stats.upstream_invalid += e->invalid;
-    e->dropped = e->invalid = 0;
+    e->invalid = 0;
     pthread_mutex_unlock(&e->lock);
-    return n;
 }
 
+/* fo_service: runs what the other threads handed over, on the loop thread. */
 static void nats_service(void *eng)
 {
     struct neng *e = eng;
-    struct npub *pubs;
-    struct njob *jobs;
-    bool missed, more;
-    uint64_t reconnects;
-    struct nbus *bus;
-    uint32_t n = service_take(e, &pubs, &jobs, &missed, &reconnects, &more, &bus);
-    conn_events(e, reconnects);
-    if (missed)
-        resync_all(e);
-    while (pubs) {
-        struct npub *p = pubs;
-        pubs = p->next;
+    struct handed h;
+    service_take(e, &h);
+    conn_events(e, h.reconnects, h.disconnects);
+    while (h.pubs) {
+        struct npub *p = h.pubs;
+        h.pubs = p->next;
         pub_done(e, p);
     }
-    while (jobs) {
-        struct njob *j = jobs;
-        jobs = j->next;
+    while (h.jobs) {
+        struct njob *j = h.jobs;
+        h.jobs = j->next;
         job_done(e, j);
     }
-    for (uint32_t i = 0; i < n; i++)
-        live_one(e, &e->batch[i]);
-    while (bus) {
-        struct nbus *b = bus;
-        bus = b->next;
+    while (h.replies) {
+        struct nreply *r = h.replies;
+        h.replies = r->next;
+        req_reply(e, r->msg);
+        natsMsg_Destroy(r->msg);
+        free(r);
+    }
+    while (h.bus) {
+        struct nbus *b = h.bus;
+        h.bus = b->next;
         if (e->fo->bus_fn)
             e->fo->bus_fn(e->fo->bus_arg, b->subject, b->reply, b->data, b->len);
         free(b);
     }
-    if (more)
-        wake(e); /* let the loop breathe, then go on */
 }
 
 static bool nats_ready(const void *eng)
 {
     const struct neng *e = eng;
-    return e->stream_ok && conn_up(e) && (!e->lr || lr_up(e->lr));
+    return e->stream_ok && conn_up(e) && lr_up(e->lr);
 }
 
 /* -------------------------------------------------------------------- */
@@ -2039,6 +2444,29 @@ static char *dup_cstr(const char *s)
     if (p)
         memcpy(p, s, n);
     return p;
+}
+
+/*
+ * The --nats value for a log line: each URL without its user information
+ * (user:password@ or token@), which never goes to a log.
+ */
+static void urls_for_log(const char *urls, char *out, size_t cap)
+{
+    size_t o = 0;
+    out[0] = 0;
+    while (*urls && o + 1 < cap) {
+        size_t n = strcspn(urls, ",");
+        const char *scheme = strstr(urls, "://");
+        const char *host = scheme && (size_t)(scheme - urls) < n ? scheme + 3 : urls;
+        const char *at = NULL;
+        for (const char *q = host; q < urls + n; q++)
+            at = *q == '@' ? q : at;
+        const char *from = at ? at + 1 : host;
+        int k = snprintf(out + o, cap - o, "%s%.*s%.*s", o ? "," : "", (int)(host - urls), urls,
+                         (int)(urls + n - from), from);
+        o = k > 0 && o + (size_t)k < cap ? o + (size_t)k : cap - 1;
+        urls += n + (urls[n] == ',');
+    }
 }
 
 /* Comma-separated URLs into the options. */
@@ -2090,8 +2518,10 @@ static natsStatus connect_nats(struct neng *e)
 {
     natsStatus s = natsConnection_Connect(&e->nc, e->opts);
     if (s == NATS_NOT_YET_CONNECTED) {
-        rt_log(RT_LOG_WARN, "nats_not_yet_connected", "url=%s why=\"retrying in background\"",
-               e->url);
+        char urls[1024];
+        urls_for_log(e->url, urls, sizeof(urls));
+        rt_log(RT_LOG_WARN, "nats_not_yet_connected", "urls=%s why=\"retrying in background\"",
+               urls);
         s = NATS_OK;
     }
     if (s)
@@ -2112,15 +2542,56 @@ static rt_status engine_init(struct neng *e, struct fo *fo)
     e->replicas = c->nats_replicas ? c->nats_replicas : 1;
     e->url = dup_cstr(c->nats_url ? c->nats_url : "nats://127.0.0.1:4222");
     e->stream = dup_cstr(c->nats_stream && *c->nats_stream ? c->nats_stream : "RTGATE");
-    e->ring = calloc(HANDOFF_CAP, sizeof(*e->ring));
-    e->batch = calloc(SERVICE_BATCH, sizeof(*e->batch));
     const char *drop = getenv("RTGATE_NATS_DROP_EVERY"); /* tests only: docs/nats.md */
     e->drop_every = drop ? strtoull(drop, NULL, 10) : 0;
     rt_htab_init(&e->inflight);
+    rt_htab_init(&e->reqs);
     pthread_mutex_init(&e->lock, NULL);
     pthread_mutex_init(&e->jobs_lock, NULL);
     pthread_cond_init(&e->jobs_cond, NULL);
-    return e->url && e->stream && e->ring && e->batch ? RT_OK : RT_NOMEM;
+    return e->url && e->stream ? RT_OK : RT_NOMEM;
+}
+
+/* The reply subscription of the JetStream reads sent from the loop (inbox.*). */
+static natsStatus inbox_open(struct neng *e)
+{
+    natsInbox *inbox = NULL;
+    natsStatus s = natsInbox_Create(&inbox);
+    if (s != NATS_OK)
+        return s;
+    size_t n = strlen(inbox);
+    e->inbox = malloc(n + 3);
+    if (!e->inbox) {
+        natsInbox_Destroy(inbox);
+        return NATS_NO_MEMORY;
+    }
+    memcpy(e->inbox, inbox, n + 1);
+    natsInbox_Destroy(inbox);
+    char subj[128];
+    snprintf(subj, sizeof(subj), "%s.*", e->inbox);
+    return natsConnection_Subscribe(&e->inbox_sub, e->nc, subj, on_inbox_reply, e);
+}
+
+/*
+ * The loop reader of every channel's live subject. It takes nats:// URLs
+ * only: anything else (tls://) is an error at start, never a silent fallback.
+ */
+static rt_status reader_open(struct neng *e, struct fo *fo)
+{
+    char name[160], urls[1024];
+    snprintf(name, sizeof(name), "rtgate-live %s", fo->cfg.node_id ? fo->cfg.node_id : "");
+    struct lr_hooks hooks = {e, on_live_msg, on_live_replay};
+    rt_status st = fo->cfg.uv_loop ? lr_create(fo->cfg.uv_loop, e->url, name,
+                                               fo->cfg.nats_read_window_ms, &hooks, &e->lr)
+                                   : RT_INVAL;
+    if (st == RT_INVAL) {
+        urls_for_log(e->url, urls, sizeof(urls));
+        rt_log(RT_LOG_ERROR, "nats_url_unsupported",
+               "urls=%s why=\"the loop reader of live messages takes nats://host[:port] URLs "
+               "(with user:password@ or token@); tls:// is not supported yet\"",
+               urls);
+    }
+    return st;
 }
 
 static void nats_destroy(void *eng);
@@ -2133,39 +2604,36 @@ static rt_status nats_create(struct fo *fo, void **out)
     *out = e;
     if (engine_init(e, fo) != RT_OK)
         goto err;
+    if (reader_open(e, fo) != RT_OK)
+        goto err;
     nats_SetMessageDeliveryPoolSize(2);
     natsStatus s = make_options(e, fo->cfg.node_id);
     if (!s)
         s = connect_nats(e);
+    if (!s)
+        s = inbox_open(e);
     if (s) {
-        rt_log(RT_LOG_ERROR, "nats_connect_failed", "url=%s error=\"%s\"", e->url,
+        char urls[1024];
+        urls_for_log(e->url, urls, sizeof(urls));
+        rt_log(RT_LOG_ERROR, "nats_connect_failed", "urls=%s error=\"%s\"", urls,
                natsStatus_GetText(s));
         goto err;
     }
     for (; e->n_workers < N_WORKERS; e->n_workers++)
         if (pthread_create(&e->workers[e->n_workers], NULL, worker_main, e) != 0)
             goto err;
-    if (fo->cfg.uv_loop) {
-        char name[160];
-        snprintf(name, sizeof(name), "rtgate-live %s", fo->cfg.node_id ? fo->cfg.node_id : "");
-        struct lr_hooks hooks = {e, on_live_msg, on_live_replay};
-        rt_status st =
-            lr_create(fo->cfg.uv_loop, e->url, name, fo->cfg.nats_read_window_ms, &hooks, &e->lr);
-        if (st == RT_NOMEM)
-            goto err;
-        if (st != RT_OK)
-            rt_log(RT_LOG_WARN, "nats_live_off",
-                   "url=%s why=\"not plain nats:// URLs: ephemeral channels read through nats.c\"",
-                   e->url);
-    }
+    /* The stream is checked on a worker, retried with backoff until it
+     * works: a slow JetStream at start never stops the gateway (/readyz
+     * says false meanwhile). */
     e->was_up = conn_up(e);
     if (e->was_up) {
+        char server[256];
+        connected_server(e, server, sizeof(server));
+        rt_log(RT_LOG_INFO, "nats_connected", "server=%s", server);
+        pthread_mutex_lock(&e->lock);
         e->seen_reconnects = e->reconnects;
-        if (stream_setup(e, &e->created) != RT_OK)
-            goto err;
-        epoch_of(e->created, e->epoch);
-        e->stream_ok = true;
-        rt_log(RT_LOG_INFO, "nats_ready", "url=%s stream=%s epoch=%s", e->url, e->stream, e->epoch);
+        pthread_mutex_unlock(&e->lock);
+        stream_check(e);
     }
     return RT_OK;
 err:
@@ -2197,13 +2665,20 @@ static void inflight_free(struct rt_hnode *n, void *arg)
     free(p);
 }
 
-/* What the other threads left behind, once they are all gone. */
+/* What the other threads left behind, once they are all gone, and the requests. */
 static void free_handoff(struct neng *e)
 {
-    while (e->r_len > 0) {
-        fo_msg_release(e->ring[e->r_head].msg);
-        e->r_head = (e->r_head + 1) % HANDOFF_CAP;
-        e->r_len--;
+    while (e->reqs_oldest) {
+        struct nreq *q = e->reqs_oldest;
+        req_unlink(e, q);
+        free(q);
+    }
+    rt_htab_free(&e->reqs);
+    while (e->replies) {
+        struct nreply *r = e->replies;
+        e->replies = r->next;
+        natsMsg_Destroy(r->msg);
+        free(r);
     }
     while (e->bus_head) {
         struct nbus *b = e->bus_head;
@@ -2248,6 +2723,7 @@ static void nats_destroy(void *eng)
     }
     if (e->nc)
         natsConnection_Close(e->nc);
+    natsSubscription_Destroy(e->inbox_sub);
     jsCtx_Destroy(e->js);
     natsConnection_Destroy(e->nc);
     natsOptions_Destroy(e->opts);
@@ -2256,8 +2732,8 @@ static void nats_destroy(void *eng)
     pthread_mutex_destroy(&e->lock);
     pthread_mutex_destroy(&e->jobs_lock);
     pthread_cond_destroy(&e->jobs_cond);
-    free(e->ring);
-    free(e->batch);
+    free(e->confirmed);
+    free(e->inbox);
     free(e->url);
     free(e->stream);
     free(e);
@@ -2299,8 +2775,6 @@ static rt_status nats_bus_publish(void *eng, const char *subject, const char *re
 static void nats_stats(const void *eng, struct fo_stats *out)
 {
     const struct neng *e = eng;
-    if (!e->lr)
-        return;
     struct lr_stats ls;
     lr_get_stats(e->lr, &ls);
     out->reader_up = lr_up(e->lr);
@@ -2308,7 +2782,7 @@ static void nats_stats(const void *eng, struct fo_stats *out)
     out->reader_reads = ls.wakeups;
     out->reader_messages = ls.msgs;
     out->reader_bad = ls.bad;
-    out->reader_flush_timeouts = ls.flush_timeouts;
+    out->reader_confirm_failures = ls.confirm_failures;
 }
 
 static uint64_t nats_bus_generation(const void *eng)
@@ -2333,7 +2807,7 @@ const struct fo_engine_ops fo__engine_nats = {
     .chan_info = nats_chan_info,
     .fetch = nats_fetch,
     .tick = nats_tick,
-    .chan_prepare = nats_chan_prepare,
+    .sub_prepare = nats_sub_prepare,
     .service = nats_service,
     .ready = nats_ready,
     .bus_subscribe = nats_bus_subscribe,

@@ -12,9 +12,8 @@
  * URLs, user:pass@ or token@ in the URL), answers PINGs, sends its own
  * every 5 s (two unanswered: reconnect), and reconnects to the next server
  * 250 ms after a loss, subscribing again to everything (replay hook).
- * Subscribing and publishing stay ordered through lr_flush, which waits
- * (blocking the loop, like nats.c's flush did) for the server to answer a
- * PING sent after the SUB.
+ * lr_confirm tells, without waiting, when the server has seen every SUB so
+ * far: it sends a PING and calls back once its PONG is read.
  *
  * Read window: while reads come less than window_ms apart, the socket is
  * read on a timer every window_ms instead of on readiness, so a stream of
@@ -39,11 +38,11 @@ struct lr_hooks {
 };
 
 struct lr_stats {
-    uint64_t msgs, bytes;    /* MSG / HMSG received, payload bytes */
-    uint64_t wakeups;        /* reads on readiness or on the window timer */
-    uint64_t connects;       /* handshakes completed */
-    uint64_t bad;            /* connections dropped for a protocol error */
-    uint64_t flush_timeouts; /* lr_flush that did not see its PONG in time */
+    uint64_t msgs, bytes;      /* MSG / HMSG received, payload bytes */
+    uint64_t wakeups;          /* reads on readiness or on the window timer */
+    uint64_t connects;         /* handshakes completed */
+    uint64_t bad;              /* connections dropped for a protocol error */
+    uint64_t confirm_failures; /* lr_confirm answered RT_UNAVAILABLE (connection lost) */
 };
 
 /*
@@ -61,12 +60,19 @@ uint64_t lr_sub(struct lr *lr, const char *subject);
 /* In the replay hook: subscribe again with the same sid. */
 void lr_resub(struct lr *lr, const char *subject, uint64_t sid);
 void lr_unsub(struct lr *lr, uint64_t sid);
+/* The answer to lr_confirm: RT_OK, or RT_UNAVAILABLE when the connection was lost first. */
+typedef void (*lr_confirm_fn)(void *arg, rt_status st);
 /*
- * Blocks up to timeout_ms until the server has seen everything sent so far.
- * RT_UNAVAILABLE if not connected, or on timeout. Messages read meanwhile are
- * handed to the msg hook later, from the loop, in order.
+ * Sends a PING and returns at once; fn(arg, RT_OK) runs on the loop once the
+ * server has answered it, i.e. has handled everything sent before it (SUBs
+ * included). If the connection is lost first, fn(arg, RT_UNAVAILABLE) runs
+ * from the loop's retry timer. fn is never called from inside lr_confirm;
+ * it may call lr_* functions. Waiters are answered in the order they came.
+ * RT_UNAVAILABLE (fn not called) when not connected; RT_NOMEM. There is no
+ * timeout of its own: a server that stops answering is dropped by the
+ * keepalive (two PINGs 5 s apart), which fails the waiters.
  */
-rt_status lr_flush(struct lr *lr, uint32_t timeout_ms);
+rt_status lr_confirm(struct lr *lr, lr_confirm_fn fn, void *arg);
 bool lr_up(const struct lr *lr);
 void lr_get_stats(const struct lr *lr, struct lr_stats *out);
 

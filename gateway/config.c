@@ -125,13 +125,19 @@ static const struct opt opts[] = {
      "JetStream stream holding the durable channels (default RTGATE)"},
     {"nats-replicas", OPT_U32, OFF(nats_replicas), 0,
      "replicas of that stream, created or updated at start (default 1)"},
-    {"nats-loop-reader", OPT_U32, OFF(nats_loop_reader), 0,
-     "1: channels' live messages are read from NATS on the event loop's own "
-     "connection (one wake-up per read); 0: through nats.c's threads (default 1)"},
     {"nats-read-window-ms", OPT_U32, OFF(nats_read_window_ms), 0,
-     "with the loop reader: while NATS reads come this close together, read every this many "
-     "ms instead of on each arrival (fewer wake-ups for a stream, up to this much latency); "
-     "0 = always at once (default 1)"},
+     "with --nats: while NATS reads of live messages come this close together, read every this "
+     "many ms instead of on each arrival (fewer wake-ups for a stream, up to this much "
+     "latency); 0 = always at once (default 1)"},
+    {"sub-timeout-ms", OPT_U32, OFF(sub_timeout_ms), 0,
+     "with --nats: a sub waiting for NATS (a new channel's confirmation and sync point, a "
+     "resume's reads) is answered 503 after this (default 5000)"},
+    {"max-pending-subs", OPT_U32, OFF(max_pending_subs), 0,
+     "with --nats: subs waiting for NATS on this node; past it a sub that would wait gets 503 "
+     "(default 4096)"},
+    {"max-pending-subs-per-conn", OPT_U32, OFF(max_pending_subs_per_conn), 0,
+     "with --nats: subs one connection may have waiting for NATS; past it 429 (default: "
+     "max-subs)"},
 };
 
 #define N_OPTS (sizeof opts / sizeof opts[0])
@@ -178,8 +184,9 @@ static void set_defaults(struct gw_config *cfg)
     cfg->log_level = RT_LOG_INFO;
     strcpy(cfg->nats_stream, "RTGATE");
     cfg->nats_replicas = 1;
-    cfg->nats_loop_reader = 1;
     cfg->nats_read_window_ms = 1;
+    cfg->sub_timeout_ms = 5000;
+    cfg->max_pending_subs = 4096;
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur > 512)
         cfg->max_connections = (uint32_t)(rl.rlim_cur > 1000000 ? 1000000 : rl.rlim_cur - 256);
@@ -355,15 +362,15 @@ static rt_status check(struct gw_config *cfg)
         cfg->idle_timeout_ms <= cfg->ping_interval_ms || cfg->ws_path[0] != '/' ||
         cfg->nats_replicas == 0 || cfg->presence_ttl_ms < 300 || cfg->geo_share_precision < 1 ||
         cfg->geo_share_precision > cfg->geo_precision || cfg->geo_snapshot_wait_ms == 0 ||
-        cfg->geo_max_follows == 0 || cfg->geo_publish_ms > 1000 || cfg->nats_loop_reader > 1 ||
-        cfg->nats_read_window_ms > 100) {
+        cfg->geo_max_follows == 0 || cfg->geo_publish_ms > 1000 || cfg->nats_read_window_ms > 100 ||
+        cfg->sub_timeout_ms < 100 || cfg->max_pending_subs == 0) {
         fprintf(stderr,
                 "rtgate: inconsistent options (bursts >= 1, max-message-bytes >= 64, "
                 "history >= 1, idle-timeout-ms > ping-interval-ms >= 1000, "
                 "flush-window-ms and -max-ms <= 1000, workers 1..64 and > 1 only with --nats, "
                 "ws-path starting with /, nats-replicas >= 1, presence-ttl-ms >= 300, "
                 "geo-share-precision 1..geo-precision, geo-publish-ms <= 1000, "
-                "nats-loop-reader 0 or 1, nats-read-window-ms <= 100)\n");
+                "nats-read-window-ms <= 100, sub-timeout-ms >= 100, max-pending-subs >= 1)\n");
         return RT_INVAL;
     }
     return RT_OK;

@@ -5,7 +5,9 @@ rtgate nodes started with --nats, and the rtgate-pub tool.
 
 The rtgate side reuses tests/integration: its `gateway` and `codec` fixtures
 (start on a free port, SIGTERM at teardown, fail on a non-zero exit or a
-sanitizer report) and rtclient.py. They are imported, not copied.
+sanitizer report) and rtclient.py. They are imported, not copied; `gateway`
+here also waits until a node on NATS is ready (/readyz 200: connected, the
+stream checked, which happens in the background after start).
 
 Binaries: RTGATE_BIN (as for tests/integration) and RTGATE_PUB; without
 RTGATE_PUB, rtgate-pub is looked up next to rtgate's build (../tools/).
@@ -32,7 +34,7 @@ _spec = importlib.util.spec_from_file_location("rtgate_integration_conftest",
 _it = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_it)
 
-gateway = _it.gateway  # re-exported fixtures
+base_gateway = _it.gateway  # re-exported fixtures
 codec = _it.codec
 free_port = _it.free_port
 
@@ -181,6 +183,37 @@ class NatsServer:
                 out.extend(s for s in c.get("subscriptions_list") or []
                            if s.startswith("rtgate."))
         return sorted(out)
+
+
+READY_TIMEOUT_S = 30.0
+
+
+def wait_ready(g, timeout=READY_TIMEOUT_S):
+    """Waits for /readyz 200 (a node on NATS checks its stream after start)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if g.http_get("/readyz", timeout=2)[0] == 200:
+                return g
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "rtgate %s not ready within %.0f s\n%s" % (
+            g.node_id, timeout, g.log()[-3000:])
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def gateway(base_gateway):
+    """Factory: gateway(*flags, env=None, ready=True): as tests/integration's,
+    and with --nats it waits for /readyz unless ready=False."""
+
+    def start(*flags, env=None, ready=True):
+        g = base_gateway(*flags, env=env)
+        if ready and "--nats" in [str(f) for f in flags]:
+            wait_ready(g)
+        return g
+
+    return start
 
 
 @pytest.fixture
