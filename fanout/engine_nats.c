@@ -37,6 +37,7 @@
 #include <jansson.h>
 #include <nats/nats.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,6 +71,7 @@
 #define RETRY_MS            500u        /* failed reads and probes are retried after this */
 #define STREAM_RETRY_MAX_MS 10000u      /* the stream check backs off up to this */
 #define PROBES_MAX          256u        /* probes waiting for JetStream at once */
+#define SENDS_MAX           65536u      /* calls queued for the sender thread */
 #define QUIET_MS            2000u       /* a durable channel quiet this long is probed once */
 #define QUIET_RATE          100u        /* quiet probes a second at most (and burst) */
 #define BUS_MAX_BYTES       (64u << 20) /* bus messages waiting for the loop; beyond: lost, resync */
@@ -90,19 +92,48 @@ struct nring {
     uint32_t head, len, cap;
 };
 
-/* A client publish waiting for its JetStream acknowledgement. */
+/*
+ * What a client publish waits for: JetStream's acknowledgement of a durable
+ * message (DURABLE) or of an ephemeral msg_id's claim (CLAIM), or the
+ * sender thread's core publish of an ephemeral message (CORE).
+ */
+enum npub_stage { PUB_DURABLE, PUB_CLAIM, PUB_CORE };
+
+/* A client publish waiting for NATS. */
 struct npub {
-    struct fo_hnode node; /* in inflight, key = the bytes of `key` */
+    struct fo_hnode node; /* in inflight (DURABLE, CLAIM), key = the bytes of `key` */
     natsMsg *key;         /* the message handed to js_PublishMsgAsync */
     struct npub *next;    /* pubs_done */
-    bool claim;           /* ephemeral msg_id: claim in the KV bucket first */
-    natsMsg *eph;         /* claim: the message to publish once the id is new */
+    enum npub_stage stage;
+    natsMsg *eph; /* CLAIM: the message to publish once the id is new */
     uint64_t conn_id;
     int64_t req_id;
     natsStatus status; /* {lock} results */
     int err_code;
     uint64_t seq;
     bool dup;
+};
+
+enum nsend_kind { SEND_CORE, SEND_JS, SEND_RAW, SEND_SUB, SEND_UNSUB };
+
+/* A call into nats.c for the sender thread (see "The sender thread"). */
+struct nsend {
+    struct nsend *next;
+    enum nsend_kind kind;
+    bool embedded;               /* part of a bus subscription: not freed on its own */
+    natsMsg *msg;                /* CORE, JS (taken) */
+    struct npub *pub;            /* CORE, JS: answered through pubs_done */
+    struct nbus_sub *bus;        /* SUB, UNSUB */
+    const char *subject, *reply; /* RAW: a plain publish (reply may be NULL) */
+    const uint8_t *data;
+    size_t len;
+};
+
+/* A bus subscription (fo_bus_subscribe's handle); made and ended by the sender. */
+struct nbus_sub {
+    struct nsend sub_cmd, unsub_cmd; /* queued at subscribe / unsubscribe */
+    natsSubscription *sub;           /* the sender thread's */
+    char subject[];
 };
 
 /* A bus message for the loop (fo_bus_*): subject, reply and data in one block. */
@@ -218,11 +249,13 @@ struct neng {
     jsCtx *js;
     char epoch[PROTO_EPOCH_MAX + 1];
     int64_t created;
-    bool stream_ok, stream_busy, was_up;
+    bool stream_ok, stream_busy;
+    atomic_bool up;      /* nats.c's connection is connected (its callbacks set it) */
     bool js_down_logged; /* the stream check failed, said once until it works */
     uint64_t stream_retry_at, stream_backoff_ms;
     uint64_t next_gen;
     uint64_t seen_reconnects, seen_disconnects;
+    bool connected_once;       /* "nats_connected" was logged: the next ones are reconnects */
     struct nchan *with_sub[2]; /* channels with a subscription: [0] ephemeral, [1] durable */
     uint64_t drop_every, live_drop_count; /* test hook RTGATE_NATS_DROP_EVERY (reader) */
     double quiet_tokens;                  /* quiet probes allowed now (QUIET_RATE bucket) */
@@ -256,6 +289,15 @@ struct neng {
     struct nbus *bus_head, *bus_tail;        /* {lock} bus messages for the loop */
     size_t bus_bytes;                        /* {lock} */
     uint64_t bus_lost; /* {lock} times bus messages were lost: part of the generation */
+    char server[256];  /* {lock} the server connected to, without user information */
+
+    pthread_mutex_t send_lock;
+    pthread_cond_t send_cond;
+    struct nsend *sends, *sends_tail; /* {send_lock} calls for the sender thread */
+    uint32_t n_sends;                 /* {send_lock} */
+    bool send_stop;                   /* {send_lock} */
+    pthread_t sender;
+    bool sender_started;
 
     pthread_mutex_t jobs_lock;
     pthread_cond_t jobs_cond;
@@ -654,12 +696,33 @@ static void on_inbox_reply(natsConnection *nc, natsSubscription *sub, natsMsg *m
         wake(e);
 }
 
+/*
+ * The URL of the server nc is connected to, without user information (a URL
+ * may carry user:password@ or token@; logs never do). Takes nc's lock: never
+ * on the loop thread.
+ */
+static void connected_server(natsConnection *nc, char *out, size_t cap)
+{
+    char url[256] = "";
+    if (natsConnection_GetConnectedUrl(nc, url, sizeof(url)) != NATS_OK || !url[0]) {
+        snprintf(out, cap, "unknown");
+        return;
+    }
+    const char *scheme = strstr(url, "://");
+    const char *host = scheme ? scheme + 3 : url;
+    const char *at = strrchr(host, '@');
+    snprintf(out, cap, "%.*s%s", scheme ? (int)(scheme + 3 - url) : 0, url, at ? at + 1 : host);
+}
+
 /* Connected / reconnected (nats.c thread). */
 static void on_connected(natsConnection *nc, void *closure)
 {
-    (void)nc;
     struct neng *e = closure;
+    char server[sizeof(e->server)];
+    connected_server(nc, server, sizeof(server));
+    atomic_store(&e->up, true);
     pthread_mutex_lock(&e->lock);
+    memcpy(e->server, server, sizeof(server));
     e->reconnects++;
     bool w = wake_locked(e);
     pthread_mutex_unlock(&e->lock);
@@ -671,6 +734,7 @@ static void on_disconnected(natsConnection *nc, void *closure)
 {
     (void)nc;
     struct neng *e = closure;
+    atomic_store(&e->up, false);
     pthread_mutex_lock(&e->lock);
     e->disconnects++;
     bool w = wake_locked(e);
@@ -694,6 +758,165 @@ static void on_nats_error(natsConnection *nc, natsSubscription *sub, natsStatus 
     pthread_mutex_unlock(&e->lock);
     if (w)
         wake(e);
+}
+
+/* -------------------------------------------------------------------- */
+/* The sender thread: the loop's calls into nats.c                        */
+
+/*
+ * nats.c takes its connection's lock for every publish, subscribe and
+ * status query, and holds it while it tries a server after a loss: a TCP
+ * connect and the wait for INFO, up to the 2 s connect timeout. A loop that
+ * called nats.c stalled that long each time a dead server was tried (a ping
+ * took 1991 ms with NATS black-holed). So the loop never calls it: its
+ * publishes, requests and bus subscriptions go, in order, through a queue
+ * to this one thread, and a client publish's outcome comes back through
+ * the hand-off (pubs_done) like a JetStream acknowledgement.
+ */
+
+/* A client publish is answered (any thread but the loop): hands p to the loop. */
+static void pub_finished(struct neng *e, struct npub *p, natsStatus status)
+{
+    pthread_mutex_lock(&e->lock);
+    p->status = status;
+    p->next = NULL;
+    if (e->pubs_done_tail)
+        e->pubs_done_tail->next = p;
+    else
+        e->pubs_done = p;
+    e->pubs_done_tail = p;
+    bool w = wake_locked(e);
+    pthread_mutex_unlock(&e->lock);
+    if (w)
+        wake(e);
+}
+
+/*
+ * Loop thread: queues s for the sender. RT_LIMIT when SENDS_MAX are queued
+ * (the caller still owns s); unsubscribes always go (the handle must end).
+ */
+static rt_status send_push(struct neng *e, struct nsend *s)
+{
+    pthread_mutex_lock(&e->send_lock);
+    if (e->n_sends >= SENDS_MAX && s->kind != SEND_UNSUB) {
+        pthread_mutex_unlock(&e->send_lock);
+        return RT_LIMIT;
+    }
+    s->next = NULL;
+    if (e->sends_tail)
+        e->sends_tail->next = s;
+    else
+        e->sends = s;
+    e->sends_tail = s;
+    e->n_sends++;
+    pthread_cond_signal(&e->send_cond);
+    pthread_mutex_unlock(&e->send_lock);
+    return RT_OK;
+}
+
+/* Loop thread: a plain publish (a request's, or the bus's) with copies of its bytes. */
+static rt_status send_raw(struct neng *e, const char *subject, const char *reply,
+                          const uint8_t *data, size_t len)
+{
+    size_t sl = strlen(subject) + 1, rl = reply ? strlen(reply) + 1 : 0;
+    struct nsend *s = malloc(sizeof(*s) + sl + rl + len);
+    if (!s)
+        return RT_NOMEM;
+    memset(s, 0, sizeof(*s));
+    char *at = (char *)(s + 1);
+    s->kind = SEND_RAW;
+    s->subject = memcpy(at, subject, sl);
+    s->reply = reply ? memcpy(at + sl, reply, rl) : NULL;
+    s->data = memcpy(at + sl + rl, data, len);
+    s->len = len;
+    rt_status st = send_push(e, s);
+    if (st != RT_OK)
+        free(s);
+    return st;
+}
+
+/* Sender thread: hands a client publish to JetStream; a refusal is answered at once. */
+static void send_js(struct neng *e, struct nsend *s)
+{
+    struct npub *p = s->pub;
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MaxWait = PUB_WAIT_MS;
+    po.ExpectNoMessage = p->stage == PUB_CLAIM;
+    natsMsg *m = s->msg;
+    natsStatus st = js_PublishMsgAsync(e->js, &m, &po);
+    if (st == NATS_OK)
+        return; /* on_pub_ack answers */
+    natsMsg_Destroy(m);
+    pthread_mutex_lock(&e->lock);
+    bool ours = fo__htab_find(&e->inflight, (const char *)&p->key, sizeof(p->key)) != NULL;
+    if (ours)
+        rt_htab_remove(&e->inflight, &p->node.h);
+    pthread_mutex_unlock(&e->lock);
+    if (ours) /* else the ack handler has it (a failure reported both ways) */
+        pub_finished(e, p, st);
+}
+
+/* Sender thread: runs one call. Frees s unless it is part of a subscription. */
+static void send_run(struct neng *e, struct nsend *s)
+{
+    struct nbus_sub *b = s->bus;
+    natsStatus st = NATS_OK;
+    switch (s->kind) {
+    case SEND_CORE:
+        st = natsConnection_PublishMsg(e->nc, s->msg);
+        natsMsg_Destroy(s->msg);
+        pub_finished(e, s->pub, st);
+        break;
+    case SEND_JS:
+        send_js(e, s);
+        break;
+    case SEND_RAW:
+        /* A lost request times out; a lost bus message is the bus's to resync. */
+        if (s->reply)
+            natsConnection_PublishRequest(e->nc, s->subject, s->reply, s->data, (int)s->len);
+        else
+            natsConnection_Publish(e->nc, s->subject, s->data, (int)s->len);
+        break;
+    case SEND_SUB:
+        st = natsConnection_Subscribe(&b->sub, e->nc, b->subject, on_bus_msg, e);
+        if (st != NATS_OK)
+            rt_log(RT_LOG_WARN, "nats_bus_subscribe_failed", "subject=%s error=\"%s\"", b->subject,
+                   natsStatus_GetText(st));
+        break;
+    case SEND_UNSUB:
+        if (b->sub) {
+            natsSubscription_Unsubscribe(b->sub);
+            natsSubscription_Destroy(b->sub);
+        }
+        free(b); /* s is part of b */
+        return;
+    }
+    if (!s->embedded)
+        free(s);
+}
+
+/* The sender thread: runs the queue in order; at stop, after what is queued. */
+static void *sender_main(void *arg)
+{
+    struct neng *e = arg;
+    for (;;) {
+        pthread_mutex_lock(&e->send_lock);
+        while (!e->sends && !e->send_stop)
+            pthread_cond_wait(&e->send_cond, &e->send_lock);
+        struct nsend *batch = e->sends;
+        e->sends = e->sends_tail = NULL;
+        e->n_sends = 0;
+        bool stop = e->send_stop;
+        pthread_mutex_unlock(&e->send_lock);
+        while (batch) {
+            struct nsend *s = batch;
+            batch = s->next;
+            send_run(e, s);
+        }
+        if (stop)
+            return NULL;
+    }
 }
 
 /* -------------------------------------------------------------------- */
@@ -1074,10 +1297,14 @@ static rt_status stream_setup(struct neng *e, int64_t *created, char *why, size_
 
 static void req_done(struct neng *e, struct nreq *q, rt_status st, uint64_t seq);
 
-/* nats.c's connection (JetStream, publishes, the bus) is connected. */
+/*
+ * nats.c's connection (JetStream, publishes, the bus) is connected, as its
+ * callbacks said: natsConnection_Status would take the connection's lock,
+ * which nats.c holds while it tries a server (see the sender thread).
+ */
 static bool conn_up(const struct neng *e)
 {
-    return natsConnection_Status(e->nc) == NATS_CONN_STATUS_CONNECTED;
+    return atomic_load(&e->up);
 }
 
 static struct nreq *req_find(struct neng *e, uint64_t id)
@@ -1123,7 +1350,7 @@ static rt_status req_send(struct neng *e, struct nreq *q)
     q->node.key_len = sizeof(q->id);
     if (!conn_up(e) || fo__htab_insert(&e->reqs, &q->node) != RT_OK)
         return RT_UNAVAILABLE;
-    if (natsConnection_PublishRequest(e->nc, subj, reply, body, blen) != NATS_OK) {
+    if (send_raw(e, subj, reply, (const uint8_t *)body, (size_t)blen) != RT_OK) {
         rt_htab_remove(&e->reqs, &q->node.h);
         return RT_UNAVAILABLE;
     }
@@ -1536,22 +1763,33 @@ static void pub_answer_error(struct fo_pub_result *res, bool durable, const char
     res->durable = durable;
 }
 
-/* An acknowledged (or failed) client publish: answer it. */
+static rt_status pub_core(struct neng *e, struct npub *p, natsMsg *m);
+
+/*
+ * A client publish's stage is over (acknowledged, failed, or sent): answer
+ * it, or, for a new ephemeral msg_id, publish the message now.
+ */
 static void pub_done(struct neng *e, struct npub *p)
 {
     struct fo_pub_result res;
     memset(&res, 0, sizeof(res));
-    res.durable = !p->claim;
-    if (!p->claim && p->status == NATS_OK) {
+    res.durable = p->stage == PUB_DURABLE;
+    if (p->stage == PUB_DURABLE && p->status == NATS_OK) {
         res.seq = p->seq;
         res.dup = p->dup;
-    } else if (p->claim && p->status == NATS_OK) {
-        if (natsConnection_PublishMsg(e->nc, p->eph) != NATS_OK)
-            pub_answer_error(&res, false, "NATS unavailable");
-    } else if (p->claim && p->err_code == JSStreamWrongLastSequenceErr) {
+    } else if (p->stage == PUB_CLAIM && p->status == NATS_OK) {
+        natsMsg *m = p->eph;
+        p->eph = NULL;
+        if (pub_core(e, p, m) == RT_AGAIN)
+            return; /* answered once it is sent */
+        pub_answer_error(&res, false, "NATS unavailable");
+    } else if (p->stage == PUB_CLAIM && p->err_code == JSStreamWrongLastSequenceErr) {
         res.dup = true;
+    } else if (p->stage == PUB_CORE) {
+        if (p->status != NATS_OK)
+            pub_answer_error(&res, false, "NATS unavailable");
     } else {
-        pub_answer_error(&res, !p->claim, "JetStream did not acknowledge");
+        pub_answer_error(&res, p->stage == PUB_DURABLE, "JetStream did not acknowledge");
     }
     fo__pub_done(e->fo, p->conn_id, p->req_id, &res);
     natsMsg_Destroy(p->eph);
@@ -1607,11 +1845,40 @@ static natsMsg *claim_msg(const struct fo_chan *ch, const struct fo_pub_req *req
     return natsMsg_Create(&m, subj, NULL, NULL, 0) == NATS_OK ? m : NULL;
 }
 
-/* Hands m to JetStream; the ack comes back to on_pub_ack. Takes m (and eph). */
-static rt_status pub_async(struct neng *e, natsMsg *m, natsMsg *eph, const struct fo_pub_req *req)
+/*
+ * Queues m's core publish for the sender; its outcome answers p (pub_done,
+ * stage CORE). RT_AGAIN, or an error with m destroyed (p stays the caller's).
+ */
+static rt_status pub_core(struct neng *e, struct npub *p, natsMsg *m)
+{
+    struct nsend *s = calloc(1, sizeof(*s));
+    p->stage = PUB_CORE;
+    if (s) {
+        s->kind = SEND_CORE;
+        s->msg = m;
+        s->pub = p;
+        if (send_push(e, s) == RT_OK)
+            return RT_AGAIN;
+    }
+    free(s);
+    natsMsg_Destroy(m);
+    return RT_UNAVAILABLE;
+}
+
+/*
+ * A client publish through JetStream (stage DURABLE, or CLAIM with the
+ * message to publish after it in eph): registered by m's pointer, which the
+ * acknowledgement (on_pub_ack) names, and queued for the sender. Takes m and
+ * eph. RT_AGAIN, or an error (nothing queued).
+ */
+static rt_status pub_js(struct neng *e, natsMsg *m, natsMsg *eph, enum npub_stage stage,
+                        const struct fo_pub_req *req)
 {
     struct npub *p = calloc(1, sizeof(*p));
-    if (!p) {
+    struct nsend *s = calloc(1, sizeof(*s));
+    if (!p || !s) {
+        free(p);
+        free(s);
         natsMsg_Destroy(m);
         natsMsg_Destroy(eph);
         return RT_NOMEM;
@@ -1619,26 +1886,26 @@ static rt_status pub_async(struct neng *e, natsMsg *m, natsMsg *eph, const struc
     p->key = m;
     p->node.key = (const char *)&p->key;
     p->node.key_len = sizeof(p->key);
-    p->claim = eph != NULL;
+    p->stage = stage;
     p->eph = eph;
     p->conn_id = req->conn_id;
     p->req_id = req->req_id;
+    s->kind = SEND_JS;
+    s->msg = m;
+    s->pub = p;
     pthread_mutex_lock(&e->lock);
     rt_status st = fo__htab_insert(&e->inflight, &p->node);
     pthread_mutex_unlock(&e->lock);
-    jsPubOptions po;
-    jsPubOptions_Init(&po);
-    po.MaxWait = PUB_WAIT_MS;
-    po.ExpectNoMessage = p->claim;
-    if (st == RT_OK && js_PublishMsgAsync(e->js, &m, &po) == NATS_OK)
+    if (st == RT_OK && send_push(e, s) == RT_OK)
         return RT_AGAIN;
     pthread_mutex_lock(&e->lock);
-    if (st == RT_OK && fo__htab_find(&e->inflight, (const char *)&p->key, sizeof(p->key)))
+    if (st == RT_OK)
         rt_htab_remove(&e->inflight, &p->node.h);
     pthread_mutex_unlock(&e->lock);
     natsMsg_Destroy(m);
     natsMsg_Destroy(eph);
     free(p);
+    free(s);
     return RT_UNAVAILABLE;
 }
 
@@ -2149,23 +2416,28 @@ static rt_status nats_publish(void *eng, struct fo_chan *ch, const struct fo_pub
     natsMsg *m = client_msg(ch, req);
     if (!m)
         return RT_NOMEM;
+    (void)res; /* every answer comes through pub_done */
     if (ch->durable)
-        return pub_async(e, m, NULL, req);
+        return pub_js(e, m, NULL, PUB_DURABLE, req);
     if (req->msg_id) {
         natsMsg *claim = claim_msg(ch, req);
         if (!claim) {
             natsMsg_Destroy(m);
             return RT_NOMEM;
         }
-        return pub_async(e, claim, m, req);
+        return pub_js(e, claim, m, PUB_CLAIM, req);
     }
-    natsStatus s = natsConnection_PublishMsg(e->nc, m);
-    natsMsg_Destroy(m);
-    if (s != NATS_OK)
-        return RT_UNAVAILABLE;
-    res->durable = false;
-    res->dup = false;
-    return RT_OK;
+    struct npub *p = calloc(1, sizeof(*p));
+    if (!p) {
+        natsMsg_Destroy(m);
+        return RT_NOMEM;
+    }
+    p->conn_id = req->conn_id;
+    p->req_id = req->req_id;
+    rt_status st = pub_core(e, p, m);
+    if (st != RT_AGAIN)
+        free(p);
+    return st;
 }
 
 /* Where the cached chains continue after cursor c: 0 none, 1 found (*en, *gap_to). */
@@ -2321,51 +2593,6 @@ static void nats_tick(void *eng, uint64_t now_ms)
     fo__busy_leave(e->fo);
 }
 
-/*
- * nats.c's URL of the server it is connected to, without user information
- * (a URL may carry user:password@ or token@; logs never do).
- */
-static void connected_server(struct neng *e, char *out, size_t cap)
-{
-    char url[256] = "";
-    if (natsConnection_GetConnectedUrl(e->nc, url, sizeof(url)) != NATS_OK || !url[0]) {
-        snprintf(out, cap, "unknown");
-        return;
-    }
-    const char *scheme = strstr(url, "://");
-    const char *host = scheme ? scheme + 3 : url;
-    const char *at = strrchr(host, '@');
-    snprintf(out, cap, "%.*s%s", scheme ? (int)(scheme + 3 - url) : 0, url, at ? at + 1 : host);
-}
-
-/*
- * Connection state changes seen from the loop, logged once each: connected
- * (to which server), disconnected, reconnected. Requests on a lost
- * connection fail at once; after a reconnect every durable channel is probed
- * (what was stored while away is read back) and the stream checked again.
- */
-static void conn_events(struct neng *e, uint64_t reconnects, uint64_t disconnects)
-{
-    char server[256];
-    if (disconnects != e->seen_disconnects) {
-        e->seen_disconnects = disconnects;
-        rt_log(RT_LOG_WARN, "nats_disconnected", "why=\"connection lost, reconnecting\"");
-        req_expire(e, true);
-    }
-    bool up = conn_up(e);
-    e->was_up = up;
-    if (reconnects == e->seen_reconnects || !up)
-        return;
-    connected_server(e, server, sizeof(server));
-    rt_log(RT_LOG_INFO, e->seen_reconnects ? "nats_reconnected" : "nats_connected", "server=%s",
-           server);
-    e->seen_reconnects = reconnects;
-    resync_all(e);
-    e->stream_retry_at = 0;
-    e->stream_backoff_ms = 0;
-    stream_check(e);
-}
-
 /* What the other threads handed over, taken under the lock in one go. */
 struct handed {
     struct npub *pubs;
@@ -2373,7 +2600,33 @@ struct handed {
     struct nreply *replies;
     struct nbus *bus;
     uint64_t reconnects, disconnects;
+    char server[256];
 };
+
+/*
+ * Connection state changes seen from the loop, logged once each: connected
+ * (to which server), disconnected, reconnected. Requests on a lost
+ * connection fail at once; after a reconnect every durable channel is probed
+ * (what was stored while away is read back) and the stream checked again.
+ */
+static void conn_events(struct neng *e, const struct handed *h)
+{
+    if (h->disconnects != e->seen_disconnects) {
+        e->seen_disconnects = h->disconnects;
+        rt_log(RT_LOG_WARN, "nats_disconnected", "why=\"connection lost, reconnecting\"");
+        req_expire(e, true);
+    }
+    if (h->reconnects == e->seen_reconnects || !conn_up(e))
+        return;
+    rt_log(RT_LOG_INFO, e->connected_once ? "nats_reconnected" : "nats_connected", "server=%s",
+           h->server);
+    e->connected_once = true;
+    e->seen_reconnects = h->reconnects;
+    resync_all(e);
+    e->stream_retry_at = 0;
+    e->stream_backoff_ms = 0;
+    stream_check(e);
+}
 
 static void service_take(struct neng *e, struct handed *h)
 {
@@ -2390,6 +2643,7 @@ static void service_take(struct neng *e, struct handed *h)
     e->replies = e->replies_tail = NULL;
     h->reconnects = e->reconnects;
     h->disconnects = e->disconnects;
+    memcpy(h->server, e->server, sizeof(h->server));
     e->fo->stats.upstream_invalid += e->invalid;
     e->invalid = 0;
     pthread_mutex_unlock(&e->lock);
@@ -2401,7 +2655,7 @@ static void nats_service(void *eng)
     struct neng *e = eng;
     struct handed h;
     service_take(e, &h);
-    conn_events(e, h.reconnects, h.disconnects);
+    conn_events(e, &h);
     while (h.pubs) {
         struct npub *p = h.pubs;
         h.pubs = p->next;
@@ -2546,6 +2800,9 @@ static rt_status engine_init(struct neng *e, struct fo *fo)
     e->drop_every = drop ? strtoull(drop, NULL, 10) : 0;
     rt_htab_init(&e->inflight);
     rt_htab_init(&e->reqs);
+    atomic_init(&e->up, false);
+    pthread_mutex_init(&e->send_lock, NULL);
+    pthread_cond_init(&e->send_cond, NULL);
     pthread_mutex_init(&e->lock, NULL);
     pthread_mutex_init(&e->jobs_lock, NULL);
     pthread_cond_init(&e->jobs_cond, NULL);
@@ -2622,14 +2879,19 @@ static rt_status nats_create(struct fo *fo, void **out)
     for (; e->n_workers < N_WORKERS; e->n_workers++)
         if (pthread_create(&e->workers[e->n_workers], NULL, worker_main, e) != 0)
             goto err;
-    /* The stream is checked on a worker, retried with backoff until it
-     * works: a slow JetStream at start never stops the gateway (/readyz
-     * says false meanwhile). */
-    e->was_up = conn_up(e);
-    if (e->was_up) {
+    if (pthread_create(&e->sender, NULL, sender_main, e) != 0)
+        goto err;
+    e->sender_started = true;
+    /* Before the loop runs, the one time the loop thread asks nats.c. The
+     * stream is checked on a worker, retried with backoff until it works: a
+     * slow JetStream at start never stops the gateway (/readyz says false
+     * meanwhile). */
+    if (natsConnection_Status(e->nc) == NATS_CONN_STATUS_CONNECTED) {
         char server[256];
-        connected_server(e, server, sizeof(server));
+        connected_server(e->nc, server, sizeof(server));
+        atomic_store(&e->up, true);
         rt_log(RT_LOG_INFO, "nats_connected", "server=%s", server);
+        e->connected_once = true;
         pthread_mutex_lock(&e->lock);
         e->seen_reconnects = e->reconnects;
         pthread_mutex_unlock(&e->lock);
@@ -2640,6 +2902,28 @@ err:
     nats_destroy(e);
     *out = NULL;
     return RT_UNAVAILABLE;
+}
+
+/* Runs what is queued for the sender, then stops it; drops what it never took. */
+static void stop_sender(struct neng *e)
+{
+    pthread_mutex_lock(&e->send_lock);
+    e->send_stop = true;
+    pthread_cond_signal(&e->send_cond);
+    pthread_mutex_unlock(&e->send_lock);
+    if (e->sender_started)
+        pthread_join(e->sender, NULL);
+    while (e->sends) { /* only if it never started */
+        struct nsend *s = e->sends;
+        e->sends = s->next;
+        natsMsg_Destroy(s->msg);
+        if (s->kind == SEND_CORE)
+            free(s->pub); /* JS: in inflight, freed with it */
+        if (s->kind == SEND_UNSUB)
+            free(s->bus);
+        else if (!s->embedded)
+            free(s);
+    }
 }
 
 static void stop_workers(struct neng *e)
@@ -2713,6 +2997,7 @@ static void nats_destroy(void *eng)
     lr_destroy(e->lr);
     e->lr = NULL;
     stop_workers(e);
+    stop_sender(e);
     /* Drain, then close: with the library's delivery pool, messages still
      * queued for subscriptions closed just before (a burst at shutdown) were
      * never freed when nats_CloseAndWait stopped the pool (LeakSanitizer, 2
@@ -2732,6 +3017,8 @@ static void nats_destroy(void *eng)
     pthread_mutex_destroy(&e->lock);
     pthread_mutex_destroy(&e->jobs_lock);
     pthread_cond_destroy(&e->jobs_cond);
+    pthread_mutex_destroy(&e->send_lock);
+    pthread_cond_destroy(&e->send_cond);
     free(e->confirmed);
     free(e->inbox);
     free(e->url);
@@ -2742,34 +3029,36 @@ static void nats_destroy(void *eng)
 /* -------------------------------------------------------------------- */
 /* The bus (fanout.h): plain subjects for other modules (loop thread)       */
 
+/* The handle is made here; the sender thread subscribes (and later unsubscribes) in order. */
 static void *nats_bus_subscribe(void *eng, const char *subject)
 {
     struct neng *e = eng;
-    natsSubscription *sub = NULL;
-    natsStatus s = natsConnection_Subscribe(&sub, e->nc, subject, on_bus_msg, e);
-    if (s != NATS_OK) {
-        rt_log(RT_LOG_WARN, "nats_bus_subscribe_failed", "subject=%s error=\"%s\"", subject,
-               natsStatus_GetText(s));
+    size_t n = strlen(subject) + 1;
+    struct nbus_sub *b = calloc(1, sizeof(*b) + n);
+    if (!b)
+        return NULL;
+    memcpy(b->subject, subject, n);
+    b->sub_cmd = (struct nsend){.kind = SEND_SUB, .embedded = true, .bus = b};
+    b->unsub_cmd = (struct nsend){.kind = SEND_UNSUB, .embedded = true, .bus = b};
+    if (send_push(e, &b->sub_cmd) != RT_OK) {
+        free(b);
         return NULL;
     }
-    return sub;
+    return b;
 }
 
+/* Frees the handle (on the sender thread, after its subscribe). */
 static void nats_bus_unsubscribe(void *eng, void *handle)
 {
-    (void)eng;
-    natsSubscription *sub = handle;
-    natsSubscription_Unsubscribe(sub);
-    natsSubscription_Destroy(sub);
+    struct nbus_sub *b = handle;
+    send_push(eng, &b->unsub_cmd);
 }
 
+/* Queued for the sender thread; nats.c buffers it while it reconnects. */
 static rt_status nats_bus_publish(void *eng, const char *subject, const char *reply,
                                   const uint8_t *data, size_t len)
 {
-    struct neng *e = eng;
-    natsStatus s = reply ? natsConnection_PublishRequest(e->nc, subject, reply, data, (int)len)
-                         : natsConnection_Publish(e->nc, subject, data, (int)len);
-    return s == NATS_OK ? RT_OK : RT_UNAVAILABLE;
+    return send_raw(eng, subject, reply, data, len) == RT_OK ? RT_OK : RT_UNAVAILABLE;
 }
 
 static void nats_stats(const void *eng, struct fo_stats *out)

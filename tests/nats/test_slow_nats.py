@@ -3,12 +3,18 @@
 rtgate talks to a real nats-server through a proxy (natsproxy.py) that
 delays every byte by 100 ms each way. While other connections open new
 durable and ephemeral channels, resume, publish and query presence on new
-cells, an existing connection's `ping` round trip stays under
-PING_P99_LIMIT_MS at p99 (measured by a client in its own process,
-pinger.py), and every request is answered. Then the proxy black-holes NATS
-(both directions swallowed, connections left open): the requests that need
-NATS get 503 with retry_after_ms within the subscribe timeout, and the pings
-still answer.
+cells, an existing connection's `ping` round trip stays under 10 ms at p99
+(measured by a client in its own process, pinger.py), and every request is
+answered. Then the proxy black-holes NATS (both directions swallowed,
+connections left open): the requests that need NATS get 503 with
+retry_after_ms within the subscribe timeout, and the pings still answer,
+also while nats.c gives up on the silent server and tries it again (15 s
+in), which takes its connection's lock for up to 2 s per try.
+
+The 10 ms holds for the sanitizer build here; on a machine so loaded that
+even an idle connection's pings miss it, the limit is twice the p99 of
+pings measured on the same gateway just before, with no NATS work going on
+(RTGATE_PING_P99_MS overrides the 10).
 
 Before the loop stopped waiting, every new channel held the whole node for
 a NATS round trip or more (a flush, and a DirectGet for a durable one): with
@@ -29,9 +35,9 @@ from rtclient import Client, run
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DELAY_S = 0.1
-# p99 of another connection's ping round trip. 10 ms holds for the sanitizer
-# build on a loaded 2-core machine; RTGATE_PING_P99_MS overrides it.
 PING_P99_LIMIT_MS = float(os.environ.get("RTGATE_PING_P99_MS", "10"))
+BASELINE_S = 2.0  # idle pings first: what the machine itself allows
+BLACKHOLE_S = 22.0  # past nats.c's stale-connection check (2 PINGs 5 s apart) and a retry
 SUB_TIMEOUT_S = 5.0  # the gateway's --sub-timeout-ms default
 REPLY_TIMEOUT_S = 20.0
 WORKERS = 4
@@ -65,13 +71,24 @@ def p99(values):
     return v[min(len(v) - 1, int(len(v) * 0.99))]
 
 
-def check_pings(res, what):
+def baseline_p99(url):
+    """p99 of pings to an idle gateway: the machine's own noise."""
+    pinger = Pinger(url)
+    time.sleep(BASELINE_S)
+    res = pinger.stop()
+    assert res["lost"] == 0 and len(res["rtt_ms"]) >= 20, res
+    return p99(res["rtt_ms"])
+
+
+def check_pings(res, base, what):
     rtts = res["rtt_ms"]
     assert res["lost"] == 0, "%s: %d pings never answered" % (what, res["lost"])
     assert len(rtts) >= 50, "%s: only %d pings measured" % (what, len(rtts))
     q = p99(rtts)
-    assert q < PING_P99_LIMIT_MS, "%s: ping p99 %.1f ms (median %.1f, max %.1f, n %d)" % (
-        what, q, sorted(rtts)[len(rtts) // 2], max(rtts), len(rtts))
+    limit = max(PING_P99_LIMIT_MS, 2 * base)
+    assert q < limit, "%s: ping p99 %.1f ms > %.1f (idle p99 %.1f; median %.1f, max %.1f, n %d)" % (
+        what, q, limit, base, sorted(rtts)[len(rtts) // 2], max(rtts), len(rtts))
+    print("%s: ping p99 %.2f ms (idle %.2f), max %.1f, n %d" % (what, q, base, max(rtts), len(rtts)))
     return q
 
 
@@ -123,6 +140,7 @@ async def worker(url, w):
 
 def test_pings_stay_fast_while_nats_is_slow(slow_proxy, gateway):
     g = gateway("--nats", slow_proxy.url, "--ephemeral", "eph.>", *FAST)
+    base = baseline_p99(g.url())
     pinger = Pinger(g.url())
     try:
         t0 = time.monotonic()
@@ -133,11 +151,30 @@ def test_pings_stay_fast_while_nats_is_slow(slow_proxy, gateway):
         took = time.monotonic() - t0
     finally:
         res = pinger.stop()
-    q = check_pings(res, "NATS 100 ms away")
+    q = check_pings(res, base, "NATS 100 ms away")
     m = g.metrics()
     assert m["rtgate_subs_waited_total"] >= WORKERS * ROUNDS * 3
     assert m["rtgate_sub_timeouts_total"] == 0
     print("workload %.1f s, %d pings, p99 %.2f ms" % (took, len(res["rtt_ms"]), q))
+
+
+async def keep_busy(url, until):
+    """Publishes and presence changes that go to NATS, until `until` (monotonic)."""
+    c = await connected(url, name="busy")
+    try:
+        n = 0
+        while time.monotonic() < until:
+            r = await c.pub("eph.busy", n, timeout=REPLY_TIMEOUT_S)
+            assert r["ok"] or r["error"]["code"] == 503, r
+            if n % 10 == 0:
+                r = await c.request("geo.set", space="riders", lat=-10.0, lon=float(n % 90),
+                                    timeout=REPLY_TIMEOUT_S)
+                assert r["ok"], r
+            n += 1
+            await asyncio.sleep(0.1)
+        return n
+    finally:
+        await c.close(check=False)
 
 
 async def blackholed_requests(url, proxy, held, held_epoch, held_seq):
@@ -145,6 +182,7 @@ async def blackholed_requests(url, proxy, held, held_epoch, held_seq):
     clients = [await connected(url, name="bh%d" % i) for i in range(6)]
     try:
         proxy.blackhole_all = True
+        busy = asyncio.ensure_future(keep_busy(url, time.monotonic() + BLACKHOLE_S))
         await asyncio.sleep(0.3)  # let what was on its way be swallowed
         reqs = [
             (clients[0], "sub", dict(channel="dur.bh.new")),
@@ -160,7 +198,9 @@ async def blackholed_requests(url, proxy, held, held_epoch, held_seq):
             r = await c.request(t, timeout=REPLY_TIMEOUT_S, **f)
             return r, time.monotonic() - t0
 
-        return await asyncio.gather(*(one(c, t, f) for c, t, f in reqs))
+        answers = await asyncio.gather(*(one(c, t, f) for c, t, f in reqs))
+        assert await busy > 0
+        return answers
     finally:
         for c in clients:
             await c.close(check=False)
@@ -178,6 +218,8 @@ def test_requests_get_503_while_nats_is_black_holed(slow_proxy, gateway):
             seq = (await holder.pub("dur.bh.held", i, timeout=REPLY_TIMEOUT_S))["seq"]
         await holder.collect(2, timeout=REPLY_TIMEOUT_S)
         return holder, r["epoch"], seq
+
+    base = baseline_p99(g.url())
 
     async def go():
         holder, epoch, seq = await warm()  # keeps dur.bh.held followed by this node
@@ -203,4 +245,5 @@ def test_requests_get_503_while_nats_is_black_holed(slow_proxy, gateway):
         assert r["error"].get("retry_after_ms", 0) > 0, "%s: %r" % (name, r)
     assert answers[4][0]["ok"], answers[4]  # presence answers from what it has (partial)
     assert answers[5][0]["ok"], answers[5]  # needs no round trip: the node follows it
-    check_pings(res, "NATS black-holed")
+    check_pings(res, base, "NATS black-holed")
+    assert "nats_disconnected" in g.log(), "nats.c never noticed the black hole"
