@@ -271,10 +271,29 @@ def nodes(gateway):
     return start
 
 
+def run_rtgate_pub(args, stdin=None, env=None):
+    """Runs rtgate-pub with args; returns the CompletedProcess (no sanitizer report allowed)."""
+    env = dict(os.environ if env is None else env, ASAN_OPTIONS="detect_leaks=1")
+    r = subprocess.run([rtgate_pub_bin()] + list(args), input=stdin, capture_output=True,
+                       timeout=30, env=env)
+    assert b"Sanitizer" not in r.stderr, r.stderr.decode()
+    return r
+
+
+def pub_output(r):
+    """rtgate-pub's stdout as a dict ({"seq": N, "dup": bool})."""
+    assert r.returncode == 0, "rtgate-pub failed (%d): %s" % (r.returncode, r.stderr.decode())
+    out = {}
+    for tok in r.stdout.decode().split():
+        k, _, v = tok.partition("=")
+        out[k] = int(v) if v.isdigit() else (v == "true")
+    return out
+
+
 def rtgate_pub(url, channel, data=None, msg_id=None, encoding=None, ephemeral=False,
                stdin=None):
     """Runs rtgate-pub; returns its stdout parsed into a dict ({"seq": N, "dup": bool})."""
-    argv = [rtgate_pub_bin(), "--nats", url]
+    argv = ["--nats", url]
     if msg_id is not None:
         argv += ["--msg-id", msg_id]
     if encoding:
@@ -284,12 +303,4 @@ def rtgate_pub(url, channel, data=None, msg_id=None, encoding=None, ephemeral=Fa
     argv.append(channel)
     if data is not None:
         argv.append(data)
-    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1")
-    r = subprocess.run(argv, input=stdin, capture_output=True, timeout=30, env=env)
-    assert r.returncode == 0, "rtgate-pub failed (%d): %s" % (r.returncode, r.stderr.decode())
-    assert b"Sanitizer" not in r.stderr, r.stderr.decode()
-    out = {}
-    for tok in r.stdout.decode().split():
-        k, _, v = tok.partition("=")
-        out[k] = int(v) if v.isdigit() else (v == "true")
-    return out
+    return pub_output(run_rtgate_pub(argv, stdin=stdin))
