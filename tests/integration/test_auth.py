@@ -434,3 +434,31 @@ def test_no_token_key_or_payload_in_a_debug_log(gateway, keys, tmp_path):
     needles += keys.key_material() + ["x@example.org"]
     for n in needles:
         assert n not in log, "found in the log: %r" % n[:60]
+
+
+@pytest.mark.skipif(not os.environ.get("RTGATE_LOADTEST"), reason="RTGATE_LOADTEST not given")
+def test_loadtest_sends_a_token(gateway, keys, tmp_path):
+    """rtgate-load --token-file: idle and fan-out connections pass a --jwt-key gateway; the
+    same run without the token gets no connection ready (each connect refused)."""
+    import json
+    g = gateway(*keys.flags("RS256"), "--ip-conn-rate", "0", "--pub-rate", "100000",
+                "--pub-burst", "100000", "--msg-rate", "100000", "--msg-burst", "100000")
+    tok = tmp_path / "token"
+    tok.write_text(keys.token("RS256", sub="load", sub_allow=[">"], pub_allow=[">"]) + "\n")
+
+    def load(*args):
+        argv = [os.environ["RTGATE_LOADTEST"], "--url", g.url(), "--timeout", "60", "-q",
+                "--setup-timeout", "5"] + list(args)
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=90)
+        lines = [l for l in p.stdout.splitlines() if l.startswith("{")]
+        assert lines, p.stderr[-2000:]
+        return json.loads(lines[-1])
+
+    r = load("--scenario", "idle", "--subs", "40", "--duration", "1", "--token-file", str(tok))
+    assert r["connected"] == 40 and r["ok"], r
+    r = load("--scenario", "fanout", "--subs", "20", "--rate", "50", "--duration", "1",
+             "--warmup", "0.2", "--subprotocol", "msgpack", "--token-file", str(tok))
+    assert r["delivered"] == r["expected"] > 0 and r["errors"] == 0, r
+    r = load("--scenario", "idle", "--subs", "5", "--duration", "1")
+    assert r["connected"] == 0 and not r["ok"], r
+    assert g.metrics()["rtgate_auth_refused_total"] >= 5
