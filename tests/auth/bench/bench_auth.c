@@ -70,8 +70,9 @@ int main(int argc, char **argv)
         auth_claims_destroy(c);
     }
     double per = (cpu_us() - t0) / (double)n;
-    printf("{\"alg\":\"%s\",\"token_bytes\":%zu,\"verifications\":%ld,\"cpu_us_per_verify\":%.2f}\n",
-           auth_alg_name(alg), len, n, per);
+    printf(
+        "{\"alg\":\"%s\",\"token_bytes\":%zu,\"verifications\":%ld,\"cpu_us_per_verify\":%.2f}\n",
+        auth_alg_name(alg), len, n, per);
     auth_key_destroy(key);
     return 0;
 }
