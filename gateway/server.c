@@ -555,7 +555,7 @@ rt_status gw_server_start(struct gw_server *srv, const struct gw_config *cfg, vo
     }
     srv->scratch = scratch + LWS_PRE;
     if (make_context(srv, cfg, uv_loop) != RT_OK || gw_listener_start(srv) != RT_OK ||
-        start_sweep(srv) != RT_OK || start_flush(srv) != RT_OK) {
+        start_sweep(srv) != RT_OK || start_flush(srv) != RT_OK || gw_authz_start(srv) != RT_OK) {
         gw_server_free(srv);
         return RT_ERR;
     }
@@ -564,6 +564,7 @@ rt_status gw_server_start(struct gw_server *srv, const struct gw_config *cfg, vo
 
 void gw_server_stop(struct gw_server *srv)
 {
+    gw_authz_stop(srv);
     stop_flush(srv);
     gw_listener_stop(srv);
     if (srv->sweep_timer) {

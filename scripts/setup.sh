@@ -5,8 +5,8 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 PKGS=(build-essential cmake pkg-config
       libwebsockets-dev libwebsockets-evlib-uv libuv1-dev
-      libnats-dev nats-server libmsgpack-dev libjansson-dev libcriterion-dev
-      python3 python3-websockets python3-msgpack python3-pytest
+      libnats-dev nats-server libmsgpack-dev libjansson-dev libcriterion-dev libssl-dev
+      python3 python3-websockets python3-msgpack python3-pytest python3-jwt python3-cryptography
       procps curl)
 missing=()
 for p in "${PKGS[@]}"; do
