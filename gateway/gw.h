@@ -68,6 +68,8 @@ struct gw_config {
     uint32_t nats_replicas;
     uint32_t nats_loop_reader;    /* 1: ephemeral live subjects read on the loop */
     uint32_t nats_read_window_ms; /* the loop reader's read window */
+    char static_dir[1024];        /* --static: a folder served over HTTP from memory */
+    size_t static_max_bytes;      /* its size limit, checked at start */
 };
 
 /*
@@ -259,6 +261,7 @@ struct gw_server {
     uint64_t busy_at_us, idle_at_ns; /* the last saturation sample (gw_server_adapt_window) */
     uint64_t client_seq;
     char client_prefix[12];
+    struct gw_static *statics; /* static.c: the --static folder, or NULL */
 };
 
 /* session.c: the session layer called by the lws callback in server.c. */
@@ -330,6 +333,17 @@ void gw_session_cut(struct gw_session *s);
 void gw_session_sweep(struct gw_session *s, uint64_t now_ms);
 /* Requests a WRITEABLE callback for the session. */
 void gw_session_want_write(struct gw_session *s);
+
+/* static.c: the --static folder, in memory, answered on the listener (GET, HEAD). */
+struct gw_static;
+/* Reads cfg->static_dir whole (*out NULL when none). Before the loop runs;
+ * RT_TOO_BIG past --static-max-bytes (logged with the reason). */
+rt_status gw_static_create(const struct gw_config *cfg, struct gw_static **out);
+void gw_static_destroy(struct gw_static *st);
+/* Answers an HTTP request for uri from memory (lws's return convention). */
+int gw_static_serve(struct gw_static *st, struct lws *wsi, const char *uri);
+/* LWS_CALLBACK_HTTP_WRITEABLE: the next chunk of a body being served. */
+int gw_static_writable(struct gw_static *st, struct lws *wsi, void *user);
 
 /* metrics.c: the Prometheus text for /metrics, malloc'd. */
 char *gw_metrics_render(const struct gw_server *srv, size_t *len);
