@@ -566,7 +566,11 @@ export class Client extends Emitter {
         this.#ackTimer = null;
         this.#outbox = [];
         this.#watchById.clear();
-        for (const sub of this.#subs.values()) sub.active = false;
+        for (const sub of this.#subs.values()) {
+            sub.active = false;
+            if (sub.replaying) sub.seenSeq = sub.doneSeq = 0; /* the replay is still owed */
+            sub.replaying = false;
+        }
         /* In-flight requests go back to the head of the queue in their
          * order; internal ones are rebuilt from state on the next connect. */
         const back = [];
@@ -769,7 +773,10 @@ export class Client extends Emitter {
     /*
      * Subscribes handler(data, info) to a channel; resolves with a
      * Subscription once the server accepted it. options: since/epoch (resume
-     * from a position the app kept), onGap({from, to}), onReset({epoch}).
+     * from a position the app kept), history (deliver what the channel
+     * retains first), replayOnReset (after recovered:false, deliver what
+     * the new incarnation retains), onGap({from, to}), onReset({reason,
+     * epoch}).
      */
     subscribe(channel, handler, options = {}) {
         if (this.#state === 'closed') return Promise.reject(new RtgateError(0, 'closed', 'client is closed'));
@@ -820,7 +827,7 @@ export class Client extends Emitter {
         this.#request(msg, { internal: true, onReply: (reply, err) => this.#onSubReply(sub, resuming, reply, err) });
     }
 
-    #onSubReply(sub, resumed, reply, err) {
+    #onSubReply(sub, resumed, reply, err, replayed = false) {
         if (this.#subs.get(sub.channel) !== sub) return;
         if (err) {
             if (resumed && err.code === 400) {
@@ -842,8 +849,10 @@ export class Client extends Emitter {
             if (resumed && reply.recovered === false) {
                 this.#reset(sub, { reason: 'not_recovered', epoch: reply.epoch });
                 sub.seenSeq = sub.doneSeq = reply.seq ?? 0;
+                if (sub.options.replayOnReset && sub.seenSeq > 0 && !replayed) this.#replayFromStart(sub, reply.epoch);
             } else if (sub.seenSeq === null) {
                 sub.seenSeq = sub.doneSeq = reply.seq ?? 0;
+                if (sub.options.history && sub.seenSeq > 0 && !replayed) this.#replayFromStart(sub, reply.epoch);
             }
             sub.epoch = reply.epoch ?? null;
             sub.ackedSeq = 0;
@@ -854,6 +863,28 @@ export class Client extends Emitter {
             sub.accepted = true;
             sub.resolve(sub.handle);
         }
+    }
+
+    /*
+     * Reads the channel's whole retained history: for history:true on the
+     * first subscribe, and for replayOnReset in the new incarnation (e.g.
+     * what was published since a memory-engine gateway restarted).
+     * The unsub and the sub from 0 go out together; the server answers in
+     * order, so whatever arrives before the unsub's reply belongs to the
+     * old subscription and is dropped (the replay brings it again).
+     */
+    #replayFromStart(sub, epoch) {
+        sub.replaying = true;
+        this.#request({ type: 'unsub', channel: sub.channel }, {
+            internal: true,
+            onReply: () => {
+                if (this.#subs.get(sub.channel) !== sub) return;
+                sub.replaying = false;
+                sub.seenSeq = sub.doneSeq = 0;
+            },
+        });
+        const msg = { type: 'sub', channel: sub.channel, since: 0, epoch };
+        this.#request(msg, { internal: true, onReply: (r, e) => this.#onSubReply(sub, true, r, e, true) });
     }
 
     /* The history after our position is gone (or the epoch changed): what
@@ -870,7 +901,7 @@ export class Client extends Emitter {
 
     #onDelivery(m) {
         const sub = this.#subs.get(m.channel);
-        if (!sub) return;
+        if (!sub || sub.replaying) return;
         const durable = typeof m.seq === 'number';
         if (durable) {
             if (sub.seenSeq !== null && m.seq <= sub.seenSeq) {
