@@ -270,7 +270,10 @@ export class WebSocketTransport {
         this.done = true;
         const ws = this.ws;
         if (ws) {
-            ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
+            ws.onopen = ws.onmessage = ws.onclose = null;
+            /* a no-op, not null: the ws package throws an error event that
+             * has no listener (closing while connecting raises one) */
+            ws.onerror = () => {};
             try {
                 if (ws.readyState === 0 || ws.readyState === 1)
                     ws.close(info.local && info.code >= 3000 ? info.code : 1000, '');
@@ -317,6 +320,12 @@ class Bucket {
         this.at = Date.now();
     }
 
+    /* A bucket a little under the server's: one token and 5% of the rate
+     * spare absorb the jitter between our sends and its arrivals. */
+    static underServer(rate, burst) {
+        return new Bucket(rate * 0.95, burst > 1 ? burst - 1 : burst);
+    }
+
     refill(now) {
         this.tokens = Math.min(this.burst, this.tokens + ((now - this.at) * this.rate) / 1000);
         this.at = now;
@@ -352,6 +361,7 @@ export class Client extends Emitter {
     #limits = { ...DEFAULT_LIMITS };
     #nextId = 1;
     #queue = []; /* requests waiting to be sent, in order */
+    #order = 0; /* creation order of requests: retries go back in their place */
     #inflight = new Map(); /* id -> request sent on this connection */
     #userPending = 0; /* requests of the app in #queue or #inflight (maxPending) */
     #pubBucket = new Bucket(DEFAULT_LIMITS.pub_rate, DEFAULT_LIMITS.pub_burst);
@@ -378,7 +388,7 @@ export class Client extends Emitter {
         super();
         this.#url = url;
         this.#opt = { ...DEFAULTS, ...options };
-        this.#geoBucket = new Bucket(this.#opt.geoRate, this.#opt.geoBurst);
+        this.#geoBucket = Bucket.underServer(this.#opt.geoRate, this.#opt.geoBurst);
     }
 
     /* 'idle', 'connecting', 'connected', 'disconnected' (will reconnect or
@@ -498,8 +508,8 @@ export class Client extends Emitter {
     #onConnected(reply) {
         this.#info = reply;
         this.#limits = { ...DEFAULT_LIMITS, ...(reply.limits || {}) };
-        this.#pubBucket = new Bucket(this.#limits.pub_rate, this.#limits.pub_burst);
-        this.#geoBucket = new Bucket(this.#opt.geoRate, this.#opt.geoBurst);
+        this.#pubBucket = Bucket.underServer(this.#limits.pub_rate, this.#limits.pub_burst);
+        this.#geoBucket = Bucket.underServer(this.#opt.geoRate, this.#opt.geoBurst);
         this.#pausedUntil = 0;
         const resumed = this.stats.connects > 0;
         this.stats.connects++;
@@ -616,7 +626,7 @@ export class Client extends Emitter {
 
     /* Queues a request; returns its record (with .promise unless internal). */
     #request(msg, { internal = false, paced = null, onReply = null } = {}) {
-        const r = { type: msg.type, msg, internal, paced, onReply, id: 0 };
+        const r = { type: msg.type, msg, internal, paced, onReply, id: 0, order: this.#order++ };
         if (!internal) {
             if (this.#state === 'closed') return { promise: Promise.reject(new RtgateError(0, 'closed', 'client is closed')) };
             if (this.#userPending >= this.#opt.maxPending)
@@ -628,8 +638,21 @@ export class Client extends Emitter {
             });
         }
         this.#queue.push(r);
+        this.#autoConnect();
         this.#pump();
         return r;
+    }
+
+    /* The first request of an idle client connects it. */
+    #autoConnect() {
+        if (this.#state === 'idle') this.connect().catch(() => {});
+    }
+
+    /* Puts a refused request back in the queue in its creation order. */
+    #requeue(r) {
+        const at = this.#queue.findIndex((q) => q.order > r.order);
+        if (at < 0) this.#queue.push(r);
+        else this.#queue.splice(at, 0, r);
     }
 
     /* Resolves or rejects a request once, and releases its pending slot. */
@@ -754,7 +777,7 @@ export class Client extends Emitter {
                 if (r.paced === 'geo') this.#geoBucket.empty(Date.now());
                 else if (r.paced) this.#pubBucket.empty(Date.now());
                 if (!r.paced) r.paced = 'wait';
-                this.#queue.unshift(r);
+                this.#requeue(r);
                 this.#pump();
                 return;
             }
@@ -800,6 +823,7 @@ export class Client extends Emitter {
         });
         sub.handle = new Subscription(this, sub);
         this.#subs.set(channel, sub);
+        this.#autoConnect();
         if (this.#state === 'connected') this.#sendSub(sub);
         return promise;
     }
@@ -1012,7 +1036,10 @@ export class Client extends Emitter {
      * and resolves with the reply ({seq, dup, msgId}). The msg_id (given or
      * generated) makes retries across reconnects idempotent: the request is
      * sent again until answered, and the server answers a repeat with the
-     * original seq and dup:true.
+     * original seq and dup:true. Publishes go out in call order, paced to
+     * the pub_rate the server announced; only when the server still refuses
+     * one (429/503) while later ones are in flight can those overtake it:
+     * await each publish when strict order matters across such refusals.
      */
     publish(channel, data, options = {}) {
         const msgId = options.msgId ?? randomId();
@@ -1076,6 +1103,7 @@ export class Client extends Emitter {
         });
         w.handle = new Watch(this, w);
         this.#watches.add(w);
+        this.#autoConnect();
         if (this.#state === 'connected') this.#sendWatch(w);
         return promise;
     }
