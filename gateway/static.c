@@ -389,7 +389,9 @@ int gw_static_serve(struct gw_static *st, struct lws *wsi, const char *uri)
     bool head = lws_hdr_total_length(wsi, WSI_TOKEN_HEAD_URI) > 0;
     if (!get && !head)
         return respond_bodyless(wsi, 405, NULL, "method not allowed\n");
-    if (!path_plain(uri))
+    /* A NUL decoded from %00 would cut the C string short of the header. */
+    int uri_len = lws_hdr_total_length(wsi, get ? WSI_TOKEN_GET_URI : WSI_TOKEN_HEAD_URI);
+    if (uri_len < 0 || (size_t)uri_len != strlen(uri) || !path_plain(uri))
         return respond_bodyless(wsi, 400, NULL, "bad path\n");
     const struct static_file *f = lookup(st, uri);
     if (!f)
