@@ -516,6 +516,7 @@ export class Client extends Emitter {
         this.#attempt = 0;
         this.#afterMs = 0;
         this.#startHeartbeat(reply.heartbeat_ms || 25000);
+        this.#scheduleRefresh(reply.expires_in_ms);
         this.#setState('connected', { client: reply.client, user: reply.user, node: reply.node, resumed, transport: this.transport });
         for (const w of this.#connectWaiters.splice(0)) w.resolve(reply);
         /* Restore the session first: subscriptions (resuming), presence,
@@ -569,6 +570,8 @@ export class Client extends Emitter {
 
     #connectionEnded(info, wasConnected) {
         this.#info = null;
+        clearTimeout(this.#refreshTimer);
+        this.#refreshTimer = null;
         this.#stopHeartbeat();
         clearTimeout(this.#pumpTimer);
         this.#pumpTimer = null;
@@ -613,6 +616,41 @@ export class Client extends Emitter {
             }
         }, every);
         this.#heartbeatTimer.unref?.();
+    }
+
+    /*
+     * A token with an expiry (the server says expires_in_ms) is replaced
+     * before it runs out, at 80% of its life, with a `refresh` carrying a
+     * new one from getToken: no reconnect. If that fails, the server closes
+     * with 4001 token_expired at expiry and the reconnect gets a new token.
+     */
+    #refreshTimer = null;
+
+    #scheduleRefresh(expiresInMs) {
+        clearTimeout(this.#refreshTimer);
+        this.#refreshTimer = null;
+        if (!this.#opt.getToken || typeof expiresInMs !== 'number') return;
+        const gen = this.#connGen;
+        this.#refreshTimer = setTimeout(async () => {
+            this.#refreshTimer = null;
+            let token;
+            try {
+                token = await this.#opt.getToken();
+            } catch (err) {
+                this.emit('error', new RtgateError(0, 'refresh_failed', 'getToken failed: ' + (err?.message || err)));
+                return;
+            }
+            if (gen !== this.#connGen || this.#state !== 'connected') return;
+            this.#request({ type: 'refresh', token }, {
+                internal: true,
+                onReply: (reply, err) => {
+                    if (err) return this.emit('error', Object.assign(err, { refresh: true }));
+                    this.emit('refreshed', { expiresInMs: reply.expires_in_ms });
+                    this.#scheduleRefresh(reply.expires_in_ms);
+                },
+            });
+        }, Math.max(1000, Math.floor(expiresInMs * 0.8)));
+        this.#refreshTimer.unref?.();
     }
 
     #stopHeartbeat() {
@@ -741,7 +779,10 @@ export class Client extends Emitter {
                 return this.#onGap(m);
             case 'disconnect':
                 /* The server closes next; honour its reconnect delay. */
-                if (m.reconnect === false) this.#stopReason = m.reason || 'disconnected by server';
+                /* A refused token says reconnect:false; with getToken a new
+                 * token may do, so the client tries again (with backoff). */
+                if (m.reconnect === false && !(m.code === 4001 && this.#opt.getToken))
+                    this.#stopReason = m.reason || 'disconnected by server';
                 this.#afterMs = Math.max(0, Number(m.after_ms) || 0);
                 this.emit('server-disconnect', m);
                 return;
