@@ -2,6 +2,25 @@
 
 export const VERSION: string;
 export const SUBPROTOCOL_JSON: 'rtgate.v1.json';
+export const SUBPROTOCOL_MSGPACK: 'rtgate.v1.msgpack';
+
+/** Turns protocol messages into frames and back. */
+export interface Codec {
+    readonly name: string;
+    readonly subprotocol: string;
+    /** frames are bytes */
+    readonly binary: boolean;
+    /** binary data travels as bytes in `data` (else base64 in `data_b64`) */
+    readonly bytesInData: boolean;
+    encode(msg: Record<string, unknown>): string | Uint8Array;
+    size(encoded: string | Uint8Array): number;
+    join(encoded: (string | Uint8Array)[]): string | Uint8Array;
+    decode(frame: string | ArrayBuffer | Uint8Array): Record<string, unknown>[] | null;
+}
+export const jsonCodec: Codec;
+export const msgpackCodec: Codec;
+export function msgpackEncode(value: unknown): Uint8Array;
+export function msgpackDecodeAll(bytes: Uint8Array | ArrayBuffer): unknown[];
 
 /** An error answered by the server (code 400..503) or raised by the library
  * (code 0 with a reason such as 'closed', 'queue_full'; 413 'too_large'). */
@@ -57,7 +76,7 @@ export interface StateEvent {
 export interface TransportSink {
     open(): void;
     message(msg: Record<string, unknown>): void;
-    invalid(text: string): void;
+    invalid(frame: unknown): void;
     closed(info: { code: number; reason: string; local?: boolean }): void;
 }
 
@@ -65,8 +84,8 @@ export interface TransportSink {
 export interface Transport {
     readonly name: string;
     open(sink: TransportSink): void;
-    /** Each frame is an array of messages; false when not open. */
-    send(frames: Record<string, unknown>[][]): boolean;
+    /** Frames the messages within the limits and sends them; false when not open. */
+    send(messages: Record<string, unknown>[], limits?: { maxBytes?: number; maxMessages?: number }): boolean;
     close(code?: number, reason?: string): void;
 }
 
@@ -77,11 +96,13 @@ export class WebSocketTransport implements Transport {
     static create: TransportFactory;
     readonly name: 'websocket';
     open(sink: TransportSink): void;
-    send(frames: Record<string, unknown>[][]): boolean;
+    send(messages: Record<string, unknown>[], limits?: { maxBytes?: number; maxMessages?: number }): boolean;
     close(code?: number, reason?: string): void;
 }
 
 export interface ClientOptions {
+    /** 'json' (default: rtgate.v1.json, text frames) or 'msgpack' (rtgate.v1.msgpack, binary frames, bytes as bin). */
+    codec?: 'json' | 'msgpack' | Codec;
     /** A label sent in `connect`. */
     name?: string;
     /** A fixed JWT for `connect`. */

@@ -23,6 +23,7 @@
 
 export const VERSION = '0.1.0';
 export const SUBPROTOCOL_JSON = 'rtgate.v1.json';
+export const SUBPROTOCOL_MSGPACK = 'rtgate.v1.msgpack';
 
 /* An error answered by the server (code 400..503) or raised by the library
  * (code 0 with a reason such as 'closed', 'queue_full', 'too_large'). */
@@ -185,14 +186,335 @@ function randomId() {
 }
 
 /* ------------------------------------------------------------------ */
+/* msgpack, dependency-free: what the protocol's maps need (nil, booleans,
+ * integers up to 64 bits, float64, str, bin, array, map; ext is skipped). */
+
+const textEncoder = new TextEncoder();
+const textDecoder = new TextDecoder();
+
+class MsgpackWriter {
+    constructor() {
+        this.buf = new Uint8Array(256);
+        this.view = new DataView(this.buf.buffer);
+        this.len = 0;
+    }
+
+    room(n) {
+        if (this.len + n <= this.buf.length) return;
+        let cap = this.buf.length * 2;
+        while (cap < this.len + n) cap *= 2;
+        const nb = new Uint8Array(cap);
+        nb.set(this.buf.subarray(0, this.len));
+        this.buf = nb;
+        this.view = new DataView(nb.buffer);
+    }
+
+    byte(b) {
+        this.room(1);
+        this.buf[this.len++] = b;
+    }
+
+    head(b, n, bytes) {
+        this.room(1 + bytes);
+        this.buf[this.len++] = b;
+        if (bytes === 1) this.view.setUint8(this.len, n);
+        else if (bytes === 2) this.view.setUint16(this.len, n);
+        else if (bytes === 4) this.view.setUint32(this.len, n);
+        this.len += bytes;
+    }
+
+    raw(bytes) {
+        this.room(bytes.length);
+        this.buf.set(bytes, this.len);
+        this.len += bytes.length;
+    }
+
+    /* A length-prefixed family (str, bin, array, map): fix form, 8, 16, 32. */
+    sized(n, fix, fixMax, b8, b16, b32) {
+        if (fix !== null && n <= fixMax) this.byte(fix | n);
+        else if (b8 !== null && n < 0x100) this.head(b8, n, 1);
+        else if (n < 0x10000) this.head(b16, n, 2);
+        else this.head(b32, n, 4);
+    }
+
+    int(v) {
+        if (v >= 0 && v < 0x80) return this.byte(v);
+        if (v < 0 && v >= -32) return this.byte(v & 0xff);
+        this.room(9);
+        const d = this.view;
+        if (v >= 0) {
+            if (v < 0x100) (this.buf[this.len++] = 0xcc), d.setUint8(this.len, v), (this.len += 1);
+            else if (v < 0x10000) (this.buf[this.len++] = 0xcd), d.setUint16(this.len, v), (this.len += 2);
+            else if (v < 0x100000000) (this.buf[this.len++] = 0xce), d.setUint32(this.len, v), (this.len += 4);
+            else (this.buf[this.len++] = 0xcf), d.setBigUint64(this.len, BigInt(v)), (this.len += 8);
+        } else if (v >= -0x80) (this.buf[this.len++] = 0xd0), d.setInt8(this.len, v), (this.len += 1);
+        else if (v >= -0x8000) (this.buf[this.len++] = 0xd1), d.setInt16(this.len, v), (this.len += 2);
+        else if (v >= -0x80000000) (this.buf[this.len++] = 0xd2), d.setInt32(this.len, v), (this.len += 4);
+        else (this.buf[this.len++] = 0xd3), d.setBigInt64(this.len, BigInt(v)), (this.len += 8);
+    }
+
+    value(v, depth = 0) {
+        if (depth > 64) throw new RtgateError(400, 'bad_request', 'data nested too deep');
+        if (v === null || v === undefined) return this.byte(0xc0);
+        if (v === false || v === true) return this.byte(v ? 0xc3 : 0xc2);
+        if (typeof v === 'number') {
+            if (Number.isSafeInteger(v)) return this.int(v);
+            this.room(9);
+            this.buf[this.len++] = 0xcb;
+            this.view.setFloat64(this.len, v);
+            this.len += 8;
+            return;
+        }
+        if (typeof v === 'bigint') {
+            this.room(9);
+            this.buf[this.len++] = v < 0n ? 0xd3 : 0xcf;
+            if (v < 0n) this.view.setBigInt64(this.len, v);
+            else this.view.setBigUint64(this.len, v);
+            this.len += 8;
+            return;
+        }
+        if (typeof v === 'string') {
+            const b = textEncoder.encode(v);
+            this.sized(b.length, 0xa0, 31, 0xd9, 0xda, 0xdb);
+            return this.raw(b);
+        }
+        const bytes = asBytes(v);
+        if (bytes) {
+            this.sized(bytes.length, null, 0, 0xc4, 0xc5, 0xc6);
+            return this.raw(bytes);
+        }
+        if (Array.isArray(v)) {
+            this.sized(v.length, 0x90, 15, null, 0xdc, 0xdd);
+            for (const x of v) this.value(x, depth + 1);
+            return;
+        }
+        if (typeof v.toJSON === 'function') return this.value(v.toJSON(), depth);
+        const keys = Object.keys(v).filter((k) => v[k] !== undefined && typeof v[k] !== 'function');
+        this.sized(keys.length, 0x80, 15, null, 0xde, 0xdf);
+        for (const k of keys) {
+            this.value(k, depth + 1);
+            this.value(v[k], depth + 1);
+        }
+    }
+
+    bytes() {
+        return this.buf.slice(0, this.len);
+    }
+}
+
+class MsgpackReader {
+    constructor(bytes) {
+        this.b = bytes;
+        this.d = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+        this.p = 0;
+    }
+
+    need(n) {
+        if (this.p + n > this.b.length) throw new Error('truncated msgpack');
+    }
+
+    u(n) {
+        this.need(n);
+        const d = this.d,
+            p = this.p;
+        this.p += n;
+        if (n === 1) return d.getUint8(p);
+        if (n === 2) return d.getUint16(p);
+        if (n === 4) return d.getUint32(p);
+        return Number(d.getBigUint64(p));
+    }
+
+    i(n) {
+        this.need(n);
+        const d = this.d,
+            p = this.p;
+        this.p += n;
+        if (n === 1) return d.getInt8(p);
+        if (n === 2) return d.getInt16(p);
+        if (n === 4) return d.getInt32(p);
+        return Number(d.getBigInt64(p));
+    }
+
+    take(n) {
+        this.need(n);
+        const out = this.b.subarray(this.p, this.p + n);
+        this.p += n;
+        return out;
+    }
+
+    str(n) {
+        return textDecoder.decode(this.take(n));
+    }
+
+    array(n, depth) {
+        /* every element takes at least one byte: a count past the bytes
+         * left is a lie (no allocation bomb) */
+        if (n > this.b.length - this.p) throw new Error('bad msgpack array length');
+        const out = new Array(n);
+        for (let k = 0; k < n; k++) out[k] = this.value(depth + 1);
+        return out;
+    }
+
+    map(n, depth) {
+        if (n * 2 > this.b.length - this.p) throw new Error('bad msgpack map length');
+        const out = {};
+        for (let k = 0; k < n; k++) {
+            const key = this.value(depth + 1);
+            out[typeof key === 'string' ? key : String(key)] = this.value(depth + 1);
+        }
+        return out;
+    }
+
+    ext(n) {
+        this.need(1 + n);
+        const type = this.i(1);
+        return { extType: type, data: this.take(n) };
+    }
+
+    value(depth = 0) {
+        if (depth > 64) throw new Error('msgpack nested too deep');
+        const t = this.u(1);
+        if (t < 0x80) return t;
+        if (t < 0x90) return this.map(t & 0x0f, depth);
+        if (t < 0xa0) return this.array(t & 0x0f, depth);
+        if (t < 0xc0) return this.str(t & 0x1f);
+        if (t >= 0xe0) return t - 0x100;
+        switch (t) {
+            case 0xc0: return null;
+            case 0xc2: return false;
+            case 0xc3: return true;
+            case 0xc4: return this.take(this.u(1)).slice();
+            case 0xc5: return this.take(this.u(2)).slice();
+            case 0xc6: return this.take(this.u(4)).slice();
+            case 0xc7: return this.ext(this.u(1));
+            case 0xc8: return this.ext(this.u(2));
+            case 0xc9: return this.ext(this.u(4));
+            case 0xca: this.need(4); this.p += 4; return this.d.getFloat32(this.p - 4);
+            case 0xcb: this.need(8); this.p += 8; return this.d.getFloat64(this.p - 8);
+            case 0xcc: return this.u(1);
+            case 0xcd: return this.u(2);
+            case 0xce: return this.u(4);
+            case 0xcf: return this.u(8);
+            case 0xd0: return this.i(1);
+            case 0xd1: return this.i(2);
+            case 0xd2: return this.i(4);
+            case 0xd3: return this.i(8);
+            case 0xd4: return this.ext(1);
+            case 0xd5: return this.ext(2);
+            case 0xd6: return this.ext(4);
+            case 0xd7: return this.ext(8);
+            case 0xd8: return this.ext(16);
+            case 0xd9: return this.str(this.u(1));
+            case 0xda: return this.str(this.u(2));
+            case 0xdb: return this.str(this.u(4));
+            case 0xdc: return this.array(this.u(2), depth);
+            case 0xdd: return this.array(this.u(4), depth);
+            case 0xde: return this.map(this.u(2), depth);
+            case 0xdf: return this.map(this.u(4), depth);
+            default: throw new Error('bad msgpack type 0x' + t.toString(16));
+        }
+    }
+}
+
+/* Encodes one value as msgpack bytes. */
+export function msgpackEncode(value) {
+    const w = new MsgpackWriter();
+    w.value(value);
+    return w.bytes();
+}
+
+/* Decodes every value in bytes (maps back to back, as frames carry them). */
+export function msgpackDecodeAll(bytes) {
+    const r = new MsgpackReader(asBytes(bytes));
+    const out = [];
+    while (r.p < r.b.length) out.push(r.value());
+    return out;
+}
+
+/*
+ * A codec turns protocol messages into frames and back:
+ *   subprotocol, binary (frames are bytes), bytesInData (binary data goes in
+ *   `data` as bytes, not base64 in `data_b64`), encode(msg) -> string|bytes,
+ *   size(encoded), join(encodedList) -> one frame, decode(frame) -> messages
+ *   or null.
+ */
+export const jsonCodec = {
+    name: 'json',
+    subprotocol: SUBPROTOCOL_JSON,
+    binary: false,
+    bytesInData: false,
+    encode: (m) => JSON.stringify(m),
+    size: (e) => utf8Length(e) + 1,
+    join: (list) => list.join('\n'),
+    decode: (data) => decodeJsonFrame(typeof data === 'string' ? data : textDecoder.decode(asBytes(data))),
+};
+
+export const msgpackCodec = {
+    name: 'msgpack',
+    subprotocol: SUBPROTOCOL_MSGPACK,
+    binary: true,
+    bytesInData: true,
+    encode: (m) => msgpackEncode(m),
+    size: (e) => e.length,
+    join(list) {
+        const out = new Uint8Array(list.reduce((n, e) => n + e.length, 0));
+        let at = 0;
+        for (const e of list) {
+            out.set(e, at);
+            at += e.length;
+        }
+        return out;
+    },
+    decode(data) {
+        if (typeof data === 'string') return null;
+        try {
+            const msgs = msgpackDecodeAll(data);
+            return msgs.every((m) => m && typeof m === 'object' && !Array.isArray(m) && !asBytes(m)) ? msgs : null;
+        } catch {
+            return null;
+        }
+    },
+};
+
+function codecOf(options) {
+    const c = options.codec || 'json';
+    if (typeof c === 'object') return c;
+    if (c === 'json') return jsonCodec;
+    if (c === 'msgpack') return msgpackCodec;
+    throw new RtgateError(0, 'bad_option', 'codec must be json or msgpack');
+}
+
+/* Splits messages into frames within the server's limits (at most
+ * maxMessages each, and maxBytes, unless one message alone is bigger). */
+function frame(codec, messages, maxBytes, maxMessages) {
+    const frames = [];
+    let cur = [],
+        bytes = 0;
+    for (const m of messages) {
+        const e = codec.encode(m);
+        const n = codec.size(e);
+        if (cur.length && (cur.length >= maxMessages || bytes + n > maxBytes)) {
+            frames.push(codec.join(cur));
+            cur = [];
+            bytes = 0;
+        }
+        cur.push(e);
+        bytes += n;
+    }
+    if (cur.length) frames.push(codec.join(cur));
+    return frames;
+}
+
+/* ------------------------------------------------------------------ */
 /* Transports. */
 
 /*
  * A transport carries one connection. The Client calls:
- *   open(sink)   sink.open(), sink.message(obj), sink.invalid(text) and
+ *   open(sink)   sink.open(), sink.message(obj), sink.invalid(data) and
  *                exactly one sink.closed({code, reason}) (also when the
  *                connection never opened)
- *   send(frames) frames: an array of arrays of messages; false if not open
+ *   send(messages, {maxBytes, maxMessages})  false if not open; the
+ *                transport frames them within the server's limits
  *   close(code, reason)
  * and reads `name`. A transport factory is (url, options) => transport, or
  * null when the transport cannot run here.
@@ -200,13 +522,14 @@ function randomId() {
 export class WebSocketTransport {
     static create(url, options) {
         const WS = options.WebSocket || globalThis.WebSocket;
-        return WS ? new WebSocketTransport(url, WS) : null;
+        return WS ? new WebSocketTransport(url, WS, codecOf(options)) : null;
     }
 
-    constructor(url, WS) {
+    constructor(url, WS, codec = jsonCodec) {
         this.name = 'websocket';
         this.url = url;
         this.WS = WS;
+        this.codec = codec;
         this.ws = null;
         this.done = false;
     }
@@ -215,7 +538,7 @@ export class WebSocketTransport {
         this.sink = sink;
         let ws;
         try {
-            ws = new this.WS(this.url, [SUBPROTOCOL_JSON]);
+            ws = new this.WS(this.url, [this.codec.subprotocol]);
         } catch (err) {
             queueMicrotask(() => this.#finish({ code: 1006, reason: 'cannot open: ' + err.message }));
             return;
@@ -230,10 +553,8 @@ export class WebSocketTransport {
         };
         ws.onmessage = (ev) => {
             if (this.done) return;
-            const text =
-                typeof ev.data === 'string' ? ev.data : new TextDecoder().decode(asBytes(ev.data));
-            const msgs = decodeJsonFrame(text);
-            if (!msgs) return sink.invalid(text);
+            const msgs = this.codec.decode(ev.data);
+            if (!msgs) return sink.invalid(ev.data);
             for (const m of msgs) {
                 if (this.done) return;
                 sink.message(m);
@@ -250,10 +571,10 @@ export class WebSocketTransport {
         ws.onclose = (ev) => this.#finish({ code: ev.code, reason: ev.reason || '' });
     }
 
-    send(frames) {
+    send(messages, { maxBytes = 65536, maxMessages = 50 } = {}) {
         const ws = this.ws;
         if (this.done || !ws || ws.readyState !== 1) return false;
-        for (const frame of frames) ws.send(frame.map((m) => JSON.stringify(m)).join('\n'));
+        for (const f of frame(this.codec, messages, maxBytes, maxMessages)) ws.send(f);
         return true;
     }
 
@@ -294,6 +615,7 @@ const DEFAULTS = {
     getToken: undefined,
     WebSocket: undefined,
     transports: [WebSocketTransport.create],
+    codec: 'json', /* or 'msgpack' (binary frames, bytes as bin) */
     reconnect: true,
     minReconnectDelayMs: 250,
     maxReconnectDelayMs: 15000,
@@ -384,10 +706,13 @@ export class Client extends Emitter {
     #connectWaiters = [];
     stats = { connects: 0, duplicates: 0, dropped: 0, gaps: 0, resets: 0, retries: 0, rateLimited: 0 };
 
+    #codec;
+
     constructor(url, options = {}) {
         super();
         this.#url = url;
         this.#opt = { ...DEFAULTS, ...options };
+        this.#codec = codecOf(this.#opt);
         this.#geoBucket = Bucket.underServer(this.#opt.geoRate, this.#opt.geoBurst);
     }
 
@@ -481,7 +806,7 @@ export class Client extends Emitter {
                 if (this.#opt.name) hello.name = this.#opt.name;
                 this.#connectId = hello.id;
                 this.#lastRx = Date.now();
-                transport.send([[hello]]);
+                transport.send([hello]);
             },
             message: (m) => {
                 if (gen === this.#connGen) this.#onMessage(m);
@@ -740,23 +1065,9 @@ export class Client extends Emitter {
     #flush() {
         this.#flushScheduled = false;
         if (!this.#transport || !this.#outbox.length) return;
-        const limit = this.#limits.max_message_bytes;
-        const frames = [];
-        let frame = [],
-            bytes = 0;
-        for (const m of this.#outbox) {
-            const n = utf8Length(JSON.stringify(m)) + 1;
-            if (frame.length && (frame.length >= FRAME_MAX_MESSAGES || bytes + n > limit)) {
-                frames.push(frame);
-                frame = [];
-                bytes = 0;
-            }
-            frame.push(m);
-            bytes += n;
-        }
-        if (frame.length) frames.push(frame);
+        const messages = this.#outbox;
         this.#outbox = [];
-        this.#transport.send(frames);
+        this.#transport.send(messages, { maxBytes: this.#limits.max_message_bytes, maxMessages: FRAME_MAX_MESSAGES });
     }
 
     /* ---------------------------------------------------------------- */
@@ -1026,6 +1337,8 @@ export class Client extends Emitter {
                 if (m.data_b64 !== undefined) {
                     data = fromBase64(m.data_b64);
                     info.binary = true;
+                } else if (data instanceof Uint8Array) {
+                    info.binary = true; /* msgpack bin */
                 }
                 try {
                     const ret = sub.handler(data, info);
@@ -1086,9 +1399,14 @@ export class Client extends Emitter {
         const msgId = options.msgId ?? randomId();
         const msg = { type: 'pub', channel, msg_id: msgId };
         const bytes = asBytes(data);
-        if (bytes) msg.data_b64 = toBase64(bytes);
-        else msg.data = data === undefined ? null : data;
-        const size = utf8Length(JSON.stringify({ ...msg, id: 2 ** 31 }));
+        if (bytes && !this.#codec.bytesInData) msg.data_b64 = toBase64(bytes);
+        else msg.data = bytes || (data === undefined ? null : data);
+        let size;
+        try {
+            size = this.#codec.size(this.#codec.encode({ ...msg, id: 2 ** 31 }));
+        } catch (err) {
+            return Promise.reject(err instanceof RtgateError ? err : new RtgateError(400, 'bad_request', err.message));
+        }
         if (size > this.#limits.max_message_bytes)
             return Promise.reject(new RtgateError(413, 'too_large', `message of ${size} bytes is over max_message_bytes`));
         const r = this.#request(msg, { paced: 'pub' });

@@ -285,3 +285,31 @@ test('presence: geoSet, near, and a watch that sees join/move/leave and survives
         await waitFor(() => events.at(-1)[0] === 'leave' && events.at(-1)[1] === 'b', { what: 'b leaves' });
         assert.ok(![...w.members.values()].some((m) => m.meta?.name === 'b'));
     }));
+
+test('msgpack: a msgpack and a JSON client exchange JSON values and bytes', () =>
+    withGateway(FAST, async (gw, mk) => {
+        const mp = mk(gw.url, { codec: 'msgpack' });
+        const js = mk(gw.url);
+        const gotMp = [];
+        const gotJs = [];
+        await mp.subscribe('mixed.chan', (d, info) => gotMp.push({ d, info }));
+        await js.subscribe('mixed.chan', (d, info) => gotJs.push({ d, info }));
+        const value = { text: 'Grüße', n: -5, big: 2 ** 40, f: 1.5, list: [1, null, true] };
+        const bytes = new Uint8Array([0, 1, 2, 250, 255]);
+        const r1 = await mp.publish('mixed.chan', value);
+        const r2 = await mp.publish('mixed.chan', bytes);
+        const r3 = await js.publish('mixed.chan', bytes);
+        assert.deepEqual([r1.seq, r2.seq, r3.seq], [1, 2, 3]);
+        await waitFor(() => gotMp.length === 3 && gotJs.length === 3, { what: 'three each' });
+        for (const got of [gotMp, gotJs]) {
+            assert.deepEqual(got[0].d, value);
+            assert.equal(got[0].info.binary, undefined);
+            for (const k of [1, 2]) {
+                assert.equal(got[k].info.binary, true);
+                assert.deepEqual(got[k].d, bytes);
+            }
+        }
+        await mp.geoSet('mp-space', { lat: 1.5, lon: 2.5, meta: { name: 'mp' } });
+        const near = await js.near('mp-space', { lat: 1.5, lon: 2.5, radius_m: 10 });
+        assert.deepEqual(near.members[0].meta, { name: 'mp' });
+    }));

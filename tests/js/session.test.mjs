@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { Client, decodeJsonFrame } from '../../clients/js/rtgate.js';
+import { Client, decodeJsonFrame, msgpackDecodeAll, msgpackEncode } from '../../clients/js/rtgate.js';
 import { waitFor } from './lib/harness.mjs';
 
 /* A transport whose "server" is the test: it answers connect and sub, and
@@ -77,4 +77,26 @@ test("Node 20's refused handshake (error, never close) counts as a lost connecti
     await waitFor(() => made >= 4, { what: 'four attempts' });
     c.close();
     assert.ok(states.filter((s) => s === 'disconnected').length >= 3);
+});
+
+test('msgpack round trip, and a decoder that refuses lies about lengths', () => {
+    const values = [
+        null, true, false, 0, 127, 128, 255, 256, 65535, 65536, 2 ** 32 - 1, 2 ** 32, Number.MAX_SAFE_INTEGER,
+        -1, -32, -33, -128, -129, -32768, -32769, -(2 ** 31), -(2 ** 31) - 1, Number.MIN_SAFE_INTEGER,
+        1.5, -0.25, 1e300, '', 'a', 'x'.repeat(31), 'x'.repeat(32), 'x'.repeat(300), 'x'.repeat(70000), 'Grüße, 世界 😀',
+        new Uint8Array([0, 1, 255]), new Uint8Array(70000).fill(7), [], [1, [2, [3]]], Array(20).fill(0),
+        {}, { a: 1, b: { c: [true, null] } }, Object.fromEntries([...Array(20).keys()].map((i) => ['k' + i, i])),
+    ];
+    for (const v of values) {
+        const [back, ...rest] = msgpackDecodeAll(msgpackEncode(v));
+        assert.deepEqual(back, v);
+        assert.equal(rest.length, 0);
+    }
+    /* maps back to back, as a frame carries them */
+    const frame = new Uint8Array([...msgpackEncode({ a: 1 }), ...msgpackEncode({ b: 2 })]);
+    assert.deepEqual(msgpackDecodeAll(frame), [{ a: 1 }, { b: 2 }]);
+    /* array32 of 100 million elements in 5 bytes: refused, not allocated */
+    assert.throws(() => msgpackDecodeAll(new Uint8Array([0xdd, 0x05, 0xf5, 0xe1, 0x00])));
+    assert.throws(() => msgpackDecodeAll(new Uint8Array([0xdf, 0xff, 0xff, 0xff, 0xff])));
+    assert.throws(() => msgpackDecodeAll(new Uint8Array([0xda, 0x00, 0x10, 0x41])), 'truncated str');
 });
