@@ -248,6 +248,8 @@ export class Client {
     readonly session: SessionInfo | null;
     /** The transport in use ('websocket'), or null. */
     readonly transport: string | null;
+    /** Deliveries waiting for their handler. */
+    readonly buffered: number;
     stats: {
         connects: number;
         duplicates: number;

@@ -732,6 +732,11 @@ export class Client extends Emitter {
         return this.#transport?.name || null;
     }
 
+    /* Deliveries waiting for their handler (the inbox). */
+    get buffered() {
+        return this.#inbox.filter((it) => it.m).length;
+    }
+
     /* Starts the session; resolves with the `connected` reply once
      * connected (at once if it is). Rejects when the client is closed or
      * the server refuses it for good (401 without getToken). */
@@ -904,9 +909,18 @@ export class Client extends Emitter {
         this.#ackTimer = null;
         this.#outbox = [];
         this.#watchById.clear();
+        /* Durable deliveries not yet handed to their handler are dropped:
+         * the resume asks for them again (since = the last seq handled, or
+         * being handled), so the inbox never holds more than one
+         * connection's unacked window of them, however often it reconnects
+         * under a stuck handler. Gaps are reported again by the server if
+         * they still stand. */
+        this.#inbox = this.#inbox.filter((it) => !(it.m && typeof it.m.seq === 'number') && !it.gap);
         for (const sub of this.#subs.values()) {
             sub.active = false;
             if (sub.replaying) sub.seenSeq = sub.doneSeq = 0; /* the replay is still owed */
+            else if (sub.durable && sub.seenSeq !== null)
+                sub.seenSeq = Math.max(sub.doneSeq ?? 0, sub.handlingSeq ?? 0);
             sub.replaying = false;
         }
         /* In-flight requests go back to the head of the queue in their
@@ -1267,9 +1281,11 @@ export class Client extends Emitter {
      * is buffered belongs to the old numbering; the app must reload. */
     #reset(sub, detail) {
         this.stats.resets++;
+        sub.numbering = (sub.numbering || 0) + 1; /* a handler still running belongs to the old one */
+        sub.handlingSeq = null;
         this.#inbox = this.#inbox.filter((it) => it.sub !== sub);
         const ev = { channel: sub.channel, ...detail };
-        this.#deliverControl(sub, () => {
+        this.#deliverControl(sub, false, () => {
             sub.options.onReset?.(ev);
             this.emit('reset', ev);
         });
@@ -1299,7 +1315,7 @@ export class Client extends Emitter {
         this.stats.gaps++;
         if (sub.seenSeq === null || m.to > sub.seenSeq) sub.seenSeq = m.to;
         const ev = { channel: m.channel, from: m.from, to: m.to };
-        this.#deliverControl(sub, () => {
+        this.#deliverControl(sub, true, () => {
             if (sub.doneSeq === null || m.to > sub.doneSeq) sub.doneSeq = m.to;
             sub.options.onGap?.(ev);
             this.emit('gap', ev);
@@ -1308,8 +1324,8 @@ export class Client extends Emitter {
     }
 
     /* Runs fn in the delivery order of the subscription's messages. */
-    #deliverControl(sub, fn) {
-        this.#inbox.push({ sub, control: fn });
+    #deliverControl(sub, gap, fn) {
+        this.#inbox.push({ sub, control: fn, gap });
         this.#runInbox();
     }
 
@@ -1340,6 +1356,8 @@ export class Client extends Emitter {
                 } else if (data instanceof Uint8Array) {
                     info.binary = true; /* msgpack bin */
                 }
+                const numbering = sub.numbering;
+                if (typeof m.seq === 'number') sub.handlingSeq = m.seq;
                 try {
                     const ret = sub.handler(data, info);
                     if (ret && typeof ret.then === 'function') await ret;
@@ -1348,7 +1366,8 @@ export class Client extends Emitter {
                     this.emit('handler-error', { error: err, ...info });
                     if (!this.listenerCount('handler-error')) reportAppError(err);
                 }
-                if (typeof m.seq === 'number' && this.#subs.get(sub.channel) === sub) {
+                if (typeof m.seq === 'number' && this.#subs.get(sub.channel) === sub && sub.numbering === numbering) {
+                    sub.handlingSeq = null;
                     if (sub.doneSeq === null || m.seq > sub.doneSeq) sub.doneSeq = m.seq;
                     this.#scheduleAck(sub, true);
                 }
