@@ -161,6 +161,12 @@ static const struct opt opts[] = {
     {"geo-allow", OPT_POLICY, OFF(geo_allow), 0,
      "PATTERN: presence spaces for geo.set / near / watch (geo_allow claim). Default: > "
      "without --jwt-key, none with it"},
+    {"static", OPT_STR, OFF(static_dir), sizeof(((struct gw_config *)0)->static_dir),
+     "serve the files of DIR over HTTP on the same listener (GET/HEAD, / is index.html), "
+     "read into memory at start; dot-files and symlinks out of DIR are left out"},
+    {"static-max-bytes", OPT_SIZE, OFF(static_max_bytes), 0,
+     "largest total size of the --static folder; rtgate refuses to start past it "
+     "(default 16777216)"},
 };
 
 #define N_OPTS (sizeof opts / sizeof opts[0])
@@ -210,6 +216,7 @@ static void set_defaults(struct gw_config *cfg)
     cfg->nats_loop_reader = 1;
     cfg->nats_read_window_ms = 1;
     cfg->jwt_leeway_ms = 5000;
+    cfg->static_max_bytes = 16u << 20;
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur > 512)
         cfg->max_connections = (uint32_t)(rl.rlim_cur > 1000000 ? 1000000 : rl.rlim_cur - 256);

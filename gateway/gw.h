@@ -86,6 +86,8 @@ struct gw_config {
     uint32_t allow_anonymous; /* 1: a connect without a token is anonymous */
     struct gw_policy sub_allow, pub_allow, geo_allow;
     struct auth_key *jwt_key; /* loaded from jwt_key_file at start; NULL = no auth */
+    char static_dir[1024];        /* --static: a folder served over HTTP from memory */
+    size_t static_max_bytes;      /* its size limit, checked at start */
 };
 
 /*
@@ -285,6 +287,7 @@ struct gw_server {
     struct auth_key *jwt_key; /* cfg->jwt_key, or the one SIGHUP reloaded (then owned) */
     bool jwt_key_owned;
     void *sighup; /* uv_signal_t: reloads the key (authz.c) */
+    struct gw_static *statics; /* static.c: the --static folder, or NULL */
 };
 
 /* session.c: the session layer called by the lws callback in server.c. */
@@ -386,6 +389,17 @@ void gw_session_cut(struct gw_session *s);
 void gw_session_sweep(struct gw_session *s, uint64_t now_ms);
 /* Requests a WRITEABLE callback for the session. */
 void gw_session_want_write(struct gw_session *s);
+
+/* static.c: the --static folder, in memory, answered on the listener (GET, HEAD). */
+struct gw_static;
+/* Reads cfg->static_dir whole (*out NULL when none). Before the loop runs;
+ * RT_TOO_BIG past --static-max-bytes (logged with the reason). */
+rt_status gw_static_create(const struct gw_config *cfg, struct gw_static **out);
+void gw_static_destroy(struct gw_static *st);
+/* Answers an HTTP request for uri from memory (lws's return convention). */
+int gw_static_serve(struct gw_static *st, struct lws *wsi, const char *uri);
+/* LWS_CALLBACK_HTTP_WRITEABLE: the next chunk of a body being served. */
+int gw_static_writable(struct gw_static *st, struct lws *wsi, void *user);
 
 /* metrics.c: the Prometheus text for /metrics, malloc'd. */
 char *gw_metrics_render(const struct gw_server *srv, size_t *len);
