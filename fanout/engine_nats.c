@@ -229,17 +229,11 @@ static void urls_for_log(const char *urls, char *out, size_t cap)
 {
     size_t o = 0;
     out[0] = 0;
-    while (*urls && o + 1 < cap) {
+    while (*urls && o + 2 < cap) {
         size_t n = strcspn(urls, ",");
-        const char *scheme = strstr(urls, "://");
-        const char *host = scheme && (size_t)(scheme - urls) < n ? scheme + 3 : urls;
-        const char *at = NULL;
-        for (const char *q = host; q < urls + n; q++)
-            at = *q == '@' ? q : at;
-        const char *from = at ? at + 1 : host;
-        int k = snprintf(out + o, cap - o, "%s%.*s%.*s", o ? "," : "", (int)(host - urls), urls,
-                         (int)(urls + n - from), from);
-        o = k > 0 && o + (size_t)k < cap ? o + (size_t)k : cap - 1;
+        if (o)
+            out[o++] = ',';
+        o += nw_url_for_log(urls, n, out + o, cap - o);
         urls += n + (urls[n] == ',');
     }
 }

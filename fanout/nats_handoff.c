@@ -90,14 +90,10 @@ void nats__on_inbox_reply(natsConnection *conn, natsSubscription *sub, natsMsg *
 void nats__connected_server(natsConnection *conn, char *out, size_t cap)
 {
     char url[256] = "";
-    if (natsConnection_GetConnectedUrl(conn, url, sizeof(url)) != NATS_OK || !url[0]) {
+    if (natsConnection_GetConnectedUrl(conn, url, sizeof(url)) != NATS_OK || !url[0])
         snprintf(out, cap, "unknown");
-        return;
-    }
-    const char *scheme = strstr(url, "://");
-    const char *host = scheme ? scheme + 3 : url;
-    const char *at = strrchr(host, '@');
-    snprintf(out, cap, "%.*s%s", scheme ? (int)(scheme + 3 - url) : 0, url, at ? at + 1 : host);
+    else
+        nw_url_for_log(url, strlen(url), out, cap);
 }
 
 /* Connected or reconnected: the flag, the server, the event. nats.c's thread. */

@@ -443,7 +443,12 @@ static rt_status check(struct gw_config *cfg)
     return RT_OK;
 }
 
-rt_status gw_config_load(struct gw_config *cfg, int argc, char **argv)
+/*
+ * Defaults, the --config file and the flags, checked; no key is loaded
+ * (gw_config_load, in authz.c, does that). rtgate-pub reads the gateways'
+ * file with it.
+ */
+rt_status gw_config_parse(struct gw_config *cfg, int argc, char **argv)
 {
     set_defaults(cfg);
     for (int i = 1; i < argc; i++) {
@@ -484,15 +489,19 @@ rt_status gw_config_load(struct gw_config *cfg, int argc, char **argv)
         host[sizeof host - 1] = '\0';
         snprintf(cfg->node_id, sizeof cfg->node_id, "%s-%d", host, (int)getpid());
     }
-    if (check(cfg) != RT_OK)
-        return RT_INVAL;
-    return gw_authz_configure(cfg) == RT_OK ? RT_OK : RT_INVAL;
+    return check(cfg);
 }
 
-void gw_config_free(struct gw_config *cfg)
+/* Frees the patterns gw_config_parse (and authz.c's defaults) allocated. */
+void gw_config_free_parsed(struct gw_config *cfg)
 {
     for (size_t i = 0; i < cfg->n_ephemeral; i++)
         free((void *)cfg->ephemeral[i]);
     cfg->n_ephemeral = 0;
-    gw_authz_config_free(cfg);
+    struct gw_policy *ps[] = {&cfg->sub_allow, &cfg->pub_allow, &cfg->geo_allow};
+    for (size_t i = 0; i < 3; i++) {
+        for (size_t j = 0; j < ps[i]->n; j++)
+            free(ps[i]->pat[j]);
+        ps[i]->n = 0;
+    }
 }

@@ -88,8 +88,8 @@ struct gw_config {
     uint32_t allow_anonymous; /* 1: a connect without a token is anonymous */
     struct gw_policy sub_allow, pub_allow, geo_allow;
     struct auth_key *jwt_key; /* loaded from jwt_key_file at start; NULL = no auth */
-    char static_dir[1024];        /* --static: a folder served over HTTP from memory */
-    size_t static_max_bytes;      /* its size limit, checked at start */
+    char static_dir[1024];    /* --static: a folder served over HTTP from memory */
+    size_t static_max_bytes;  /* its size limit, checked at start */
 };
 
 /*
@@ -99,6 +99,9 @@ struct gw_config {
  */
 rt_status gw_config_load(struct gw_config *cfg, int argc, char **argv);
 void gw_config_free(struct gw_config *cfg);
+/* gw_config_load without the key (no authz.c): the file's and flags' values, checked. */
+rt_status gw_config_parse(struct gw_config *cfg, int argc, char **argv);
+void gw_config_free_parsed(struct gw_config *cfg);
 void gw_config_usage(FILE *out);
 
 /* ------------------------------------------------------------------ */
@@ -289,7 +292,7 @@ struct gw_server {
     char client_prefix[12];
     struct auth_key *jwt_key; /* cfg->jwt_key, or the one SIGHUP reloaded (then owned) */
     bool jwt_key_owned;
-    void *sighup; /* uv_signal_t: reloads the key (authz.c) */
+    void *sighup;              /* uv_signal_t: reloads the key (authz.c) */
     struct gw_static *statics; /* static.c: the --static folder, or NULL */
 };
 

@@ -104,8 +104,8 @@ static int apply_config(struct args *a, char *url, size_t url_cap)
     struct gw_config cfg;
     char prog[] = "rtgate-pub", flag[] = "--config";
     char *argv[] = {prog, flag, (char *)(uintptr_t)a->config, NULL};
-    if (gw_config_load(&cfg, 3, argv) != RT_OK) {
-        gw_config_free(&cfg);
+    if (gw_config_parse(&cfg, 3, argv) != RT_OK) {
+        gw_config_free_parsed(&cfg);
         return usage("the config file cannot be used (see above)");
     }
     bool ephemeral = false;
@@ -115,7 +115,7 @@ static int apply_config(struct args *a, char *url, size_t url_cap)
         snprintf(url, url_cap, "%s", cfg.nats_url);
         a->url = url;
     }
-    gw_config_free(&cfg);
+    gw_config_free_parsed(&cfg);
     if ((a->ephemeral && !ephemeral) || (a->durable && ephemeral)) {
         fprintf(stderr, "rtgate-pub: %s is %s under %s's ephemeral patterns\n", a->channel,
                 ephemeral ? "ephemeral" : "durable", a->config);

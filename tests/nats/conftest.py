@@ -77,6 +77,7 @@ class NatsServer:
 
     def __init__(self, root, name, cluster_port=None, routes=()):
         self.name = name
+        self.jetstream = True  # False: a server without JetStream (its API has no responders)
         self.dir = os.path.join(root, name)
         os.makedirs(self.dir, exist_ok=True)
         self.port = free_port()
@@ -94,9 +95,10 @@ class NatsServer:
     def _config(self):
         lines = ['server_name: "%s"' % self.name,
                  "listen: 127.0.0.1:%d" % self.port,
-                 "http: 127.0.0.1:%d" % self.mon_port,
-                 'jetstream { store_dir: "%s", max_memory_store: 64MB, max_file_store: 1GB }'
-                 % os.path.join(self.dir, "js")]
+                 "http: 127.0.0.1:%d" % self.mon_port]
+        if self.jetstream:
+            lines.append('jetstream { store_dir: "%s", max_memory_store: 64MB, max_file_store: 1GB }'
+                         % os.path.join(self.dir, "js"))
         if self.cluster_port:
             routes = ", ".join("nats-route://127.0.0.1:%d" % p for p in self.routes)
             lines.append('cluster { name: "rtgate-test", listen: 127.0.0.1:%d, routes: [%s] }'

@@ -247,3 +247,59 @@ def test_requests_get_503_while_nats_is_black_holed(slow_proxy, gateway):
     assert answers[5][0]["ok"], answers[5]  # needs no round trip: the node follows it
     check_pings(res, base, "NATS black-holed")
     assert "nats_disconnected" in g.log(), "nats.c never noticed the black hole"
+
+
+def test_requests_behind_a_waiting_sub_keep_their_order(slow_proxy, gateway):
+    """A connection's requests on a channel whose sub waits for NATS wait
+    behind it (gateway/pending.c): pubs right behind the sub reach the new
+    subscription, a second sub gets its 409, an unsub finds it; a ping and
+    other channels do not wait; past 256 waiting requests, 429."""
+    g = gateway("--nats", slow_proxy.url, "--ephemeral", "eph.>", *FAST)
+
+    async def go():
+        c = await connected(g.url(), name="orderly", max_queue=2**12)
+        try:
+            _, sub_f, sending = c.request_nowait("sub", channel="dur.ord")
+            await sending
+            pubs = []
+            for i in range(3):
+                _, f, sending = c.request_nowait("pub", channel="dur.ord", data=i)
+                await sending
+                pubs.append(f)
+            _, dup_f, sending = c.request_nowait("sub", channel="dur.ord")
+            await sending
+            _, other_f, sending = c.request_nowait("sub", channel="eph.ord.other")
+            await sending
+            await c.ping()
+            await c.next_event(("pong",), timeout=REPLY_TIMEOUT_S)
+            assert not sub_f.done(), "the sub was answered before a ping sent after it"
+            sub = await asyncio.wait_for(sub_f, REPLY_TIMEOUT_S)
+            assert sub["ok"], sub
+            seqs = [(await asyncio.wait_for(f, REPLY_TIMEOUT_S))["seq"] for f in pubs]
+            assert seqs == sorted(seqs) and seqs[0] > sub["seq"]
+            dup = await asyncio.wait_for(dup_f, REPLY_TIMEOUT_S)
+            assert not dup["ok"] and dup["error"]["code"] == 409, dup
+            assert (await asyncio.wait_for(other_f, REPLY_TIMEOUT_S))["ok"]
+            replies = [m for m in c.all if m.get("type") == "reply"]
+            order = [m["id"] for m in replies]
+            pub_ids = [sub["id"] + 1 + i for i in range(3)]  # sent right behind the sub
+            assert order.index(sub["id"]) < min(order.index(r) for r in pub_ids), order
+            got = await c.collect(3, timeout=REPLY_TIMEOUT_S)
+            assert [m["seq"] for m in got] == seqs  # the pubs reached the new subscription
+            # An unsub behind its sub finds the subscription.
+            rs = await c.requests([("sub", {"channel": "dur.ord2"}), ("unsub", {"channel": "dur.ord2"})],
+                                  timeout=REPLY_TIMEOUT_S)
+            assert rs[0]["ok"] and rs[1]["ok"], rs
+            # Past 256 requests waiting behind one sub: 429 with retry_after_ms.
+            reqs = [("sub", {"channel": "dur.ord3"})] + [
+                ("pub", {"channel": "dur.ord3", "data": i}) for i in range(300)]
+            rs = await c.requests(reqs, timeout=REPLY_TIMEOUT_S)
+            assert rs[0]["ok"], rs[0]
+            refused = [r for r in rs[1:] if not r["ok"]]
+            assert len(refused) == 300 - 256, len(refused)
+            assert all(r["error"]["code"] == 429 and r["error"]["retry_after_ms"] > 0
+                       for r in refused)
+        finally:
+            await c.close()
+
+    run(go(), 120)
