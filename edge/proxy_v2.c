@@ -23,6 +23,7 @@ enum { TRANSPORT_UNSPEC = 0, TRANSPORT_STREAM = 1 };
 
 static enum edge_proxy_status invalid(struct edge_proxy_result *out, const char *why)
 {
+    memset(out, 0, sizeof *out);
     out->status = EDGE_PROXY_INVALID;
     out->why = why;
     return out->status;
