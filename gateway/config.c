@@ -426,7 +426,8 @@ void gw_config_usage(FILE *out)
         fprintf(out, "  --%-20s %s\n", opts[i].name, opts[i].help);
     fprintf(out, "  --%-20s %s\n", "help", "print this and exit");
     fprintf(out, "  --%-20s %s\n", "version", "print the version and exit");
-    fprintf(out, "\nSignals: SIGTERM/SIGINT drain (clients are told to reconnect, exit 0).\n");
+    fprintf(out, "\nSignals: SIGTERM/SIGINT drain (clients are told to reconnect, exit 0); "
+                 "SIGHUP reloads --tls-cert and --tls-key.\n");
 }
 
 /* The edge options, each refusal with its own message. */

@@ -14,7 +14,8 @@ fixes them turns the marks into failures to remove:
   a control frame over 125 bytes and a 64-bit length with its top bit set are
   cut without a close frame (the client sees 1006, not 1002); an unmasked
   client frame is not refused (1002) but unmasked with a stale key, so it
-  reaches the decoder as garbage and gets error 400 (lws >= 4.2 refuses it).
+  reaches the decoder as garbage and gets error 400 (lws's main branch
+  refuses it; no release up to 4.5.8 does).
 """
 import json
 import struct
