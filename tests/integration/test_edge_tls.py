@@ -197,3 +197,26 @@ def test_stalled_setups_are_closed_in_time_and_others_flow(gateway, certs):
         assert not open_after, "still open after %.1f s: %s" % (bound, sorted(set(open_after)))
 
     attack_checked(g, attack, "%d stalled set-ups of each kind" % per_kind, cafile=cert)
+
+
+@pytest.mark.skipif(not os.environ.get("RTGATE_LOADTEST"), reason="RTGATE_LOADTEST not given")
+def test_rtgate_load_speaks_wss(gateway, certs):
+    """bench/tls.sh's client: rtgate-load's churn over wss://, certificate verified."""
+    import json
+    cert, key = certs["ec"]
+    g = gateway(*tls_flags(cert, key), "--ip-conn-rate", "0")
+    p = subprocess.run([os.environ["RTGATE_LOADTEST"], "--url", g.url(), "--tls-ca", cert,
+                        "--scenario", "churn", "--rate", "20", "--duration", "1", "--warmup", "0",
+                        "--server-pid", str(g.pid), "--timeout", "60", "-q"],
+                       capture_output=True, text=True, timeout=90)
+    assert p.returncode == 0, p.stderr
+    r = json.loads(p.stdout)
+    assert r["ok"] and r["measured_completed"] >= 15 and r["measured_failed"] == 0, r
+    assert r["conn"]["handshake_failures"] == 0, r
+    # Against another certificate authority the handshake must fail.
+    p = subprocess.run([os.environ["RTGATE_LOADTEST"], "--url", g.url(), "--tls-ca",
+                        certs["other"][0], "--scenario", "churn", "--rate", "20",
+                        "--duration", "1", "--warmup", "0", "--timeout", "60", "-q"],
+                       capture_output=True, text=True, timeout=90)
+    r = json.loads(p.stdout)
+    assert not r["ok"] and r["conn"]["handshake_failures"] > 0, r
