@@ -1,7 +1,7 @@
 /*
  * main.c: rtgate's entry point. Reads the configuration, runs the gateway on
  * a libuv loop it owns (epoll), drains on SIGTERM/SIGINT and exits 0.
- * SIGHUP reloads the TLS files (tls.c).
+ * SIGHUP reloads the TLS files (tls.c) and the JWT key (authz.c).
  */
 #include "gw.h"
 
@@ -102,7 +102,8 @@ static void on_supervisor_signal(int signum)
     supervisor_signal = signum;
 }
 
-/* Waits for the workers, forwarding SIGTERM/SIGINT/SIGHUP to them. 0 if all exited 0. */
+/* Waits for the workers, forwarding SIGTERM/SIGINT (drain) and SIGHUP (key and
+ * certificate reload) to them. 0 if all exited 0. */
 static int supervise(pid_t *pids, unsigned n)
 {
     struct sigaction sa;
