@@ -148,9 +148,8 @@ def frame(opcode, payload=b"", fin=True, masked=True, rsv=0, length=None):
     return head + key + bytes(c ^ key[i % 4] for i, c in enumerate(payload))
 
 
-def close_code_of(data):
-    """The status code of the first close frame the server sent in data, 1005
-    for a close frame without one, None when there is no close frame."""
+def server_frames(data):
+    """(opcode, payload) of each whole (unmasked, server) frame in data."""
     i = 0
     while i + 2 <= len(data):
         op, n, j = data[i] & 0x0F, data[i + 1] & 0x7F, i + 2
@@ -158,9 +157,18 @@ def close_code_of(data):
             n, j = struct.unpack(">H", data[j:j + 2])[0], j + 2
         elif n == 127:
             n, j = struct.unpack(">Q", data[j:j + 8])[0], j + 8
-        if op == 8:
-            return struct.unpack(">H", data[j:j + 2])[0] if n >= 2 else 1005
+        if j + n > len(data):
+            return
+        yield op, data[j:j + n]
         i = j + n
+
+
+def close_code_of(data):
+    """The status code of the first close frame the server sent in data, 1005
+    for a close frame without one, None when there is no close frame."""
+    for op, payload in server_frames(data):
+        if op == 8:
+            return struct.unpack(">H", payload[:2])[0] if len(payload) >= 2 else 1005
     return None
 
 

@@ -23,7 +23,8 @@ import time
 
 import pytest
 
-from edgekit import (SMALL_ASAN, STREAM_FLAGS, attack_checked, close_code_of, frame, handshake)
+from edgekit import (SMALL_ASAN, STREAM_FLAGS, attack_checked, close_code_of, frame, handshake,
+                     server_frames)
 
 CONNECTIONS, PER_CONNECTION = 200, 50
 
@@ -72,19 +73,8 @@ def read_until_closed(s, timeout):
 
 def error_replies(data):
     """The `error` messages in the server's text frames."""
-    n, i = 0, 0
-    while i + 2 <= len(data):
-        op, ln, j = data[i] & 0x0F, data[i + 1] & 0x7F, i + 2
-        if ln == 126:
-            ln, j = struct.unpack(">H", data[j:j + 2])[0], j + 2
-        elif ln == 127:
-            ln, j = struct.unpack(">Q", data[j:j + 8])[0], j + 8
-        if op == 1:
-            for line in data[j:j + ln].splitlines():
-                if json.loads(line).get("type") == "error":
-                    n += 1
-        i = j + ln
-    return n
+    return sum(1 for op, payload in server_frames(data) if op == 1
+               for line in payload.splitlines() if json.loads(line).get("type") == "error")
 
 
 def read_errors(s, n, timeout):

@@ -7,8 +7,8 @@ Loopback has every 127.0.0.0/8 address, so the tests play the load balancer
 from 127.0.0.2 and strangers from 127.0.0.3 and up."""
 import time
 
-from edgekit import (SMALL_ASAN, STREAM_FLAGS, attack_checked, closed_by_peer, connect_from, handshake,
-                     proxy_v2_header, upgrade_request, read_response, wait_for)
+from edgekit import (SMALL_ASAN, STREAM_FLAGS, attack_checked, closed_by_peer, connect_from,
+                     handshake, proxy_v2_header, upgrade_request, read_response, wait_for)
 
 LB, STRANGER = "127.0.0.2", "127.0.0.3"
 TIGHT = ("--ip-conn-rate", "1", "--ip-conn-burst", "3")

@@ -5,10 +5,10 @@ is closed once it passes, and meanwhile other clients connect at once and a
 subscriber's deliveries keep flowing. 2,000 descriptors in all (both ends),
 well under the 20,000 per process."""
 import selectors
-import socket
 import time
 
-from edgekit import SMALL_ASAN, STREAM_FLAGS, attack_checked, connect_from, read_response, upgrade_request
+from edgekit import (SMALL_ASAN, STREAM_FLAGS, attack_checked, connect_from, read_response,
+                     upgrade_request)
 
 SOCKETS = 1000
 TIMEOUT_MS = 2000

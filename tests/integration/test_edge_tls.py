@@ -3,7 +3,6 @@ a clear 400 for plain HTTP, start-up refusing files that cannot serve (exit
 2), SIGHUP reloading them (a bad new file keeps the old pair), and set-ups
 that stall (half a ClientHello, TLS then silence, TCP then silence) closed
 within the handshake timeout while other clients keep flowing."""
-import asyncio
 import hashlib
 import os
 import shutil
@@ -16,8 +15,8 @@ import time
 import pytest
 
 from conftest import rtgate_bin
-from edgekit import (SMALL_ASAN, STREAM_FLAGS, attack_checked, closed_by_peer, connect_from, handshake,
-                     make_cert, wait_for)
+from edgekit import (SMALL_ASAN, STREAM_FLAGS, attack_checked, closed_by_peer, connect_from,
+                     handshake, make_cert, wait_for)
 from rtclient import Client, run
 
 HANDSHAKE_TIMEOUT_MS = 2000
