@@ -1,8 +1,9 @@
 """TLS on the gateway's one port (--tls-cert, --tls-key): wss:// and https://,
 a clear 400 for plain HTTP, start-up refusing files that cannot serve (exit
-2), SIGHUP reloading them (a bad new file keeps the old pair), and set-ups
-that stall (half a ClientHello, TLS then silence, TCP then silence) closed
-within the handshake timeout while other clients keep flowing."""
+2), SIGHUP reloading them (a bad new file keeps the old pair), and plain
+ws:// handshakes (400) and set-ups that stall (half a ClientHello, TLS then
+silence, TCP then silence, half a request) closed within the handshake
+timeout while other clients keep flowing."""
 import hashlib
 import os
 import shutil
@@ -165,7 +166,7 @@ def client_hello_bytes():
     return hello
 
 
-def test_stalled_setups_are_closed_in_time_and_others_flow(gateway, certs):
+def test_plain_and_stalled_setups_are_closed_in_time_and_others_flow(gateway, certs):
     cert, key = certs["ec"]
     g = gateway(*tls_flags(cert, key), "--handshake-timeout-ms", str(HANDSHAKE_TIMEOUT_MS),
                 *STREAM_FLAGS, env=SMALL_ASAN)
@@ -174,6 +175,11 @@ def test_stalled_setups_are_closed_in_time_and_others_flow(gateway, certs):
     per_kind = 100
 
     def attack():
+        for i in range(per_kind):  # plain ws:// on the TLS port: 400, then closed
+            status, _, body, s = handshake(g.port)
+            assert status == 400 and b"use wss://" in body, (status, body)
+            assert closed_by_peer(s, 5)
+            s.close()
         socks = []
         for i in range(per_kind):
             s = connect_from(g.port)  # half a ClientHello, then nothing
@@ -195,7 +201,8 @@ def test_stalled_setups_are_closed_in_time_and_others_flow(gateway, certs):
             s.close()
         assert not open_after, "still open after %.1f s: %s" % (bound, sorted(set(open_after)))
 
-    attack_checked(g, attack, "%d stalled set-ups of each kind" % per_kind, cafile=cert)
+    attack_checked(g, attack, "%d plain handshakes and stalled set-ups of each kind" % per_kind,
+                   cafile=cert)
 
 
 @pytest.mark.skipif(not os.environ.get("RTGATE_LOADTEST"), reason="RTGATE_LOADTEST not given")
