@@ -333,9 +333,12 @@ static rt_status reader_open(struct nats_engine *e, struct fo *fo)
     char name[160], urls[1024];
     snprintf(name, sizeof(name), "rtgate-live %s", fo->cfg.node_id ? fo->cfg.node_id : "");
     struct lr_hooks hooks = {e, nats__on_live_msg, nats__on_live_replay};
-    rt_status st = fo->cfg.uv_loop ? lr_create(fo->cfg.uv_loop, e->url, name,
-                                               fo->cfg.nats_read_window_ms, &hooks, &e->lr)
-                                   : RT_INVAL;
+    if (!fo->cfg.uv_loop) {
+        rt_log(RT_LOG_ERROR, "nats_no_loop", "why=\"the nats engine needs fo_config.uv_loop\"");
+        return RT_INVAL;
+    }
+    rt_status st =
+        lr_create(fo->cfg.uv_loop, e->url, name, fo->cfg.nats_read_window_ms, &hooks, &e->lr);
     if (st == RT_INVAL) {
         urls_for_log(e->url, urls, sizeof(urls));
         rt_log(RT_LOG_ERROR, "nats_url_unsupported",
