@@ -1,7 +1,7 @@
 /*
  * server.c: libwebsockets on our own libuv loop. The lws callback stays
  * thin: HTTP endpoints (/healthz, /readyz, /metrics), the handshake checks
- * (path, subprotocol, per-IP rate, capacity, drain) and the hand-off of
+ * (path, subprotocol, per-IP rate, capacity, node rate, drain) and the hand-off of
  * WebSocket events to the session layer.
  */
 #include "gw.h"
@@ -148,6 +148,8 @@ static int on_confirm_upgrade(struct lws *wsi)
         return refuse(wsi, GW_REFUSE_RATE, 429, "too many connections from this address\n", retry);
     if (srv->m.connections >= srv->cfg->max_connections)
         return refuse(wsi, GW_REFUSE_CAPACITY, 503, "gateway at capacity\n", 1000);
+    if (!gw_connrate_take(srv->connrate, rt_mono_ms(), &retry))
+        return refuse(wsi, GW_REFUSE_NODE_RATE, 503, "too many new connections\n", retry);
     return 0;
 }
 
@@ -416,6 +418,9 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     case LWS_CALLBACK_RECEIVE_PONG:
         s->last_rx_ms = rt_mono_ms();
         return 0;
+    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+        gw_session_peer_close(s, in, len);
+        return 0;
     case LWS_CALLBACK_CLOSED:
         gw_session_closed(s);
         return 0;
@@ -548,7 +553,9 @@ rt_status gw_server_start(struct gw_server *srv, const struct gw_config *cfg, vo
     if (!scratch || proto_decoder_create(&lim, &srv->dec) != RT_OK ||
         gw_conns_init(&srv->conns, cfg->max_connections + 64) != RT_OK ||
         gw_iplimit_create(&cfg->ip_bucket, IPLIMIT_SLOTS, &srv->iplimit) != RT_OK ||
-        make_fanout(srv, cfg) != RT_OK || gw_presence_create(srv) != RT_OK) {
+        gw_connrate_create(&cfg->conn_bucket, &srv->connrate) != RT_OK ||
+        gw_pubtimes_create(&srv->pubtimes) != RT_OK || make_fanout(srv, cfg) != RT_OK ||
+        gw_presence_create(srv) != RT_OK) {
         free(scratch);
         gw_server_free(srv);
         return RT_NOMEM;
@@ -586,6 +593,10 @@ void gw_server_free(struct gw_server *srv)
     srv->dec = NULL;
     gw_iplimit_destroy(srv->iplimit);
     srv->iplimit = NULL;
+    gw_connrate_destroy(srv->connrate);
+    srv->connrate = NULL;
+    gw_pubtimes_destroy(srv->pubtimes);
+    srv->pubtimes = NULL;
     gw_conns_free(&srv->conns);
     free(srv->dirty);
     srv->dirty = NULL;
@@ -597,22 +608,4 @@ void gw_server_free(struct gw_server *srv)
     if (srv->scratch)
         free(srv->scratch - LWS_PRE);
     srv->scratch = NULL;
-}
-
-void gw_server_drain(struct gw_server *srv)
-{
-    if (srv->draining)
-        return;
-    srv->draining = true;
-    srv->drain_started_ms = rt_mono_ms();
-    rt_log(RT_LOG_INFO, "drain_start", "connections=%llu drain_ms=%u",
-           (unsigned long long)srv->m.connections, srv->cfg->drain_ms);
-    for (uint32_t i = 0; i < srv->conns.used; i++) {
-        struct gw_session *s = srv->conns.slots[i];
-        if (!s)
-            continue;
-        /* Jitter spreads the reconnects over the drain window. */
-        uint32_t after = srv->cfg->drain_ms ? (uint32_t)rand() % srv->cfg->drain_ms : 0;
-        gw_session_close(s, 1001, "draining", true, true, after);
-    }
 }
