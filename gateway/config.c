@@ -402,15 +402,37 @@ static bool set_pattern_list(struct source *src, const char *list)
     return any;
 }
 
+extern char **environ;
+
+/* A misspelt RTGATE_ variable would be ignored in silence: say so. */
+static void warn_unknown_env(void)
+{
+    for (char **e = environ; *e; e++) {
+        if (strncmp(*e, "RTGATE_", 7) != 0 || !strncmp(*e, "RTGATE_CONFIG=", 14))
+            continue;
+        size_t len = strcspn(*e, "=");
+        bool known = false;
+        for (size_t i = 0; i < N_OPTS && !known; i++) {
+            char name[64];
+            env_name(opts[i].name, name, sizeof name);
+            known = strlen(name) == len && !memcmp(name, *e, len);
+        }
+        if (!known)
+            fprintf(stderr, "rtgate: ignoring the environment variable %.*s: no such option\n",
+                    (int)(len > 64 ? 64 : len), *e);
+    }
+}
+
 /*
  * Reads an RTGATE_<NAME> variable for every option; an empty variable counts
  * as unset (compose files often pass `VAR: ${VAR:-}`). RTGATE_EPHEMERAL holds
- * a list of patterns. Other RTGATE_* variables are not options and are left
- * alone (the test scripts' RTGATE_BIN, for one).
+ * a list of patterns. Other RTGATE_* variables are not options: they are
+ * named on stderr and left alone (the test scripts' RTGATE_BIN, for one).
  */
 static bool load_env(struct gw_config *cfg)
 {
     struct source src = {.cfg = cfg};
+    warn_unknown_env();
     for (size_t i = 0; i < N_OPTS; i++) {
         char name[64];
         env_name(opts[i].name, name, sizeof name);

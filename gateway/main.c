@@ -97,7 +97,7 @@ static int run(struct app *app)
         return 1;
     app->srv.m.loop_since_ns = app->busy_sample_at = uv_hrtime();
     app->srv.m.loop_idle_at_start_ns = uv_metrics_idle_time(&app->loop);
-    app->backend_ready = true; /* a backend not ready at start is logged at once */
+    app->backend_ready = false; /* logged once it is ready, and at every change after */
     uv_signal_init(&app->loop, &app->sigterm);
     uv_signal_init(&app->loop, &app->sigint);
     uv_timer_init(&app->loop, &app->tick);
