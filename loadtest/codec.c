@@ -170,6 +170,11 @@ void lt_enc_connect(struct lt_out *o, enum lt_codec c, int64_t id, const char *n
     mp_str(o, name);
 }
 
+void lt_enc_hello(struct lt_out *o, const struct lt_config *cfg)
+{
+    lt_enc_connect(o, cfg->codec, 1, "rtgate-load");
+}
+
 void lt_enc_sub(struct lt_out *o, enum lt_codec c, int64_t id, const char *channel)
 {
     if (c == LT_CODEC_JSON) {
