@@ -105,9 +105,9 @@ enum { GW_BY_SERVER, GW_BY_CLIENT };
  */
 #define GW_HIST_BUCKETS 18 /* 2^0 .. 2^17 units, then +Inf */
 struct gw_histogram {
-    uint64_t buckets[GW_HIST_BUCKETS + 1]; /* not cumulative; the last is +Inf */
-    uint64_t count;
-    uint64_t sum; /* in units */
+    uint64_t buckets[GW_HIST_BUCKETS + 1]; /* not cumulative; the last is +Inf; their sum is
+                                            * the count */
+    uint64_t sum;                          /* in units */
 };
 
 /* Counts one value (in the histogram's units). */
@@ -115,7 +115,6 @@ static inline void gw_hist_observe(struct gw_histogram *h, uint64_t v)
 {
     unsigned i = v <= 1 ? 0 : 64 - (unsigned)__builtin_clzll(v - 1);
     h->buckets[i < GW_HIST_BUCKETS ? i : GW_HIST_BUCKETS]++;
-    h->count++;
     h->sum += v;
 }
 
@@ -301,6 +300,8 @@ struct gw_server {
     void *hold_timer;     /* uv_timer_t: fires when the earliest held window ends */
     uint64_t hold_due_us; /* when hold_timer fires (0: not armed) */
     uint64_t window_us;   /* the flush window now: flush_window_ms, grown while saturated */
+    uint64_t
+        flush_wall_ms; /* wall clock of the flush running now (one read for its writes), or 0 */
     uint64_t busy_at_us, idle_at_ns; /* the last saturation sample (gw_server_adapt_window) */
     uint64_t client_seq;
     char client_prefix[12];

@@ -102,9 +102,10 @@ static void histogram(struct out *o, const char *name, const char *help,
         emit(o, "rtgate_%s_bucket{le=\"%g\"} %llu\n", name, unit_s * (double)(1ull << i),
              (unsigned long long)cum);
     }
-    emit(o, "rtgate_%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)h->count);
+    cum += h->buckets[GW_HIST_BUCKETS];
+    emit(o, "rtgate_%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)cum);
     emit(o, "rtgate_%s_sum %.6f\nrtgate_%s_count %llu\n", name, (double)h->sum * unit_s, name,
-         (unsigned long long)h->count);
+         (unsigned long long)cum);
 }
 
 static void closes(struct out *o, const struct gw_metrics *m)

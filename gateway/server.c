@@ -314,6 +314,7 @@ void gw_server_flush(struct gw_server *srv)
     gw_presence_flush(srv); /* presence changes of this iteration, batched per cell */
     uint64_t window = srv->window_us;
     uint64_t now = window && srv->n_dirty ? gw_now_us() : 0;
+    srv->flush_wall_ms = srv->n_dirty ? rt_wall_ms() : 0; /* the writes' time, for metrics */
     /* Flushing may queue more (a drained outbox pumps durable catch-up): the
      * list may grow while it is walked. */
     for (uint32_t i = 0; i < srv->n_dirty; i++) {
@@ -326,6 +327,7 @@ void gw_server_flush(struct gw_server *srv)
             gw_session_flush(s);
     }
     srv->n_dirty = 0;
+    srv->flush_wall_ms = 0;
 }
 
 struct flush_handles {

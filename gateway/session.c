@@ -386,7 +386,8 @@ static int write_frame(struct gw_session *s)
         return -1;
     srv->m.frames_out++;
     srv->m.bytes_out += len;
-    gw_metrics_delivered(&srv->m, &s->outbox, n, rt_wall_ms());
+    gw_metrics_delivered(&srv->m, &s->outbox, n,
+                         srv->flush_wall_ms ? srv->flush_wall_ms : rt_wall_ms());
     if (srv->window_us)
         s->last_write_us = gw_now_us();
     gw_outbox_pop(&s->outbox, n, LWS_PRE);
