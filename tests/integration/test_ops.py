@@ -86,6 +86,17 @@ def test_options_from_the_environment_and_their_precedence(gateway, tmp_path):
             dur = await c.sub("file.x")
             assert dur["durable"] is True, dur               # the file's list was replaced
     run(go())
+    # A policy list from the environment (RTGATE_SUB_ALLOW, comma-separated).
+    g2 = gateway(env={"RTGATE_SUB_ALLOW": "chat.>, typing.*"})
+
+    async def go2():
+        async with Client(g2.url(), "json") as c:
+            await c.connect()
+            assert (await c.sub("chat.room"))["ok"] is True
+            assert (await c.sub("typing.x"))["ok"] is True
+            r = await c.sub("news.x")
+            assert r["ok"] is False and r["error"]["code"] == 403, r
+    run(go2())
     r = run_rtgate(["--listen", "127.0.0.1:0"], {"RTGATE_MAX_SUBS": "many"})
     assert r.returncode == 2 and b"RTGATE_MAX_SUBS" in r.stderr, r
     # RTGATE_CONFIG names the file when there is no --config.
