@@ -496,7 +496,8 @@ static bool set_list(struct source *src, const struct opt *o, const char *list)
 
 extern char **environ;
 
-/* A misspelt RTGATE_ variable would be ignored in silence: say so. */
+/* A misspelt RTGATE_ variable would be ignored in silence: say so (in the log,
+ * once the configuration is good: an error exit prints its one line only). */
 static void warn_unknown_env(void)
 {
     for (char **e = environ; *e; e++) {
@@ -510,8 +511,8 @@ static void warn_unknown_env(void)
             known = strlen(name) == len && !memcmp(name, *e, len);
         }
         if (!known)
-            fprintf(stderr, "rtgate: ignoring the environment variable %.*s: no such option\n",
-                    (int)(len > 64 ? 64 : len), *e);
+            rt_log(RT_LOG_WARN, "env_ignored", "name=%.*s why=\"no such option\"",
+                   (int)(len > 64 ? 64 : len), *e);
     }
 }
 
@@ -524,7 +525,6 @@ static void warn_unknown_env(void)
 static bool load_env(struct gw_config *cfg)
 {
     struct source src = {.cfg = cfg};
-    warn_unknown_env();
     for (size_t i = 0; i < N_OPTS; i++) {
         char name[64];
         env_name(opts[i].name, name, sizeof name);
@@ -648,9 +648,10 @@ rt_status gw_config_load(struct gw_config *cfg, int argc, char **argv)
         host[sizeof host - 1] = '\0';
         snprintf(cfg->node_id, sizeof cfg->node_id, "%s-%d", host, (int)getpid());
     }
-    if (check(cfg) != RT_OK)
+    if (check(cfg) != RT_OK || gw_authz_configure(cfg) != RT_OK)
         return RT_INVAL;
-    return gw_authz_configure(cfg) == RT_OK ? RT_OK : RT_INVAL;
+    warn_unknown_env();
+    return RT_OK;
 }
 
 void gw_config_free(struct gw_config *cfg)
