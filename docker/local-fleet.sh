@@ -31,10 +31,6 @@ HAPROXY_BIN=${HAPROXY_BIN:-haproxy}
 START_TIMEOUT_S=${FLEET_START_TIMEOUT_S:-90}
 STOP_TIMEOUT_S=${FLEET_STOP_TIMEOUT_S:-20}
 
-# TRUSTED-PROXY (lead: when edge's --trusted-proxy is on main, make this
-# "--trusted-proxy 127.0.0.1/32", matching RTGATE_TRUSTED_PROXY in rtgate.env,
-# and drop RTGATE_IP_CONN_RATE=0 there).
-TRUSTED_PROXY_ARGS=${TRUSTED_PROXY_ARGS:-}
 
 die() {
     echo "local-fleet: $*" >&2
@@ -165,12 +161,14 @@ start_gateway() {
     local n=$1 port=GATEWAY_PORT_$1
     local bin settings
     bin=$(rtgate_bin)
-    # rtgate.env holds the recipe's settings; the NATS URLs are loopback here.
-    mapfile -t settings < <(grep -E '^RTGATE_[A-Z_]+=' "$HERE/rtgate.env" | grep -v '^RTGATE_NATS=')
-    # shellcheck disable=SC2086 # RTGATE_ARGS and TRUSTED_PROXY_ARGS are word-split on purpose
+    # rtgate.env holds the recipe's settings; the NATS URLs and haproxy's
+    # address (the one proxy whose X-Forwarded-For is believed) are loopback here.
+    mapfile -t settings < <(grep -E '^RTGATE_[A-Z_]+=' "$HERE/rtgate.env" |
+        grep -v -e '^RTGATE_NATS=' -e '^RTGATE_TRUSTED_PROXY=')
+    # shellcheck disable=SC2086 # RTGATE_ARGS is word-split on purpose
     launch "gateway-$n" env "${settings[@]}" RTGATE_NATS="$NATS_URLS" \
-        "$bin" --listen "127.0.0.1:${!port}" --node-id "rtgate-$n" \
-        $TRUSTED_PROXY_ARGS $FLEET_RTGATE_ARGS
+        RTGATE_TRUSTED_PROXY=127.0.0.1 \
+        "$bin" --listen "127.0.0.1:${!port}" --node-id "rtgate-$n" $FLEET_RTGATE_ARGS
 }
 
 gateway_ready() {

@@ -2,6 +2,7 @@
  * main.c: rtgate's entry point. Reads the configuration, runs the gateway on
  * a libuv loop it owns (epoll), samples the loop's busy time and readiness
  * for /metrics and the log, drains on SIGTERM/SIGINT (drain.c) and exits 0.
+ * SIGHUP reloads the TLS files (tls.c) and the JWT key (authz.c).
  */
 #include "gw.h"
 
@@ -93,8 +94,11 @@ static void close_handle(uv_handle_t *h, void *arg)
 
 static int run(struct app *app)
 {
-    if (gw_server_start(&app->srv, &app->cfg, &app->loop) != RT_OK)
+    if (gw_server_start(&app->srv, &app->cfg, &app->loop) != RT_OK) {
+        while (uv_run(&app->loop, UV_RUN_NOWAIT)) /* the closes it started */
+            ;
         return 1;
+    }
     app->srv.m.loop_since_ns = app->busy_sample_at = uv_hrtime();
     app->srv.m.loop_idle_at_start_ns = uv_metrics_idle_time(&app->loop);
     app->backend_ready = false; /* logged once it is ready, and at every change after */
@@ -143,8 +147,8 @@ static void on_supervisor_signal(int signum)
     supervisor_signal = signum;
 }
 
-/* Waits for the workers, forwarding SIGTERM/SIGINT (drain) and SIGHUP (key
- * reload) to them. 0 if all exited 0. */
+/* Waits for the workers, forwarding SIGTERM/SIGINT (drain) and SIGHUP (key and
+ * certificate reload) to them. 0 if all exited 0. */
 static int supervise(pid_t *pids, unsigned n)
 {
     struct sigaction sa;
@@ -215,7 +219,7 @@ int main(int argc, char **argv)
     rt_status st = gw_config_load(&app.cfg, argc, argv);
     if (st == RT_AGAIN)
         return 0;
-    if (st != RT_OK) {
+    if (st != RT_OK || gw_tls_check_files(&app.cfg) != RT_OK) {
         gw_config_free(&app.cfg);
         return 2;
     }

@@ -15,6 +15,10 @@ dead connection a jittered exponential backoff ("backoff" mode: full jitter,
 first retry within 1 s) or at once ("storm" mode: every dropped client comes
 back in the same instant, a reconnect storm).
 
+Each client connects from its own loopback source address (8 clients an
+address, source_address), so the per-address limits behind haproxy see
+many clients, as they would.
+
 Lean on purpose (one asyncio loop holds thousands of connections on a 2-core
 machine): no per-message queue, no compression, one json.loads per line and
 one cumulative ack per frame. Times are time.monotonic(); message ages use the
@@ -31,6 +35,14 @@ from websockets.exceptions import ConnectionClosed, InvalidStatusCode
 
 SUBPROTOCOL = "rtgate.v1.json"
 ERROR_CLOSES = {1002, 1003, 1007, 1008, 1009, 1010, 1011, 4001, 4003}
+
+
+def source_address(idx):
+    """The loopback address client idx connects from: 8 clients an address, as
+    if from many machines (the gateways see them through X-Forwarded-For, and
+    their per-address handshake limit applies to each)."""
+    k = idx // 8
+    return "127.0.%d.%d" % (1 + k // 250, 1 + k % 250)
 
 
 class SubRefused(Exception):
@@ -53,7 +65,7 @@ class Drop:
 class FleetClient:
     __slots__ = ("pop", "idx", "channel", "epoch", "start_seq", "last_seq", "acked", "received",
                  "dups", "gaps", "problems", "node", "ws", "drops", "lat", "disconnect",
-                 "attempt", "task", "ready")
+                 "attempt", "task", "ready", "source")
 
     def __init__(self, pop, idx, channel):
         self.pop = pop
@@ -75,6 +87,7 @@ class FleetClient:
         self.attempt = 0
         self.task = None
         self.ready = False
+        self.source = source_address(idx)
 
     async def run(self, delay):
         await asyncio.sleep(delay)
@@ -99,7 +112,7 @@ class FleetClient:
             ws = await websockets.connect(
                 pop.url, subprotocols=[SUBPROTOCOL], compression=None, ping_interval=None,
                 open_timeout=15, close_timeout=3, max_size=2 ** 20, max_queue=64,
-                read_limit=2 ** 16, write_limit=2 ** 16)
+                read_limit=2 ** 16, write_limit=2 ** 16, local_addr=(self.source, 0))
         except InvalidStatusCode as e:
             pop.refusals[e.status_code] = pop.refusals.get(e.status_code, 0) + 1
             ra = e.headers.get("Retry-After")

@@ -8,6 +8,7 @@ export, the image's runtime packages against what the binaries link, and the
 image's health check against a running gateway.
 """
 import glob
+import ipaddress
 import json
 import os
 import re
@@ -158,6 +159,11 @@ def test_compose_file_matches_the_other_files():
         assert int(g["stop_grace_period"].rstrip("s")) > drain_s, "docker would SIGKILL the drain"
         assert g["build"]["dockerfile"] == "docker/Dockerfile"
     assert "./haproxy.cfg:/usr/local/etc/haproxy/haproxy.cfg:ro" in s["haproxy"]["volumes"]
+    # The gateways believe X-Forwarded-For from haproxy's fixed address only.
+    haproxy_ip = s["haproxy"]["networks"]["default"]["ipv4_address"]
+    assert env["RTGATE_TRUSTED_PROXY"] == haproxy_ip
+    subnet = c["networks"]["default"]["ipam"]["config"][0]["subnet"]
+    assert ipaddress.ip_address(haproxy_ip) in ipaddress.ip_network(subnet)
     with open(os.path.join(DOCKER, "haproxy.cfg")) as f:
         hcfg = f.read()
     assert '"${RTGATE_1-rtgate-1:8080}"' in hcfg and '"${RTGATE_2-rtgate-2:8080}"' in hcfg

@@ -23,6 +23,7 @@ sanitizer build); the measured values go to BENCHMARKS.md.
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -100,6 +101,31 @@ async def wait_back(affected, t0, timeout):
 def summary(times):
     return {"clients": len(times), "p50_s": round(quantile(times, 0.5), 3),
             "p99_s": round(quantile(times, 0.99), 3), "max_s": round(times[-1], 3)}
+
+
+def test_client_address_reaches_the_gateway_through_haproxy(fleet):
+    """haproxy's X-Forwarded-For, believed from haproxy only (rtgate.env's
+    trusted proxy), gives the gateways the client's address: a refused
+    handshake from 127.0.0.77 is logged with that address, not haproxy's."""
+    port = int(fleet.env["WS_URL"].rsplit(":", 1)[1].split("/")[0])
+    s = socket.socket()
+    s.bind(("127.0.0.77", 0))
+    s.settimeout(10)
+    s.connect(("127.0.0.1", port))
+    s.sendall(b"GET /ws HTTP/1.1\r\nHost: fleet\r\nUpgrade: websocket\r\n"
+              b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+              b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+              b"Sec-WebSocket-Protocol: not.ours\r\n\r\n")
+    status = s.recv(200).split(b"\r\n")[0]
+    s.close()
+    assert b" 400 " in status, status
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        logs = fleet.logs("gateway-1") + fleet.logs("gateway-2")
+        if "event=handshake_refused peer=127.0.0.77 " in logs:
+            return
+        time.sleep(0.1)
+    raise AssertionError("no handshake_refused with peer=127.0.0.77 in the gateways' logs")
 
 
 def test_sigkill_gateway(fleet, loop, pop, results):
