@@ -588,9 +588,7 @@ static bool set_list(struct source *src, const struct opt *o, const char *list)
 
 extern char **environ;
 
-/* A misspelt RTGATE_ variable would be ignored in silence: say so (in the log,
- * once the configuration is good: an error exit prints its one line only). */
-static void warn_unknown_env(void)
+void gw_config_warn_env(void)
 {
     for (char **e = environ; *e; e++) {
         if (strncmp(*e, "RTGATE_", 7) != 0 || !strncmp(*e, "RTGATE_CONFIG=", 14))
@@ -768,7 +766,6 @@ rt_status gw_config_load(struct gw_config *cfg, int argc, char **argv)
     }
     if (check(cfg) != RT_OK || gw_authz_configure(cfg) != RT_OK)
         return RT_INVAL;
-    warn_unknown_env();
     return RT_OK;
 }
 

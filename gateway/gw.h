@@ -113,6 +113,12 @@ struct gw_config {
  */
 rt_status gw_config_load(struct gw_config *cfg, int argc, char **argv);
 void gw_config_free(struct gw_config *cfg);
+/*
+ * Logs every RTGATE_* environment variable that is no option: a misspelt one
+ * would be ignored in silence. Called once the gateway has started, so that a
+ * start that fails prints its one error line only.
+ */
+void gw_config_warn_env(void);
 void gw_config_usage(FILE *out);
 
 /* ------------------------------------------------------------------ */

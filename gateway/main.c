@@ -99,6 +99,7 @@ static int run(struct app *app)
             ;
         return 1;
     }
+    gw_config_warn_env();
     app->srv.m.loop_since_ns = app->busy_sample_at = uv_hrtime();
     app->srv.m.loop_idle_at_start_ns = uv_metrics_idle_time(&app->loop);
     app->backend_ready = false; /* logged once it is ready, and at every change after */
