@@ -68,6 +68,8 @@ struct gw_config {
     uint32_t nats_replicas;
     uint32_t nats_loop_reader;    /* 1: ephemeral live subjects read on the loop */
     uint32_t nats_read_window_ms; /* the loop reader's read window */
+    /* --nats-ca, --nats-tls-cert, --nats-tls-key, --nats-creds, --nats-nkey */
+    struct fo_nats_security nats_security;
 };
 
 /*

@@ -173,7 +173,7 @@ static void start(struct ctx *c, const char *url_fmt, uint32_t window_ms, int rc
     char url[128];
     snprintf(url, sizeof(url), url_fmt, c->fs.port);
     struct lr_hooks h = {c, on_msg, on_replay};
-    cr_assert(lr_create(&c->loop, url, "test", window_ms, &h, &c->lr) == RT_OK);
+    cr_assert(lr_create(&c->loop, url, "test", window_ms, NULL, &h, &c->lr) == RT_OK);
 }
 
 /* Accepts the reader's connection and completes the handshake. */
@@ -321,7 +321,7 @@ Test(nats_live, urls)
     uv_loop_init(&loop);
     struct lr_hooks h = {NULL, NULL, NULL};
     const char *bad[] = {
-        "tls://h:4222",
+        "ws://h:4222",
         "nats://",
         "nats://:4222",
         "nats://h:0",
@@ -342,7 +342,7 @@ Test(nats_live, urls)
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         struct lr *lr = NULL;
-        rt_status st = lr_create(&loop, bad[i], "t", 0, &h, &lr);
+        rt_status st = lr_create(&loop, bad[i], "t", 0, NULL, &h, &lr);
         cr_expect_eq(st, RT_INVAL, "accepted \"%s\"", bad[i]);
         if (lr)
             lr_destroy(lr);
@@ -356,10 +356,13 @@ Test(nats_live, urls)
         "nats://[::1]:",
         "nats://h:",
         " nats://127.0.0.1:4222/ , nats://127.0.0.1:4223",
+        "tls://127.0.0.1:4222",
+        "TLS://u:p@h:1,nats://h:2",
     };
     for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
         struct lr *lr = NULL;
-        cr_expect_eq(lr_create(&loop, good[i], "t", 0, &h, &lr), RT_OK, "refused \"%s\"", good[i]);
+        cr_expect_eq(lr_create(&loop, good[i], "t", 0, NULL, &h, &lr), RT_OK, "refused \"%s\"",
+                     good[i]);
         lr_destroy(lr);
     }
     for (int i = 0; i < 100 && uv_run(&loop, UV_RUN_NOWAIT); i++)
@@ -394,7 +397,8 @@ Test(nats_live, percent_encoded_credentials)
                          "nats://u%@h:1"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         struct lr *lr = NULL;
-        cr_expect_eq(lr_create(&loop, bad[i], "t", 0, &h, &lr), RT_INVAL, "accepted %s", bad[i]);
+        cr_expect_eq(lr_create(&loop, bad[i], "t", 0, NULL, &h, &lr), RT_INVAL, "accepted %s",
+                     bad[i]);
         if (lr)
             lr_destroy(lr);
     }
