@@ -410,6 +410,12 @@ static void start_tls(struct lr *lr)
 {
     struct lrc *c = lr->c;
     const struct lr_server *sv = &lr->servers[lr->cur];
+    char err[256];
+    /* TLS unasked (no file given: the system's trusted CAs), once. */
+    if (!lr->tls_ctx && ntls_ctx_create(NULL, NULL, NULL, err, sizeof(err), &lr->tls_ctx)) {
+        lr_fail(lr, err);
+        return;
+    }
     c->cipher = malloc(LR_TLS_CHUNK);
     rt_status st = c->cipher
                        ? ntls_start(lr->tls_ctx, sv->tls_name[0] ? sv->tls_name : sv->host, &c->tls)
@@ -1215,8 +1221,10 @@ static rt_status load_security(struct lr *lr, const struct fo_nats_security *sec
     char err[512];
     const char *none = "";
     lr->tls_wanted |= sec && (sec->ca_file[0] || sec->cert_file[0] || sec->key_file[0]);
-    rt_status st = ntls_ctx_create(sec ? sec->ca_file : none, sec ? sec->cert_file : none,
-                                   sec ? sec->key_file : none, err, sizeof(err), &lr->tls_ctx);
+    rt_status st = RT_OK;
+    if (lr->tls_wanted) /* else made when a server requires TLS (start_tls): OpenSSL's is slow */
+        st = ntls_ctx_create(sec ? sec->ca_file : none, sec ? sec->cert_file : none,
+                             sec ? sec->key_file : none, err, sizeof(err), &lr->tls_ctx);
     if (st == RT_OK)
         st = ncreds_load(sec ? sec->creds_file : none, sec ? sec->nkey_file : none, err,
                          sizeof(err), &lr->creds);
