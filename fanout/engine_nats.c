@@ -1943,7 +1943,7 @@ static void conn_events(struct neng *e, uint64_t reconnects)
 {
     bool up = conn_up(e);
     char where[1024]; /* the server it went to, or the list: never a URL's credentials */
-    if (up != e->was_up)
+    if (up != e->was_up || (up && reconnects != e->seen_reconnects)) /* a quick move too */
         rt_log(up ? RT_LOG_INFO : RT_LOG_WARN, up ? "nats_connected" : "nats_disconnected", "%s=%s",
                up ? "server" : "servers",
                up ? nsec_connected_server(e->nc, where, sizeof(where))
@@ -2095,7 +2095,8 @@ static natsStatus make_options(struct neng *e, const char *node_id)
 static natsStatus connect_nats(struct neng *e)
 {
     /* A refusal (TLS, credentials) fails the start with nats.c's reason; no server: retry. */
-    natsStatus s = nsec_natsc_connect(&e->nc, e->opts, e->url, on_connected, e);
+    natsStatus s =
+        nsec_natsc_connect(&e->nc, e->opts, e->url, e->fo->cfg.nats_security, on_connected, e);
     if (s == NATS_NOT_YET_CONNECTED) {
         char where[1024];
         rt_log(RT_LOG_WARN, "nats_not_yet_connected", "servers=%s why=\"retrying in background\"",

@@ -8,7 +8,8 @@
  * JWT-----" ... "------END NATS USER JWT------"), the JWT in the first
  * block and the seed in the second; a seed file without blocks holds the
  * seed on a line of its own ("SU..."). Secrets stay in memory only (wiped
- * when freed) and never in an error text.
+ * when freed) and never in an error text. Any thread; the files are read at
+ * start (ncreds_load blocks on the file system).
  */
 #ifndef NATS_CREDS_H
 #define NATS_CREDS_H

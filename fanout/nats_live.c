@@ -15,6 +15,7 @@
 #include "nats_live.h"
 #include "nats_creds.h"
 #include "nats_tls.h"
+#include "nats_url.h"
 #include "protocol.h"
 
 #include <errno.h>
@@ -30,7 +31,6 @@
 #include <unistd.h>
 #include <uv.h>
 
-#define LR_PORT_DEFAULT  4222
 #define LR_RETRY_MS      250u
 #define LR_CONNECT_MS    2000u
 #define LR_PING_MS       5000u
@@ -40,12 +40,11 @@
 #define LR_PAYLOAD_DEF   ((size_t)1 << 20)
 #define LR_PAYLOAD_CAP   ((size_t)64 << 20)
 #define LR_KEEP_CAP      ((size_t)256 << 10) /* an empty input buffer above this is freed */
-#define LR_CRED_MAX      256
-#define LR_SERVERS_MAX   64                 /* configured and announced servers kept */
-#define LR_ANNOUNCED_MAX 256                /* connect_urls entries looked at per INFO */
-#define LR_NONCE_MAX     128                /* longest INFO nonce taken */
-#define LR_TLS_CHUNK     ((size_t)64 << 10) /* TLS records read from the socket at once */
-#define LR_TLS_RECORD    ((size_t)16 << 10) /* room for one record's plaintext */
+#define LR_SERVERS_MAX   64                  /* configured and announced servers kept */
+#define LR_ANNOUNCED_MAX 256                 /* connect_urls entries looked at per INFO */
+#define LR_NONCE_MAX     128                 /* longest INFO nonce taken */
+#define LR_TLS_CHUNK     ((size_t)64 << 10)  /* TLS records read from the socket at once */
+#define LR_TLS_RECORD    ((size_t)16 << 10)  /* room for one record's plaintext */
 /* Queued writes (with their requests' own size) beyond which a server that
  * does not read is dropped: a PING flood must not queue PONGs without end. */
 #define LR_WQ_MAX ((size_t)8 << 20)
@@ -53,12 +52,9 @@
 enum lr_state { LR_IDLE, LR_RESOLVING, LR_CONNECTING, LR_HANDSHAKE, LR_UP };
 
 struct lr_server {
-    char host[256];
-    char port[8];
-    char user[LR_CRED_MAX], pass[LR_CRED_MAX], token[LR_CRED_MAX];
-    bool tls_url;       /* configured as tls:// */
-    bool announced;     /* learnt from a server's connect_urls, not configured */
-    char tls_name[256]; /* announced by IP: the name its certificate is checked against */
+    struct nats_url url; /* host, port, credentials */
+    bool announced;      /* learnt from a server's connect_urls, not configured */
+    char tls_name[256];  /* announced by IP: the name its certificate is checked against */
 };
 
 struct lrc {
@@ -117,7 +113,6 @@ static void lr_fail(struct lr *lr, const char *why);
 static void lr_connect_next(struct lr *lr);
 static void lr_process(struct lr *lr);
 static bool lr_room(struct lr *lr, size_t want);
-static bool parse_url(const char *s, size_t n, struct lr_server *out);
 
 /* -------------------------------------------------------------------- */
 /* Lifetime                                                               */
@@ -290,12 +285,12 @@ static void send_connect(struct lr *lr)
     json_t *o = json_pack("{s:b,s:b,s:i,s:b,s:b,s:s,s:s,s:s}", "verbose", 0, "pedantic", 0,
                           "protocol", 1, "headers", 1, "no_responders", 0, "name", lr->name, "lang",
                           "c-rtgate", "version", "1");
-    if (o && sv->user[0]) {
-        json_object_set_new(o, "user", json_string(sv->user));
-        json_object_set_new(o, "pass", json_string(sv->pass));
+    if (o && sv->url.user[0]) {
+        json_object_set_new(o, "user", json_string(sv->url.user));
+        json_object_set_new(o, "pass", json_string(sv->url.pass));
     }
-    if (o && sv->token[0])
-        json_object_set_new(o, "auth_token", json_string(sv->token));
+    if (o && sv->url.token[0])
+        json_object_set_new(o, "auth_token", json_string(sv->url.token));
     if (o && lr->c->tls)
         json_object_set_new(o, "tls_required", json_true());
     const char *nonce = lr->c->nonce;
@@ -417,9 +412,9 @@ static void start_tls(struct lr *lr)
         return;
     }
     c->cipher = malloc(LR_TLS_CHUNK);
-    rt_status st = c->cipher
-                       ? ntls_start(lr->tls_ctx, sv->tls_name[0] ? sv->tls_name : sv->host, &c->tls)
-                       : RT_NOMEM;
+    rt_status st =
+        c->cipher ? ntls_start(lr->tls_ctx, sv->tls_name[0] ? sv->tls_name : sv->url.host, &c->tls)
+                  : RT_NOMEM;
     if (st != RT_OK) {
         lr_fail(lr, st == RT_NOMEM ? "out of memory" : "TLS: the server's name is not usable");
         return;
@@ -433,7 +428,7 @@ static void start_tls(struct lr *lr)
 static size_t find_server(const struct lr *lr, const char *host, const char *port)
 {
     for (size_t i = 0; i < lr->n_servers; i++)
-        if (!strcasecmp(lr->servers[i].host, host) && !strcmp(lr->servers[i].port, port))
+        if (!strcasecmp(lr->servers[i].url.host, host) && !strcmp(lr->servers[i].url.port, port))
             return i;
     return lr->n_servers;
 }
@@ -467,16 +462,16 @@ static bool servers_grow(struct lr *lr)
 /* An announced server, with the credentials of the one that announced it (as Go's client). */
 static void add_announced(struct lr *lr, const struct lr_server *from, struct lr_server *sv)
 {
-    memcpy(sv->user, from->user, sizeof(sv->user));
-    memcpy(sv->pass, from->pass, sizeof(sv->pass));
-    memcpy(sv->token, from->token, sizeof(sv->token));
+    memcpy(sv->url.user, from->url.user, sizeof(sv->url.user));
+    memcpy(sv->url.pass, from->url.pass, sizeof(sv->url.pass));
+    memcpy(sv->url.token, from->url.token, sizeof(sv->url.token));
     sv->announced = true;
     /* A cluster announces IPs; a certificate names the host the URL named (as nats.c checks). */
-    const char *name = from->tls_name[0] ? from->tls_name : from->host;
-    if (is_ip_literal(sv->host) && !is_ip_literal(name))
+    const char *name = from->tls_name[0] ? from->tls_name : from->url.host;
+    if (is_ip_literal(sv->url.host) && !is_ip_literal(name))
         snprintf(sv->tls_name, sizeof(sv->tls_name), "%s", name);
     lr->servers[lr->n_servers++] = *sv;
-    rt_log(RT_LOG_DEBUG, "nats_live_server_announced", "server=%s:%s", sv->host, sv->port);
+    rt_log(RT_LOG_DEBUG, "nats_live_server_announced", "server=%s:%s", sv->url.host, sv->url.port);
 }
 
 /* One line when the list changed, at most one a second at info level (a server may
@@ -491,7 +486,7 @@ static void log_servers(struct lr *lr, size_t added, size_t forgotten)
         lr->servers_log_ms = now;
     rt_log(quiet ? RT_LOG_DEBUG : RT_LOG_INFO, "nats_live_servers",
            "servers=%zu announced_new=%zu forgotten=%zu from=%s:%s", lr->n_servers, added,
-           forgotten, lr->servers[lr->cur].host, lr->servers[lr->cur].port);
+           forgotten, lr->servers[lr->cur].url.host, lr->servers[lr->cur].url.port);
 }
 
 /*
@@ -512,10 +507,11 @@ static void merge_connect_urls(struct lr *lr, json_t *urls)
         const char *u = json_string_value(v);
         if (i >= LR_ANNOUNCED_MAX)
             break;
-        /* host:port only: no scheme, no userinfo, nothing parse_url would refuse */
-        if (!u || strchr(u, '@') || strstr(u, "://") || !parse_url(u, strlen(u), &sv))
+        /* host:port only: no scheme, no userinfo, nothing nats_url_parse would refuse */
+        memset(&sv, 0, sizeof(sv));
+        if (!u || strchr(u, '@') || strstr(u, "://") || !nats_url_parse(u, strlen(u), &sv.url))
             continue;
-        size_t at = find_server(lr, sv.host, sv.port);
+        size_t at = find_server(lr, sv.url.host, sv.url.port);
         if (at == lr->n_servers && servers_grow(lr)) {
             add_announced(lr, &from, &sv);
             added++;
@@ -526,8 +522,8 @@ static void merge_connect_urls(struct lr *lr, json_t *urls)
     size_t kept = 0, cur = 0;
     for (size_t k = 0; k < lr->n_servers; k++) {
         if (lr->servers[k].announced && !listed[k] && k != lr->cur) {
-            rt_log(RT_LOG_DEBUG, "nats_live_server_forgotten", "server=%s:%s", lr->servers[k].host,
-                   lr->servers[k].port);
+            rt_log(RT_LOG_DEBUG, "nats_live_server_forgotten", "server=%s:%s",
+                   lr->servers[k].url.host, lr->servers[k].url.port);
             forgotten++;
             continue;
         }
@@ -624,7 +620,7 @@ static void became_up(struct lr *lr)
     uv_timer_stop(&lr->ctl_timer);
     const struct lr_server *sv = &lr->servers[lr->cur];
     rt_log(RT_LOG_INFO, "nats_live_connected", "server=%s:%s tls=%s announced=%s connects=%llu",
-           sv->host, sv->port, lr->c->tls ? ntls_version(lr->c->tls) : "no",
+           sv->url.host, sv->url.port, lr->c->tls ? ntls_version(lr->c->tls) : "no",
            sv->announced ? "yes" : "no", (unsigned long long)lr->stats.connects);
     lr->failing_logged = false;
     forget_addresses(lr); /* after a loss: the next server */
@@ -950,7 +946,7 @@ static void lr_fail(struct lr *lr, const char *why)
     const struct lr_server *sv = &lr->servers[lr->cur];
     /* One warning per outage; each further failed try at debug level. */
     rt_log(was_up || !lr->failing_logged ? RT_LOG_WARN : RT_LOG_DEBUG, "nats_live_disconnected",
-           "server=%s:%s why=\"%s\"%s", sv->host, sv->port, why,
+           "server=%s:%s why=\"%s\"%s", sv->url.host, sv->url.port, why,
            was_up ? "" : " retrying=every_250ms");
     lr->failing_logged = !was_up;
     conn_drop(lr);
@@ -1042,9 +1038,9 @@ static void lr_connect_next(struct lr *lr)
     lr->cur = (lr->cur + 1) % lr->n_servers;
     const struct lr_server *sv = &lr->servers[lr->cur];
     struct sockaddr_storage ss;
-    int port = atoi(sv->port);
-    if (uv_ip4_addr(sv->host, port, (struct sockaddr_in *)&ss) == 0 ||
-        uv_ip6_addr(sv->host, port, (struct sockaddr_in6 *)&ss) == 0) {
+    int port = atoi(sv->url.port);
+    if (uv_ip4_addr(sv->url.host, port, (struct sockaddr_in *)&ss) == 0 ||
+        uv_ip6_addr(sv->url.host, port, (struct sockaddr_in6 *)&ss) == 0) {
         start_tcp(lr, (struct sockaddr *)&ss);
         return;
     }
@@ -1054,7 +1050,7 @@ static void lr_connect_next(struct lr *lr)
     hints.ai_socktype = SOCK_STREAM;
     lr->gai.data = lr;
     lr->st = LR_RESOLVING;
-    if (uv_getaddrinfo(lr->loop, &lr->gai, on_resolved, sv->host, sv->port, &hints) == 0) {
+    if (uv_getaddrinfo(lr->loop, &lr->gai, on_resolved, sv->url.host, sv->url.port, &hints) == 0) {
         lr->gai_busy = true;
         lr->refs++;
     } else {
@@ -1064,124 +1060,9 @@ static void lr_connect_next(struct lr *lr)
 }
 
 /* -------------------------------------------------------------------- */
-/* URLs                                                                   */
-
-static bool copy_part(char *dst, size_t cap, const char *s, size_t n)
-{
-    if (n >= cap)
-        return false;
-    memcpy(dst, s, n);
-    dst[n] = 0;
-    return true;
-}
-
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c = (char)(c | 0x20);
-    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
-/* Undoes %XX in place, as nats.c does for the URL's user and password; false
- * for a '%' without two hex digits, or %00. */
-static bool pct_decode_inplace(char *s)
-{
-    char *d = s;
-    for (; *s; s++) {
-        if (*s != '%') {
-            *d++ = *s;
-            continue;
-        }
-        int hi = hexval(s[1]), lo = hi >= 0 ? hexval(s[2]) : -1;
-        if (lo < 0 || (hi | lo) == 0)
-            return false;
-        *d++ = (char)(hi << 4 | lo);
-        s += 2;
-    }
-    *d = 0;
-    return true;
-}
-
-/* (nats|tls)://[user:pass@|token@]host[:port], or host[:port]; [v6]:port too. */
-static bool parse_url(const char *s, size_t n, struct lr_server *out)
-{
-    memset(out, 0, sizeof(*out));
-    while (n > 0 && (*s == ' ' || *s == '\t')) {
-        s++;
-        n--;
-    }
-    const char *scheme = memmem(s, n, "://", 3);
-    if (scheme) {
-        size_t sl = (size_t)(scheme - s);
-        out->tls_url = sl == 3 && strncasecmp(s, "tls", 3) == 0;
-        if (!(sl == 4 && strncasecmp(s, "nats", 4) == 0) && !out->tls_url)
-            return false; /* ws://, wss://: not here */
-        n -= sl + 3;
-        s = scheme + 3;
-    }
-    /* The last '@' ends the userinfo (as Go's net/url): a password may hold one. */
-    const char *at = memrchr(s, '@', n);
-    if (at) {
-        const char *colon = memchr(s, ':', (size_t)(at - s));
-        if (colon) {
-            if (!copy_part(out->user, sizeof(out->user), s, (size_t)(colon - s)) ||
-                !copy_part(out->pass, sizeof(out->pass), colon + 1, (size_t)(at - colon - 1)))
-                return false;
-        } else if (!copy_part(out->token, sizeof(out->token), s, (size_t)(at - s))) {
-            return false;
-        }
-        if (!pct_decode_inplace(out->user) || !pct_decode_inplace(out->pass) ||
-            !pct_decode_inplace(out->token))
-            return false;
-        n -= (size_t)(at - s) + 1;
-        s = at + 1;
-    }
-    while (n > 0 && (s[n - 1] == '/' || s[n - 1] == ' '))
-        n--;
-    const char *host = s, *port = NULL;
-    size_t hl = n;
-    if (n > 0 && s[0] == '[') {
-        const char *rb = memchr(s, ']', n);
-        if (!rb)
-            return false;
-        host = s + 1;
-        hl = (size_t)(rb - s - 1);
-        size_t after = (size_t)(rb - s) + 1;
-        if (after < n && rb[1] != ':')
-            return false; /* "[::1]x": not a port */
-        if (after < n)
-            port = rb + 2;
-    } else {
-        const char *colon = memchr(s, ':', n);
-        if (colon) {
-            hl = (size_t)(colon - s);
-            port = colon + 1;
-        }
-    }
-    if (hl == 0 || !copy_part(out->host, sizeof(out->host), host, hl))
-        return false;
-    for (size_t i = 0; i < hl; i++) /* "ho st", "h/x", "h@x": resolving could only fail, forever */
-        if ((unsigned char)host[i] <= ' ' || strchr("/@[]?#,", host[i]))
-            return false;
-    size_t pl = port ? (size_t)(s + n - port) : 0;
-    if (!port || pl == 0) {
-        snprintf(out->port, sizeof(out->port), "%d", LR_PORT_DEFAULT);
-        return true;
-    }
-    if (!copy_part(out->port, sizeof(out->port), port, pl))
-        return false;
-    for (size_t i = 0; i < pl; i++)
-        if (out->port[i] < '0' || out->port[i] > '9')
-            return false;
-    int p = atoi(out->port);
-    return p > 0 && p < 65536;
-}
-
-/* -------------------------------------------------------------------- */
 /* Interface                                                              */
 
-/* Every URL of the comma-separated list; false for one that parse_url or CONNECT cannot take. */
+/* Every URL of the comma-separated list; false for one nats_url_parse refuses. */
 static bool parse_urls(struct lr *lr, const char *urls)
 {
     for (const char *p = urls; *p;) {
@@ -1189,12 +1070,9 @@ static bool parse_urls(struct lr *lr, const char *urls)
         size_t n = end ? (size_t)(end - p) : strlen(p);
         if (n > 0) {
             struct lr_server *sv = &lr->servers[lr->n_servers++];
-            /* CONNECT is JSON: credentials that are not UTF-8 could never be sent. */
-            if (!parse_url(p, n, sv) || !proto_utf8_valid(sv->user, strlen(sv->user)) ||
-                !proto_utf8_valid(sv->pass, strlen(sv->pass)) ||
-                !proto_utf8_valid(sv->token, strlen(sv->token)))
+            if (!nats_url_parse(p, n, &sv->url))
                 return false;
-            lr->tls_wanted |= sv->tls_url;
+            lr->tls_wanted |= sv->url.tls;
         }
         p += n + (end ? 1 : 0);
     }

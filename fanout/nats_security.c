@@ -6,6 +6,10 @@
 #include "nats_security.h"
 #include "nats_creds.h"
 #include "nats_tls.h"
+#include "nats_url.h"
+
+#include <openssl/crypto.h>
+#include <stdlib.h>
 
 #include <stddef.h>
 #include <stdio.h>
@@ -91,12 +95,28 @@ const char *nsec_connected_server(natsConnection *nc, char *buf, size_t cap)
     return buf;
 }
 
-/* What a server says to a client it will not take: retrying cannot help. */
+/*
+ * What a server says to a client it will not take: retrying cannot help. A
+ * protocol error is one too: the server answered, and dropped the
+ * connection (a TLS 1.3 server that wants a client certificate does so
+ * after the handshake, and nats.c reports no PONG).
+ */
 static bool is_refusal(natsStatus s)
 {
     return s == NATS_SSL_ERROR || s == NATS_SECURE_CONNECTION_WANTED ||
            s == NATS_SECURE_CONNECTION_REQUIRED || s == NATS_CONNECTION_AUTH_FAILED ||
-           s == NATS_NOT_PERMITTED || s == NATS_ERR;
+           s == NATS_NOT_PERMITTED || s == NATS_ERR || s == NATS_PROTOCOL_ERROR;
+}
+
+/* What an operator may check when nats.c's words do not say it. */
+static const char *refusal_hint(natsStatus s, const struct fo_nats_security *sec, const char *urls)
+{
+    if (s == NATS_PROTOCOL_ERROR && nsec_tls_wanted(sec, urls) && !(sec && set(sec->cert_file)))
+        return " hint=\"the server closed the connection after TLS: does it want a client "
+               "certificate (--nats-tls-cert)?\"";
+    if (s == NATS_PROTOCOL_ERROR)
+        return " hint=\"the server closed the connection: credentials or TLS it wants?\"";
+    return "";
 }
 
 /* nats.c's last error on this thread, without its "(file.c:123): " prefix; NULL if it
@@ -114,6 +134,7 @@ static const char *last_error_text(void)
 }
 
 natsStatus nsec_natsc_connect(natsConnection **nc, natsOptions *o, const char *urls,
+                              const struct fo_nats_security *sec,
                               natsConnectionHandler connected_cb, void *closure)
 {
     natsStatus s = natsOptions_SetRetryOnFailedConnect(o, false, NULL, NULL);
@@ -124,8 +145,9 @@ natsStatus nsec_natsc_connect(natsConnection **nc, natsOptions *o, const char *u
     if (is_refusal(s)) {
         char where[1024];
         const char *text = last_error_text();
-        rt_log(RT_LOG_ERROR, "nats_refused", "servers=%s error=\"%s\"",
-               nsec_urls_for_log(urls, where, sizeof(where)), text ? text : natsStatus_GetText(s));
+        rt_log(RT_LOG_ERROR, "nats_refused", "servers=%s error=\"%s\"%s",
+               nsec_urls_for_log(urls, where, sizeof(where)), text ? text : natsStatus_GetText(s),
+               refusal_hint(s, sec, urls));
         return s;
     }
     s = natsOptions_SetRetryOnFailedConnect(o, true, connected_cb, closure);
@@ -180,12 +202,82 @@ static natsStatus credential_options(natsOptions *o, const struct fo_nats_securi
     return s;
 }
 
+/* The comma-separated list as natsOptions_SetServers wants it: out[i] point into `copy`. */
+static int split_urls(char *copy, const char **out, int max)
+{
+    int n = 0;
+    for (char *save = NULL, *t = strtok_r(copy, ",", &save); t && n < max;
+         t = strtok_r(NULL, ",", &save))
+        out[n++] = t;
+    return n;
+}
+
+/* list[0..n) as "scheme://host:port" in clean (300 bytes each); false if one does not parse.
+ * *cred: the first URL's that has a user or a token. */
+static bool strip_userinfo(const char **list, int n, char *clean, struct nats_url *cred)
+{
+    struct nats_url u;
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        if (!nats_url_parse(list[i], strlen(list[i]), &u)) {
+            nats_url_wipe(cred);
+            return false;
+        }
+        if (!cred->user[0] && !cred->token[0] && (u.user[0] || u.token[0]))
+            *cred = u;
+        char server[280];
+        int k = snprintf(clean + off, 300, "%s://%s", u.tls ? "tls" : "nats",
+                         nats_url_server(&u, server, sizeof(server)));
+        nats_url_wipe(&u);
+        list[i] = clean + off;
+        off += (size_t)k + 1;
+    }
+    return true;
+}
+
+/*
+ * The servers, and the URLs' credentials as options. nats.c 3.4.1 takes a
+ * URL's user and password as written (p%40ss stays p%40ss, where the loop
+ * reader decodes it) and sends none to the servers a cluster announces. So
+ * when every URL parses, nats.c gets them without userinfo, and the first
+ * URL's user and password (or token), decoded, become the options' for
+ * every server. Else the list goes as it is, as before.
+ */
+static natsStatus url_options(natsOptions *o, const char *urls)
+{
+    int n_max = 1;
+    for (const char *p = urls; *p; p++)
+        n_max += *p == ',';
+    char *copy = strdup(urls), *clean = malloc((size_t)n_max * 300);
+    const char **list = calloc((size_t)n_max, sizeof(*list));
+    struct nats_url cred;
+    memset(&cred, 0, sizeof(cred));
+    natsStatus s = copy && list && clean ? NATS_OK : NATS_NO_MEMORY;
+    int n = s ? 0 : split_urls(copy, list, n_max);
+    if (!s && !strip_userinfo(list, n, clean, &cred))
+        n = split_urls(strcpy(copy, urls), list, n_max); /* nats.c reads them itself */
+    if (!s)
+        s = n > 0 ? natsOptions_SetServers(o, list, n) : NATS_INVALID_ARG;
+    if (!s && cred.user[0])
+        s = natsOptions_SetUserInfo(o, cred.user, cred.pass);
+    else if (!s && cred.token[0])
+        s = natsOptions_SetToken(o, cred.token);
+    nats_url_wipe(&cred);
+    if (copy)
+        OPENSSL_cleanse(copy, strlen(urls));
+    free(copy);
+    free(clean);
+    free(list);
+    return s;
+}
+
 natsStatus nsec_natsc_options(natsOptions *o, const struct fo_nats_security *sec, const char *urls)
 {
     bool tls = nsec_tls_wanted(sec, urls);
-    if (!sec)
-        return tls ? natsOptions_SetSecure(o, true) : NATS_OK;
-    natsStatus s = tls ? check_tls_files(sec) : NATS_OK;
+    natsStatus s = url_options(o, urls);
+    if (s || !sec)
+        return s ? s : tls ? natsOptions_SetSecure(o, true) : NATS_OK;
+    s = tls ? check_tls_files(sec) : NATS_OK;
     if (!s)
         s = tls_options(o, sec, tls);
     if (!s)

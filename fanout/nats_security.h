@@ -23,7 +23,10 @@
 bool nsec_tls_wanted(const struct fo_nats_security *sec, const char *urls);
 
 /*
- * Adds sec's options (NULL: none) to o: TLS (natsOptions_SetSecure when
+ * Sets o's servers from `urls` (comma-separated), the URLs' user and
+ * password (or token) as options, percent-decoded as the loop reader takes
+ * them (nats.c 3.4.1 does not decode, and sends URL credentials to no
+ * announced server), and adds sec's options (NULL: none): TLS (natsOptions_SetSecure when
  * nsec_tls_wanted, the CA file, the client certificate chain and key), and
  * the credentials file or the NKey seed (with its public key, derived here).
  * Every file is read and checked first: on a bad one, a log line
@@ -35,7 +38,8 @@ natsStatus nsec_natsc_options(natsOptions *o, const struct fo_nats_security *sec
 /*
  * natsConnection_Connect for a connection whose options retry a failed
  * first connect in the background (connected_cb, closure: the callback the
- * caller gave natsOptions_SetRetryOnFailedConnect). A server that refuses
+ * caller gave natsOptions_SetRetryOnFailedConnect; sec: the options given to
+ * nsec_natsc_options, for a hint in the log line). A server that refuses
  * the handshake (a certificate that does not verify, wrong credentials) is
  * told apart from one that is not there: nats.c 3.4.1 with that retry on
  * drops the reason and closes the connection for good after such a refusal.
@@ -45,6 +49,7 @@ natsStatus nsec_natsc_options(natsOptions *o, const struct fo_nats_security *sec
  * returned as nats.c does. Blocking: the caller's thread, at start.
  */
 natsStatus nsec_natsc_connect(natsConnection **nc, natsOptions *o, const char *urls,
+                              const struct fo_nats_security *sec,
                               natsConnectionHandler connected_cb, void *closure);
 
 /*

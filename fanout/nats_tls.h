@@ -9,6 +9,9 @@
  * I/O. The context (trust store, optional client certificate) is built once
  * and shared by every session; it is OpenSSL's SSL_CTX, so libnats's TLS
  * verifies the same way (TLS 1.2 at least, peer verification on).
+ *
+ * Threads: a session is used by one thread at a time (the loop reader's:
+ * the event loop); a context may be shared once built.
  */
 #ifndef NATS_TLS_H
 #define NATS_TLS_H

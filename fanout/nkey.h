@@ -8,7 +8,7 @@
  * (the seed prefix and the key type) and the 32-byte ed25519 seed; a public
  * key ("U...") is one type byte and the 32-byte public key. Signatures are
  * ed25519 through OpenSSL's libcrypto. No I/O, no allocation that outlives a
- * call; a seed is wiped by nkey_wipe.
+ * call; a seed is wiped by nkey_wipe. Any thread: nothing is shared.
  */
 #ifndef NKEY_H
 #define NKEY_H

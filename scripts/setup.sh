@@ -7,6 +7,7 @@ PKGS=(build-essential cmake pkg-config
       libwebsockets-dev libwebsockets-evlib-uv libuv1-dev
       libnats-dev nats-server libmsgpack-dev libjansson-dev libcriterion-dev
       python3 python3-websockets python3-msgpack python3-pytest
+      libssl-dev openssl python3-cryptography
       procps curl)
 missing=()
 for p in "${PKGS[@]}"; do

@@ -202,9 +202,7 @@ static int publish(const struct args *a, const char *data, size_t len)
     natsOptions *o = NULL;
     char where[1024];
     natsStatus s = natsOptions_Create(&o);
-    if (!s)
-        s = natsOptions_SetURL(o, a->url);
-    if (!s)
+    if (!s) /* the servers, TLS and credentials, as the gateways take them */
         s = nsec_natsc_options(o, &a->sec, a->url);
     if (!s)
         s = natsConnection_Connect(&nc, o);
