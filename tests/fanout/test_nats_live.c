@@ -227,8 +227,6 @@ static void fake_hangup(struct fake *fs)
     fs->cfd = -1;
 }
 
-static const char *INFO = "INFO {\"server_id\":\"x\",\"headers\":true,\"max_payload\":1048576}\r\n";
-
 static void on_alive(uv_timer_t *t)
 {
     (void)t;
@@ -254,21 +252,41 @@ static void start(struct ctx *c, const char *url_fmt, uint32_t window_ms, int rc
     start_with(c, url_fmt, window_ms, rcvbuf, NULL);
 }
 
-/* Accepts the reader's connection and completes the handshake. */
-static void handshake(struct ctx *c)
+/* Keeps what the reader sent so far (its CONNECT) in c->connect. */
+static void keep_connect(struct ctx *c)
 {
-    RUN_UNTIL(c, c->fs.cfd >= 0, 3000);
-    cr_assert(c->fs.cfd >= 0, "the reader never connected");
-    fake_say(&c->fs, INFO);
-    RUN_UNTIL(c, got_has(&c->fs, "PING\r\n"), 3000);
-    cr_assert(got_has(&c->fs, "CONNECT {"), "no CONNECT");
     size_t n = c->fs.got_len < sizeof(c->connect) - 1 ? c->fs.got_len : sizeof(c->connect) - 1;
     memcpy(c->connect, c->fs.got, n);
     c->connect[n] = 0;
+}
+
+/*
+ * Accepts the reader's connection and completes the handshake: INFO, TLS
+ * with the server side of `tls` when not NULL (INFO must ask for it), then
+ * CONNECT + PING read and answered.
+ */
+static void handshake_with(struct ctx *c, const char *info, SSL_CTX *tls)
+{
+    RUN_UNTIL(c, c->fs.cfd >= 0, 3000);
+    cr_assert(c->fs.cfd >= 0, "the reader never connected");
+    fake_say(&c->fs, info);
+    if (tls)
+        fake_start_tls(&c->fs, tls);
+    RUN_UNTIL(c, got_has(&c->fs, "PING\r\n"), 5000);
+    cr_assert(!tls || c->fs.tls_done, "no TLS handshake");
+    cr_assert(got_has(&c->fs, "CONNECT {"), "no CONNECT");
+    keep_connect(c);
     fake_say(&c->fs, "PONG\r\n");
     RUN_UNTIL(c, lr_up(c->lr), 3000);
     cr_assert(lr_up(c->lr));
     c->fs.got_len = 0;
+}
+
+static const char *INFO = "INFO {\"server_id\":\"x\",\"headers\":true,\"max_payload\":1048576}\r\n";
+
+static void handshake(struct ctx *c)
+{
+    handshake_with(c, INFO, NULL);
 }
 
 static void finish(struct ctx *c)
@@ -764,133 +782,143 @@ static void tls_begin(struct ctx *c, struct tls_env *t)
     fake_start_tls(&c->fs, t->server);
 }
 
-/* tls_begin, then CONNECT + PING read through TLS and answered. */
+/* The handshake through TLS. */
 static void tls_handshake(struct ctx *c, struct tls_env *t)
 {
-    tls_begin(c, t);
-    RUN_UNTIL(c, got_has(&c->fs, "PING\r\n"), 5000);
-    cr_assert(c->fs.tls_done, "no TLS handshake");
-    cr_assert(got_has(&c->fs, "CONNECT {"), "no CONNECT through TLS");
-    size_t n = c->fs.got_len < sizeof(c->connect) - 1 ? c->fs.got_len : sizeof(c->connect) - 1;
-    memcpy(c->connect, c->fs.got, n);
-    c->connect[n] = 0;
-    fake_say(&c->fs, "PONG\r\n");
-    RUN_UNTIL(c, lr_up(c->lr), 3000);
-    cr_assert(lr_up(c->lr));
-    c->fs.got_len = 0;
+    handshake_with(c, INFO_TLS, t->server);
+}
+
+/*
+ * One reader against the fake server with the env's TLS files (and what a
+ * test adds to them), its log captured: tls_case_env, then tls_case_start,
+ * then tls_case_end for the log.
+ */
+struct tls_case {
+    struct tls_env t;
+    struct capture cap;
+    struct ctx c;
+};
+
+static struct ctx *tls_case_start(struct tls_case *k, const char *url, uint32_t window_ms)
+{
+    capture_start(&k->cap);
+    start_with(&k->c, url, window_ms, 0, &k->t.sec);
+    return &k->c;
+}
+
+/* Ends the reader; its log (the caller frees it). */
+static char *tls_case_end(struct tls_case *k)
+{
+    finish(&k->c);
+    char *log = capture_end(&k->cap);
+    tls_env_free(&k->t);
+    return log;
+}
+
+/* A reader given tls:// and the env's CA, its connection accepted by the fake server. */
+static struct ctx *tls_case_accepted(struct tls_case *k)
+{
+    tls_env_make(&k->t, NULL);
+    struct ctx *c = tls_case_start(k, "tls://127.0.0.1:%d", 0);
+    RUN_UNTIL(c, c->fs.cfd >= 0, 3000);
+    cr_assert(c->fs.cfd >= 0, "the reader never connected");
+    return c;
+}
+
+/* Asserts that the log holds `needle`, then frees it. */
+static void expect_in_log(char *log, const char *needle)
+{
+    cr_assert(strstr(log, needle), "no \"%s\" in the log:\n%s", needle, log);
+    free(log);
+}
+
+/* Steps until the reader closed its connection; whether it did. */
+static bool run_until_eof(struct ctx *c)
+{
+    RUN_UNTIL(c, (fake_read(&c->fs), c->fs.eof), 3000);
+    return c->fs.eof;
 }
 
 /* TLS after the clear INFO, CONNECT through it, SUB and MSG both ways, and again after a loss. */
 Test(nats_live, tls_handshake_sub_msg_and_reconnect)
 {
-    struct tls_env t;
-    tls_env_make(&t, NULL);
-    struct capture cap;
-    capture_start(&cap);
-    struct ctx c;
-    start_with(&c, "tls://127.0.0.1:%d", 0, 0, &t.sec);
-    tls_handshake(&c, &t);
-    cr_assert(strstr(c.connect, "\"tls_required\":true"), "%s", c.connect);
-    uint64_t sid = sub(&c, "a.b");
-    RUN_UNTIL(&c, got_has(&c.fs, "SUB a.b "), 2000);
-    cr_assert(got_has(&c.fs, "SUB a.b "));
-    char m[64];
-    snprintf(m, sizeof(m), "MSG a.b %llu 5\r\nhello\r\n", (unsigned long long)sid);
-    fake_say(&c.fs, m);
-    RUN_UNTIL(&c, c.msgs == 1, 2000);
-    cr_assert_eq(c.msgs, 1);
-    fake_hangup(&c.fs);
-    tls_handshake(&c, &t);
-    RUN_UNTIL(&c, got_has(&c.fs, "SUB a.b "), 2000);
-    cr_assert_eq(c.replays, 2);
-    finish(&c);
-    char *log = capture_end(&cap);
-    cr_assert(strstr(log, "event=nats_live_connected") && strstr(log, "tls=TLSv1.3"), "%s", log);
-    free(log);
-    tls_env_free(&t);
+    struct tls_case k;
+    tls_env_make(&k.t, NULL);
+    struct ctx *c = tls_case_start(&k, "tls://127.0.0.1:%d", 0);
+    tls_handshake(c, &k.t);
+    cr_assert(strstr(c->connect, "\"tls_required\":true"), "%s", c->connect);
+    uint64_t sid = sub(c, "a.b");
+    RUN_UNTIL(c, got_has(&c->fs, "SUB a.b "), 2000);
+    cr_assert(got_has(&c->fs, "SUB a.b "));
+    msg_to(c, sid, "hello");
+    RUN_UNTIL(c, c->msgs == 1, 2000);
+    cr_assert_eq(c->msgs, 1);
+    fake_hangup(&c->fs);
+    tls_handshake(c, &k.t);
+    RUN_UNTIL(c, got_has(&c->fs, "SUB a.b "), 2000);
+    cr_assert_eq(c->replays, 2);
+    expect_in_log(tls_case_end(&k), "tls=TLSv1.3");
 }
 
 /* Reads on the window timer decrypt too (read_now through lr_recv_plain). */
 Test(nats_live, tls_with_a_read_window)
 {
-    struct tls_env t;
-    tls_env_make(&t, NULL);
-    struct ctx c;
-    start_with(&c, "tls://127.0.0.1:%d", 20, 0, &t.sec);
-    tls_handshake(&c, &t);
-    uint64_t sid = sub(&c, "a.b");
-    RUN_UNTIL(&c, got_has(&c.fs, "SUB a.b "), 2000);
+    struct tls_case k;
+    tls_env_make(&k.t, NULL);
+    struct ctx *c = tls_case_start(&k, "tls://127.0.0.1:%d", 20);
+    tls_handshake(c, &k.t);
+    uint64_t sid = sub(c, "a.b");
+    RUN_UNTIL(c, got_has(&c->fs, "SUB a.b "), 2000);
     for (int i = 0; i < 200; i++) {
-        msg_to(&c, sid, "x");
+        msg_to(c, sid, "x");
         if (i % 20 == 0)
-            step(&c);
+            step(c);
     }
-    RUN_UNTIL(&c, c.msgs == 200, 3000);
-    cr_assert_eq(c.msgs, 200);
-    cr_assert(lr_up(c.lr));
-    finish(&c);
-    tls_env_free(&t);
+    RUN_UNTIL(c, c->msgs == 200, 3000);
+    cr_assert_eq(c->msgs, 200);
+    cr_assert(lr_up(c->lr));
+    free(tls_case_end(&k));
 }
 
-/* Runs the reader against one TLS server certificate until it gives up; the log. */
-static char *tls_refused(struct tls_env *t, const char *url, bool trusted_ca)
+/* The reader against a server certificate it must refuse: it does, and tries again. */
+static void expect_refused(struct tls_case *k, const char *url, const char *why)
 {
-    struct capture cap;
-    capture_start(&cap);
-    struct ctx c;
-    if (!trusted_ca)
-        snprintf(t->sec.ca_file, sizeof(t->sec.ca_file), "%s", t->other.pem_path);
-    start_with(&c, url, 0, 0, &t->sec);
-    tls_begin(&c, t);
-    RUN_UNTIL(&c, c.fs.tls_failed || c.fs.accepts > 1, 5000);
-    cr_assert_not(lr_up(c.lr), "up with a certificate it must refuse");
-    fake_hangup(&c.fs);
-    RUN_UNTIL(&c, c.fs.accepts > 1, 5000); /* it tries again */
-    cr_assert_gt(c.fs.accepts, 1, "no retry");
-    finish(&c);
-    return capture_end(&cap);
+    struct ctx *c = tls_case_start(k, url, 0);
+    tls_begin(c, &k->t);
+    RUN_UNTIL(c, c->fs.tls_failed || c->fs.accepts > 1, 5000);
+    cr_assert_not(lr_up(c->lr), "up with a certificate it must refuse");
+    fake_hangup(&c->fs);
+    RUN_UNTIL(c, c->fs.accepts > 1, 5000);
+    cr_assert_gt(c->fs.accepts, 1, "no retry");
+    expect_in_log(tls_case_end(k), why);
 }
 
 Test(nats_live, tls_certificate_from_another_ca_is_refused)
 {
-    struct tls_env t;
-    tls_env_make(&t, NULL);
-    char *log = tls_refused(&t, "tls://127.0.0.1:%d", false);
-    cr_assert(strstr(log, "event=nats_live_disconnected") &&
-                  strstr(log, "TLS handshake failed: certificate verify failed"),
-              "%s", log);
-    free(log);
-    tls_env_free(&t);
+    struct tls_case k;
+    tls_env_make(&k.t, NULL);
+    snprintf(k.t.sec.ca_file, sizeof(k.t.sec.ca_file), "%s", k.t.other.pem_path);
+    expect_refused(&k, "tls://127.0.0.1:%d",
+                   "why=\"TLS handshake failed: certificate verify failed: unable to get local "
+                   "issuer certificate\"");
 }
 
 Test(nats_live, tls_certificate_for_another_host_is_refused)
 {
-    struct tls_env t;
-    tls_env_make(&t, "DNS:elsewhere.example,IP:10.9.8.7");
-    char *log = tls_refused(&t, "tls://127.0.0.1:%d", true);
-    cr_assert(strstr(log, "certificate verify failed: IP address mismatch"), "%s", log);
-    free(log);
-    tls_env_free(&t);
+    struct tls_case k;
+    tls_env_make(&k.t, "DNS:elsewhere.example,IP:10.9.8.7");
+    expect_refused(&k, "tls://127.0.0.1:%d", "certificate verify failed: IP address mismatch");
 }
 
 /* A server that requires TLS gets it unasked (nats://, no --nats-ca), checked against the
  * system's store, which does not know the test CA. */
 Test(nats_live, tls_required_by_the_server_is_used_and_verified)
 {
-    struct tls_env t;
-    tls_env_make(&t, NULL);
-    t.sec.ca_file[0] = 0;
-    struct capture cap;
-    capture_start(&cap);
-    struct ctx c;
-    start_with(&c, "nats://127.0.0.1:%d", 0, 0, &t.sec);
-    tls_begin(&c, &t);
-    RUN_UNTIL(&c, c.fs.tls_failed || c.fs.accepts > 1, 5000);
-    finish(&c);
-    char *log = capture_end(&cap);
-    cr_assert(strstr(log, "certificate verify failed: unable to get local issuer"), "%s", log);
-    free(log);
-    tls_env_free(&t);
+    struct tls_case k;
+    tls_env_make(&k.t, NULL);
+    k.t.sec.ca_file[0] = 0;
+    expect_refused(&k, "nats://127.0.0.1:%d",
+                   "certificate verify failed: unable to get local issuer");
 }
 
 /*
@@ -900,104 +928,65 @@ Test(nats_live, tls_required_by_the_server_is_used_and_verified)
  */
 Test(nats_live, tls_handshake_that_stalls, .timeout = 30)
 {
-    struct tls_env t;
-    tls_env_make(&t, NULL);
-    struct capture cap;
-    capture_start(&cap);
-    struct ctx c;
-    start_with(&c, "tls://127.0.0.1:%d", 0, 0, &t.sec);
-    RUN_UNTIL(&c, c.fs.cfd >= 0, 3000);
-    fake_say(&c.fs, INFO_TLS); /* and no TLS from here on */
+    struct tls_case k;
+    struct ctx *c = tls_case_accepted(&k);
+    fake_say(&c->fs, INFO_TLS); /* and no TLS from here on */
     uint64_t t0 = rt_mono_ms(), slowest = 0;
-    while (c.fs.accepts < 2 && rt_mono_ms() - t0 < 8000) {
+    while (c->fs.accepts < 2 && rt_mono_ms() - t0 < 8000) {
         uint64_t a = rt_mono_ms();
-        uv_run(&c.loop, UV_RUN_NOWAIT);
+        uv_run(&c->loop, UV_RUN_NOWAIT);
         uint64_t took = rt_mono_ms() - a;
         slowest = took > slowest ? took : slowest;
-        fake_read(&c.fs);
-        if (c.fs.eof) /* the reader gave up: the next try is a new connection */
-            fake_hangup(&c.fs);
-        fake_step(&c.fs);
+        fake_read(&c->fs);
+        if (c->fs.eof) /* the reader gave up: the next try is a new connection */
+            fake_hangup(&c->fs);
+        fake_step(&c->fs);
         usleep(2000);
     }
     uint64_t waited = rt_mono_ms() - t0;
-    finish(&c);
-    char *log = capture_end(&cap);
-    cr_assert_eq(c.fs.accepts, 2, "no new try after a stalled handshake");
+    cr_assert_eq(c->fs.accepts, 2, "no new try after a stalled handshake");
     cr_assert(waited >= 1500 && waited < 6000, "gave up after %llu ms", (unsigned long long)waited);
     cr_assert_lt(slowest, 100, "the loop waited %llu ms", (unsigned long long)slowest);
-    cr_assert(strstr(log, "why=\"TLS handshake timed out\""), "%s", log);
-    free(log);
-    tls_env_free(&t);
+    expect_in_log(tls_case_end(&k), "why=\"TLS handshake timed out\"");
 }
 
 /* Bytes that are not TLS where the ServerHello should be: a quick failure, not a buffer. */
 Test(nats_live, tls_garbage_instead_of_a_server_hello)
 {
-    struct tls_env t;
-    tls_env_make(&t, NULL);
-    struct capture cap;
-    capture_start(&cap);
-    struct ctx c;
-    start_with(&c, "tls://127.0.0.1:%d", 0, 0, &t.sec);
-    RUN_UNTIL(&c, c.fs.cfd >= 0, 3000);
-    fake_say(&c.fs, INFO_TLS);
-    RUN_UNTIL(&c, false, 50); /* the ClientHello */
+    struct tls_case k;
+    struct ctx *c = tls_case_accepted(&k);
+    fake_say(&c->fs, INFO_TLS);
+    RUN_UNTIL(c, false, 50); /* the ClientHello */
     static char junk[256 << 10];
     memset(junk, 'A', sizeof(junk));
     uint64_t t0 = rt_mono_ms();
-    fake_offer(&c.fs, junk, sizeof(junk));
-    RUN_UNTIL(&c, (fake_read(&c.fs), c.fs.eof), 3000);
-    cr_assert(c.fs.eof, "still connected after junk");
+    fake_offer(&c->fs, junk, sizeof(junk));
+    cr_assert(run_until_eof(c), "still connected after junk");
     cr_assert_lt(rt_mono_ms() - t0, 1000);
-    finish(&c);
-    char *log = capture_end(&cap);
-    cr_assert(strstr(log, "TLS handshake failed"), "%s", log);
-    free(log);
-    tls_env_free(&t);
+    expect_in_log(tls_case_end(&k), "TLS handshake failed");
 }
 
 /* tls:// to a server that offers no TLS: refused with the reason, and no CONNECT in clear. */
 Test(nats_live, tls_asked_for_and_not_offered)
 {
-    struct tls_env t;
-    tls_env_make(&t, NULL);
-    struct capture cap;
-    capture_start(&cap);
-    struct ctx c;
-    start_with(&c, "tls://127.0.0.1:%d", 0, 0, &t.sec);
-    RUN_UNTIL(&c, c.fs.cfd >= 0, 3000);
-    fake_say(&c.fs, INFO);
-    RUN_UNTIL(&c, (fake_read(&c.fs), c.fs.eof), 3000);
-    cr_assert(c.fs.eof);
-    cr_assert_not(got_has(&c.fs, "CONNECT"), "CONNECT in clear");
-    finish(&c);
-    char *log = capture_end(&cap);
-    cr_assert(strstr(log, "TLS was asked for") && strstr(log, "does not offer it"), "%s", log);
-    free(log);
-    tls_env_free(&t);
+    struct tls_case k;
+    struct ctx *c = tls_case_accepted(&k);
+    fake_say(&c->fs, INFO);
+    cr_assert(run_until_eof(c));
+    cr_assert_not(got_has(&c->fs, "CONNECT"), "CONNECT in clear");
+    expect_in_log(tls_case_end(&k), "and the server does not offer it");
 }
 
 /* Clear bytes after an INFO that starts TLS: the stream is out of step. */
 Test(nats_live, tls_bytes_after_info)
 {
-    struct tls_env t;
-    tls_env_make(&t, NULL);
-    struct capture cap;
-    capture_start(&cap);
-    struct ctx c;
-    start_with(&c, "tls://127.0.0.1:%d", 0, 0, &t.sec);
-    RUN_UNTIL(&c, c.fs.cfd >= 0, 3000);
+    struct tls_case k;
+    struct ctx *c = tls_case_accepted(&k);
     char both[256];
     snprintf(both, sizeof(both), "%sPING\r\n", INFO_TLS);
-    fake_say(&c.fs, both);
-    RUN_UNTIL(&c, (fake_read(&c.fs), c.fs.eof), 3000);
-    cr_assert(c.fs.eof);
-    finish(&c);
-    char *log = capture_end(&cap);
-    cr_assert(strstr(log, "bytes after INFO"), "%s", log);
-    free(log);
-    tls_env_free(&t);
+    fake_say(&c->fs, both);
+    cr_assert(run_until_eof(c));
+    expect_in_log(tls_case_end(&k), "bytes after INFO");
 }
 
 /* The NATS docs' user seed and public key, and the signature of a nonce made with them
@@ -1014,77 +1003,58 @@ static const char *INFO_NONCE =
     "INFO {\"server_id\":\"x\",\"headers\":true,\"max_payload\":1048576,"
     "\"auth_required\":true,\"nonce\":\"" NONCE_VECTOR "\"}\r\n";
 
-/* The CONNECT the reader sends to a server whose INFO is `info`, or "" if none came. */
-static void connect_after(struct ctx *c, const char *info)
-{
-    RUN_UNTIL(c, c->fs.cfd >= 0, 3000);
-    fake_say(&c->fs, info);
-    RUN_UNTIL(c, got_has(&c->fs, "PING\r\n") || c->fs.eof, 3000);
-    size_t n = c->fs.got_len < sizeof(c->connect) - 1 ? c->fs.got_len : sizeof(c->connect) - 1;
-    memcpy(c->connect, c->fs.got, n);
-    c->connect[n] = 0;
-}
-
-Test(nats_live, nkey_signs_the_nonce)
-{
-    struct tls_env t;
-    tls_env_make(&t, NULL);
-    t.sec.ca_file[0] = 0;
-    snprintf(t.sec.nkey_file, sizeof(t.sec.nkey_file), "%s",
-             tls_env_file(&t, "user.nk", "  " SEED_VECTOR "\r\n"));
-    struct ctx c;
-    start_with(&c, "nats://127.0.0.1:%d", 0, 0, &t.sec);
-    connect_after(&c, INFO_NONCE);
-    cr_assert(strstr(c.connect, "\"nkey\":\"" PUBLIC_VECTOR "\""), "%s", c.connect);
-    cr_assert(strstr(c.connect, "\"sig\":\"" SIG_VECTOR "\""), "%s", c.connect);
-    cr_assert_not(strstr(c.connect, "\"jwt\""));
-    finish(&c);
-    tls_env_free(&t);
-}
-
 static const char *CREDS_FILE =
     "-----BEGIN NATS USER JWT-----\n" JWT_VECTOR "\n------END NATS USER JWT------\n\n"
     "************************* IMPORTANT *************************\n"
     "NKEY Seed printed below can be used to sign and prove identity.\n\n"
     "-----BEGIN USER NKEY SEED-----\n" SEED_VECTOR "\n------END USER NKEY SEED------\n";
 
-Test(nats_live, creds_send_the_jwt_and_sign_the_nonce)
+/* The CONNECT the reader sends to a server whose INFO is `info`, or "" if none came. */
+static void connect_after(struct ctx *c, const char *info)
 {
-    struct tls_env t;
-    tls_env_make(&t, NULL);
-    t.sec.ca_file[0] = 0;
-    snprintf(t.sec.creds_file, sizeof(t.sec.creds_file), "%s",
-             tls_env_file(&t, "user.creds", CREDS_FILE));
-    struct ctx c;
-    start_with(&c, "nats://127.0.0.1:%d", 0, 0, &t.sec);
-    connect_after(&c, INFO_NONCE);
-    cr_assert(strstr(c.connect, "\"jwt\":\"" JWT_VECTOR "\""), "%s", c.connect);
-    cr_assert(strstr(c.connect, "\"sig\":\"" SIG_VECTOR "\""), "%s", c.connect);
-    cr_assert_not(strstr(c.connect, "\"nkey\""));
-    finish(&c);
-    tls_env_free(&t);
+    RUN_UNTIL(c, c->fs.cfd >= 0, 3000);
+    fake_say(&c->fs, info);
+    RUN_UNTIL(c, got_has(&c->fs, "PING\r\n") || c->fs.eof, 3000);
+    keep_connect(c);
+}
+
+/* A reader given an NKey seed file or a .creds file (no TLS), started. */
+static struct ctx *credentials_case(struct tls_case *k, bool creds)
+{
+    tls_env_make(&k->t, NULL);
+    k->t.sec.ca_file[0] = 0;
+    char *field = creds ? k->t.sec.creds_file : k->t.sec.nkey_file;
+    snprintf(field, sizeof(k->t.sec.creds_file), "%s",
+             creds ? tls_env_file(&k->t, "user.creds", CREDS_FILE)
+                   : tls_env_file(&k->t, "user.nk", "  " SEED_VECTOR "\r\n"));
+    return tls_case_start(k, "nats://127.0.0.1:%d", 0);
+}
+
+/* An NKey seed file puts the public key in CONNECT, a .creds file the JWT; both sign the
+ * nonce with the seed. */
+Test(nats_live, nkey_and_creds_sign_the_nonce)
+{
+    for (int creds = 0; creds <= 1; creds++) {
+        struct tls_case k;
+        struct ctx *c = credentials_case(&k, creds);
+        connect_after(c, INFO_NONCE);
+        const char *id = creds ? "\"jwt\":\"" JWT_VECTOR "\"" : "\"nkey\":\"" PUBLIC_VECTOR "\"";
+        cr_assert(strstr(c->connect, id), "%s", c->connect);
+        cr_assert(strstr(c->connect, "\"sig\":\"" SIG_VECTOR "\""), "%s", c->connect);
+        cr_assert_not(strstr(c->connect, creds ? "\"nkey\"" : "\"jwt\""), "%s", c->connect);
+        free(tls_case_end(&k));
+    }
 }
 
 /* Credentials and a server that sent no nonce: nothing to sign, so no CONNECT, and why. */
 Test(nats_live, credentials_need_a_nonce)
 {
-    struct tls_env t;
-    tls_env_make(&t, NULL);
-    t.sec.ca_file[0] = 0;
-    snprintf(t.sec.creds_file, sizeof(t.sec.creds_file), "%s",
-             tls_env_file(&t, "user.creds", CREDS_FILE));
-    struct capture cap;
-    capture_start(&cap);
-    struct ctx c;
-    start_with(&c, "nats://127.0.0.1:%d", 0, 0, &t.sec);
-    connect_after(&c, INFO);
-    RUN_UNTIL(&c, (fake_read(&c.fs), c.fs.eof), 3000);
-    cr_assert_not(strstr(c.connect, "CONNECT"), "%s", c.connect);
-    finish(&c);
-    char *log = capture_end(&cap);
-    cr_assert(strstr(log, "sent no nonce"), "%s", log);
-    free(log);
-    tls_env_free(&t);
+    struct tls_case k;
+    struct ctx *c = credentials_case(&k, true);
+    connect_after(c, INFO);
+    run_until_eof(c);
+    cr_assert_not(strstr(c->connect, "CONNECT"), "%s", c->connect);
+    expect_in_log(tls_case_end(&k), "sent no nonce");
 }
 
 /* Bad files: lr_create refuses them, and the log names the file and not its content. */
@@ -1270,32 +1240,27 @@ Test(nats_live, first_server_is_random)
 Test(nats_live, secrets_never_in_the_log)
 {
     rt_log_set_level(RT_LOG_DEBUG);
-    struct tls_env t;
-    tls_env_make(&t, NULL);
-    t.sec.ca_file[0] = 0;
-    snprintf(t.sec.creds_file, sizeof(t.sec.creds_file), "%s",
-             tls_env_file(&t, "user.creds", CREDS_FILE));
-    struct capture cap;
-    capture_start(&cap);
-    struct ctx c;
-    start_with(&c, "nats://alice:Pa55-w0rd@127.0.0.1:%d", 0, 0, &t.sec);
-    connect_after(&c, INFO_NONCE);
-    fake_say(&c.fs, "-ERR 'Authorization Violation'\r\n");
-    RUN_UNTIL(&c, (fake_read(&c.fs), c.fs.eof), 3000);
-    fake_hangup(&c.fs);
-    connect_after(&c, INFO_NONCE);
-    fake_say(&c.fs, "PONG\r\nINFO {\"connect_urls\":[\"127.0.0.1:1\"]}\r\n");
-    RUN_UNTIL(&c, lr_up(c.lr), 3000);
-    cr_assert(lr_up(c.lr));
-    fake_hangup(&c.fs);
-    RUN_UNTIL(&c, !lr_up(c.lr), 3000);
-    finish(&c);
-    char *log = capture_end(&cap);
+    struct tls_case k;
+    tls_env_make(&k.t, NULL);
+    k.t.sec.ca_file[0] = 0;
+    snprintf(k.t.sec.creds_file, sizeof(k.t.sec.creds_file), "%s",
+             tls_env_file(&k.t, "user.creds", CREDS_FILE));
+    struct ctx *c = tls_case_start(&k, "nats://alice:Pa55-w0rd@127.0.0.1:%d", 0);
+    connect_after(c, INFO_NONCE);
+    fake_say(&c->fs, "-ERR 'Authorization Violation'\r\n");
+    run_until_eof(c);
+    fake_hangup(&c->fs);
+    connect_after(c, INFO_NONCE);
+    fake_say(&c->fs, "PONG\r\nINFO {\"connect_urls\":[\"127.0.0.1:1\"]}\r\n");
+    RUN_UNTIL(c, lr_up(c->lr), 3000);
+    cr_assert(lr_up(c->lr));
+    fake_hangup(&c->fs);
+    RUN_UNTIL(c, !lr_up(c->lr), 3000);
+    char *log = tls_case_end(&k);
     cr_assert(strstr(log, "Authorization Violation"), "the refusal is logged: %s", log);
     const char *secrets[] = {"Pa55-w0rd", "alice",    SEED_VECTOR, "SUACSSL3",
                              JWT_VECTOR,  "eyJ0eXAi", SIG_VECTOR,  "WosANJXg"};
     for (size_t i = 0; i < sizeof(secrets) / sizeof(secrets[0]); i++)
         cr_expect_not(strstr(log, secrets[i]), "\"%s\" in the log:\n%s", secrets[i], log);
     free(log);
-    tls_env_free(&t);
 }
