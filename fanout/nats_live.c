@@ -11,7 +11,6 @@
  * the configured ones in a random order (so a fleet's readers spread over
  * a cluster), then those the cluster announced (INFO connect_urls).
  */
-#define _GNU_SOURCE /* memmem */
 #include "nats_live.h"
 #include "nats_creds.h"
 #include "nats_tls.h"
