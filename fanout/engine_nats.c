@@ -221,23 +221,6 @@ static char *dup_cstr(const char *s)
     return p;
 }
 
-/*
- * The --nats value for a log line: each URL without its user information
- * (user:password@ or token@), which never goes to a log.
- */
-static void urls_for_log(const char *urls, char *out, size_t cap)
-{
-    size_t o = 0;
-    out[0] = 0;
-    while (*urls && o + 2 < cap) {
-        size_t n = strcspn(urls, ",");
-        if (o)
-            out[o++] = ',';
-        o += nw_url_for_log(urls, n, out + o, cap - o);
-        urls += n + (urls[n] == ',');
-    }
-}
-
 /* Comma-separated URLs into the options. */
 static natsStatus set_servers(natsOptions *o, char *urls)
 {
@@ -280,17 +263,20 @@ static natsStatus make_options(struct nats_engine *e, const char *node_id)
         s = natsOptions_SetDisconnectedCB(e->opts, nats__on_disconnected, e);
     if (!s)
         s = natsOptions_SetErrorHandler(e->opts, nats__on_nats_error, e);
+    if (!s) /* TLS and credentials: the same as the loop reader's */
+        s = nsec_natsc_options(e->opts, e->fo->cfg.nats_security, e->url);
     return s;
 }
 
 static natsStatus connect_nats(struct nats_engine *e)
 {
-    natsStatus s = natsConnection_Connect(&e->conn, e->opts);
+    /* A refusal (TLS, credentials) fails the start with nats.c's reason; no server: retry. */
+    natsStatus s = nsec_natsc_connect(&e->conn, e->opts, e->url, e->fo->cfg.nats_security,
+                                      nats__on_connected, e);
     if (s == NATS_NOT_YET_CONNECTED) {
-        char urls[1024];
-        urls_for_log(e->url, urls, sizeof(urls));
-        rt_log(RT_LOG_WARN, "nats_not_yet_connected", "urls=%s why=\"retrying in background\"",
-               urls);
+        char where[1024];
+        rt_log(RT_LOG_WARN, "nats_not_yet_connected", "servers=%s why=\"retrying in background\"",
+               nsec_urls_for_log(e->url, where, sizeof(where)));
         s = NATS_OK;
     }
     if (s)
@@ -325,27 +311,26 @@ static rt_status engine_init(struct nats_engine *e, struct fo *fo)
 }
 
 /*
- * The loop reader of every channel's live subject. It takes nats:// URLs
- * only: anything else (tls://) is an error at start, never a silent fallback.
+ * The loop reader of every channel's live subject: the only path for live
+ * messages, so a URL or a security file it cannot use is an error at start,
+ * never a silent fallback.
  */
 static rt_status reader_open(struct nats_engine *e, struct fo *fo)
 {
-    char name[160], urls[1024];
+    char name[160], where[1024];
     snprintf(name, sizeof(name), "rtgate-live %s", fo->cfg.node_id ? fo->cfg.node_id : "");
     struct lr_hooks hooks = {e, nats__on_live_msg, nats__on_live_replay};
     if (!fo->cfg.uv_loop) {
         rt_log(RT_LOG_ERROR, "nats_no_loop", "why=\"the nats engine needs fo_config.uv_loop\"");
         return RT_INVAL;
     }
-    rt_status st =
-        lr_create(fo->cfg.uv_loop, e->url, name, fo->cfg.nats_read_window_ms, &hooks, &e->lr);
-    if (st == RT_INVAL) {
-        urls_for_log(e->url, urls, sizeof(urls));
+    rt_status st = lr_create(fo->cfg.uv_loop, e->url, name, fo->cfg.nats_read_window_ms,
+                             fo->cfg.nats_security, &hooks, &e->lr);
+    if (st == RT_INVAL)
         rt_log(RT_LOG_ERROR, "nats_url_unsupported",
-               "urls=%s why=\"the loop reader of live messages takes nats://host[:port] URLs "
-               "(with user:password@ or token@); tls:// is not supported yet\"",
-               urls);
-    }
+               "servers=%s why=\"URLs or files the loop reader of live messages cannot use "
+               "(nats:// and tls:// URLs; see the line before for a file)\"",
+               nsec_urls_for_log(e->url, where, sizeof(where)));
     return st;
 }
 
@@ -366,10 +351,9 @@ static rt_status nats_create(struct fo *fo, void **out)
     if (!s)
         s = nats__inbox_open(e);
     if (s) {
-        char urls[1024];
-        urls_for_log(e->url, urls, sizeof(urls));
-        rt_log(RT_LOG_ERROR, "nats_connect_failed", "urls=%s error=\"%s\"", urls,
-               natsStatus_GetText(s));
+        char where[1024];
+        rt_log(RT_LOG_ERROR, "nats_connect_failed", "servers=%s error=\"%s\"",
+               nsec_urls_for_log(e->url, where, sizeof(where)), natsStatus_GetText(s));
         goto err;
     }
     if (nats__workers_start(e) != RT_OK || nats__sender_start(e) != RT_OK)
@@ -380,7 +364,7 @@ static rt_status nats_create(struct fo *fo, void **out)
      * meanwhile). */
     if (natsConnection_Status(e->conn) == NATS_CONN_STATUS_CONNECTED) {
         char server[256];
-        nats__connected_server(e->conn, server, sizeof(server));
+        nsec_connected_server(e->conn, server, sizeof(server));
         atomic_store(&e->up, true);
         rt_log(RT_LOG_INFO, "nats_connected", "server=%s", server);
         e->connected_once = true;

@@ -82,26 +82,12 @@ void nats__on_inbox_reply(natsConnection *conn, natsSubscription *sub, natsMsg *
         nats__wake_loop(e);
 }
 
-/*
- * The URL of the server conn is connected to, without user information (a
- * URL may carry user:password@ or token@; logs never do). Takes conn's lock:
- * never on the loop thread once it runs.
- */
-void nats__connected_server(natsConnection *conn, char *out, size_t cap)
-{
-    char url[256] = "";
-    if (natsConnection_GetConnectedUrl(conn, url, sizeof(url)) != NATS_OK || !url[0])
-        snprintf(out, cap, "unknown");
-    else
-        nw_url_for_log(url, strlen(url), out, cap);
-}
-
 /* Connected or reconnected: the flag, the server, the event. nats.c's thread. */
 void nats__on_connected(natsConnection *conn, void *closure)
 {
     struct nats_engine *e = closure;
     char server[sizeof(e->server)];
-    nats__connected_server(conn, server, sizeof(server));
+    nsec_connected_server(conn, server, sizeof(server));
     atomic_store(&e->up, true);
     pthread_mutex_lock(&e->lock);
     memcpy(e->server, server, sizeof(server));

@@ -11,6 +11,7 @@
 
 #include "fanout_int.h"
 #include "nats_live.h"
+#include "nats_security.h"
 #include "nats_wire.h"
 
 #include <nats/nats.h>
@@ -384,12 +385,6 @@ void nats__on_connected(natsConnection *conn, void *closure);
 void nats__on_disconnected(natsConnection *conn, void *closure);
 void nats__on_nats_error(natsConnection *conn, natsSubscription *sub, natsStatus err,
                          void *closure);
-/*
- * The URL of the server conn is connected to, without user information (a
- * URL may carry user:password@ or token@; logs never do). Takes conn's lock:
- * never on the loop thread once it runs.
- */
-void nats__connected_server(natsConnection *conn, char *out, size_t cap);
 
 /* -------------------------------------------------------------------- */
 /* nats_sender.c: the sender thread, every call into nats.c's connection   */

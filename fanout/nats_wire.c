@@ -211,33 +211,6 @@ size_t nw_claim_subject(char *out, size_t cap, const char *channel, size_t chann
     return o;
 }
 
-size_t nw_url_for_log(const char *url, size_t len, char *out, size_t cap)
-{
-    if (cap == 0)
-        return 0;
-    const char *end = url + len, *host = url;
-    for (const char *p = url; p + 2 < end; p++) {
-        if (p[0] == ':' && p[1] == '/' && p[2] == '/') {
-            host = p + 3;
-            break;
-        }
-    }
-    const char *auth_end = host;
-    while (auth_end < end && *auth_end != '/' && *auth_end != '?' && *auth_end != '#')
-        auth_end++;
-    const char *from = host;
-    for (const char *p = host; p < auth_end; p++)
-        if (*p == '@')
-            from = p + 1;
-    size_t o = 0;
-    for (const char *p = url; p < host && o + 1 < cap; p++)
-        out[o++] = *p;
-    for (const char *p = from; p < end && o + 1 < cap; p++)
-        out[o++] = *p;
-    out[o] = 0;
-    return o;
-}
-
 size_t nw_enc_sub(char *out, size_t cap, const char *subject, uint64_t sid)
 {
     int n = snprintf(out, cap, "SUB %s %llu\r\n", subject, (unsigned long long)sid);

@@ -94,14 +94,6 @@ bool nw_hdr_get(const uint8_t *hdr, size_t len, const char *key, const char **va
 size_t nw_claim_subject(char *out, size_t cap, const char *channel, size_t channel_len,
                         const char *msg_id, size_t msg_id_len);
 
-/*
- * A NATS URL (url[0..len), one of a --nats list) for a log line: without its
- * user information (user:password@ or token@, up to the last '@' of the
- * authority), which never goes to a log. Written into out, NUL-terminated and
- * cut to fit cap; its length.
- */
-size_t nw_url_for_log(const char *url, size_t len, char *out, size_t cap);
-
 /* Client ops, written into out (at most cap bytes); the length, or 0 if it does not fit. */
 size_t nw_enc_sub(char *out, size_t cap, const char *subject, uint64_t sid);
 size_t nw_enc_unsub(char *out, size_t cap, uint64_t sid);

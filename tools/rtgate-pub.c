@@ -4,7 +4,8 @@
  *
  *   rtgate-pub [--config FILE] [--nats URL] [--msg-id ID]
  *              [--encoding json|msgpack|binary] [--ephemeral | --durable]
- *              CHANNEL [DATA]
+ *              [--nats-ca FILE] [--nats-tls-cert FILE --nats-tls-key FILE]
+ *              [--nats-creds FILE | --nats-nkey FILE] CHANNEL [DATA]
  *
  * DATA (or stdin when absent) is the raw payload. A durable channel goes
  * through JetStream (subject rtgate.dur.CHANNEL) and prints `seq=N dup=B`;
@@ -19,11 +20,13 @@
  * kind, where no gateway would ever deliver it; --ephemeral / --durable
  * then only confirm it (a contradiction is an error). Without --config the
  * channel is durable unless --ephemeral. The URL: --nats, else $NATS_URL,
- * else the file's `nats`.
+ * else the file's `nats`. The TLS and credential flags are the gateway's
+ * (nats_security.h), from the command line, else from the file.
  *
  * Exit status: 0 published (or duplicate), 1 failed, 2 bad usage.
  */
 #include "gw.h"
+#include "nats_security.h"
 #include "nats_wire.h"
 #include "protocol.h"
 
@@ -38,6 +41,7 @@
 struct args {
     const char *url, *msg_id, *encoding, *channel, *data, *config;
     bool ephemeral, durable; /* as asked on the command line */
+    struct fo_nats_security sec;
 };
 
 static int usage(const char *why)
@@ -47,7 +51,8 @@ static int usage(const char *why)
     fprintf(stderr,
             "usage: rtgate-pub [--config FILE] [--nats URL] [--msg-id ID]\n"
             "                  [--encoding json|msgpack|binary] [--ephemeral | --durable]\n"
-            "                  CHANNEL [DATA]\n"
+            "                  [--nats-ca FILE] [--nats-tls-cert FILE --nats-tls-key FILE]\n"
+            "                  [--nats-creds FILE | --nats-nkey FILE] CHANNEL [DATA]\n"
             "DATA is read from stdin when absent. Durable channels print seq=N dup=B.\n"
             "FILE: the gateways' config; its ephemeral patterns decide the channel's kind.\n"
             "URL: --nats, else $NATS_URL, else the file's nats.\n");
@@ -79,8 +84,8 @@ static int parse_args(int argc, char **argv, struct args *a)
             a->encoding = v;
         else if (!strcmp(o, "--config"))
             a->config = v;
-        else
-            return usage("unknown option");
+        else if (nsec_set_flag(&a->sec, o, v) <= 0)
+            return usage("unknown option, or a file name that is empty or too long");
     }
     if (i >= argc || argc - i > 2)
         return usage("give CHANNEL and at most one DATA");
@@ -115,6 +120,10 @@ static int apply_config(struct args *a, char *url, size_t url_cap)
         snprintf(url, url_cap, "%s", cfg.nats_url);
         a->url = url;
     }
+    struct fo_nats_security none;
+    memset(&none, 0, sizeof(none));
+    if (!memcmp(&a->sec, &none, sizeof(none))) /* no --nats-* flag: the file's, if any */
+        a->sec = cfg.nats_security;
     gw_config_free_parsed(&cfg);
     if ((a->ephemeral && !ephemeral) || (a->durable && ephemeral)) {
         fprintf(stderr, "rtgate-pub: %s is %s under %s's ephemeral patterns\n", a->channel,
@@ -244,7 +253,13 @@ static int publish(const struct args *a, const char *data, size_t len)
     char subj[PROTO_CHANNEL_MAX + 32];
     snprintf(subj, sizeof(subj), "%s%s", a->ephemeral ? NW_SUBJ_EPH : NW_SUBJ_DUR, a->channel);
     int rc = 1;
-    natsStatus s = natsConnection_ConnectTo(&nc, a->url);
+    natsOptions *o = NULL;
+    char where[1024];
+    natsStatus s = natsOptions_Create(&o);
+    if (!s) /* the servers, TLS and credentials, as the gateways take them */
+        s = nsec_natsc_options(o, &a->sec, a->url);
+    if (!s)
+        s = natsConnection_Connect(&nc, o);
     if (!s)
         s = natsConnection_JetStream(&js, nc, NULL);
     if (!s)
@@ -252,12 +267,14 @@ static int publish(const struct args *a, const char *data, size_t len)
     if (!s)
         s = set_headers(m, a, !a->ephemeral);
     if (s)
-        fprintf(stderr, "rtgate-pub: %s: %s\n", a->url, natsStatus_GetText(s));
+        fprintf(stderr, "rtgate-pub: %s: %s\n", nsec_urls_for_log(a->url, where, sizeof(where)),
+                natsStatus_GetText(s));
     else
         rc = a->ephemeral ? publish_ephemeral(nc, js, m, a) : publish_durable(nc, js, m);
     natsMsg_Destroy(m);
     jsCtx_Destroy(js);
     natsConnection_Destroy(nc);
+    natsOptions_Destroy(o);
     nats_Close();
     return rc;
 }

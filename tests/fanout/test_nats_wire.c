@@ -219,27 +219,3 @@ Test(nats_wire, claim_subject)
     cr_assert_eq(nw_claim_subject(out, 26, "a:b.c", 5, "k\x01", 2), 0, "does not fit");
     cr_assert_eq(nw_claim_subject(out, 28, "a:b.c", 5, "k\x01", 2), 27, "fits with its NUL");
 }
-
-/* What a log line may show of a --nats URL: never the user information. */
-Test(nats_wire, url_for_log_drops_credentials)
-{
-    struct {
-        const char *in, *want;
-    } cases[] = {
-        {"nats://alice:s3cr%40t@n1:4222", "nats://n1:4222"},
-        {"nats://tok@en@[::1]:4222", "nats://[::1]:4222"}, /* the last '@' ends it */
-        {"tls://n2", "tls://n2"},
-        {"n3:4222", "n3:4222"},
-        {"user:pw@n4", "n4"},
-        {"nats://n5/path@x", "nats://n5/path@x"}, /* an '@' after the host is not userinfo */
-    };
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        char out[64];
-        size_t n = nw_url_for_log(cases[i].in, strlen(cases[i].in), out, sizeof(out));
-        cr_assert_str_eq(out, cases[i].want, "case %zu", i);
-        cr_assert_eq(n, strlen(out));
-    }
-    char small[8];
-    nw_url_for_log("nats://u:p@host:4222", 20, small, sizeof(small));
-    cr_assert_str_eq(small, "nats://");
-}
