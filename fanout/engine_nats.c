@@ -153,9 +153,10 @@ static void nats_tick(void *eng, uint64_t now_ms)
 
 /*
  * Connection state changes seen from the loop, logged once each: connected
- * (to which server), disconnected, reconnected. Requests on a lost
- * connection fail at once; after a reconnect every durable channel is probed
- * (what was stored while away is read back) and the stream checked again.
+ * (to which server, and whether it is a reconnect), disconnected. Requests
+ * on a lost connection fail at once; after a reconnect every durable channel
+ * is probed (what was stored while away is read back) and the stream checked
+ * again.
  */
 static void conn_events(struct nats_engine *e, const struct handed_over *h)
 {
@@ -166,8 +167,8 @@ static void conn_events(struct nats_engine *e, const struct handed_over *h)
     }
     if (h->reconnects == e->seen_reconnects || !conn_up(e))
         return;
-    rt_log(RT_LOG_INFO, e->connected_once ? "nats_reconnected" : "nats_connected", "server=%s",
-           h->server);
+    rt_log(RT_LOG_INFO, "nats_connected", "server=%s reconnect=%s", h->server,
+           e->connected_once ? "yes" : "no");
     e->connected_once = true;
     e->seen_reconnects = h->reconnects;
     nats__resync_all(e);
@@ -342,9 +343,13 @@ static rt_status nats_create(struct fo *fo, void **out)
     *out = e;
     if (engine_init(e, fo) != RT_OK)
         goto err;
+    /* nats.c first (this opens the library), the reader's OpenSSL after: the
+     * exit handlers run in reverse, so OpenSSL's cleanup runs before nats.c's
+     * and nats.c's finds the compression methods freed, not freed twice
+     * (otherwise a tls:// gateway crashes at exit in OPENSSL_cleanup). */
+    nats_SetMessageDeliveryPoolSize(2);
     if (reader_open(e, fo) != RT_OK)
         goto err;
-    nats_SetMessageDeliveryPoolSize(2);
     natsStatus s = make_options(e, fo->cfg.node_id);
     if (!s)
         s = connect_nats(e);
@@ -366,7 +371,7 @@ static rt_status nats_create(struct fo *fo, void **out)
         char server[256];
         nsec_connected_server(e->conn, server, sizeof(server));
         atomic_store(&e->up, true);
-        rt_log(RT_LOG_INFO, "nats_connected", "server=%s", server);
+        rt_log(RT_LOG_INFO, "nats_connected", "server=%s reconnect=no", server);
         e->connected_once = true;
         pthread_mutex_lock(&e->lock);
         e->seen_reconnects = e->reconnects;
