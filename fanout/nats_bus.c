@@ -28,7 +28,6 @@ void nats__on_bus_msg(natsConnection *conn, natsSubscription *sub, natsMsg *m, v
         b->subject = (const char *)b->data + len;
         b->reply = reply ? (const char *)b->data + len + sl : NULL;
         b->len = len;
-        b->next = NULL;
     }
     natsMsg_Destroy(m);
     size_t cost = sizeof(*b) + len + sl + rl;
@@ -39,16 +38,9 @@ void nats__on_bus_msg(natsConnection *conn, natsSubscription *sub, natsMsg *m, v
         free(b);
         return;
     }
-    if (e->bus_tail)
-        e->bus_tail->next = b;
-    else
-        e->bus_head = b;
-    e->bus_tail = b;
+    NATS_LIST_APPEND(e->bus_head, e->bus_tail, b);
     e->bus_bytes += cost;
-    bool w = nats__wake_locked(e);
-    pthread_mutex_unlock(&e->lock);
-    if (w)
-        nats__wake_loop(e);
+    nats__unlock_and_wake(e);
 }
 
 /* The handle is made here; the sender subscribes (and unsubscribes) in order. Loop thread. */

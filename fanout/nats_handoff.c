@@ -13,18 +13,12 @@
 #include <string.h>
 
 /* See nats_int.h: one wake-up per batch; the loop clears wake_pending when it takes. */
-bool nats__wake_locked(struct nats_engine *e)
+void nats__unlock_and_wake(struct nats_engine *e)
 {
-    if (e->wake_pending)
-        return false;
+    bool wake = !e->wake_pending;
     e->wake_pending = true;
-    return true;
-}
-
-/* See nats_int.h. Any thread. */
-void nats__wake_loop(struct nats_engine *e)
-{
-    if (e->fo->cfg.wake)
+    pthread_mutex_unlock(&e->lock);
+    if (wake && e->fo->cfg.wake)
         e->fo->cfg.wake(e->fo->cfg.wake_ctx);
 }
 
@@ -35,7 +29,6 @@ void nats__on_pub_ack(jsCtx *js, natsMsg *m, jsPubAck *pa, jsPubAckErr *pae, voi
     struct nats_engine *e = closure;
     pthread_mutex_lock(&e->lock);
     struct fo_hnode *n = fo__htab_find(&e->inflight, (const char *)&m, sizeof(m));
-    bool w = false;
     if (n) {
         struct pending_pub *p = FO__CONTAINER(n, struct pending_pub, node);
         rt_htab_remove(&e->inflight, &n->h);
@@ -43,18 +36,12 @@ void nats__on_pub_ack(jsCtx *js, natsMsg *m, jsPubAck *pa, jsPubAckErr *pae, voi
         p->err_code = pae ? (int)pae->ErrCode : 0;
         p->seq = pa ? pa->Sequence : 0;
         p->dup = pa && pa->Duplicate;
-        p->next = NULL;
-        if (e->pubs_done_tail)
-            e->pubs_done_tail->next = p;
-        else
-            e->pubs_done = p;
-        e->pubs_done_tail = p;
-        w = nats__wake_locked(e);
+        NATS_LIST_APPEND(e->pubs_done, e->pubs_done_tail, p);
+        nats__unlock_and_wake(e);
+    } else {
+        pthread_mutex_unlock(&e->lock);
     }
-    pthread_mutex_unlock(&e->lock);
     natsMsg_Destroy(m);
-    if (w)
-        nats__wake_loop(e);
 }
 
 /* A reply to a read sent from the loop: for the loop. nats.c's delivery thread. */
@@ -68,18 +55,10 @@ void nats__on_inbox_reply(natsConnection *conn, natsSubscription *sub, natsMsg *
         natsMsg_Destroy(m); /* its request times out */
         return;
     }
-    r->next = NULL;
     r->msg = m;
     pthread_mutex_lock(&e->lock);
-    if (e->replies_tail)
-        e->replies_tail->next = r;
-    else
-        e->replies = r;
-    e->replies_tail = r;
-    bool w = nats__wake_locked(e);
-    pthread_mutex_unlock(&e->lock);
-    if (w)
-        nats__wake_loop(e);
+    NATS_LIST_APPEND(e->replies, e->replies_tail, r);
+    nats__unlock_and_wake(e);
 }
 
 /* Connected or reconnected: the flag, the server, the event. nats.c's thread. */
@@ -92,10 +71,7 @@ void nats__on_connected(natsConnection *conn, void *closure)
     pthread_mutex_lock(&e->lock);
     memcpy(e->server, server, sizeof(server));
     e->reconnects++;
-    bool w = nats__wake_locked(e);
-    pthread_mutex_unlock(&e->lock);
-    if (w)
-        nats__wake_loop(e);
+    nats__unlock_and_wake(e);
 }
 
 /* The connection is lost: the flag, the event. nats.c's thread. */
@@ -106,10 +82,7 @@ void nats__on_disconnected(natsConnection *conn, void *closure)
     atomic_store(&e->up, false);
     pthread_mutex_lock(&e->lock);
     e->disconnects++;
-    bool w = nats__wake_locked(e);
-    pthread_mutex_unlock(&e->lock);
-    if (w)
-        nats__wake_loop(e);
+    nats__unlock_and_wake(e);
 }
 
 /* An asynchronous error, logged; a slow consumer lost bus messages. nats.c's thread. */
@@ -123,10 +96,7 @@ void nats__on_nats_error(natsConnection *conn, natsSubscription *sub, natsStatus
         return;
     pthread_mutex_lock(&e->lock);
     e->bus_lost++; /* the bus's subscribers resync; a lost reply's request times out */
-    bool w = nats__wake_locked(e);
-    pthread_mutex_unlock(&e->lock);
-    if (w)
-        nats__wake_loop(e);
+    nats__unlock_and_wake(e);
 }
 
 /* See nats_int.h. The sender thread, or nats.c's ack thread. */
@@ -134,32 +104,16 @@ void nats__handoff_pub(struct nats_engine *e, struct pending_pub *p, natsStatus 
 {
     pthread_mutex_lock(&e->lock);
     p->status = status;
-    p->next = NULL;
-    if (e->pubs_done_tail)
-        e->pubs_done_tail->next = p;
-    else
-        e->pubs_done = p;
-    e->pubs_done_tail = p;
-    bool w = nats__wake_locked(e);
-    pthread_mutex_unlock(&e->lock);
-    if (w)
-        nats__wake_loop(e);
+    NATS_LIST_APPEND(e->pubs_done, e->pubs_done_tail, p);
+    nats__unlock_and_wake(e);
 }
 
 /* See nats_int.h. Worker threads. */
 void nats__handoff_job(struct nats_engine *e, struct js_job *j)
 {
     pthread_mutex_lock(&e->lock);
-    j->next = NULL;
-    if (e->jobs_done_tail)
-        e->jobs_done_tail->next = j;
-    else
-        e->jobs_done = j;
-    e->jobs_done_tail = j;
-    bool w = nats__wake_locked(e);
-    pthread_mutex_unlock(&e->lock);
-    if (w)
-        nats__wake_loop(e);
+    NATS_LIST_APPEND(e->jobs_done, e->jobs_done_tail, j);
+    nats__unlock_and_wake(e);
 }
 
 /* See nats_int.h: the wake-up flag is cleared, so the next hand-over wakes again. Loop thread. */

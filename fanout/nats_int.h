@@ -368,10 +368,20 @@ natsMsg *nats__claim_msg(const struct fo_chan *ch, const struct fo_pub_req *req)
 /* -------------------------------------------------------------------- */
 /* nats_handoff.c: the other threads to the loop                           */
 
-/* With e->lock held: true if the caller must wake the loop once it unlocked. */
-bool nats__wake_locked(struct nats_engine *e);
-/* Wakes the loop (fo_config.wake): fo_service runs soon. Any thread. */
-void nats__wake_loop(struct nats_engine *e);
+/* Appends item (a struct with a `next`) to the list head..tail, under the list's lock. */
+#define NATS_LIST_APPEND(head, tail, item)                                                         \
+    do {                                                                                           \
+        (item)->next = NULL;                                                                       \
+        if (tail)                                                                                  \
+            (tail)->next = (item);                                                                 \
+        else                                                                                       \
+            (head) = (item);                                                                       \
+        (tail) = (item);                                                                           \
+    } while (0)
+
+/* With e->lock held, after a hand-over: lets go of the lock and wakes the
+ * loop (fo_config.wake) if nothing woke it since it last took. Any thread. */
+void nats__unlock_and_wake(struct nats_engine *e);
 /* A client publish's stage is over: p goes to the loop (nats__pub_done). Not the loop thread. */
 void nats__handoff_pub(struct nats_engine *e, struct pending_pub *p, natsStatus status);
 /* A worker's job is done: j goes to the loop (nats__job_done). Worker threads. */

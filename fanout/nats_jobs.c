@@ -207,11 +207,7 @@ rt_status nats__workers_start(struct nats_engine *e)
 void nats__job_submit(struct nats_engine *e, struct js_job *j)
 {
     pthread_mutex_lock(&e->jobs_lock);
-    if (e->jobs_tail)
-        e->jobs_tail->next = j;
-    else
-        e->jobs = j;
-    e->jobs_tail = j;
+    NATS_LIST_APPEND(e->jobs, e->jobs_tail, j);
     pthread_cond_signal(&e->jobs_cond);
     pthread_mutex_unlock(&e->jobs_lock);
 }

@@ -25,12 +25,7 @@ rt_status nats__send_push(struct nats_engine *e, struct send_call *s)
         pthread_mutex_unlock(&e->send_lock);
         return RT_LIMIT;
     }
-    s->next = NULL;
-    if (e->sends_tail)
-        e->sends_tail->next = s;
-    else
-        e->sends = s;
-    e->sends_tail = s;
+    NATS_LIST_APPEND(e->sends, e->sends_tail, s);
     e->n_sends++;
     pthread_cond_signal(&e->send_cond);
     pthread_mutex_unlock(&e->send_lock);

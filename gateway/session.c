@@ -169,12 +169,19 @@ static void on_connect(struct gw_session *s, const struct proto_msg *m)
     rt_log(RT_LOG_DEBUG, "session_connected", "conn=%s peer=%s", s->client_id, s->peer);
 }
 
+/* An error answer to request `id`, given by its id alone (the request may be gone). */
+static void reply_error_to(struct gw_session *s, int64_t id, int error, const char *message,
+                           uint32_t retry_after_ms)
+{
+    struct proto_msg m = {.has_id = true, .id = id};
+    gw_session_reply_error(s, &m, error, message, retry_after_ms);
+}
+
 /* The answer to a sub, now (on_sub) or once it stopped waiting for NATS (sink_sub_done). */
 static void reply_sub(struct gw_session *s, int64_t id, const struct fo_sub_result *res)
 {
     if (res->error) {
-        struct proto_msg m = {.has_id = true, .id = id};
-        gw_session_reply_error(s, &m, res->error, res->error_message, res->retry_after_ms);
+        reply_error_to(s, id, res->error, res->error_message, res->retry_after_ms);
         return;
     }
     struct proto_writer w;
@@ -232,8 +239,7 @@ static void on_unsub(struct gw_session *s, const struct proto_msg *m)
 static void reply_pub(struct gw_session *s, int64_t id, const struct fo_pub_result *res)
 {
     if (res->error) {
-        struct proto_msg m = {.has_id = true, .id = id};
-        gw_session_reply_error(s, &m, res->error, res->error_message, res->retry_after_ms);
+        reply_error_to(s, id, res->error, res->error_message, res->retry_after_ms);
         return;
     }
     struct proto_writer w;
