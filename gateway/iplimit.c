@@ -1,6 +1,6 @@
 /*
  * iplimit.c: handshakes per remote IP. A fixed table of buckets indexed by a
- * hash of the address: memory does not grow with the number of addresses
+ * keyed hash of the address: memory does not grow with the number of addresses
  * seen. A slot held by another address is taken over once that address has
  * been quiet for a minute; until then the two share it (stricter, never
  * looser).
@@ -49,20 +49,14 @@ void gw_iplimit_destroy(struct gw_iplimit *ipl)
     free(ipl);
 }
 
-static uint64_t hash(const char *s)
-{
-    uint64_t h = 1469598103934665603ull;
-    while (*s)
-        h = (h ^ (uint8_t)*s++) * 1099511628211ull;
-    return h;
-}
-
 bool gw_iplimit_take(struct gw_iplimit *ipl, const char *ip, uint64_t now_ms,
                      uint32_t *retry_after_ms)
 {
     if (!ipl->cfg.rate)
         return true;
-    struct ip_slot *s = &ipl->slots[hash(ip) % ipl->n];
+    /* Keyed: an unkeyed hash would let a client pick addresses (an IPv6
+     * /64 holds plenty) that share a victim's slot and spend its budget. */
+    struct ip_slot *s = &ipl->slots[rt_hash_bytes(ip, strlen(ip)) % ipl->n];
     if (strncmp(s->ip, ip, IP_KEY_MAX - 1) != 0 &&
         (!s->ip[0] || now_ms - s->bucket.last_ms > TAKEOVER_MS)) {
         snprintf(s->ip, sizeof s->ip, "%s", ip);
