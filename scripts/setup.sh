@@ -7,7 +7,8 @@ PKGS=(build-essential cmake pkg-config
       libwebsockets-dev libwebsockets-evlib-uv libuv1-dev
       libnats-dev nats-server libmsgpack-dev libjansson-dev libcriterion-dev
       python3 python3-websockets python3-msgpack python3-pytest
-      procps curl)
+      procps curl
+      clang libclang-rt-14-dev) # the fuzz targets (libFuzzer, ASan, UBSan)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
