@@ -66,8 +66,12 @@ struct gw_config {
     char nats_url[1024];  /* --nats: non-empty selects the nats engine */
     char nats_stream[64]; /* JetStream stream of durable channels (default RTGATE) */
     uint32_t nats_replicas;
-    uint32_t nats_loop_reader;    /* 1: ephemeral live subjects read on the loop */
-    uint32_t nats_read_window_ms; /* the loop reader's read window */
+    uint32_t nats_loop_reader;            /* 1: ephemeral live subjects read on the loop */
+    uint32_t nats_read_window_ms;         /* the loop reader's read window */
+    char api_key_file[1024];              /* --api-key-file: "" = the server API is off */
+    size_t api_max_body_bytes;            /* largest API request body (413 past it) */
+    struct rt_bucket_cfg api_pub_bucket;  /* API publishes, node-wide */
+    struct rt_bucket_cfg api_auth_bucket; /* failed API keys per remote address */
 };
 
 /*
@@ -151,6 +155,9 @@ void gw_iplimit_destroy(struct gw_iplimit *ipl);
 /* Takes a token for `ip`; false with *retry_after_ms when over the rate. */
 bool gw_iplimit_take(struct gw_iplimit *ipl, const char *ip, uint64_t now_ms,
                      uint32_t *retry_after_ms);
+/* True (with *retry_after_ms) when `ip` has no token left; takes nothing. */
+bool gw_iplimit_blocked(struct gw_iplimit *ipl, const char *ip, uint64_t now_ms,
+                        uint32_t *retry_after_ms);
 
 /* ------------------------------------------------------------------ */
 /* Connections and the server. */
@@ -161,6 +168,7 @@ enum gw_state {
 };
 
 struct gw_server;
+struct gw_api;
 struct gw_geo_req;
 struct geo_fleet;
 struct lws;
@@ -259,6 +267,7 @@ struct gw_server {
     uint64_t busy_at_us, idle_at_ns; /* the last saturation sample (gw_server_adapt_window) */
     uint64_t client_seq;
     char client_prefix[12];
+    struct gw_api *api; /* the server API (api.h), NULL when off */
 };
 
 /* session.c: the session layer called by the lws callback in server.c. */

@@ -49,11 +49,10 @@ void gw_iplimit_destroy(struct gw_iplimit *ipl)
     free(ipl);
 }
 
-bool gw_iplimit_take(struct gw_iplimit *ipl, const char *ip, uint64_t now_ms,
-                     uint32_t *retry_after_ms)
+/* The slot of ip, taken over (full bucket) if another address held it and
+ * has been quiet long enough. */
+static struct ip_slot *slot_of(struct gw_iplimit *ipl, const char *ip, uint64_t now_ms)
 {
-    if (!ipl->cfg.rate)
-        return true;
     /* Keyed: an unkeyed hash would let a client pick addresses (an IPv6
      * /64 holds plenty) that share a victim's slot and spend its budget. */
     struct ip_slot *s = &ipl->slots[rt_hash_bytes(ip, strlen(ip)) % ipl->n];
@@ -62,5 +61,22 @@ bool gw_iplimit_take(struct gw_iplimit *ipl, const char *ip, uint64_t now_ms,
         snprintf(s->ip, sizeof s->ip, "%s", ip);
         rt_bucket_init(&s->bucket, &ipl->cfg, now_ms);
     }
-    return rt_bucket_take(&s->bucket, &ipl->cfg, now_ms, retry_after_ms);
+    return s;
+}
+
+bool gw_iplimit_take(struct gw_iplimit *ipl, const char *ip, uint64_t now_ms,
+                     uint32_t *retry_after_ms)
+{
+    if (!ipl->cfg.rate)
+        return true;
+    return rt_bucket_take(&slot_of(ipl, ip, now_ms)->bucket, &ipl->cfg, now_ms, retry_after_ms);
+}
+
+bool gw_iplimit_blocked(struct gw_iplimit *ipl, const char *ip, uint64_t now_ms,
+                        uint32_t *retry_after_ms)
+{
+    if (!ipl->cfg.rate)
+        return false;
+    struct rt_bucket probe = slot_of(ipl, ip, now_ms)->bucket; /* a copy: nothing is taken */
+    return !rt_bucket_take(&probe, &ipl->cfg, now_ms, retry_after_ms);
 }

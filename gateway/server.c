@@ -4,6 +4,7 @@
  * (path, subprotocol, per-IP rate, capacity, drain) and the hand-off of
  * WebSocket events to the session layer.
  */
+#include "api.h"
 #include "gw.h"
 
 #include <libwebsockets.h>
@@ -50,6 +51,8 @@ static int on_http(struct lws *wsi, const char *uri)
 {
     struct gw_server *srv = server_of(wsi);
     int r;
+    if (gw_api_path(uri))
+        return gw_api_http(srv, wsi, uri); /* answers and completes itself */
     if (!strcmp(uri, "/healthz")) {
         r = http_respond(wsi, 200, "text/plain", "ok\n", 3, 0);
     } else if (!strcmp(uri, "/readyz") && !srv->draining && !fo_ready(srv->fo)) {
@@ -192,6 +195,7 @@ static void adapt_window(struct gw_server *srv)
 void gw_server_sweep(struct gw_server *srv, uint64_t now_ms)
 {
     gw_presence_tick(srv, now_ms);
+    gw_api_sweep(srv, now_ms);
     adapt_window(srv);
     for (uint32_t i = 0; i < srv->conns.used; i++)
         if (srv->conns.slots[i])
@@ -402,6 +406,15 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     switch (reason) {
     case LWS_CALLBACK_HTTP:
         return on_http(wsi, in ? (const char *)in : "");
+    case LWS_CALLBACK_HTTP_BODY:
+        return gw_api_body(server_of(wsi), wsi, in, len);
+    case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+        return gw_api_body_done(server_of(wsi), wsi);
+    case LWS_CALLBACK_HTTP_WRITEABLE:
+        return gw_api_writable(server_of(wsi), wsi);
+    case LWS_CALLBACK_CLOSED_HTTP:
+        gw_api_closed(server_of(wsi), wsi);
+        return 0;
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
         return on_confirm_upgrade(wsi);
     case LWS_CALLBACK_ESTABLISHED:
@@ -548,7 +561,8 @@ rt_status gw_server_start(struct gw_server *srv, const struct gw_config *cfg, vo
     if (!scratch || proto_decoder_create(&lim, &srv->dec) != RT_OK ||
         gw_conns_init(&srv->conns, cfg->max_connections + 64) != RT_OK ||
         gw_iplimit_create(&cfg->ip_bucket, IPLIMIT_SLOTS, &srv->iplimit) != RT_OK ||
-        make_fanout(srv, cfg) != RT_OK || gw_presence_create(srv) != RT_OK) {
+        make_fanout(srv, cfg) != RT_OK || gw_presence_create(srv) != RT_OK ||
+        gw_api_create(srv) != RT_OK) {
         free(scratch);
         gw_server_free(srv);
         return RT_NOMEM;
@@ -579,6 +593,7 @@ void gw_server_stop(struct gw_server *srv)
 void gw_server_free(struct gw_server *srv)
 {
     gw_server_stop(srv);
+    gw_api_destroy(srv);
     gw_presence_destroy(srv);
     fo_destroy(srv->fo);
     srv->fo = NULL;
