@@ -403,25 +403,6 @@ static void get_channel(struct gw_server *srv, const char *name, struct gw_api_r
     end_ok(r, &w);
 }
 
-/* One member, as geo.near writes it, plus whether it is on this node. */
-static void write_member(struct proto_writer *w, const struct geo_member_view *m, bool with_dist,
-                         double dist_m)
-{
-    proto_w_map(w);
-    proto_w_kstr(w, "client", m->client, m->client_len);
-    proto_w_kstr(w, "user", m->user, m->user_len);
-    proto_w_kdouble(w, "lat", m->lat);
-    proto_w_kdouble(w, "lon", m->lon);
-    if (with_dist)
-        proto_w_kdouble(w, "dist_m", (double)(int64_t)(dist_m * 10.0 + 0.5) / 10.0);
-    if (m->meta_len) {
-        struct proto_payload p = {(enum proto_payload_enc)m->meta_enc, m->meta, m->meta_len, false};
-        proto_w_payload(w, "meta", &p);
-    }
-    proto_w_kbool(w, "local", !(m->conn & GEO_FLEET_CONN_BIT));
-    proto_w_end(w);
-}
-
 struct member_page {
     struct proto_writer *w;
     size_t limit, seen;
@@ -431,7 +412,7 @@ static void page_member(void *arg, const struct geo_member_view *m)
 {
     struct member_page *pg = arg;
     if (pg->seen++ < pg->limit)
-        write_member(pg->w, m, false, 0);
+        gw_presence_write_member(pg->w, m, false, 0, true);
 }
 
 static bool space_ok(const char *s)
@@ -480,7 +461,8 @@ static void get_presence(struct gw_server *srv, gw_api_arg_fn arg, void *ctx, st
     if (near) {
         st = geo_near(srv->geo, space, strlen(space), lat, lon, radius, srv->geo_hits, limit, &n);
         for (size_t i = 0; st == RT_OK && i < n; i++)
-            write_member(&w, &srv->geo_hits[i].member, true, srv->geo_hits[i].dist_m);
+            gw_presence_write_member(&w, &srv->geo_hits[i].member, true, srv->geo_hits[i].dist_m,
+                                     true);
     } else {
         struct member_page pg = {&w, limit, 0};
         st = geo_each_prefix(srv->geo, space, strlen(space), cell, strlen(cell), page_member, &pg,

@@ -298,6 +298,11 @@ void gw_presence_closed(struct gw_session *s);
 /* Fleet heartbeats, expiry and deadlines (the sweep timer); publishing (each loop iteration). */
 void gw_presence_tick(struct gw_server *srv, uint64_t now_ms);
 void gw_presence_flush(struct gw_server *srv);
+/* Writes one member as geo.near answers it ({"client","user","lat","lon"
+ * [,"dist_m"][,"meta"]}), with "local" (on this node, not another's) for
+ * the server API. */
+void gw_presence_write_member(struct proto_writer *w, const struct geo_member_view *m,
+                              bool with_dist, double dist_m, bool with_local);
 
 /* The fan-out sink, bound to the server. */
 struct fo_sink gw_session_sink(struct gw_server *srv);

@@ -4,6 +4,7 @@ request per call on a fresh connection (or a given one, for keep-alive), JSON
 in and out. Also a raw-socket request for what http.client will not send
 (no Content-Length, a body that stops halfway).
 """
+import asyncio
 import http.client
 import json
 import os
@@ -11,6 +12,20 @@ import socket
 import time
 
 KEY = "test-key-0123456789-abcdefghijklmnopqrstuvwxyz"
+
+
+async def call(fn, *args, **kw):
+    """A blocking API call from a coroutine, without stalling the WebSocket clients."""
+    return await asyncio.to_thread(fn, *args, **kw)
+
+
+async def connected(g, codec="json"):
+    """A WebSocket client of gateway g, connected."""
+    from rtclient import Client
+    c = Client(g.url(), codec)
+    await c.open()
+    await c.connect()
+    return c
 
 
 def write_key(tmp_path, key=KEY, name="api.key"):

@@ -7,8 +7,8 @@ import asyncio
 import socket
 import time
 
-from apiclient import KEY, Api, read_response, write_key
-from rtclient import Client, b64, run
+from apiclient import KEY, Api, call, connected, write_key
+from rtclient import b64, run
 
 FAST = ["--pub-rate", "100000", "--pub-burst", "100000", "--msg-rate", "100000",
         "--msg-burst", "100000"]
@@ -17,18 +17,6 @@ FAST = ["--pub-rate", "100000", "--pub-burst", "100000", "--msg-rate", "100000",
 def api_gateway(gateway, tmp_path, *flags):
     g = gateway("--api-key-file", write_key(tmp_path), "--ephemeral", "eph.>", *FAST, *flags)
     return g, Api(g.port)
-
-
-async def call(fn, *args, **kw):
-    """A blocking API call from a coroutine, without stalling the WebSocket clients."""
-    return await asyncio.to_thread(fn, *args, **kw)
-
-
-async def connected(g, codec="json"):
-    c = Client(g.url(), codec)
-    await c.open()
-    await c.connect()
-    return c
 
 
 # -- off, the key file and the key -------------------------------------------
@@ -44,9 +32,15 @@ def test_without_a_key_file_the_api_is_404(gateway):
 
 
 def test_bad_key_files_stop_the_start_without_showing_the_key(tmp_path):
+    import importlib.util
+    import os
     import subprocess
-
-    from conftest import free_port, rtgate_bin
+    # This directory's conftest, whichever one "conftest" names in this run.
+    spec = importlib.util.spec_from_file_location(
+        "rtgate_api_conftest", os.path.join(os.path.dirname(__file__), "conftest.py"))
+    it = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(it)
+    free_port, rtgate_bin = it.free_port, it.rtgate_bin
     secret = "short-secret"
     cases = {"missing": str(tmp_path / "nope"),
              "short": write_key(tmp_path, secret, "short.key"),

@@ -9,20 +9,9 @@ import socket
 import threading
 import time
 
-from apiclient import KEY, Api, read_response, write_key
+from apiclient import KEY, Api, call, connected, write_key
 from conftest import FAST, rtgate_pub
-from rtclient import Client, run
-
-
-async def call(fn, *args, **kw):
-    return await asyncio.to_thread(fn, *args, **kw)
-
-
-async def connected(g, codec="json"):
-    c = Client(g.url(), codec)
-    await c.open()
-    await c.connect()
-    return c
+from rtclient import run
 
 
 def api_nodes(nats, gateway, tmp_path, n=1):
