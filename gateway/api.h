@@ -76,6 +76,8 @@ struct gw_api_req {
     uint64_t id;
     struct lws *wsi; /* NULL once the client hung up */
     uint8_t route;   /* enum gw_api_route */
+    bool body_done;  /* the body is in and the operation ran */
+    bool hang_up;    /* more bytes came before the answer: close after it */
     bool answered;   /* the response is in resp, waiting for WRITEABLE */
     uint64_t started_ms;
     uint8_t *body;

@@ -97,19 +97,36 @@ class Api:
             s.close()
 
 
-def read_response(s, timeout=5.0):
-    buf = b""
+def post_bytes(path, body, key=KEY):
+    """A whole POST request as bytes (for raw sockets: pipelining, stalls)."""
+    if not isinstance(body, bytes):
+        body = json.dumps(body).encode()
+    return (b"POST %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+            b"Content-Length: %d\r\n\r\n" % (path.encode(), key.encode(), len(body)) + body)
+
+
+def read_responses(s, n, timeout=10.0):
+    """n responses read from one socket, in order (None where it closed)."""
+    out, buf = [], b""
+    for _ in range(n):
+        r, buf = _parse_one(s, buf, timeout)
+        out.append(r)
+        if r is None:
+            break
+    return out
+
+
+def _parse_one(s, buf, timeout):
     deadline = time.monotonic() + timeout
     while b"\r\n\r\n" not in buf:
         if time.monotonic() > deadline:
             raise TimeoutError("no response")
         chunk = s.recv(65536)
         if not chunk:
-            return None
+            return None, buf
         buf += chunk
     head, _, rest = buf.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
     hdrs = {}
     for l in lines[1:]:
         k, _, v = l.partition(":")
@@ -118,6 +135,16 @@ def read_response(s, timeout=5.0):
     while len(rest) < n:
         chunk = s.recv(65536)
         if not chunk:
-            break
+            return None, b""
         rest += chunk
-    return status, hdrs, rest[:n].decode("utf-8", "replace")
+    body = rest[:n].decode("utf-8", "replace")
+    try:
+        body = json.loads(body)
+    except ValueError:
+        pass
+    return (int(lines[0].split()[1]), hdrs, body), rest[n:]
+
+
+def read_response(s, timeout=5.0):
+    """The first response on socket s: (status, headers, body), or None if it closed."""
+    return _parse_one(s, b"", timeout)[0]

@@ -9,7 +9,7 @@ import socket
 import threading
 import time
 
-from apiclient import KEY, Api, call, connected, write_key
+from apiclient import KEY, Api, call, connected, post_bytes, read_responses, write_key
 from conftest import FAST, rtgate_pub
 from rtclient import run
 
@@ -118,6 +118,39 @@ def test_the_answer_waits_for_the_store_and_a_client_that_hangs_up_is_forgotten(
         assert (await call(api.publish, "held", 2, msg_id="h2"))["dup"] is True
         await sub.close()
     run(go())
+
+
+def test_a_request_sent_before_the_answer_gets_no_wrong_answer(nats, gateway, tmp_path):
+    """A client that sends its next request while a publish waits for
+    JetStream: lws may read it as more of the first body. The first answer
+    is still right; the second is either answered or refused the HTTP way
+    (the first answer says `Connection: close` and the connection ends, so
+    the client knows to send it again), never answered wrongly."""
+    (g,), (api,) = api_nodes(nats, gateway, tmp_path)
+    ready(api)
+    s = socket.create_connection(("127.0.0.1", g.port), timeout=20)
+    os.kill(nats.proc.pid, signal.SIGSTOP)
+    try:
+        s.sendall(post_bytes("/api/v1/publish", {"channel": "pl", "data": 1, "msg_id": "p1"}))
+        time.sleep(0.5)
+        s.sendall(b"GET /api/v1/channels/pl HTTP/1.1\r\nHost: x\r\n"
+                  b"Authorization: Bearer %s\r\n\r\n" % KEY.encode())
+        time.sleep(0.5)
+    finally:
+        os.kill(nats.proc.pid, signal.SIGCONT)
+    try:
+        got = read_responses(s, 2, timeout=20)
+    finally:
+        s.close()
+    first, second = got[0], got[1] if len(got) > 1 else None
+    assert first is not None and first[0] == 200, got
+    assert first[2]["ok"] and first[2]["dup"] is False and first[2]["seq"] >= 1
+    if second is None:
+        assert first[1].get("connection") == "close", first
+    else:
+        assert second[0] == 200 and second[2]["channel"] == "pl", second
+    # The publish is stored once; the node goes on answering.
+    assert api.publish("pl", 1, msg_id="p1")["dup"] is True
 
 
 def test_nats_down_gives_503_with_retry_after_then_publishes_resume(nats, gateway, tmp_path):
