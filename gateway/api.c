@@ -302,23 +302,10 @@ bool gw_api_path(const char *uri)
     return strncmp(uri, GW_API_PREFIX, strlen(GW_API_PREFIX)) == 0 || strcmp(uri, "/api") == 0;
 }
 
-/* The request line and headers of an API request (LWS_CALLBACK_HTTP). */
+/* The request line and headers of an API request (LWS_CALLBACK_HTTP), the API on. */
 int gw_api_http(struct gw_server *srv, struct lws *wsi, const char *uri)
 {
     struct gw_api *api = srv->api;
-    if (!api) {
-        /* Off: the same answer as any unknown path. */
-        static const char nf[] = "not found\n";
-        uint8_t hdr[LWS_PRE + 512];
-        uint8_t *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof hdr - 1;
-        uint8_t body[LWS_PRE + sizeof nf];
-        memcpy(body + LWS_PRE, nf, sizeof nf - 1);
-        if (lws_add_http_common_headers(wsi, 404, "text/plain", sizeof nf - 1, &p, end) ||
-            lws_finalize_write_http_header(wsi, start, &p, end) ||
-            lws_write(wsi, body + LWS_PRE, sizeof nf - 1, LWS_WRITE_HTTP_FINAL) < 0)
-            return -1;
-        return lws_http_transaction_completed(wsi) ? -1 : 0;
-    }
     api->requests++;
     bool post = lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0;
     bool get = lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) > 0;

@@ -34,10 +34,11 @@ rt_status gw_api_create(struct gw_server *srv);
 /* Frees the API and every request (at shutdown, after lws closed them). */
 void gw_api_destroy(struct gw_server *srv);
 
-/* True for a path the API answers (even when it is off: 404). */
+/* True for a path the API answers (when it is on; off, they are unknown paths: 404). */
 bool gw_api_path(const char *uri);
 
-/* The lws callback's cases for API requests; lws's return convention. */
+/* The lws callback's cases for API requests; lws's return convention.
+ * gw_api_http only with the API on; the others find no request when off. */
 int gw_api_http(struct gw_server *srv, struct lws *wsi, const char *uri);
 int gw_api_body(struct gw_server *srv, struct lws *wsi, const void *in, size_t len);
 int gw_api_body_done(struct gw_server *srv, struct lws *wsi);

@@ -51,8 +51,8 @@ static int on_http(struct lws *wsi, const char *uri)
 {
     struct gw_server *srv = server_of(wsi);
     int r;
-    if (gw_api_path(uri))
-        return gw_api_http(srv, wsi, uri); /* answers and completes itself */
+    if (srv->api && gw_api_path(uri))
+        return gw_api_http(srv, wsi, uri); /* the server API: answers and completes itself */
     if (!strcmp(uri, "/healthz")) {
         r = http_respond(wsi, 200, "text/plain", "ok\n", 3, 0);
     } else if (!strcmp(uri, "/readyz") && !srv->draining && !fo_ready(srv->fo)) {
