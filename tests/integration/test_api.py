@@ -84,20 +84,29 @@ def test_key_is_required_and_checked(gateway, tmp_path):
 def test_failed_keys_from_one_address_get_429_even_with_the_right_key(gateway, tmp_path):
     g, api = api_gateway(gateway, tmp_path, "--api-auth-fail-burst", "3",
                          "--api-auth-fail-rate", "1")
-    for _ in range(3):
-        assert api.get("/api/v1/node", key="guess-%d" % _)[0] == 401
-    status, hdrs, body = api.get("/api/v1/node")  # right key, but the address is blocked
+    # Three failures empty the bucket; a token comes back each second, so the
+    # check below means something only if it ran within a second of the
+    # first failure: on a slow machine, try again.
+    for attempt in range(5):
+        t0 = time.monotonic()
+        statuses = [api.get("/api/v1/node", key="guess-%d" % i)[0] for i in range(3)]
+        status, hdrs, body = api.get("/api/v1/node")  # the right key
+        if time.monotonic() - t0 < 0.9:
+            break
+        time.sleep(3.5)  # full again
+    else:
+        raise AssertionError("the machine never did 4 requests within 0.9 s")
+    assert statuses[0] == 401 and all(x in (401, 429) for x in statuses), statuses
     assert status == 429, (status, body)
     assert int(hdrs["retry-after"]) >= 1
     assert body["error"]["code"] == 429 and body["error"]["retry_after_ms"] > 0
-    status, _, _ = api.post("/api/v1/publish", {"channel": "a", "data": 1}, key="guess")
-    assert status == 429
-    # A second later one token is back: the right key works again, a wrong
-    # one spends the token and blocks again.
+    assert api.post("/api/v1/publish", {"channel": "a", "data": 1}, key="guess")[0] == 429
+    # Later a token is back: the right key works again.
     deadline = time.monotonic() + 10
     while api.get("/api/v1/node")[0] == 429:
         assert time.monotonic() < deadline, "the address stayed blocked"
         time.sleep(0.2)
+
     # WebSocket clients from the same address are not affected by the API's limit.
     async def go():
         c = await connected(g)
@@ -229,12 +238,22 @@ def test_publish_errors_have_the_client_codes(gateway, tmp_path):
 def test_api_publish_rate_gives_429_with_retry_after(gateway, tmp_path):
     g, api = api_gateway(gateway, tmp_path, "--api-pub-rate", "1", "--api-pub-burst", "3")
     msgs = [{"channel": "r", "data": i} for i in range(5)]
-    status, _, r = api.post("/api/v1/publish", {"messages": msgs})
+    # A token comes back each second: the single publish must follow the
+    # batch within a second to meet an empty bucket (a slow machine retries).
+    for attempt in range(5):
+        t0 = time.monotonic()
+        status, _, r = api.post("/api/v1/publish", {"messages": msgs})
+        single = api.post("/api/v1/publish", {"channel": "r", "data": 9})
+        if time.monotonic() - t0 < 0.9:
+            break
+        time.sleep(3.5)  # full again
+    else:
+        raise AssertionError("the machine never did 2 requests within 0.9 s")
     assert status == 200
     codes = [x["error"]["code"] if not x["ok"] else 200 for x in r["results"]]
     assert codes == [200, 200, 200, 429, 429], codes
     assert r["results"][3]["error"]["retry_after_ms"] > 0
-    status, hdrs, body = api.post("/api/v1/publish", {"channel": "r", "data": 9})
+    status, hdrs, body = single
     assert status == 429 and int(hdrs["retry-after"]) >= 1, (status, body)
     assert body["error"]["reason"] == "rate_limited" and body["error"]["retry_after_ms"] > 0
 
