@@ -297,6 +297,13 @@ static long long content_length(struct lws *wsi)
     return x;
 }
 
+bool gw_http_has_body(struct lws *wsi)
+{
+    return lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0 ||
+           lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0 ||
+           lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0;
+}
+
 bool gw_api_path(const char *uri)
 {
     return strncmp(uri, GW_API_PREFIX, strlen(GW_API_PREFIX)) == 0 || strcmp(uri, "/api") == 0;
@@ -310,8 +317,9 @@ int gw_api_http(struct gw_server *srv, struct lws *wsi, const char *uri)
     bool post = lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0;
     bool get = lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) > 0;
     long long clen = content_length(wsi);
-    /* Bytes may follow that nobody will read: then the connection ends with the answer. */
-    bool unread = post || clen > 0 || !get;
+    /* A request with a body (read or not) ends its connection with the
+     * answer: see gw_http_has_body. */
+    bool unread = gw_http_has_body(wsi) || !get;
     char peer[64] = "";
     lws_get_peer_simple(wsi, peer, sizeof peer);
     uint64_t now = rt_mono_ms();
@@ -337,7 +345,7 @@ int gw_api_http(struct gw_server *srv, struct lws *wsi, const char *uri)
         proto_buf_reset(&api->get.resp);
         gw_api_get(srv, routes[i].route, uri + strlen(routes[i].path), query_arg, wsi, &api->get);
         return respond(wsi, api->get.status, api->get.retry_after_ms, NULL, NULL, &api->get.resp,
-                       clen > 0);
+                       unread);
     }
     if (clen < 0)
         return refuse(api, wsi, 411, "Content-Length required", 0, NULL, NULL, true);
@@ -366,31 +374,31 @@ int gw_api_body(struct gw_server *srv, struct lws *wsi, const void *in, size_t l
 /*
  * The body is in: the operation runs now. An answer known at once is
  * written at once; one the engine gives later is written from WRITEABLE.
- * (lws 4.1 mis-reads a POST pipelined in the same packet behind another
- * request: docs/api.md asks clients to wait for each answer.)
+ * Either way the connection ends with it (gw_http_has_body).
  */
 int gw_api_body_done(struct gw_server *srv, struct lws *wsi)
 {
     struct gw_api_req *r = srv->api ? req_by_wsi(srv->api, wsi) : NULL;
     if (!r)
         return -1;
-    if (r->body_done) {
-        /* lws took bytes after the body as more of it: a request sent before
-         * the answer and read with it. They are lost; say so by closing
-         * once the answer is out. */
-        r->hang_up = true;
-        return 0;
-    }
+    if (r->body_done)
+        return 0; /* lws took bytes sent before the answer for more body: dropped,
+                   * and the connection ends with the answer */
     r->body_done = true;
     r->body[r->body_len] = '\0';
-    if (r->route == GW_API_PUBLISH) {
+    if (r->body_len >= 5 && memcmp(r->body, "POST ", 5) == 0) {
+        /* lws 4.1 hands a POST pipelined behind another request its own
+         * request line as its body: no JSON starts that way. */
+        gw_api_error(r, RT_E_BAD_REQUEST,
+                     "a request pipelined behind another: send it after the previous answer", 0);
+    } else if (r->route == GW_API_PUBLISH) {
         gw_api_publish(srv, r);
         if (r->n_waiting)
             return 0; /* gw_api_pub_done answers */
     } else {
         gw_api_disconnect(srv, r);
     }
-    int rc = respond(wsi, r->status, r->retry_after_ms, NULL, NULL, &r->resp, false);
+    int rc = respond(wsi, r->status, r->retry_after_ms, NULL, NULL, &r->resp, true);
     req_free(srv->api, r);
     return rc;
 }
@@ -400,7 +408,7 @@ int gw_api_writable(struct gw_server *srv, struct lws *wsi)
     struct gw_api_req *r = srv->api ? req_by_wsi(srv->api, wsi) : NULL;
     if (!r || !r->answered)
         return 0;
-    int rc = respond(wsi, r->status, r->retry_after_ms, NULL, NULL, &r->resp, r->hang_up);
+    int rc = respond(wsi, r->status, r->retry_after_ms, NULL, NULL, &r->resp, true);
     req_free(srv->api, r);
     return rc;
 }

@@ -34,6 +34,15 @@ rt_status gw_api_create(struct gw_server *srv);
 /* Frees the API and every request (at shutdown, after lws closed them). */
 void gw_api_destroy(struct gw_server *srv);
 
+/*
+ * True if the request brings a body (POST, Content-Length or
+ * Transfer-Encoding). Its connection must end with its answer: lws 4.1
+ * loops forever (100% CPU, deaf to signals) on a request body followed by
+ * a pipelined request in the same packet, so keeping such a connection
+ * alive let one packet from anyone hang the gateway.
+ */
+bool gw_http_has_body(struct lws *wsi);
+
 /* True for a path the API answers (when it is on; off, they are unknown paths: 404). */
 bool gw_api_path(const char *uri);
 
@@ -78,7 +87,6 @@ struct gw_api_req {
     struct lws *wsi; /* NULL once the client hung up */
     uint8_t route;   /* enum gw_api_route */
     bool body_done;  /* the body is in and the operation ran */
-    bool hang_up;    /* more bytes came before the answer: close after it */
     bool answered;   /* the response is in resp, waiting for WRITEABLE */
     uint64_t started_ms;
     uint8_t *body;

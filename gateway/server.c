@@ -70,8 +70,8 @@ static int on_http(struct lws *wsi, const char *uri)
     } else {
         r = http_respond(wsi, 404, "text/plain", "not found\n", 10, 0);
     }
-    if (r || lws_http_transaction_completed(wsi))
-        return -1;
+    if (r || gw_http_has_body(wsi) || lws_http_transaction_completed(wsi))
+        return -1; /* a body ends the connection (api.h: gw_http_has_body) */
     return 0;
 }
 
