@@ -76,6 +76,9 @@ def test_key_is_required_and_checked(gateway, tmp_path):
                               headers={"Authorization": "bEaReR   %s  " % KEY})
     assert status == 200 and body["ok"] is True
     assert body["api"]["failed_keys"] == len(wrong) + 6
+    m = g.metrics()
+    assert m["rtgate_api_failed_keys_total"] == len(wrong) + 6
+    assert m["rtgate_api_requests_total"] == len(wrong) + 7 and m["rtgate_api_in_progress"] == 0
     log = g.log()
     assert "api_auth_failed" in log
     assert KEY not in log and KEY[:-1] not in log and "x" * 50 not in log
