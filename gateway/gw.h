@@ -6,6 +6,7 @@
 #ifndef GW_H
 #define GW_H
 
+#include "edge.h"
 #include "fanout.h"
 #include "geo.h"
 #include "protocol.h"
@@ -16,8 +17,21 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define GW_MAX_EPHEMERAL   64
-#define GW_GEO_WAITING_MAX 16 /* near / watch requests of one connection waiting for the fleet */
+#define GW_MAX_EPHEMERAL       64
+#define GW_MAX_ALLOW           64 /* patterns of one default policy (--sub-allow ...) */
+#define GW_GEO_WAITING_MAX     16 /* near / watch requests of one connection waiting for the fleet */
+#define GW_MAX_ORIGINS         64
+#define GW_MAX_TRUSTED_PROXIES 64
+
+struct auth_key;
+struct auth_claims;
+
+/* A default permission policy: channel patterns (authz.c). */
+struct gw_policy {
+    char *pat[GW_MAX_ALLOW];
+    size_t n;
+    bool given; /* by a flag; otherwise authz.c fills the default */
+};
 
 /* Configuration: defaults, then the config file, then flags. */
 struct gw_config {
@@ -66,8 +80,30 @@ struct gw_config {
     char nats_url[1024];  /* --nats: non-empty selects the nats engine */
     char nats_stream[64]; /* JetStream stream of durable channels (default RTGATE) */
     uint32_t nats_replicas;
-    uint32_t nats_loop_reader;            /* 1: ephemeral live subjects read on the loop */
-    uint32_t nats_read_window_ms;         /* the loop reader's read window */
+    uint32_t nats_loop_reader;    /* 1: ephemeral live subjects read on the loop */
+    uint32_t nats_read_window_ms; /* the loop reader's read window */
+    /* Tokens and permissions (authz.c, docs/protocol.md "Authentication"). */
+    char jwt_key_file[1024]; /* --jwt-key: non-empty turns authentication on */
+    char jwt_alg[8];         /* "" = derived from a PEM public key */
+    uint32_t jwt_leeway_ms;
+    uint32_t allow_anonymous; /* 1: a connect without a token is anonymous */
+    struct gw_policy sub_allow, pub_allow, geo_allow;
+    struct auth_key *jwt_key; /* loaded from jwt_key_file at start; NULL = no auth */
+    char static_dir[1024];    /* --static: a folder served over HTTP from memory */
+    size_t static_max_bytes;  /* its size limit, checked at start */
+    /* The edge: who may connect and who they are (server.c's handshake,
+     * listener.c, tls.c, edge.h). */
+    const char *allow_origin[GW_MAX_ORIGINS]; /* normalised; none = any Origin */
+    size_t n_allow_origin;
+    char tls_cert[512]; /* PEM chain, leaf first; with tls_key: wss:// and https:// */
+    char tls_key[512];
+    uint32_t handshake_timeout_ms; /* each stage: PROXY header, TLS, HTTP headers */
+    char proxy_protocol[8];        /* "v2": a PROXY v2 header precedes each connection */
+    struct edge_cidr trusted_proxy[GW_MAX_TRUSTED_PROXIES];
+    size_t n_trusted_proxy;
+    bool proxy_v2; /* derived: proxy_protocol is "v2" */
+    /* --nats-ca, --nats-tls-cert, --nats-tls-key, --nats-creds, --nats-nkey */
+    struct fo_nats_security nats_security;
     char api_key_file[1024];              /* --api-key-file: "" = the server API is off */
     size_t api_max_body_bytes;            /* largest API request body (413 past it) */
     struct rt_bucket_cfg api_pub_bucket;  /* API publishes, node-wide */
@@ -86,10 +122,22 @@ void gw_config_usage(FILE *out);
 /* ------------------------------------------------------------------ */
 /* Metrics: plain counters, the loop thread is the only writer. */
 
+/* Why a connection was refused before it became a WebSocket (metrics.c's labels). */
+enum {
+    GW_REFUSE_RATE,        /* 429: handshakes per client address */
+    GW_REFUSE_CAPACITY,    /* 503: --max-connections */
+    GW_REFUSE_SUBPROTOCOL, /* 400 (bad subprotocol) or 404 (wrong path) */
+    GW_REFUSE_DRAINING,    /* 503 */
+    GW_REFUSE_ORIGIN,      /* 403: --allow-origin */
+    GW_REFUSE_NOT_TLS,     /* 400: plain HTTP on a TLS port */
+    GW_REFUSE_PROXY,       /* closed: untrusted peer or bad PROXY header (--proxy-protocol) */
+    GW_REFUSE_N
+};
+
 struct gw_metrics {
-    uint64_t connections;           /* open WebSocket connections (gauge) */
-    uint64_t connections_total;     /* accepted */
-    uint64_t handshakes_refused[4]; /* by cause: rate, capacity, subprotocol, draining */
+    uint64_t connections;                     /* open WebSocket connections (gauge) */
+    uint64_t connections_total;               /* accepted */
+    uint64_t handshakes_refused[GW_REFUSE_N]; /* by cause (enum above) */
     uint64_t messages_in;
     uint64_t messages_out;
     uint64_t frames_in;
@@ -99,13 +147,13 @@ struct gw_metrics {
     uint64_t errors[RT_N_ERRORS]; /* replies with an error, by code */
     uint64_t closes_1008;
     uint64_t closes_1009;
-    uint64_t closes_4001;
+    uint64_t closes_4001;   /* connect timeout */
+    uint64_t auth_refused;  /* connects refused for their token (401, then close 4001) */
+    uint64_t token_expired; /* sessions closed 4001 when their token expired */
     uint64_t closes_idle;
     uint64_t slow_consumer_closes;
     uint64_t outbox_bytes; /* gauge: bytes queued in all outboxes */
 };
-
-enum { GW_REFUSE_RATE, GW_REFUSE_CAPACITY, GW_REFUSE_SUBPROTOCOL, GW_REFUSE_DRAINING };
 
 /* ------------------------------------------------------------------ */
 /* Outbox: the bounded per-connection send queue. */
@@ -212,6 +260,10 @@ struct gw_session {
     uint8_t *rx_buf; /* reassembly of a message split over callbacks */
     size_t rx_len;
     char client_id[28];
+    struct auth_claims *claims; /* authz.c: the session's token, NULL when anonymous */
+    uint64_t token_deadline_ms; /* monotonic: past it the session closes 4001 (0: never) */
+    char anon_user[40];         /* "anon-<client_id>": the user of an anonymous session */
+    char peer[EDGE_ADDR_TEXT];  /* the client's address (peer.c), for log lines */
 };
 
 /* The connection table: ids stay valid after the session is gone (generation). */
@@ -267,6 +319,13 @@ struct gw_server {
     uint64_t busy_at_us, idle_at_ns; /* the last saturation sample (gw_server_adapt_window) */
     uint64_t client_seq;
     char client_prefix[12];
+    struct auth_key *jwt_key; /* cfg->jwt_key, or the one SIGHUP reloaded (then owned) */
+    bool jwt_key_owned;
+    void *sighup;              /* uv_signal_t: reloads the key (authz.c) */
+    struct gw_static *statics; /* static.c: the --static folder, or NULL */
+    struct gw_peer *peers;     /* peer.c: who each connection is from, by fd */
+    uint32_t peers_cap;
+    struct gw_tls *tls; /* tls.c: NULL without --tls-cert */
     struct gw_api *api; /* the server API (api.h), NULL when off */
 };
 
@@ -288,6 +347,36 @@ void gw_session_reply_error(struct gw_session *s, const struct proto_msg *m, int
 void gw_session_begin_reply(struct gw_session *s, struct proto_writer *w, int64_t id);
 /* Ends the message begun on srv->reply and queues it (also for events). */
 void gw_session_finish_reply(struct gw_session *s, struct proto_writer *w);
+
+/*
+ * authz.c: tokens and permissions (docs/protocol.md, Authentication).
+ * Loop thread, except gw_authz_configure (main thread, before the loop).
+ */
+/* Loads --jwt-key and fills the default policies. RT_INVAL after printing why. */
+rt_status gw_authz_configure(struct gw_config *cfg);
+void gw_authz_config_free(struct gw_config *cfg);
+/* Arms the SIGHUP key reload (with --jwt-key); stop closes it and frees a reloaded key. */
+rt_status gw_authz_start(struct gw_server *srv);
+void gw_authz_stop(struct gw_server *srv);
+/*
+ * The token of a `connect`: true if the session may go on (as the token's
+ * user or anonymous). False when refused: answered 401, and the session is
+ * closing with 4001.
+ */
+bool gw_authz_connect(struct gw_session *s, const struct proto_msg *m);
+/* Answers a `refresh`: a new token for the same user replaces the old one. */
+void gw_authz_refresh(struct gw_session *s, const struct proto_msg *m);
+/* May the session sub / pub on m->channel, or use m->space? False: answered 403. */
+bool gw_authz_may_sub(struct gw_session *s, const struct proto_msg *m);
+bool gw_authz_may_pub(struct gw_session *s, const struct proto_msg *m);
+bool gw_authz_may_geo(struct gw_session *s, const struct proto_msg *m);
+/* Writes "expires_in_ms" into a reply when the session's token expires. */
+void gw_authz_write_expiry(const struct gw_session *s, struct proto_writer *w);
+/* The sweep: true if the token expired and the session is now closing (4001). */
+bool gw_authz_sweep(struct gw_session *s, uint64_t now_ms);
+void gw_authz_closed(struct gw_session *s);
+/* The session's user: the token's sub, or its anonymous id. */
+const char *gw_session_user(const struct gw_session *s);
 
 /* presence.c: geo.* requests and watch events. */
 rt_status gw_presence_create(struct gw_server *srv);
@@ -327,6 +416,32 @@ rt_status gw_listener_start(struct gw_server *srv);
 /* Stops accepting (drain); the socket is closed by the loop. */
 void gw_listener_stop(struct gw_server *srv);
 
+/* peer.c: the client address of each connection. */
+struct gw_peer;
+/* The listener records where a new connection comes from (TCP peer or PROXY source). */
+rt_status gw_peer_record(struct gw_server *srv, int fd, const struct edge_addr *from);
+/* At a handshake: the client address, X-Forwarded-For applied when the connection comes
+ * from a trusted proxy. Stored for later lookups. NULL if the listener did not record it. */
+const struct edge_addr *gw_peer_resolve(struct gw_server *srv, struct lws *wsi);
+/* The client address as resolved last, as text ("-" if unknown). */
+void gw_peer_text(struct gw_server *srv, struct lws *wsi, char out[EDGE_ADDR_TEXT]);
+void gw_peer_free(struct gw_server *srv);
+
+/* tls.c: wss:// and https:// on the listener, the files reloaded on SIGHUP. */
+struct gw_tls;
+/* Before start (and before forking workers): reads and checks --tls-cert and --tls-key;
+ * prints why to stderr and returns RT_INVAL when they cannot serve. */
+rt_status gw_tls_check_files(const struct gw_config *cfg);
+/* Loads the files and starts the SIGHUP handler; *out stays NULL without --tls-cert. */
+rt_status gw_tls_create(struct gw_server *srv, struct gw_tls **out);
+/* lws created the vhost's SSL_CTX (LWS_CALLBACK_OPENSSL_LOAD_EXTRA_SERVER_VERIFY_CERTS):
+ * installs the certificate and the hook that serves a reloaded one. 0 or -1 (lws's). */
+int gw_tls_attach(struct gw_server *srv, void *ssl_ctx);
+/* Reads the files again; on any error keeps serving the old ones and logs why. */
+void gw_tls_reload(struct gw_tls *t);
+/* Stops the SIGHUP handler; frees once the loop has closed it. NULL is a no-op. */
+void gw_tls_destroy(struct gw_tls *t);
+
 /* Monotonic microseconds (the loop's clock source, not cached). Any thread. */
 uint64_t gw_now_us(void);
 /* Puts a session on the flush list; false when out of memory. */
@@ -344,6 +459,17 @@ void gw_session_cut(struct gw_session *s);
 void gw_session_sweep(struct gw_session *s, uint64_t now_ms);
 /* Requests a WRITEABLE callback for the session. */
 void gw_session_want_write(struct gw_session *s);
+
+/* static.c: the --static folder, in memory, answered on the listener (GET, HEAD). */
+struct gw_static;
+/* Reads cfg->static_dir whole (*out NULL when none). Before the loop runs;
+ * RT_TOO_BIG past --static-max-bytes (logged with the reason). */
+rt_status gw_static_create(const struct gw_config *cfg, struct gw_static **out);
+void gw_static_destroy(struct gw_static *st);
+/* Answers an HTTP request for uri from memory (lws's return convention). */
+int gw_static_serve(struct gw_static *st, struct lws *wsi, const char *uri);
+/* LWS_CALLBACK_HTTP_WRITEABLE: the next chunk of a body being served. */
+int gw_static_writable(struct gw_static *st, struct lws *wsi, void *user);
 
 /* metrics.c: the Prometheus text for /metrics, malloc'd. */
 char *gw_metrics_render(const struct gw_server *srv, size_t *len);

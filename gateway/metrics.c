@@ -50,10 +50,11 @@ static void metric(struct out *o, const char *name, const char *type, const char
 
 static void refused(struct out *o, const struct gw_metrics *m)
 {
-    static const char *const causes[] = {"rate", "capacity", "bad_request", "draining"};
+    static const char *const causes[GW_REFUSE_N] = {"rate",   "capacity", "bad_request", "draining",
+                                                    "origin", "not_tls",  "proxy"};
     emit(o, "# HELP rtgate_handshakes_refused_total WebSocket handshakes refused, by cause\n"
             "# TYPE rtgate_handshakes_refused_total counter\n");
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < GW_REFUSE_N; i++)
         emit(o, "rtgate_handshakes_refused_total{cause=\"%s\"} %llu\n", causes[i],
              (unsigned long long)m->handshakes_refused[i]);
 }
@@ -105,6 +106,10 @@ char *gw_metrics_render(const struct gw_server *srv, size_t *len)
     metric(&o, "closes_too_big_total", "counter", "Connections closed with 1009", m->closes_1009);
     metric(&o, "closes_connect_timeout_total", "counter", "Connections closed with 4001",
            m->closes_4001);
+    metric(&o, "auth_refused_total", "counter",
+           "Connects refused for their token (401, then close 4001)", m->auth_refused);
+    metric(&o, "closes_token_expired_total", "counter",
+           "Sessions closed with 4001 when their token expired", m->token_expired);
     metric(&o, "closes_idle_total", "counter",
            "Connections closed after idle-timeout-ms of silence", m->closes_idle);
     metric(&o, "slow_consumer_closes_total", "counter", "Connections cut for not reading",

@@ -8,9 +8,14 @@
  *   codec.c    rtgate messages: encode requests, scan server messages (JSON, msgpack)
  *   nats.c     NATS's text protocol (the nats-ws target, the NATS publisher)
  *   track.c    per-stream sequence tracking (lost / dup / out of order)
- *   worker.c   one epoll loop owning a slice of the connections
+ *   wq.c       a connection's queue of bytes the socket did not take yet
+ *   config.c   URLs, source addresses, channel names, worker slices, pipe messages
+ *   net.c      the connection engine: sockets, upgrade, frames, retries (net.h)
+ *   worker.c   the delivery scenarios' driver: a slice of the connections, phases
+ *   scen*.c    the single-process scenarios (presence, churn, storm; scen.h)
  *   report.c   /proc sampling, the JSON line, the SVG plot
- *   main.c     options, fork of the workers, the run's phases, merge
+ *   options.c  the command line: one table of every option, presets, checks
+ *   main.c     fork of the workers, the run's phases, merge
  *   selftest.c `--self-test`: checks of the leaves without a server
  *
  * Every process is single-threaded. The parent only coordinates; workers
@@ -103,11 +108,30 @@ enum lt_wq {
     LT_WQ_FAILED,  /* the connection is lost (errno says why) */
 };
 /* Sends p now when nothing waits, queues what the socket did not take (all
- * queued bytes at most max). */
-enum lt_wq lt_wq_write(int fd, uint8_t **buf, uint32_t *len, const uint8_t *p, size_t n,
+ * queued bytes at most max). tls: the connection's TLS state (tls.c), or NULL. */
+enum lt_wq lt_wq_write(int fd, void *tls, uint8_t **buf, uint32_t *len, const uint8_t *p, size_t n,
                        size_t max);
 /* Sends what waits; frees the buffer once it is empty. */
-enum lt_wq lt_wq_flush(int fd, uint8_t **buf, uint32_t *len);
+enum lt_wq lt_wq_flush(int fd, void *tls, uint8_t **buf, uint32_t *len);
+
+/*
+ * tls.c: the TLS client of wss:// (OpenSSL), full handshakes only (no session
+ * reuse). The I/O calls behave like recv()/send() on a non-blocking socket:
+ * -1 with errno EAGAIN means wait.
+ */
+/* A client context; the server certificate is verified against cafile when given. */
+void *lt_tls_ctx_create(const char *cafile, char *err, size_t err_cap);
+void lt_tls_ctx_free(void *ctx);
+/* TLS over a connected socket, for server_name (a host name or an IP literal). */
+void *lt_tls_new(void *ctx, int fd, const char *server_name);
+void lt_tls_free(void *ssl);
+/* One step of the handshake: 0 when done, EAGAIN to wait (*want_write: for
+ * EPOLLOUT rather than EPOLLIN), another errno when it failed. */
+int lt_tls_handshake(void *ssl, bool *want_write);
+ssize_t lt_tls_recv(void *ssl, void *buf, size_t cap);
+ssize_t lt_tls_send(void *ssl, const void *p, size_t n);
+/* Decrypted bytes wait inside OpenSSL: epoll will not say so. */
+bool lt_tls_pending(void *ssl);
 
 /* Header room to leave before a payload that lt_ws_frame_in_place frames. */
 #define LT_WS_HEADROOM 14
@@ -237,7 +261,12 @@ struct lt_out {
 };
 
 /* One message each; JSON messages end with '\n' so several can share a frame. */
-void lt_enc_connect(struct lt_out *o, enum lt_codec c, int64_t id, const char *name);
+void lt_enc_connect(struct lt_out *o, enum lt_codec c, int64_t id, const char *name,
+                    const char *token); /* token: a JWT ([A-Za-z0-9_.-]) or "" for none */
+struct lt_config;
+/* The `connect` (id 1) every rtgate connection of the tool opens with, as the run's options
+ * say: the one place both drivers (worker.c, scen.c) take their greeting from. */
+void lt_enc_hello(struct lt_out *o, const struct lt_config *cfg);
 void lt_enc_sub(struct lt_out *o, enum lt_codec c, int64_t id, const char *channel);
 void lt_enc_ack(struct lt_out *o, enum lt_codec c, const char *channel, uint64_t seq);
 /*
@@ -362,6 +391,8 @@ struct lt_scen_config {
     char url2[256]; /* presence: queriers and watchers connect here (another node) */
     char host_header2[128];
     char path2[128];
+    char host2[64];
+    bool tls2;
     struct sockaddr_storage dst2;
     socklen_t dst2_len;
     uint32_t setters;      /* presence: connections doing geo.set */
@@ -378,12 +409,11 @@ struct lt_scen_config {
     char space[65];
     double reconnect_rate; /* storm: reconnects per second, 0 = as fast as possible */
     double hold_s;         /* storm: connections stay up this long before the drop */
-    bool queriers_given;   /* --queriers / --query-rate given (0 is then meant) */
-    bool query_rate_given;
 };
 
-#define LT_MAX_SRC  64
-#define LT_MAX_PIDS 16
+#define LT_MAX_SRC   64
+#define LT_TOKEN_MAX 8192 /* rtgate's own bound on a token */
+#define LT_MAX_PIDS  16
 
 struct lt_config {
     enum lt_scenario scenario;
@@ -392,8 +422,10 @@ struct lt_config {
     char host_header[128]; /* Host: value */
     char path[128];
     uint16_t port;
+    bool tls; /* wss:// */
     struct sockaddr_storage dst;
     socklen_t dst_len;
+    const char *tls_ca; /* --tls-ca: verify the server's certificate against it */
     enum lt_codec codec;
     enum lt_target target;
     enum lt_pubvia pub_via;
@@ -431,11 +463,45 @@ struct lt_config {
     uint32_t max_backlog;    /* publisher: bytes queued before slots are skipped */
     uint32_t rx_coalesce_us; /* least time between two reads (trades latency resolution for CPU) */
     const char *label;       /* --label: copied into the JSON line */
+    char token[LT_TOKEN_MAX + 1]; /* --token / --token-file: sent in every connect; "" = none */
     struct lt_scen_config sc;
     const char *json_path;
     const char *svg_path;
     int verbose;
+    /* Options read once all are in (options.c): as typed on the command line. */
+    struct {
+        const char *url, *nats, *sources, *server_pids, *broker_pids;
+    } arg;
+    uint64_t given[2]; /* options on the command line, a bit per row of options.c's table */
 };
+
+/* ------------------------------------------------------------------ */
+/* options.c: the command line, from one table of the options. */
+
+enum lt_args_result {
+    LT_ARGS_RUN = 0,
+    LT_ARGS_USAGE = 2, /* a usage error, said on stderr: the exit code */
+    LT_ARGS_HELP = 3,
+    LT_ARGS_SELFTEST = 4,
+    LT_ARGS_HELP_MARKDOWN = 5,
+};
+
+/*
+ * Parses argv into cfg: defaults, the options, then each scenario's presets
+ * and the checks between options. Returns what to do (enum lt_args_result).
+ */
+int lt_parse_args(struct lt_config *cfg, int argc, char **argv);
+/* The defaults of every option (all zero but what the table's help says). */
+void lt_config_defaults(struct lt_config *cfg);
+
+enum lt_option_result { LT_OPTION_SET = 0, LT_OPTION_UNKNOWN, LT_OPTION_BAD };
+/* Sets one option as the command line would: name as typed ("--subs"), value NULL for flags. */
+enum lt_option_result lt_option_set(struct lt_config *cfg, const char *name, const char *value);
+/* Whether the option was given (lt_parse_args or lt_option_set), under any of its names. */
+bool lt_option_given(const struct lt_config *cfg, const char *name);
+/* --help, and --help-markdown: the option tables of docs/loadtest.md. */
+void lt_usage(FILE *out);
+void lt_usage_markdown(FILE *out);
 
 /* Channel name of channel index c into out (NUL-terminated). */
 void lt_channel_name(const struct lt_config *cfg, uint32_t c, char *out, size_t cap);
@@ -612,13 +678,6 @@ bool lt_report_svg(const char *path, const struct lt_config *cfg, const struct l
 
 /* True for the scenarios scen*.c runs (no workers, no delivery check). */
 bool lt_scen_own(enum lt_scenario s);
-/* Their scenario names; false for any other name. */
-bool lt_scen_from_name(const char *name, enum lt_scenario *out);
-/*
- * Takes one of their options (name like "--setters"). Returns false when
- * the name is not theirs; *ok says whether the value was good.
- */
-bool lt_scen_option(struct lt_config *cfg, const char *name, const char *val, bool *ok);
 /* Fills the presets and checks the options; false after printing why (a usage error). */
 bool lt_scen_check(struct lt_config *cfg);
 /* Runs the scenario, prints the JSON line; returns the exit code (0 ok, 1 not ok). */

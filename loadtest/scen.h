@@ -14,60 +14,38 @@
 #ifndef LT_SCEN_H
 #define LT_SCEN_H
 
-#include "load.h"
+#include "net.h"
 
 #define LT_SCEN_MAX_CONNS 19000u /* one process: the fd limit is 20000 */
 
-enum sc_state {
-    SC_IDLE = 0,     /* closed, or never opened */
-    SC_RETRY,        /* refused at the handshake; opens again at retry_at_ns */
-    SC_CONNECTING,   /* TCP connect in progress */
-    SC_HANDSHAKE,    /* upgrade request sent */
-    SC_CONNECT_SENT, /* `connect` sent (and `sub` behind it) */
-    SC_SUB_SENT,     /* `connected` came; waiting for the sub reply */
-    SC_READY,
+/* The greeting's steps while the engine says HELLO (lt_conn.hello_step). */
+enum sc_step {
+    SC_STEP_NONE = 0,
+    SC_STEP_CONNECT_SENT, /* `connect` sent (and `sub` behind it) */
+    SC_STEP_SUB_SENT,     /* `connected` came; waiting for the sub reply */
 };
 
 struct sc_conn {
-    int fd;
-    uint8_t state;       /* enum sc_state */
-    uint8_t node;        /* 0: --url, 1: --url2 */
-    uint8_t attempts;    /* this cycle's attempts */
-    uint8_t frag_opcode; /* opcode of a fragmented message being reassembled, 0 = none */
-    bool want_out;
-    bool subscribe; /* send `sub` to the connection's channel after `connect` */
+    struct lt_conn link; /* the engine's part: first. link.endpoint 0: --url, 1: --url2 */
+    bool subscribe;      /* send `sub` to the connection's channel after `connect` */
     uint32_t index;
-    uint64_t cycle_ns;   /* when this cycle's first attempt started */
-    uint64_t started_ns; /* this attempt */
-    uint64_t retry_at_ns;
-    uint8_t *rbuf; /* bytes of an incomplete frame or response */
-    uint32_t rlen;
-    uint32_t flen;
-    uint8_t *fbuf; /* fragmented message */
-    uint8_t *wbuf; /* bytes the socket did not take yet */
-    uint32_t wlen;
     int64_t next_id; /* the scenario's request ids start at 3 (1 connect, 2 sub) */
-    char key[25];
 };
 
-/* Counters of the engine: set-up problems and what came in. */
+/* Counters: the engine's (set-up and transport), and what this layer adds. */
 struct sc_counts {
-    uint64_t attempts;
-    uint64_t ready;
-    uint64_t connect_errors;    /* socket/connect failed */
-    uint64_t handshake_refused; /* HTTP 429/503 at the upgrade (each refusal) */
-    uint64_t handshake_retries; /* ... of which were retried */
-    uint64_t
-        handshake_failures; /* other upgrade failures, or refusals not retried / out of tries */
-    uint64_t setup_errors;  /* connect/sub answered with an error */
-    uint64_t setup_timeouts;
-    uint64_t server_closes; /* ready connections the server closed or reset */
+    struct lt_net_counts net;
+    uint64_t setup_refused; /* connect/sub answered with an error */
     uint64_t server_disconnects;
-    uint64_t protocol_errors;
-    uint64_t error_msgs; /* `error` messages */
-    uint64_t frames_in, msgs_in, bytes_in;
+    uint64_t error_msgs;                /* `error` messages */
     uint64_t error_codes[LT_ERR_CODES]; /* set-up refusals and `error` messages, by code */
 };
+
+/* `setup_errors` in the JSON: refusals of the greeting and set-up timeouts. */
+static inline uint64_t sc_setup_errors(const struct sc_counts *n)
+{
+    return n->setup_refused + n->net.setup_timeouts;
+}
 
 struct sc_engine;
 
@@ -87,27 +65,26 @@ struct sc_engine {
     const struct lt_config *cfg;
     struct sc_ops ops;
     void *arg;
-    int ep;
-    uint64_t now;
-    uint64_t rng;
+    struct lt_net net; /* its `now` is the scenario's clock */
     struct sc_conn *conns;
     uint32_t nconns;
-    uint32_t handshaking; /* in SC_CONNECTING .. SC_SUB_SENT */
-    uint32_t retrying;
-    bool retry_refused; /* 429/503 at the handshake: retry (storm, set-up) or give up (churn) */
-    uint64_t next_housekeep;
     struct sc_counts n;
     struct lt_hist setup; /* successful attempts: TCP connect to ready */
-    uint8_t *rx;
-    uint8_t *tx; /* LT_WS_HEADROOM + SC_TX_CAP */
 };
 
 #define SC_TX_CAP (64 * 1024)
 
-/* Allocates nconns idle connections; false when out of memory (sc_free cleans up). */
+/*
+ * Allocates nconns idle connections to --url (sc_place moves one to
+ * --url2); retry_refused: 429/503 at the upgrade are retried (storm,
+ * presence) or count as failures (churn). False when out of memory
+ * (sc_free cleans up).
+ */
 bool sc_init(struct sc_engine *e, const struct lt_config *cfg, uint32_t nconns,
-             const struct sc_ops *ops, void *arg);
+             const struct sc_ops *ops, void *arg, bool retry_refused);
 void sc_free(struct sc_engine *e);
+/* Connection c connects to --url (node 0) or --url2 (node 1). */
+void sc_place(struct sc_engine *e, struct sc_conn *c, uint8_t node);
 /* Raises RLIMIT_NOFILE to at least need; false when it cannot. */
 bool sc_raise_fd_limit(uint32_t need);
 

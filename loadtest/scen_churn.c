@@ -51,9 +51,9 @@ static void churn_ready(struct sc_engine *e, struct sc_conn *c)
 {
     struct churn *ch = e->arg;
     ch->completed++;
-    if (churn_measured(ch, c->cycle_ns)) {
+    if (churn_measured(ch, c->link.cycle_ns)) {
         ch->completed_measured++;
-        lt_hist_record(&ch->cycle, e->now - c->cycle_ns);
+        lt_hist_record(&ch->cycle, e->net.now - c->link.cycle_ns);
     }
     sc_close(e, c);
     churn_release(ch, c);
@@ -63,7 +63,7 @@ static void churn_failed(struct sc_engine *e, struct sc_conn *c)
 {
     struct churn *ch = e->arg;
     ch->failed++;
-    if (churn_measured(ch, c->cycle_ns))
+    if (churn_measured(ch, c->link.cycle_ns))
         ch->failed_measured++;
     churn_release(ch, c);
 }
@@ -78,7 +78,7 @@ static void churn_lost(struct sc_engine *e, struct sc_conn *c)
 static uint64_t churn_errors(const struct churn *ch)
 {
     const struct sc_counts *n = &ch->e.n;
-    return ch->failed + ch->lost + n->protocol_errors + n->error_msgs;
+    return ch->failed + ch->lost + n->net.protocol_errors + n->error_msgs;
 }
 
 static bool churn_ok(const struct churn *ch)
@@ -126,12 +126,12 @@ int lt_scen_churn(const struct lt_config *cfg)
         .on_ready = churn_ready, .on_failed = churn_failed, .on_lost = churn_lost};
     ch->free_list = calloc(pool, sizeof *ch->free_list);
     int rc = 1;
-    if (!ch->free_list || !sc_init(&ch->e, cfg, pool, &ops, ch) || !sc_raise_fd_limit(pool + 64)) {
+    if (!ch->free_list || !sc_init(&ch->e, cfg, pool, &ops, ch, false) ||
+        !sc_raise_fd_limit(pool + 64)) {
         fprintf(stderr, "rtgate-load: churn: out of memory or fds\n");
         goto out;
     }
     struct sc_engine *e = &ch->e;
-    e->retry_refused = false;
     for (uint32_t i = 0; i < pool; i++) {
         e->conns[i].subscribe = true;
         ch->free_list[ch->n_free++] = pool - 1 - i;
@@ -144,27 +144,27 @@ int lt_scen_churn(const struct lt_config *cfg)
     uint64_t t_drain = ch->t_end + (uint64_t)(cfg->drain_s * 1e9);
     uint64_t deadline = lt_now_ns() + (uint64_t)(cfg->timeout_s * 1e9);
     bool sampled = false;
-    e->now = lt_now_ns();
-    while (e->now < ch->t_end && e->now < deadline) {
+    e->net.now = lt_now_ns();
+    while (e->net.now < ch->t_end && e->net.now < deadline) {
         for (;;) {
             uint64_t t = ch->t0 + (uint64_t)((double)ch->slot * 1e9 / cfg->rate);
-            if (t > e->now || t >= ch->t_end)
+            if (t > e->net.now || t >= ch->t_end)
                 break;
             ch->slot++;
             if (!ch->n_free) {
                 ch->skipped_pool++;
                 continue;
             }
-            if (e->now - t > ch->lag_max_ns)
-                ch->lag_max_ns = e->now - t;
+            if (e->net.now - t > ch->lag_max_ns)
+                ch->lag_max_ns = e->net.now - t;
             struct sc_conn *c = &e->conns[ch->free_list[--ch->n_free]];
             sc_open(e, c);
-            c->cycle_ns = t; /* latency from the slot: a late tool shows, not hides */
+            c->link.cycle_ns = t; /* latency from the slot: a late tool shows, not hides */
             ch->started++;
             if (churn_measured(ch, t))
                 ch->started_measured++;
         }
-        if (!sampled && e->now >= ch->t_measure) {
+        if (!sampled && e->net.now >= ch->t_measure) {
             lt_proc_sample(cfg, &ch->measure_start);
             sampled = true;
         }
@@ -177,7 +177,7 @@ int lt_scen_churn(const struct lt_config *cfg)
     }
     if (!sampled)
         lt_proc_sample(cfg, &ch->measure_start);
-    while (sc_in_setup(e) && e->now < t_drain && e->now < deadline)
+    while (sc_in_setup(e) && e->net.now < t_drain && e->net.now < deadline)
         sc_poll(e, t_drain);
     lt_proc_sample(cfg, &ch->end);
     sc_emit(cfg, churn_report, ch);
@@ -187,8 +187,9 @@ int lt_scen_churn(const struct lt_config *cfg)
                 "us; failed %llu (refused %llu), skipped %llu\n",
                 (double)ch->completed_measured / cfg->duration_s, cfg->rate, sc_us(&ch->cycle, 50),
                 sc_us(&ch->cycle, 99), (unsigned long long)ch->failed,
-                (unsigned long long)e->n.handshake_refused, (unsigned long long)ch->skipped_pool);
-        if (e->n.handshake_refused)
+                (unsigned long long)e->n.net.handshake_refused,
+                (unsigned long long)ch->skipped_pool);
+        if (e->n.net.handshake_refused)
             fprintf(stderr, "rtgate-load: warning: handshakes were refused (429/503): start the "
                             "gateway with --ip-conn-rate 0 or a rate above --rate\n");
         if (ch->skipped_pool)
@@ -228,8 +229,8 @@ static void storm_ready(struct sc_engine *e, struct sc_conn *c)
     s->resolved++;
     if (s->stormed) {
         s->back++;
-        s->t_last_back = e->now;
-        lt_hist_record(&s->reconnect, e->now - s->t_drop);
+        s->t_last_back = e->net.now;
+        lt_hist_record(&s->reconnect, e->net.now - s->t_drop);
     }
 }
 
@@ -252,7 +253,7 @@ static void storm_lost(struct sc_engine *e, struct sc_conn *c)
 static uint64_t storm_errors(const struct storm *s)
 {
     const struct sc_counts *n = &s->e.n;
-    return s->failed + s->lost + n->protocol_errors + n->error_msgs +
+    return s->failed + s->lost + n->net.protocol_errors + n->error_msgs +
            (s->ready_initially < s->cfg->subs ? s->cfg->subs - s->ready_initially : 0);
 }
 
@@ -280,8 +281,9 @@ static void storm_report(FILE *f, const void *arg)
         fprintf(f, ",\"all_back_s\":%.3f", (double)(s->t_last_back - s->t_drop) / 1e9);
     else
         fprintf(f, ",\"all_back_s\":null");
-    fprintf(f, ",\"refused\":%llu,\"retries\":%llu", (unsigned long long)s->e.n.handshake_refused,
-            (unsigned long long)s->e.n.handshake_retries);
+    fprintf(f, ",\"refused\":%llu,\"retries\":%llu",
+            (unsigned long long)s->e.n.net.handshake_refused,
+            (unsigned long long)s->e.n.net.handshake_retries);
     sc_json_hist(f, "reconnect_us", &s->reconnect);
     sc_json_hist(f, "attempt_setup_us", &s->e.setup);
     sc_json_hist(f, "initial_setup_us", &s->setup_initial);
@@ -303,12 +305,11 @@ int lt_scen_storm(const struct lt_config *cfg)
     static const struct sc_ops ops = {
         .on_ready = storm_ready, .on_failed = storm_failed, .on_lost = storm_lost};
     int rc = 1;
-    if (!sc_init(&s->e, cfg, n, &ops, s) || !sc_raise_fd_limit(n + 64)) {
+    if (!sc_init(&s->e, cfg, n, &ops, s, true) || !sc_raise_fd_limit(n + 64)) {
         fprintf(stderr, "rtgate-load: storm: out of memory or fds\n");
         goto out;
     }
     struct sc_engine *e = &s->e;
-    e->retry_refused = true;
     for (uint32_t i = 0; i < n; i++)
         e->conns[i].subscribe = true;
     lt_hist_init(&s->reconnect);
@@ -319,21 +320,21 @@ int lt_scen_storm(const struct lt_config *cfg)
     /* 1. Everyone connected and subscribed, at --connect-rate. */
     uint32_t opened = 0;
     uint64_t interval = (uint64_t)(1e9 / cfg->connect_rate), next_open = start;
-    e->now = start;
-    while (s->resolved < n && e->now < deadline) {
-        while (opened < n && e->now >= next_open && e->handshaking < cfg->max_handshaking) {
+    e->net.now = start;
+    while (s->resolved < n && e->net.now < deadline) {
+        while (opened < n && e->net.now >= next_open && e->net.setting_up < cfg->max_handshaking) {
             sc_open(e, &e->conns[opened++]);
             next_open += interval;
         }
-        sc_poll(e, opened < n ? next_open : e->now + 50 * LT_NS_PER_MS);
+        sc_poll(e, opened < n ? next_open : e->net.now + 50 * LT_NS_PER_MS);
     }
-    s->time_to_connect_s = (double)(e->now - start) / 1e9;
-    s->ready_initially = (uint32_t)e->n.ready;
+    s->time_to_connect_s = (double)(e->net.now - start) / 1e9;
+    s->ready_initially = (uint32_t)e->n.net.ready;
     if (cfg->verbose >= 0)
         fprintf(stderr, "rtgate-load: storm: %u/%u connected in %.2f s; holding %.1f s\n",
                 s->ready_initially, n, s->time_to_connect_s, cfg->sc.hold_s);
-    uint64_t hold_end = e->now + (uint64_t)(cfg->sc.hold_s * 1e9);
-    while (e->now < hold_end && e->now < deadline)
+    uint64_t hold_end = e->net.now + (uint64_t)(cfg->sc.hold_s * 1e9);
+    while (e->net.now < hold_end && e->net.now < deadline)
         sc_poll(e, hold_end);
 
     /* 2. The drop: every ready connection closed at once by the client. */
@@ -343,12 +344,12 @@ int lt_scen_storm(const struct lt_config *cfg)
     lt_hist_init(&e->setup);
     lt_proc_sample(cfg, &s->at_drop);
     s->t_drop = lt_now_ns();
-    e->now = s->t_drop;
+    e->net.now = s->t_drop;
     uint32_t *todo = calloc(n ? n : 1, sizeof *todo);
     if (!todo)
         goto out;
     for (uint32_t i = 0; i < n; i++)
-        if (e->conns[i].state == SC_READY) {
+        if (e->conns[i].link.state == LT_CONN_READY) {
             sc_close(e, &e->conns[i]);
             todo[s->dropped++] = i;
         }
@@ -360,14 +361,14 @@ int lt_scen_storm(const struct lt_config *cfg)
     double rr = cfg->sc.reconnect_rate;
     uint64_t rinterval = rr > 0 ? (uint64_t)(1e9 / rr) : 0;
     next_open = s->t_drop;
-    while (s->resolved < s->dropped && e->now < deadline) {
-        while (opened < s->dropped && e->now >= next_open &&
-               e->handshaking < cfg->max_handshaking) {
+    while (s->resolved < s->dropped && e->net.now < deadline) {
+        while (opened < s->dropped && e->net.now >= next_open &&
+               e->net.setting_up < cfg->max_handshaking) {
             sc_open(e, &e->conns[todo[opened++]]);
-            e->conns[todo[opened - 1]].cycle_ns = s->t_drop;
+            e->conns[todo[opened - 1]].link.cycle_ns = s->t_drop;
             next_open += rinterval;
         }
-        uint64_t until = e->now + 50 * LT_NS_PER_MS;
+        uint64_t until = e->net.now + 50 * LT_NS_PER_MS;
         if (opened < s->dropped && rinterval && next_open < until)
             until = next_open;
         sc_poll(e, until);
@@ -381,7 +382,7 @@ int lt_scen_storm(const struct lt_config *cfg)
                 "refused %llu, failed %u\n",
                 s->back, s->dropped, (double)(s->t_last_back - s->t_drop) / 1e9,
                 sc_us(&s->reconnect, 50) / 1e3, sc_us(&s->reconnect, 99) / 1e3,
-                (unsigned long long)e->n.handshake_refused, s->failed);
+                (unsigned long long)e->n.net.handshake_refused, s->failed);
     }
     rc = storm_ok(s) ? 0 : 1;
 out:

@@ -187,11 +187,11 @@ static void random_point(struct presence *p, double *lat, double *lon)
 /* May this connection send a request for slot time t now? Counts why not. */
 static struct preq *usable(struct presence *p, struct sc_conn *c)
 {
-    if (c->state != SC_READY) {
+    if (c->link.state != LT_CONN_READY) {
         p->skipped_down++;
         return NULL;
     }
-    if (p->backoff_until[c->index] > p->e.now) {
+    if (p->backoff_until[c->index] > p->e.net.now) {
         p->skipped_backoff++;
         return NULL;
     }
@@ -244,7 +244,7 @@ static void send_watch(struct presence *p, struct sc_conn *c)
     struct lt_out o = sc_tx(&p->e);
     /* limit 1000: the initial member list is not what is measured */
     enc_circle(&o, "geo.watch", c->next_id, sc->space, lat, lon, sc->watch_radius_m, 1000);
-    track(p, c, r, p->e.now);
+    track(p, c, r, p->e.net.now);
     p->watch_pending++;
     sc_send(&p->e, c, o.len);
 }
@@ -296,14 +296,14 @@ static void on_reply(struct presence *p, struct sc_conn *c, const struct lt_smsg
     }
     r->id = 0;
     p->inflight--;
-    uint64_t lat = p->e.now > r->t ? p->e.now - r->t : 0;
+    uint64_t lat = p->e.net.now > r->t ? p->e.net.now - r->t : 0;
     enum prole role = role_of(p, c->index);
     if (m->ok != 1) {
         p->e.n.error_codes[lt_error_code_index(m->error_code)]++;
         bool limited = m->error_code == 429;
         if (limited) {
             uint64_t after = m->retry_after_ms > 0 ? (uint64_t)m->retry_after_ms : 100;
-            uint64_t until = p->e.now + after * LT_NS_PER_MS;
+            uint64_t until = p->e.net.now + after * LT_NS_PER_MS;
             if (until > p->backoff_until[c->index])
                 p->backoff_until[c->index] = until;
         }
@@ -360,7 +360,7 @@ static void on_msg(struct sc_engine *e, struct sc_conn *c, const struct lt_smsg 
             p->events_no_t++;
         else if (measured(p, t)) {
             p->events_measured++;
-            lt_hist_record(&p->event_lat, e->now > t ? e->now - t : 0);
+            lt_hist_record(&p->event_lat, e->net.now > t ? e->net.now - t : 0);
         }
         return;
     }
@@ -374,7 +374,7 @@ static void on_msg(struct sc_engine *e, struct sc_conn *c, const struct lt_smsg 
 static void schedule(struct presence *p)
 {
     const struct lt_scen_config *sc = &p->cfg->sc;
-    uint64_t now = p->e.now;
+    uint64_t now = p->e.net.now;
     for (;;) {
         uint64_t t = p->t0 + (uint64_t)((double)p->set_slot * 1e9 / sc->set_rate);
         if (t > now || t >= p->t_end)
@@ -410,15 +410,15 @@ static uint64_t next_due(const struct presence *p)
 static uint64_t errors_of(const struct presence *p)
 {
     const struct sc_counts *n = &p->e.n;
-    return n->connect_errors + n->handshake_failures + n->setup_errors + n->server_closes +
-           n->protocol_errors + n->error_msgs + p->sets_err + p->queries_err + p->watch_err +
-           p->no_reply + p->foreign;
+    return n->net.connect_errors + n->net.handshake_failures + sc_setup_errors(n) +
+           n->net.server_closes + n->net.protocol_errors + n->error_msgs + p->sets_err +
+           p->queries_err + p->watch_err + p->no_reply + p->foreign;
 }
 
 static bool verdict(const struct presence *p)
 {
     uint32_t total = p->S + p->Q + p->K;
-    return errors_of(p) == 0 && p->e.n.ready == total && p->sets_ok_measured > 0 &&
+    return errors_of(p) == 0 && p->e.n.net.ready == total && p->sets_ok_measured > 0 &&
            (p->Q == 0 || p->queries_ok_measured > 0) && p->watches_ok == p->K;
 }
 
@@ -440,8 +440,8 @@ static void report(FILE *f, const void *arg)
             cfg->url, sc->url2[0] ? "\"" : "", sc->url2[0] ? sc->url2 : "null",
             sc->url2[0] ? "\"" : "", sc->space, p->S, p->Q, p->K, sc->set_rate, sc->query_rate,
             sc->area_km, sc->center_lat, sc->center_lon, sc->step_m, sc->radius_m, sc->near_limit,
-            sc->watch_radius_m, cfg->duration_s, cfg->warmup_s, (unsigned long long)p->e.n.ready,
-            p->time_to_connect_s);
+            sc->watch_radius_m, cfg->duration_s, cfg->warmup_s,
+            (unsigned long long)p->e.n.net.ready, p->time_to_connect_s);
     fprintf(f,
             ",\"sets\":{\"sent\":%llu,\"ok\":%llu,\"rate_limited\":%llu,\"errors\":%llu,"
             "\"per_s\":%.1f}",
@@ -492,7 +492,7 @@ static void summary(const struct presence *p)
             "rtgate-load: presence: %llu/%u connected; sets %.0f/s (429: %llu), p50 %.0f us p99 "
             "%.0f us; near %.0f/s, p50 %.0f us p99 %.0f us, %.1f members; watch events %.0f/s, "
             "p50 %.0f us p99 %.0f us; errors %llu\n",
-            (unsigned long long)p->e.n.ready, p->S + p->Q + p->K,
+            (unsigned long long)p->e.n.net.ready, p->S + p->Q + p->K,
             (double)p->sets_ok_measured / p->cfg->duration_s, (unsigned long long)p->sets_429,
             sc_us(&p->set_lat, 50), sc_us(&p->set_lat, 99),
             (double)p->queries_ok_measured / p->cfg->duration_s, sc_us(&p->near_lat, 50),
@@ -521,9 +521,8 @@ static bool presence_init(struct presence *p, const struct lt_config *cfg)
     uint32_t total = p->S + p->Q + p->K;
     static const struct sc_ops ops = {
         .on_ready = on_ready, .on_failed = on_failed, .on_lost = on_lost, .on_msg = on_msg};
-    if (!sc_init(&p->e, cfg, total, &ops, p))
+    if (!sc_init(&p->e, cfg, total, &ops, p, true))
         return false;
-    p->e.retry_refused = true;
     p->lat = calloc(p->S, sizeof *p->lat);
     p->lon = calloc(p->S, sizeof *p->lon);
     p->backoff_until = calloc(total, sizeof *p->backoff_until);
@@ -539,7 +538,8 @@ static bool presence_init(struct presence *p, const struct lt_config *cfg)
     for (uint32_t i = 0; i < p->S; i++)
         random_point(p, &p->lat[i], &p->lon[i]);
     for (uint32_t i = 0; i < total; i++)
-        p->e.conns[i].node = (sc->url2[0] && role_of(p, i) != P_SET) ? 1 : 0;
+        if (sc->url2[0] && role_of(p, i) != P_SET)
+            sc_place(&p->e, &p->e.conns[i], 1);
     lt_hist_init(&p->set_lat);
     lt_hist_init(&p->near_lat);
     lt_hist_init(&p->event_lat);
@@ -575,26 +575,26 @@ int lt_scen_presence(const struct lt_config *cfg)
     uint32_t opened = 0;
     uint64_t interval = (uint64_t)(1e9 / cfg->connect_rate);
     uint64_t next_open = start;
-    while ((p->resolved < total || p->watch_pending) && e->now < deadline) {
-        while (opened < total && e->now >= next_open && sc_in_setup(e) < cfg->max_handshaking) {
+    while ((p->resolved < total || p->watch_pending) && e->net.now < deadline) {
+        while (opened < total && e->net.now >= next_open && sc_in_setup(e) < cfg->max_handshaking) {
             sc_open(e, &e->conns[opened++]);
             next_open += interval;
         }
-        sc_poll(e, opened < total ? next_open : e->now + 50 * LT_NS_PER_MS);
+        sc_poll(e, opened < total ? next_open : e->net.now + 50 * LT_NS_PER_MS);
     }
-    p->time_to_connect_s = (double)(e->now - start) / 1e9;
+    p->time_to_connect_s = (double)(e->net.now - start) / 1e9;
     lt_proc_sample(cfg, &p->after_setup);
     if (cfg->verbose >= 0)
         fprintf(stderr, "rtgate-load: %llu/%u connections ready in %.2f s; running\n",
-                (unsigned long long)e->n.ready, total, p->time_to_connect_s);
+                (unsigned long long)e->n.net.ready, total, p->time_to_connect_s);
     p->t0 = lt_now_ns() + START_LEAD;
     p->t_measure = p->t0 + (uint64_t)(cfg->warmup_s * 1e9);
     p->t_end = p->t_measure + (uint64_t)(cfg->duration_s * 1e9);
     p->t_drain = p->t_end + (uint64_t)(cfg->drain_s * 1e9);
     bool sampled = false;
-    while (e->now < p->t_end && e->now < deadline) {
+    while (e->net.now < p->t_end && e->net.now < deadline) {
         schedule(p);
-        if (!sampled && e->now >= p->t_measure) {
+        if (!sampled && e->net.now >= p->t_measure) {
             lt_proc_sample(cfg, &p->measure_start);
             sampled = true;
         }
@@ -606,8 +606,9 @@ int lt_scen_presence(const struct lt_config *cfg)
     if (!sampled)
         lt_proc_sample(cfg, &p->measure_start);
     /* Drain: the replies of the last requests, and events still on their way. */
-    uint64_t quiet_until = e->now + 200 * LT_NS_PER_MS;
-    while ((p->inflight || e->now < quiet_until) && e->now < p->t_drain && e->now < deadline)
+    uint64_t quiet_until = e->net.now + 200 * LT_NS_PER_MS;
+    while ((p->inflight || e->net.now < quiet_until) && e->net.now < p->t_drain &&
+           e->net.now < deadline)
         sc_poll(e, p->inflight ? p->t_drain : quiet_until);
     lt_proc_sample(cfg, &p->end);
     p->no_reply += p->inflight;

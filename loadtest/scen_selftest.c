@@ -104,7 +104,6 @@ static void test_options(void)
 {
     struct lt_config *cfg = calloc(1, sizeof *cfg);
     char err[256];
-    bool ok;
     if (!cfg)
         return;
     cfg->connect_rate = 2000;
@@ -112,27 +111,26 @@ static void test_options(void)
     cfg->duration_s = 10;
     cfg->max_handshaking = 256;
     CHECK(lt_parse_url(cfg, "ws://127.0.0.1:9/ws", err, sizeof err));
-    enum lt_scenario sc;
-    CHECK(lt_scen_from_name("presence", &sc) && sc == LT_SC_PRESENCE && lt_scen_own(sc));
-    CHECK(lt_scen_from_name("storm", &sc) && sc == LT_SC_STORM);
-    CHECK(!lt_scen_from_name("fanout", &sc) && !lt_scen_own(LT_SC_FANOUT));
-    cfg->scenario = LT_SC_PRESENCE;
-    CHECK(lt_scen_option(cfg, "--setters", "30", &ok) && ok && cfg->sc.setters == 30);
-    CHECK(lt_scen_option(cfg, "--setters", "1.5", &ok) && !ok);
-    CHECK(lt_scen_option(cfg, "--center", "52.5,13.4", &ok) && ok);
-    CHECK(lt_scen_option(cfg, "--center", "91,0", &ok) && !ok);
-    CHECK(lt_scen_option(cfg, "--space", "bad space", &ok) && !ok);
-    CHECK(lt_scen_option(cfg, "--radius-m", "60000", &ok) && !ok);
-    CHECK(!lt_scen_option(cfg, "--subs", "1", &ok));
-    CHECK(lt_scen_option(cfg, "--url2", "ws://127.0.0.1:10/x", &ok) && ok);
+    CHECK(lt_option_set(cfg, "--scenario", "presence") == LT_OPTION_SET &&
+          cfg->scenario == LT_SC_PRESENCE && lt_scen_own(cfg->scenario));
+    CHECK(lt_scen_own(LT_SC_STORM) && !lt_scen_own(LT_SC_FANOUT));
+    CHECK(lt_option_set(cfg, "--setters", "30") == LT_OPTION_SET && cfg->sc.setters == 30);
+    CHECK(lt_option_set(cfg, "--setters", "1.5") == LT_OPTION_BAD);
+    CHECK(lt_option_set(cfg, "--setters", "0") == LT_OPTION_BAD);
+    CHECK(lt_option_set(cfg, "--center", "52.5,13.4") == LT_OPTION_SET);
+    CHECK(lt_option_set(cfg, "--center", "91,0") == LT_OPTION_BAD);
+    CHECK(lt_option_set(cfg, "--space", "bad space") == LT_OPTION_BAD);
+    CHECK(lt_option_set(cfg, "--radius-m", "60000") == LT_OPTION_BAD);
+    CHECK(lt_option_set(cfg, "--no-such-option", "1") == LT_OPTION_UNKNOWN);
+    CHECK(lt_option_set(cfg, "--url2", "ws://127.0.0.1:10/x") == LT_OPTION_SET);
     CHECK(lt_scen_check(cfg));
     CHECK(cfg->sc.queriers == 10 && cfg->sc.query_rate == 200 && cfg->sc.radius_m == 500 &&
           cfg->sc.near_limit == 50 && strcmp(cfg->sc.space, "load") == 0 &&
           strcmp(cfg->sc.path2, "/x") == 0 && cfg->sc.dst2_len > 0);
-    CHECK(lt_scen_option(cfg, "--query-rate", "0", &ok) && ok);
+    CHECK(lt_option_set(cfg, "--query-rate", "0") == LT_OPTION_SET);
     cfg->sc.queriers = 0;
     CHECK(lt_scen_check(cfg) && cfg->sc.queriers == 0 && cfg->sc.query_rate == 0);
-    CHECK(lt_scen_option(cfg, "--url2", "ws://10.0.0.1:10/x", &ok) && ok);
+    CHECK(lt_option_set(cfg, "--url2", "ws://10.0.0.1:10/x") == LT_OPTION_SET);
     CHECK(!lt_scen_check(cfg)); /* loopback only, as --url */
     cfg->sc.url2[0] = 0;
     cfg->codec = LT_CODEC_MSGPACK;

@@ -336,7 +336,8 @@ static void test_encoders(void)
                 CHECK(data_len <= want && data_len + 2 >= want);
         }
         struct lt_out o = {.p = buf, .len = 0, .cap = sizeof buf};
-        lt_enc_connect(&o, c, 1, "rtgate-load");
+        lt_enc_connect(&o, c, 1, "rtgate-load", "");
+        lt_enc_connect(&o, c, 3, "rtgate-load", "eyJhbGciOiJIUzI1NiJ9.e30.c2ln");
         lt_enc_sub(&o, c, 2, "load.fanout");
         lt_enc_ack(&o, c, "load.fanout", 99);
         CHECK(!o.overflow);
@@ -345,9 +346,18 @@ static void test_encoders(void)
         lt_status (*scan)(const uint8_t *, size_t, size_t *, struct lt_smsg *) =
             c == LT_CODEC_JSON ? lt_scan_json : lt_scan_msgpack;
         CHECK(scan(buf, o.len, &pos, &m) == LT_OK && m.has_id && m.id == 1);
+        CHECK(scan(buf, o.len, &pos, &m) == LT_OK && m.has_id && m.id == 3);
         CHECK(scan(buf, o.len, &pos, &m) == LT_OK && m.id == 2 && m.channel_len == 11);
         CHECK(scan(buf, o.len, &pos, &m) == LT_OK && m.has_seq && m.seq == 99);
         CHECK(scan(buf, o.len, &pos, &m) == LT_AGAIN);
+        if (c == LT_CODEC_JSON) {
+            uint8_t t[128];
+            struct lt_out to = {.p = t, .len = 0, .cap = sizeof t - 1};
+            lt_enc_connect(&to, c, 7, "n", "a.b.c");
+            t[to.len] = '\0';
+            CHECK(!strcmp((char *)t,
+                          "{\"type\":\"connect\",\"id\":7,\"name\":\"n\",\"token\":\"a.b.c\"}\n"));
+        }
         /* a too-small buffer overflows cleanly */
         struct lt_out small = {.p = buf, .len = 0, .cap = 20};
         lt_enc_pub(&small, c, 1, "load.fanout", 1, 1, 1, 100);
@@ -506,9 +516,13 @@ static void test_config(void)
     CHECK(lt_parse_url(cfg, "ws://localhost:9000", err, sizeof err) && strcmp(cfg->path, "/") == 0);
     CHECK(lt_parse_url(cfg, "ws://127.9.8.7/x/y", err, sizeof err) && cfg->port == 80);
     CHECK(lt_parse_url(cfg, "ws://[::1]:8080/ws", err, sizeof err) &&
-          strcmp(cfg->host_header, "[::1]:8080") == 0);
+          strcmp(cfg->host_header, "[::1]:8080") == 0 && !cfg->tls);
+    CHECK(lt_parse_url(cfg, "wss://127.0.0.1/ws", err, sizeof err) && cfg->tls &&
+          cfg->port == 443 && strcmp(cfg->host, "127.0.0.1") == 0);
+    CHECK(lt_parse_url(cfg, "wss://localhost:8443/ws", err, sizeof err) && cfg->tls &&
+          cfg->port == 8443 && strcmp(cfg->path, "/ws") == 0);
     static const char *const refused[] = {
-        "ws://10.0.0.1:8080/ws", "ws://example.com/ws",   "wss://127.0.0.1/ws",
+        "ws://10.0.0.1:8080/ws", "ws://example.com/ws",   "wss://10.0.0.1/ws",
         "http://127.0.0.1/ws",   "ws://0.0.0.0:80/ws",    "ws://[2001:db8::1]:80/",
         "ws://127.0.0.1:0/ws",   "ws://127.0.0.1:99999/", "ws://:80/ws",
     };
@@ -726,6 +740,100 @@ static void test_nats(void)
     CHECK(small.overflow && small.len <= 30);
 }
 
+/* lt_parse_args on a NULL-terminated list of arguments (argv[0] added). */
+static int parse(struct lt_config *cfg, const char *const *args)
+{
+    static char prog[] = "rtgate-load";
+    char *argv[32] = {prog};
+    int argc = 1;
+    for (; args[argc - 1] && argc < 32; argc++)
+        argv[argc] = (char *)(uintptr_t)args[argc - 1];
+    return lt_parse_args(cfg, argc, argv);
+}
+
+/* The text f printed into memory (the caller frees it). */
+static char *printed(void (*fn)(FILE *))
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *m = open_memstream(&buf, &len);
+    if (!m)
+        return NULL;
+    fn(m);
+    fclose(m);
+    return buf;
+}
+
+static void test_options(void)
+{
+    struct lt_config *cfg = calloc(1, sizeof *cfg);
+    if (!cfg)
+        return;
+#define URL "--url", "ws://127.0.0.1:9/ws"
+    CHECK(parse(cfg, (const char *[]){URL, "--subs=20", "--rate", "50", "-q", NULL}) ==
+          LT_ARGS_RUN);
+    CHECK(cfg->subs == 20 && cfg->rate == 50 && cfg->verbose == -1 && cfg->channels == 1 &&
+          cfg->publishers == 1 && cfg->workers == 1 && cfg->scenario == LT_SC_FANOUT);
+    CHECK(lt_option_given(cfg, "--subs") && lt_option_given(cfg, "--conns") &&
+          !lt_option_given(cfg, "--channels"));
+    CHECK(parse(cfg, (const char *[]){URL, "--conns", "5", "-v", "-vv", NULL}) == LT_ARGS_RUN &&
+          cfg->subs == 5 && cfg->verbose == 3 && cfg->rate == 200);
+    CHECK(parse(cfg, (const char *[]){URL, "--scenario", "channels", "--subs", "100", NULL}) ==
+              LT_ARGS_RUN &&
+          cfg->channels == 100 && cfg->rate == 2000);
+    CHECK(parse(cfg, (const char *[]){URL, "--scenario", "idle", "--no-ack", "--idle-sub", NULL}) ==
+              LT_ARGS_RUN &&
+          cfg->publishers == 0 && !cfg->ack && cfg->idle_sub && cfg->hold_s == 10);
+    CHECK(parse(cfg, (const char *[]){URL, "--subprotocol", "msgpack", NULL}) == LT_ARGS_RUN &&
+          cfg->codec == LT_CODEC_MSGPACK);
+    CHECK(parse(cfg, (const char *[]){URL, "--target", "nats-ws", "--nats", "nats://127.0.0.1:4222",
+                                      NULL}) == LT_ARGS_RUN &&
+          cfg->pub_via == LT_PV_NATS);
+    CHECK(parse(cfg, (const char *[]){URL, "--server-pid", "7,8", "--label", "x", NULL}) ==
+              LT_ARGS_RUN &&
+          cfg->n_server_pids == 2 && cfg->server_pids[1] == 8 && strcmp(cfg->label, "x") == 0);
+    CHECK(parse(cfg, (const char *[]){URL, "--scenario", "presence", "--queriers", "0",
+                                      "--query-rate", "0", NULL}) == LT_ARGS_RUN &&
+          cfg->sc.setters == 1000 && cfg->sc.queriers == 0 && cfg->sc.query_rate == 0);
+    /* Usage errors, and the actions that win over them. */
+    char long_label[129];
+    memset(long_label, 'x', 128);
+    long_label[128] = '\0';
+    const char *const *const bad[] = {
+        (const char *[]){"--subs", "5", NULL},               /* no --url */
+        (const char *[]){URL, "--subs", NULL},               /* no value */
+        (const char *[]){URL, "--subs", "-1", NULL},         /* out of range */
+        (const char *[]){URL, "--rate", "0", NULL},          /* out of range */
+        (const char *[]){URL, "--no-ack=1", NULL},           /* a flag with a value */
+        (const char *[]){URL, "--bogus", "1", NULL},         /* unknown */
+        (const char *[]){URL, "stray", NULL},                /* not an option */
+        (const char *[]){URL, "--subprotocol", "xml", NULL}, /* not a choice */
+        (const char *[]){URL, "--channel-prefix", "a..b", NULL},
+        (const char *[]){URL, "--target", "nats-ws", NULL}, /* needs --nats */
+        (const char *[]){URL, "--durable-nats", NULL},      /* needs --publish-via nats */
+        (const char *[]){URL, "--channels", "3", NULL},     /* fanout has one */
+        (const char *[]){URL, "--scenario", "idle", "--publishers", "1", NULL},
+        (const char *[]){URL, "--label", long_label, NULL}, /* 128 characters */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        CHECK(parse(cfg, bad[i]) == LT_ARGS_USAGE);
+    CHECK(parse(cfg, (const char *[]){"--bogus", "-h", NULL}) == LT_ARGS_HELP);
+    CHECK(parse(cfg, (const char *[]){URL, "--self-test", NULL}) == LT_ARGS_SELFTEST);
+    CHECK(parse(cfg, (const char *[]){"--help-markdown", NULL}) == LT_ARGS_HELP_MARKDOWN);
+#undef URL
+    /* --help and the markdown name every option the parser takes. */
+    char *help = printed(lt_usage), *md = printed(lt_usage_markdown);
+    static const char *const names[] = {"--subs",           "--conns",      "--url2",
+                                        "--hold",           "--center",     "--self-test",
+                                        "--rx-coalesce-us", "-v, --verbose"};
+    for (size_t i = 0; help && md && i < sizeof names / sizeof names[0]; i++)
+        CHECK(strstr(help, names[i]) && strstr(md, names[i]));
+    CHECK(help && md && strstr(md, "| `--scenario NAME` |") && strstr(md, "\\<prefix\\>"));
+    free(help);
+    free(md);
+    free(cfg);
+}
+
 int lt_selftest(void)
 {
     test_sha1_base64();
@@ -738,6 +846,7 @@ int lt_selftest(void)
     test_track();
     test_config();
     test_nats();
+    test_options();
     failures += lt_scen_selftest(&checks);
     printf("self-test: %d checks, %d failed\n", checks, failures);
     return failures ? 1 : 0;

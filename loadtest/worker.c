@@ -1,7 +1,7 @@
 /*
- * worker.c: one epoll loop that owns a slice of the connections (some
- * subscribers, some publishers) for the whole run. Runs in a forked child;
- * the parent drives the phases over the pipes:
+ * worker.c: one driver of the connection engine (net.h) that owns a slice
+ * of the connections (some subscribers, some publishers) for the whole run.
+ * Runs in a forked child; the parent drives the phases over the pipes:
  *
  *   SETUP        open connections at the connect rate: TCP, upgrade,
  *                `connect`, `sub` (NATS: [upgrade,] INFO, CONNECT + SUB +
@@ -13,84 +13,53 @@
  *   DRAIN        until all arrived or t_drain; then RESULT
  *   WAIT_FINISH  connections stay open (the parent samples the server) until FINISH
  *
- * Connections come in three kinds: rtgate's protocol over WebSocket (the
- * default), NATS's protocol over nats-server's WebSocket listener (--target
- * nats-ws) and NATS over plain TCP (publishers with --publish-via nats).
- *
- * Only this file does socket I/O. All buffers are per worker except what a
- * connection cannot avoid keeping: a partial frame, a fragmented message,
- * unsent bytes. An idle connection holds none of them.
+ * Connections go to one of three endpoints: rtgate's protocol over WebSocket
+ * (the default), NATS's protocol over nats-server's WebSocket listener
+ * (--target nats-ws) and NATS over plain TCP (publishers with --publish-via
+ * nats). The engine carries the bytes; this file says what they mean:
+ * greetings, deliveries and their sequence tracking, acks, publishing.
  */
-#define _GNU_SOURCE /* epoll_pwait2 */
-#include "load.h"
+#include "net.h"
 
 #include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
 #include <time.h>
 #include <unistd.h>
 
-#define RX_CHUNK        65536
 #define TX_CAP          (256 * 1024)
 #define PUB_FRAME_BYTES (48 * 1024) /* a publisher's batched frame stays below this */
 #define RING_BITS       14          /* pub replies outstanding per publisher */
-#define PIPE_TAG        UINT64_MAX
+#define PIPE_TAG        1u          /* lt_net_watch tag of the parent's pipe */
 #define HOUSEKEEP_NS    (20 * LT_NS_PER_MS)
-#define MAX_ATTEMPTS    20
 #define NATS_PING_NS    (10 * LT_NS_PER_MS) /* a NATS publisher confirms its PUBs this often */
 #define NATS_MARKS      1024u               /* PINGs outstanding per NATS publisher */
 
-enum cstate {
-    C_WAIT = 0,     /* not opened yet */
-    C_RETRY,        /* refused at the handshake, waiting for retry_at_ns */
-    C_CONNECTING,   /* TCP connect in progress */
-    C_HANDSHAKE,    /* upgrade request sent */
-    C_WAIT_INFO,    /* NATS: waiting for the server's INFO */
-    C_CONNECT_SENT, /* `connect` sent */
-    C_SUB_SENT,     /* `sub` sent */
-    C_READY,
-    C_CLOSED, /* was ready, then lost */
-    C_FAILED, /* never got ready */
+/* The engine's endpoints (struct lt_net_params.endpoints). */
+enum { EP_RTGATE = 0, EP_NATS_WS, EP_NATS_TCP, N_ENDPOINTS };
+
+/* Where a connection's greeting is while the engine says HELLO (lt_conn.hello_step). */
+enum hello_step {
+    STEP_NONE = 0,
+    STEP_WAIT_INFO,    /* NATS: waiting for the server's INFO */
+    STEP_CONNECT_SENT, /* `connect` sent (NATS: CONNECT + PING, no SUB) */
+    STEP_SUB_SENT,     /* `sub` sent (NATS: CONNECT + SUB + PING) */
 };
 
 enum crole { R_SUB = 0, R_PUB = 1 };
 
-enum ckind {
-    K_RTGATE_WS = 0, /* rtgate's protocol over WebSocket */
-    K_NATS_WS,       /* NATS's protocol inside WebSocket frames */
-    K_NATS_TCP,      /* NATS's protocol over TCP (publishers) */
-};
-
 struct conn {
-    int fd;
-    uint8_t state;
+    struct lt_conn link; /* the engine's part: first */
     uint8_t role;
-    uint8_t attempts;
-    uint8_t frag_opcode; /* opcode of the fragmented message being reassembled, 0 = none */
-    uint8_t kind;        /* enum ckind */
-    bool want_out;       /* EPOLLOUT is registered */
-    bool closing;        /* we sent close: a close from the server is the answer */
+    bool ever_ready; /* got ready once: its channel's deliveries are expected */
     bool ack_listed;
-    uint32_t index;      /* global subscriber or publisher index */
-    uint32_t channel;    /* subscriber: channel index */
-    uint32_t local;      /* subscriber: index into the worker's track array; publisher: pubs[] */
-    uint64_t started_ns; /* this attempt */
-    uint64_t first_started_ns; /* the first attempt: retries stop after --setup-timeout */
-    uint64_t retry_at_ns;
-    uint8_t *rbuf; /* bytes of an incomplete frame (or response) */
-    uint32_t rlen;
-    uint32_t flen;
-    uint8_t *fbuf; /* fragmented message being reassembled (NATS over WS: an unfinished op) */
-    uint8_t *wbuf; /* bytes the socket did not take yet */
-    uint32_t wlen;
+    uint32_t index;   /* global subscriber or publisher index */
+    uint32_t channel; /* subscriber: channel index */
+    uint32_t local;   /* subscriber: index into the worker's track array; publisher: pubs[] */
     uint32_t since_ack;
     uint64_t last_seq; /* durable: highest seq delivered */
     uint64_t acked_seq;
-    char key[25]; /* Sec-WebSocket-Key while handshaking */
 };
 
 struct inflight {
@@ -131,10 +100,9 @@ enum phase {
 struct worker {
     const struct lt_config *cfg;
     struct lt_slice slice;
-    int ep;
+    struct lt_net net; /* its `now` is the worker's clock */
     int up_fd, down_fd;
     enum phase phase;
-    uint64_t now;
     uint64_t hard_deadline;
     struct lt_start times;
     uint64_t expected;
@@ -146,10 +114,8 @@ struct worker {
     uint32_t npubs;
 
     /* setup */
-    uint32_t next_open;   /* conns opened in order; retries come back through C_RETRY */
-    uint32_t handshaking; /* in C_CONNECTING .. C_SUB_SENT */
-    uint32_t retrying;
-    uint32_t resolved; /* ready or failed */
+    uint32_t next_open; /* conns opened in order; the engine retries refused ones */
+    uint32_t resolved;  /* ready or failed */
     uint64_t next_open_ns;
     uint64_t open_interval_ns;
     uint64_t next_housekeep;
@@ -165,14 +131,11 @@ struct worker {
     uint32_t *ack_list;
     uint32_t n_ack;
 
-    struct lt_stats st;
+    struct lt_stats st;          /* the engine's counters join it in take_net_counts */
+    struct lt_net_counts counts; /* the engine's */
+    uint64_t setup_refused;      /* `connect` or `sub` answered with an error, NATS -ERR */
     struct lt_hist lat;
     struct lt_hist setup;
-
-    uint8_t *rx;
-    size_t rx_cap;
-    uint8_t *tx; /* LT_WS_HEADROOM + TX_CAP */
-    uint64_t rng;
 
     char fanout_name[160]; /* fanout: the one channel */
     char chan_prefix[160]; /* channels/idle: "<prefix>.c" */
@@ -187,259 +150,54 @@ static void on_signal(int sig)
     got_signal = 1;
 }
 
-static uint64_t rng_next(struct worker *w)
+static struct conn *conn_of(struct lt_conn *link)
 {
-    /* xorshift64*: masking keys and handshake nonces, not secrets */
-    uint64_t x = w->rng;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    w->rng = x;
-    return x * 0x2545F4914F6CDD1Dull;
+    return (struct conn *)(void *)link; /* the link is the first member */
 }
 
-static void conn_close(struct worker *w, struct conn *c, enum cstate to);
-static void conn_fail(struct worker *w, struct conn *c);
-
-/* ------------------------------------------------------------------ */
-/* Sending */
-
-static void want_out(struct worker *w, struct conn *c, bool on)
+static bool is_ready(const struct conn *c)
 {
-    if (c->want_out == on || c->fd < 0)
-        return;
-    struct epoll_event ev = {.events = EPOLLIN | (on ? EPOLLOUT : 0u),
-                             .data.u64 = (uint64_t)(c - w->conns)};
-    if (epoll_ctl(w->ep, EPOLL_CTL_MOD, c->fd, &ev) == 0)
-        c->want_out = on;
+    return c->link.state == LT_CONN_READY;
 }
 
-/* The connection broke (reset, EOF, write error). */
-static void conn_lost(struct worker *w, struct conn *c)
+static bool at_step(const struct conn *c, enum hello_step step)
 {
-    if (c->state == C_READY) {
-        if (!c->closing)
-            w->st.server_closes++;
-        /* A lost publisher spoils the run (its slots are skipped): always say so. */
-        if (c->role == R_PUB && !c->closing)
-            fprintf(stderr, "rtgate-load: worker %u: publisher %u lost its connection (%s)\n",
-                    w->slice.id, c->index, errno ? strerror(errno) : "closed by the server");
-        conn_close(w, c, C_CLOSED);
-    } else {
-        conn_fail(w, c);
-    }
-}
-
-/* Queues bytes behind what is already waiting, else writes them now. */
-static void conn_write(struct worker *w, struct conn *c, const uint8_t *p, size_t len)
-{
-    if (c->fd < 0)
-        return;
-    enum lt_wq r = lt_wq_write(c->fd, &c->wbuf, &c->wlen, p, len, UINT32_MAX / 2);
-    if (r == LT_WQ_FAILED)
-        conn_lost(w, c);
-    else if (r == LT_WQ_PENDING)
-        want_out(w, c, true);
-}
-
-static void conn_flush(struct worker *w, struct conn *c)
-{
-    enum lt_wq r = lt_wq_flush(c->fd, &c->wbuf, &c->wlen);
-    if (r == LT_WQ_FAILED)
-        conn_lost(w, c);
-    else if (r == LT_WQ_EMPTY)
-        want_out(w, c, false);
-}
-
-/* Frames the payload sitting at w->tx + LT_WS_HEADROOM and sends it. */
-static void send_frame(struct worker *w, struct conn *c, uint8_t opcode, size_t len)
-{
-    size_t flen;
-    uint8_t *f = lt_ws_frame_in_place(w->tx, len, opcode, true, (uint32_t)rng_next(w), &flen);
-    conn_write(w, c, f, flen);
-}
-
-static struct lt_out tx_out(struct worker *w)
-{
-    return (struct lt_out){.p = w->tx + LT_WS_HEADROOM, .len = 0, .cap = TX_CAP};
-}
-
-static uint8_t data_opcode(const struct worker *w)
-{
-    return w->cfg->codec == LT_CODEC_JSON ? LT_WS_TEXT : LT_WS_BINARY;
-}
-
-static void send_control(struct worker *w, struct conn *c, uint8_t opcode, const uint8_t *payload,
-                         size_t len)
-{
-    memcpy(w->tx + LT_WS_HEADROOM, payload, len);
-    send_frame(w, c, opcode, len);
-}
-
-/* ------------------------------------------------------------------ */
-/* Connection life cycle */
-
-static void free_bufs(struct conn *c)
-{
-    free(c->rbuf);
-    free(c->fbuf);
-    free(c->wbuf);
-    c->rbuf = c->fbuf = c->wbuf = NULL;
-    c->rlen = c->flen = c->wlen = 0;
-    c->frag_opcode = 0;
+    return c->link.state == LT_CONN_HELLO && c->link.hello_step == step;
 }
 
 static bool in_setup(const struct conn *c)
 {
-    return c->state >= C_CONNECTING && c->state <= C_SUB_SENT;
+    return lt_net_in_setup(&c->link);
 }
 
-static void conn_close(struct worker *w, struct conn *c, enum cstate to)
+/* ------------------------------------------------------------------ */
+/* Sending (the payload is encoded at lt_net_tx's buffer) */
+
+static struct lt_out tx_out(struct worker *w)
 {
-    if (in_setup(c))
-        w->handshaking--;
-    if (c->fd >= 0) {
-        close(c->fd); /* also leaves the epoll set */
-        c->fd = -1;
-    }
-    free_bufs(c);
-    c->want_out = false;
-    c->state = (uint8_t)to;
+    return lt_net_tx(&w->net);
 }
 
-/* A connection that never got ready. */
-static void conn_fail(struct worker *w, struct conn *c)
+static void send_tx(struct worker *w, struct conn *c, size_t len)
 {
-    conn_close(w, c, C_FAILED);
-    w->resolved++;
+    lt_net_send(&w->net, &c->link, len);
 }
 
-/* Refused with 429/503 at the handshake: try again later, a bounded number of times. */
-static void conn_retry(struct worker *w, struct conn *c, uint32_t after_ms)
-{
-    conn_close(w, c, C_RETRY);
-    uint64_t budget = (uint64_t)(w->cfg->setup_timeout_s * 1e9);
-    if (c->attempts >= MAX_ATTEMPTS || w->now - c->first_started_ns > budget) {
-        w->st.handshake_failures++;
-        c->state = C_FAILED;
-        w->resolved++;
-        return;
-    }
-    w->st.handshake_retries++;
-    uint64_t backoff =
-        (uint64_t)(after_ms ? after_ms : 100u << (c->attempts < 5 ? c->attempts : 5));
-    backoff = backoff * LT_NS_PER_MS + rng_next(w) % (50 * LT_NS_PER_MS);
-    c->retry_at_ns = w->now + backoff;
-    w->retrying++;
-}
-
+/* The driver's greeting got its answer. */
 static void conn_ready(struct worker *w, struct conn *c)
 {
-    w->handshaking--;
-    c->state = C_READY;
+    lt_net_ready(&w->net, &c->link);
+    c->ever_ready = true;
     w->resolved++;
-    w->st.conns_ready++;
-    lt_hist_record(&w->setup, w->now - c->started_ns);
-    if (w->now > w->st.setup_last_ns)
-        w->st.setup_last_ns = w->now;
+    if (w->net.now > w->st.setup_last_ns)
+        w->st.setup_last_ns = w->net.now;
 }
 
-static void conn_open(struct worker *w, struct conn *c)
+/* The greeting was refused: the connection never gets ready. */
+static void setup_refused(struct worker *w, struct conn *c)
 {
-    const struct lt_config *cfg = w->cfg;
-    c->attempts++;
-    c->started_ns = w->now;
-    if (c->attempts == 1)
-        c->first_started_ns = w->now;
-    if (w->st.setup_first_ns == 0)
-        w->st.setup_first_ns = w->now;
-    bool tcp = c->kind == K_NATS_TCP;
-    const struct sockaddr_storage *dst = tcp ? &cfg->nats_dst : &cfg->dst;
-    socklen_t dst_len = tcp ? cfg->nats_dst_len : cfg->dst_len;
-    int fd = socket(dst->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        w->st.connect_errors++;
-        c->state = C_FAILED;
-        w->resolved++;
-        return;
-    }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (cfg->n_src && !tcp) {
-        uint32_t g = c->role == R_SUB ? c->index : cfg->subs + c->index;
-        size_t si = g % cfg->n_src;
-        setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
-        if (bind(fd, (const struct sockaddr *)&cfg->src[si], cfg->src_len[si]) != 0) {
-            if (w->cfg->verbose > 1)
-                fprintf(stderr, "rtgate-load: bind %s: %s\n", cfg->src_text[si], strerror(errno));
-            close(fd);
-            w->st.connect_errors++;
-            c->state = C_FAILED;
-            w->resolved++;
-            return;
-        }
-    }
-    int rc = connect(fd, (const struct sockaddr *)dst, dst_len);
-    if (rc != 0 && errno != EINPROGRESS) {
-        if (w->cfg->verbose > 1)
-            fprintf(stderr, "rtgate-load: connect: %s\n", strerror(errno));
-        close(fd);
-        w->st.connect_errors++;
-        c->state = C_FAILED;
-        w->resolved++;
-        return;
-    }
-    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.u64 = (uint64_t)(c - w->conns)};
-    if (epoll_ctl(w->ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
-        close(fd);
-        w->st.connect_errors++;
-        c->state = C_FAILED;
-        w->resolved++;
-        return;
-    }
-    c->fd = fd;
-    c->want_out = true;
-    c->state = C_CONNECTING;
-    w->handshaking++;
-}
-
-/* The subprotocol a WebSocket connection offers: none for NATS. */
-static const char *subprotocol_of(const struct worker *w, const struct conn *c)
-{
-    if (c->kind != K_RTGATE_WS)
-        return NULL;
-    return w->cfg->codec == LT_CODEC_JSON ? LT_SUBPROTOCOL_JSON : LT_SUBPROTOCOL_MSGPACK;
-}
-
-/* TCP is up: send the upgrade request (NATS over TCP: wait for INFO). */
-static void conn_connected_tcp(struct worker *w, struct conn *c)
-{
-    int err = 0;
-    socklen_t el = sizeof err;
-    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0 || err != 0) {
-        if (w->cfg->verbose > 1)
-            fprintf(stderr, "rtgate-load: connect: %s\n", strerror(err));
-        w->st.connect_errors++;
-        conn_fail(w, c);
-        return;
-    }
-    if (c->kind == K_NATS_TCP) { /* the server speaks first */
-        c->state = C_WAIT_INFO;
-        want_out(w, c, false);
-        return;
-    }
-    uint8_t nonce[16];
-    for (int i = 0; i < 16; i += 8) {
-        uint64_t r = rng_next(w);
-        memcpy(nonce + i, &r, 8);
-    }
-    lt_base64(nonce, sizeof nonce, c->key, sizeof c->key);
-    char req[1024];
-    size_t n = lt_ws_request(req, sizeof req, w->cfg->host_header, w->cfg->path, c->key,
-                             subprotocol_of(w, c));
-    c->state = C_HANDSHAKE;
-    want_out(w, c, false);
-    conn_write(w, c, (const uint8_t *)req, n);
+    w->setup_refused++;
+    lt_net_abort(&w->net, &c->link, 0);
 }
 
 static void channel_of(const struct worker *w, const struct conn *c, char *out, size_t cap)
@@ -450,9 +208,9 @@ static void channel_of(const struct worker *w, const struct conn *c, char *out, 
 static void send_connect(struct worker *w, struct conn *c)
 {
     struct lt_out o = tx_out(w);
-    lt_enc_connect(&o, w->cfg->codec, 1, "rtgate-load");
-    c->state = C_CONNECT_SENT;
-    send_frame(w, c, data_opcode(w), o.len);
+    lt_enc_hello(&o, w->cfg);
+    c->link.hello_step = STEP_CONNECT_SENT;
+    send_tx(w, c, o.len);
 }
 
 static void send_sub(struct worker *w, struct conn *c)
@@ -461,19 +219,19 @@ static void send_sub(struct worker *w, struct conn *c)
     channel_of(w, c, ch, sizeof ch);
     struct lt_out o = tx_out(w);
     lt_enc_sub(&o, w->cfg->codec, 2, ch);
-    c->state = C_SUB_SENT;
-    send_frame(w, c, data_opcode(w), o.len);
+    c->link.hello_step = STEP_SUB_SENT;
+    send_tx(w, c, o.len);
 }
 
 static void send_ack(struct worker *w, struct conn *c)
 {
-    if (c->last_seq <= c->acked_seq || c->state != C_READY)
+    if (c->last_seq <= c->acked_seq || !is_ready(c))
         return;
     char ch[160];
     channel_of(w, c, ch, sizeof ch);
     struct lt_out o = tx_out(w);
     lt_enc_ack(&o, w->cfg->codec, ch, c->last_seq);
-    send_frame(w, c, data_opcode(w), o.len);
+    send_tx(w, c, o.len);
     c->acked_seq = c->last_seq;
     c->since_ack = 0;
     w->st.acks_sent++;
@@ -535,7 +293,7 @@ static void on_delivery(struct worker *w, struct conn *c, const struct lt_smsg *
         w->unique[stream]++;
         if (m->t >= w->times.t_measure && m->t < w->times.t_end) {
             w->st.delivered_measured++;
-            lt_hist_record(&w->lat, w->now > m->t ? w->now - m->t : 0);
+            lt_hist_record(&w->lat, w->net.now > m->t ? w->net.now - m->t : 0);
         }
     }
     if (m->has_seq) {
@@ -571,7 +329,7 @@ static void on_pub_reply(struct worker *w, struct conn *c, const struct lt_smsg 
     if (m->error_code == 429) {
         w->st.rate_limited++;
         uint64_t after = m->retry_after_ms > 0 ? (uint64_t)m->retry_after_ms : 100;
-        uint64_t until = w->now + after * LT_NS_PER_MS;
+        uint64_t until = w->net.now + after * LT_NS_PER_MS;
         if (until > p->backoff_until)
             p->backoff_until = until;
     } else {
@@ -581,14 +339,13 @@ static void on_pub_reply(struct worker *w, struct conn *c, const struct lt_smsg 
 
 static void on_message(struct worker *w, struct conn *c, const struct lt_smsg *m)
 {
-    w->st.msgs_in++;
     switch (m->type) {
     case LT_M_MSG:
         on_delivery(w, c, m);
         return;
     case LT_M_CONNECTED:
-        if (c->state != C_CONNECT_SENT) {
-            w->st.protocol_errors++;
+        if (!at_step(c, STEP_CONNECT_SENT)) {
+            w->counts.protocol_errors++;
             return;
         }
         if (m->max_unacked > 0 && !w->cfg->ack_every) { /* ack well before the window fills */
@@ -601,17 +358,16 @@ static void on_message(struct worker *w, struct conn *c, const struct lt_smsg *m
             conn_ready(w, c);
         return;
     case LT_M_REPLY:
-        if (c->state == C_READY && c->role == R_PUB) {
+        if (is_ready(c) && c->role == R_PUB) {
             on_pub_reply(w, c, m);
-        } else if (c->state == C_SUB_SENT && m->has_id && m->id == 2 && m->ok == 1) {
+        } else if (at_step(c, STEP_SUB_SENT) && m->has_id && m->id == 2 && m->ok == 1) {
             conn_ready(w, c);
         } else if (in_setup(c)) {
             if (w->cfg->verbose > 0)
                 fprintf(stderr, "rtgate-load: setup refused: id %lld code %d\n", (long long)m->id,
                         m->error_code);
             count_error_code(w, m->error_code);
-            w->st.setup_errors++;
-            conn_fail(w, c);
+            setup_refused(w, c);
         } else {
             w->st.foreign_msgs++;
         }
@@ -619,8 +375,7 @@ static void on_message(struct worker *w, struct conn *c, const struct lt_smsg *m
     case LT_M_ERROR:
         count_error_code(w, m->error_code);
         if (in_setup(c)) {
-            w->st.setup_errors++;
-            conn_fail(w, c);
+            setup_refused(w, c);
         } else {
             w->st.error_msgs++;
         }
@@ -642,22 +397,13 @@ static void on_message(struct worker *w, struct conn *c, const struct lt_smsg *m
 /* ------------------------------------------------------------------ */
 /* NATS (the nats-ws target and the NATS publisher) */
 
-/* Sends the NATS bytes sitting at w->tx + LT_WS_HEADROOM: framed over WebSocket, raw over TCP. */
-static void send_nats(struct worker *w, struct conn *c, size_t len)
-{
-    if (c->kind == K_NATS_WS)
-        send_frame(w, c, LT_WS_BINARY, len);
-    else
-        conn_write(w, c, w->tx + LT_WS_HEADROOM, len);
-}
-
 /* Remembers that a PING goes out now: its PONG confirms every PUB before next_id. */
 static void mark_ping(struct worker *w, struct pub *p)
 {
     p->marks[(p->mark_head + p->mark_len) % NATS_MARKS] = (uint64_t)p->next_id;
     p->mark_len++;
     p->unpinged = false;
-    p->last_ping_ns = w->now;
+    p->last_ping_ns = w->net.now;
     w->st.nats_pings++;
 }
 
@@ -665,12 +411,12 @@ static void mark_ping(struct worker *w, struct pub *p)
 static void nats_ping_now(struct worker *w, struct pub *p)
 {
     struct conn *c = &w->conns[p->conn];
-    if (!p->unpinged || p->mark_len >= NATS_MARKS || c->state != C_READY)
+    if (!p->unpinged || p->mark_len >= NATS_MARKS || !is_ready(c))
         return;
     struct lt_out o = tx_out(w);
     lt_nats_enc_ping(&o);
     mark_ping(w, p);
-    send_nats(w, c, o.len);
+    send_tx(w, c, o.len);
 }
 
 /* A PONG on a NATS publisher: the server has taken every PUB before the oldest PING. */
@@ -712,8 +458,8 @@ static void nats_hello(struct worker *w, struct conn *c)
         lt_nats_enc_sub(&o, subj, 1);
     }
     lt_nats_enc_ping(&o);
-    c->state = sub ? C_SUB_SENT : C_CONNECT_SENT;
-    send_nats(w, c, o.len);
+    c->link.hello_step = sub ? STEP_SUB_SENT : STEP_CONNECT_SENT;
+    send_tx(w, c, o.len);
 }
 
 /* A JetStream publish acknowledgement on a publisher's inbox. */
@@ -756,7 +502,7 @@ static void on_nats_msg(struct worker *w, struct conn *c, const struct lt_nmsg *
         on_js_ack(w, c, n);
         return;
     }
-    if (c->state != C_READY) {
+    if (!is_ready(c)) {
         w->st.foreign_msgs++;
         return;
     }
@@ -780,19 +526,19 @@ static void on_nats_op(struct worker *w, struct conn *c, const struct lt_nmsg *n
         on_nats_msg(w, c, n);
         return;
     case LT_N_INFO:
-        if (c->state == C_WAIT_INFO)
+        if (at_step(c, STEP_WAIT_INFO))
             nats_hello(w, c);
         return;
     case LT_N_PING: {
         struct lt_out o = tx_out(w);
         lt_nats_enc_pong(&o);
-        send_nats(w, c, o.len);
+        send_tx(w, c, o.len);
         return;
     }
     case LT_N_PONG:
-        if (c->state == C_CONNECT_SENT || c->state == C_SUB_SENT)
+        if (at_step(c, STEP_CONNECT_SENT) || at_step(c, STEP_SUB_SENT))
             conn_ready(w, c);
-        else if (c->state == C_READY && c->role == R_PUB)
+        else if (is_ready(c) && c->role == R_PUB)
             nats_confirm(w, &w->pubs[c->local]);
         return;
     case LT_N_OK:
@@ -803,8 +549,7 @@ static void on_nats_op(struct worker *w, struct conn *c, const struct lt_nmsg *n
             fprintf(stderr, "rtgate-load: NATS -ERR %.*s\n", (int)n->payload_len,
                     (const char *)n->payload);
         if (in_setup(c)) {
-            w->st.setup_errors++;
-            conn_fail(w, c);
+            setup_refused(w, c);
         } else {
             w->st.error_msgs++;
         }
@@ -819,7 +564,7 @@ static void on_nats_op(struct worker *w, struct conn *c, const struct lt_nmsg *n
 static long nats_ops(struct worker *w, struct conn *c, const uint8_t *buf, size_t len)
 {
     size_t pos = 0;
-    int fd = c->fd;
+    uint32_t gen = c->link.gen;
     for (;;) {
         struct lt_nmsg m;
         lt_status st = lt_nats_scan(buf, len, &pos, &m);
@@ -829,14 +574,13 @@ static long nats_ops(struct worker *w, struct conn *c, const uint8_t *buf, size_
             if (w->cfg->verbose > 0)
                 fprintf(stderr, "rtgate-load: unreadable NATS protocol: %.*s\n",
                         (int)(len - pos > 200 ? 200 : len - pos), (const char *)buf + pos);
-            w->st.protocol_errors++;
-            errno = EPROTO;
-            conn_lost(w, c);
+            w->counts.protocol_errors++;
+            lt_net_abort(&w->net, &c->link, EPROTO);
             return -1;
         }
-        w->st.msgs_in++;
+        w->counts.msgs_in++;
         on_nats_op(w, c, &m);
-        if (c->fd != fd)
+        if (c->link.gen != gen) /* closed by the operation */
             return -1;
     }
 }
@@ -846,255 +590,6 @@ static long nats_ops(struct worker *w, struct conn *c, const uint8_t *buf, size_
  * stream. What an earlier frame left unfinished waits in fbuf. False when the
  * connection was closed.
  */
-static bool nats_ws_chunk(struct worker *w, struct conn *c, const uint8_t *p, size_t len)
-{
-    if (c->flen) {
-        if (!lt_ws_buf_append(&c->fbuf, &c->flen, p, len))
-            goto proto_error;
-        /* Detach: the operations may close the connection, which frees its buffers. */
-        uint8_t *b = c->fbuf;
-        size_t bl = c->flen;
-        c->fbuf = NULL;
-        c->flen = 0;
-        long used = nats_ops(w, c, b, bl);
-        if (used >= 0 && (size_t)used < bl) {
-            memmove(b, b + used, bl - (size_t)used);
-            c->fbuf = b;
-            c->flen = (uint32_t)(bl - (size_t)used);
-        } else {
-            free(b);
-        }
-        return used >= 0;
-    }
-    long used = nats_ops(w, c, p, len);
-    if (used < 0)
-        return false;
-    if ((size_t)used < len && !lt_ws_buf_append(&c->fbuf, &c->flen, p + used, len - (size_t)used))
-        goto proto_error;
-    return true;
-proto_error:
-    w->st.protocol_errors++;
-    errno = EPROTO;
-    conn_lost(w, c);
-    return false;
-}
-
-/* One complete data message (possibly several protocol messages). */
-static void on_payload(struct worker *w, struct conn *c, const uint8_t *p, size_t len)
-{
-    size_t pos = 0;
-    int fd = c->fd;
-    for (;;) {
-        struct lt_smsg m;
-        lt_status st = w->cfg->codec == LT_CODEC_JSON ? lt_scan_json(p, len, &pos, &m)
-                                                      : lt_scan_msgpack(p, len, &pos, &m);
-        if (st == LT_AGAIN)
-            return;
-        if (st != LT_OK) {
-            if (w->cfg->verbose > 0)
-                fprintf(stderr, "rtgate-load: unreadable message: %.*s\n",
-                        (int)(len - pos > 200 ? 200 : len - pos), (const char *)p + pos);
-            w->st.protocol_errors++;
-            return;
-        }
-        on_message(w, c, &m);
-        if (c->fd != fd) /* closed by the message */
-            return;
-    }
-}
-
-static void on_close_frame(struct worker *w, struct conn *c, const struct lt_ws_frame *f)
-{
-    if (!c->closing) {
-        if (w->cfg->verbose > 0)
-            fprintf(stderr, "rtgate-load: server closed a connection: code %d\n",
-                    f->payload_len >= 2 ? f->payload[0] << 8 | f->payload[1] : 0);
-        uint8_t echo[2] = {0x03, 0xE8}; /* 1000 */
-        if (f->payload_len >= 2) {
-            echo[0] = f->payload[0];
-            echo[1] = f->payload[1];
-        }
-        c->closing = true;
-        send_control(w, c, LT_WS_CLOSE, echo, 2);
-        if (c->state == C_READY)
-            w->st.server_closes++;
-    }
-    if (c->state == C_READY)
-        conn_close(w, c, C_CLOSED);
-    else
-        conn_fail(w, c);
-}
-
-/* Handles one frame; false when the connection was closed. */
-static bool on_frame(struct worker *w, struct conn *c, const struct lt_ws_frame *f)
-{
-    int fd = c->fd;
-    w->st.frames_in++;
-    switch (f->opcode) {
-    case LT_WS_TEXT:
-    case LT_WS_BINARY:
-    case LT_WS_CONT: {
-        if (c->kind == K_NATS_WS) { /* a stream of operations: frame bounds do not matter */
-            bool cont = f->opcode == LT_WS_CONT;
-            if (cont != (c->frag_opcode != 0))
-                goto proto_error;
-            c->frag_opcode = f->fin ? 0 : cont ? c->frag_opcode : f->opcode;
-            if (!nats_ws_chunk(w, c, f->payload, f->payload_len))
-                return false;
-            break;
-        }
-        /* The reassembler detaches a finished message: it may close the connection. */
-        const uint8_t *msg;
-        size_t mlen;
-        uint8_t *owned;
-        lt_status st =
-            lt_ws_reassemble(&c->fbuf, &c->flen, &c->frag_opcode, f, &msg, &mlen, &owned);
-        if (st == LT_ERR)
-            goto proto_error;
-        if (st == LT_OK) {
-            on_payload(w, c, msg, mlen);
-            free(owned);
-        }
-        break;
-    }
-    case LT_WS_PING:
-        send_control(w, c, LT_WS_PONG, f->payload, f->payload_len);
-        break;
-    case LT_WS_PONG:
-        break;
-    case LT_WS_CLOSE:
-        on_close_frame(w, c, f);
-        return false;
-    default:
-        goto proto_error;
-    }
-    return c->fd == fd;
-proto_error:
-    w->st.protocol_errors++;
-    errno = EPROTO;
-    conn_lost(w, c);
-    return false;
-}
-
-/* The upgrade response is in buf[0..len): returns bytes consumed, 0 to wait, -1 when closed. */
-static long on_handshake_bytes(struct worker *w, struct conn *c, const uint8_t *buf, size_t len)
-{
-    struct lt_ws_response r;
-    lt_status st = lt_ws_parse_response((const char *)buf, len, c->key, subprotocol_of(w, c), &r);
-    if (st == LT_AGAIN)
-        return 0;
-    if (st != LT_OK) {
-        if (r.status == 429 || r.status == 503) {
-            conn_retry(w, c, r.retry_after_s * 1000u);
-        } else {
-            if (w->cfg->verbose > 0)
-                fprintf(stderr, "rtgate-load: handshake refused (HTTP %d)\n", r.status);
-            w->st.handshake_failures++;
-            conn_fail(w, c);
-        }
-        return -1;
-    }
-    if (c->kind == K_NATS_WS) {
-        c->state = C_WAIT_INFO;
-        return (long)r.header_len;
-    }
-    send_connect(w, c);
-    return c->fd < 0 ? -1 : (long)r.header_len;
-}
-
-static void conn_readable(struct worker *w, struct conn *c)
-{
-    size_t have = c->rlen;
-    if (have + RX_CHUNK > w->rx_cap) {
-        size_t ncap = w->rx_cap * 2;
-        while (ncap < have + RX_CHUNK)
-            ncap *= 2;
-        uint8_t *nb = realloc(w->rx, ncap);
-        if (!nb) {
-            conn_lost(w, c);
-            return;
-        }
-        w->rx = nb;
-        w->rx_cap = ncap;
-    }
-    if (have) {
-        memcpy(w->rx, c->rbuf, have);
-        free(c->rbuf);
-        c->rbuf = NULL;
-        c->rlen = 0;
-    }
-    ssize_t n = recv(c->fd, w->rx + have, w->rx_cap - have, MSG_DONTWAIT);
-    if (n <= 0) {
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
-            n = 0; /* put the leftover back below */
-        } else {
-            if (n == 0)
-                errno = 0; /* EOF */
-            conn_lost(w, c);
-            return;
-        }
-    }
-    w->st.bytes_in += (uint64_t)n;
-    size_t len = have + (size_t)n;
-    size_t off = 0;
-    if (c->kind == K_NATS_TCP) {
-        long used = nats_ops(w, c, w->rx, len);
-        if (used < 0)
-            return;
-        off = (size_t)used;
-        goto stash;
-    }
-    if (c->state == C_HANDSHAKE) {
-        long used = on_handshake_bytes(w, c, w->rx, len);
-        if (used < 0)
-            return;
-        off = (size_t)used;
-        if (used == 0) {
-            off = 0;
-            goto stash;
-        }
-    }
-    while (off < len) {
-        struct lt_ws_frame f;
-        lt_status st = lt_ws_parse_frame(w->rx + off, len - off, &f);
-        if (st == LT_AGAIN)
-            break;
-        if (st != LT_OK) {
-            w->st.protocol_errors++;
-            errno = EPROTO;
-            conn_lost(w, c);
-            return;
-        }
-        off += f.frame_len;
-        if (!on_frame(w, c, &f))
-            return;
-    }
-stash:
-    if (off < len) {
-        c->rbuf = malloc(len - off);
-        if (!c->rbuf) {
-            conn_lost(w, c);
-            return;
-        }
-        memcpy(c->rbuf, w->rx + off, len - off);
-        c->rlen = (uint32_t)(len - off);
-    }
-}
-
-static void on_conn_event(struct worker *w, struct conn *c, uint32_t events)
-{
-    if (c->fd < 0)
-        return;
-    if (c->state == C_CONNECTING) {
-        if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
-            conn_connected_tcp(w, c);
-        return;
-    }
-    if (events & (EPOLLIN | EPOLLERR | EPOLLHUP))
-        conn_readable(w, c);
-    if (c->fd >= 0 && (events & EPOLLOUT))
-        conn_flush(w, c);
-}
 
 /* ------------------------------------------------------------------ */
 /* Publishing */
@@ -1113,17 +608,17 @@ static void publish_due(struct worker *w, struct pub *p)
     struct lt_out o = tx_out(w);
     const uint32_t ring_size = 1u << RING_BITS;
     char ch[160];
-    while (p->next_ns <= w->now && p->next_ns < w->times.t_end) {
+    while (p->next_ns <= w->net.now && p->next_ns < w->times.t_end) {
         uint64_t j = p->k * cfg->publishers + p->index;
         uint32_t channel = (uint32_t)(j % cfg->channels);
-        if (c->state != C_READY || c->wlen > cfg->max_backlog || p->inflight >= ring_size - 1) {
+        if (!is_ready(c) || c->link.wlen > cfg->max_backlog || p->inflight >= ring_size - 1) {
             w->st.skipped_stalled++;
         } else if (p->next_ns < p->backoff_until) {
             w->st.skipped_backoff++;
         } else {
             /* A frame stays under PUB_FRAME_BYTES (the server caps message sizes). */
             if (o.len && o.len + cfg->payload + 256 > PUB_FRAME_BYTES) {
-                send_frame(w, c, data_opcode(w), o.len);
+                send_tx(w, c, o.len);
                 o = tx_out(w);
             }
             int64_t id = p->next_id++;
@@ -1139,14 +634,14 @@ static void publish_due(struct worker *w, struct pub *p)
             lt_enc_pub(&o, cfg->codec, id, ch, p->seq[channel]++, p->index, p->next_ns,
                        cfg->payload);
             w->st.published++;
-            if (w->now - p->next_ns > w->st.pub_lag_max_ns)
-                w->st.pub_lag_max_ns = w->now - p->next_ns;
+            if (w->net.now - p->next_ns > w->st.pub_lag_max_ns)
+                w->st.pub_lag_max_ns = w->net.now - p->next_ns;
         }
         p->k++;
         p->next_ns = slot_time(w, p);
     }
     if (o.len)
-        send_frame(w, c, data_opcode(w), o.len);
+        send_tx(w, c, o.len);
 }
 
 /*
@@ -1162,14 +657,14 @@ static void publish_due_nats(struct worker *w, struct pub *p)
     struct lt_out o = tx_out(w);
     const uint32_t ring_size = 1u << RING_BITS;
     char subj[LT_NATS_SUBJECT_MAX], reply[sizeof p->inbox + 24];
-    while (p->next_ns <= w->now && p->next_ns < w->times.t_end) {
+    while (p->next_ns <= w->net.now && p->next_ns < w->times.t_end) {
         uint64_t j = p->k * cfg->publishers + p->index;
         uint32_t channel = (uint32_t)(j % cfg->channels);
-        if (c->state != C_READY || c->wlen > cfg->max_backlog || p->inflight >= ring_size - 1) {
+        if (!is_ready(c) || c->link.wlen > cfg->max_backlog || p->inflight >= ring_size - 1) {
             w->st.skipped_stalled++;
         } else {
             if (o.len && o.len + cfg->payload + 512 > PUB_FRAME_BYTES) {
-                send_nats(w, c, o.len);
+                send_tx(w, c, o.len);
                 o = tx_out(w);
             }
             int64_t id = p->next_id++;
@@ -1188,26 +683,26 @@ static void publish_due_nats(struct worker *w, struct pub *p)
                             p->next_ns, cfg->payload);
             p->unpinged = !cfg->durable_nats;
             w->st.published++;
-            if (w->now - p->next_ns > w->st.pub_lag_max_ns)
-                w->st.pub_lag_max_ns = w->now - p->next_ns;
+            if (w->net.now - p->next_ns > w->st.pub_lag_max_ns)
+                w->st.pub_lag_max_ns = w->net.now - p->next_ns;
         }
         p->k++;
         p->next_ns = slot_time(w, p);
     }
-    if (p->unpinged && p->mark_len < NATS_MARKS && c->state == C_READY &&
-        (w->now - p->last_ping_ns >= NATS_PING_NS || p->next_ns >= w->times.t_end)) {
+    if (p->unpinged && p->mark_len < NATS_MARKS && is_ready(c) &&
+        (w->net.now - p->last_ping_ns >= NATS_PING_NS || p->next_ns >= w->times.t_end)) {
         lt_nats_enc_ping(&o);
         mark_ping(w, p);
     }
     if (o.len)
-        send_nats(w, c, o.len);
+        send_tx(w, c, o.len);
 }
 
 static uint64_t pubs_inflight(const struct worker *w)
 {
     uint64_t n = 0;
     for (uint32_t i = 0; i < w->npubs; i++)
-        if (w->conns[w->pubs[i].conn].state == C_READY)
+        if (is_ready(&w->conns[w->pubs[i].conn]))
             n += w->pubs[i].inflight;
     return n;
 }
@@ -1225,40 +720,28 @@ static void pubs_give_up(struct worker *w)
 
 static void open_due(struct worker *w)
 {
-    while (w->next_open < w->nconns && w->now >= w->next_open_ns &&
-           w->handshaking < w->cfg->max_handshaking) {
-        conn_open(w, &w->conns[w->next_open++]);
+    while (w->next_open < w->nconns && w->net.now >= w->next_open_ns &&
+           w->net.setting_up < w->cfg->max_handshaking) {
+        if (w->st.setup_first_ns == 0)
+            w->st.setup_first_ns = w->net.now;
+        lt_net_open(&w->net, &w->conns[w->next_open++].link);
         w->next_open_ns += w->open_interval_ns;
-        if (w->next_open_ns < w->now - 100 * LT_NS_PER_MS) /* do not burst to catch up */
-            w->next_open_ns = w->now - 100 * LT_NS_PER_MS;
+        if (w->next_open_ns < w->net.now - 100 * LT_NS_PER_MS) /* do not burst to catch up */
+            w->next_open_ns = w->net.now - 100 * LT_NS_PER_MS;
     }
 }
 
+/* Acks due by time, and the progress line (set-up timeouts and retries are the engine's). */
 static void housekeep(struct worker *w)
 {
-    uint64_t tmo = (uint64_t)(w->cfg->setup_timeout_s * 1e9);
-    if (w->handshaking || w->retrying) {
-        for (uint32_t i = 0; i < w->nconns; i++) {
-            struct conn *c = &w->conns[i];
-            if (in_setup(c) && w->now - c->started_ns > tmo) {
-                w->st.setup_timeouts++;
-                w->st.setup_errors++;
-                conn_fail(w, c);
-            } else if (c->state == C_RETRY && w->now >= c->retry_at_ns &&
-                       w->handshaking < w->cfg->max_handshaking) {
-                w->retrying--;
-                conn_open(w, c);
-            }
-        }
-    }
-    if (w->now >= w->next_ack_flush) {
+    if (w->net.now >= w->next_ack_flush) {
         flush_acks(w);
-        w->next_ack_flush = w->now + (uint64_t)w->cfg->ack_delay_ms * LT_NS_PER_MS;
+        w->next_ack_flush = w->net.now + (uint64_t)w->cfg->ack_delay_ms * LT_NS_PER_MS;
     }
-    if (w->cfg->verbose > 0 && w->phase == PH_SETUP && w->now >= w->next_progress) {
+    if (w->cfg->verbose > 0 && w->phase == PH_SETUP && w->net.now >= w->next_progress) {
         fprintf(stderr, "rtgate-load: worker %u: %u/%u ready, %u resolved, %u handshaking\n",
-                w->slice.id, (unsigned)w->st.conns_ready, w->nconns, w->resolved, w->handshaking);
-        w->next_progress = w->now + LT_NS_PER_S;
+                w->slice.id, (unsigned)w->counts.ready, w->nconns, w->resolved, w->net.setting_up);
+        w->next_progress = w->net.now + LT_NS_PER_S;
     }
 }
 
@@ -1269,8 +752,26 @@ static uint64_t own_cpu_ns(void)
     return (uint64_t)ts.tv_sec * LT_NS_PER_S + (uint64_t)ts.tv_nsec;
 }
 
+/* The engine's counters into the ones sent to the parent (READY and RESULT). */
+static void take_net_counts(struct worker *w)
+{
+    const struct lt_net_counts *n = &w->counts;
+    w->st.conns_ready = n->ready;
+    w->st.connect_errors = n->connect_errors;
+    w->st.handshake_failures = n->handshake_failures;
+    w->st.handshake_retries = n->handshake_retries;
+    w->st.setup_errors = w->setup_refused + n->setup_timeouts;
+    w->st.setup_timeouts = n->setup_timeouts;
+    w->st.server_closes = n->server_closes;
+    w->st.protocol_errors = n->protocol_errors;
+    w->st.frames_in = n->frames_in;
+    w->st.msgs_in = n->msgs_in;
+    w->st.bytes_in = n->bytes_in;
+}
+
 static void send_result(struct worker *w)
 {
+    take_net_counts(w);
     w->st.cpu_ns_total = own_cpu_ns();
     size_t ns = lt_nstreams(w->cfg);
     size_t len = sizeof w->st + 2 * sizeof(struct lt_hist) + ns * sizeof(uint64_t);
@@ -1311,7 +812,7 @@ static void take_expected(struct worker *w, const uint64_t *accepted_per_channel
     w->expected = 0;
     for (uint32_t i = 0; i < w->nconns; i++) {
         const struct conn *c = &w->conns[i];
-        if (c->role == R_SUB && (c->state == C_READY || c->state == C_CLOSED))
+        if (c->role == R_SUB && c->ever_ready)
             w->expected += accepted_per_channel[c->channel];
     }
 }
@@ -1379,8 +880,9 @@ static void send_ready(struct worker *w)
     uint32_t *ready_on = calloc(w->cfg->channels, sizeof *ready_on);
     if (ready_on)
         for (uint32_t i = 0; i < w->nconns; i++)
-            if (w->conns[i].role == R_SUB && w->conns[i].state == C_READY)
+            if (w->conns[i].role == R_SUB && is_ready(&w->conns[i]))
                 ready_on[w->conns[i].channel]++;
+    take_net_counts(w);
     w->st.cpu_ns_setup = own_cpu_ns();
     if (ready_on)
         lt_pipe_send2(w->up_fd, LT_P_READY, &w->st, sizeof w->st, ready_on,
@@ -1400,7 +902,7 @@ static void advance_phase(struct worker *w)
         }
         break;
     case PH_RUN:
-        if (w->now >= w->times.t_end)
+        if (w->net.now >= w->times.t_end)
             w->phase = PH_PUB_DRAIN;
         else
             break;
@@ -1408,7 +910,7 @@ static void advance_phase(struct worker *w)
     case PH_PUB_DRAIN:
         for (uint32_t i = 0; i < w->npubs; i++)
             nats_ping_now(w, &w->pubs[i]); /* PUBs a PING does not cover yet */
-        if (pubs_inflight(w) == 0 || w->now >= w->times.t_drain) {
+        if (pubs_inflight(w) == 0 || w->net.now >= w->times.t_drain) {
             pubs_give_up(w);
             lt_pipe_send(w->up_fd, LT_P_PUBDONE, w->accepted,
                          lt_nstreams(w->cfg) * sizeof(uint64_t));
@@ -1416,7 +918,7 @@ static void advance_phase(struct worker *w)
         }
         break;
     case PH_DRAIN:
-        if (w->st.unique >= w->expected || w->now >= w->times.t_drain) {
+        if (w->st.unique >= w->expected || w->net.now >= w->times.t_drain) {
             if (w->st.unique < w->expected)
                 w->st.drain_timeouts++;
             flush_acks(w);
@@ -1438,7 +940,7 @@ static uint64_t next_wakeup(const struct worker *w)
     uint64_t t = w->next_housekeep;
     /* At the handshake limit the next open waits for a connection to finish (an event). */
     if (w->phase == PH_SETUP && w->next_open < w->nconns &&
-        w->handshaking < w->cfg->max_handshaking && w->next_open_ns < t)
+        w->net.setting_up < w->cfg->max_handshaking && w->next_open_ns < t)
         t = w->next_open_ns;
     if (w->phase == PH_RUN) {
         for (uint32_t i = 0; i < w->npubs; i++)
@@ -1452,82 +954,95 @@ static uint64_t next_wakeup(const struct worker *w)
 
 static void close_all(struct worker *w)
 {
-    static const uint8_t normal[2] = {0x03, 0xE8};
-    for (uint32_t i = 0; i < w->nconns; i++) {
-        struct conn *c = &w->conns[i];
-        if (c->fd >= 0 && c->state == C_READY && c->wlen == 0 && c->kind != K_NATS_TCP) {
-            c->closing = true;
-            send_control(w, c, LT_WS_CLOSE, normal, sizeof normal);
-        }
-        if (c->fd >= 0)
-            conn_close(w, c, C_CLOSED);
-    }
+    for (uint32_t i = 0; i < w->nconns; i++)
+        if (w->conns[i].link.fd >= 0)
+            lt_net_close(&w->net, &w->conns[i].link);
 }
 
 static int worker_loop(struct worker *w)
 {
-    struct epoll_event evs[512];
-    bool have_pwait2 = true;
     while (w->phase != PH_DONE) {
-        w->now = lt_now_ns();
-        if (got_signal || w->now >= w->hard_deadline)
+        w->net.now = lt_now_ns();
+        if (got_signal || w->net.now >= w->hard_deadline)
             break;
         uint64_t until = next_wakeup(w);
-        if (w->coalesce_ns && w->now - w->last_wake < w->coalesce_ns) {
+        if (w->coalesce_ns && w->net.now - w->last_wake < w->coalesce_ns) {
             /* Let more bytes pile up per socket before reading (--rx-coalesce-us). */
             uint64_t nap_until = w->last_wake + w->coalesce_ns;
             if (nap_until > until)
                 nap_until = until;
-            if (nap_until > w->now) {
-                uint64_t nap = nap_until - w->now;
+            if (nap_until > w->net.now) {
+                uint64_t nap = nap_until - w->net.now;
                 struct timespec ts = {.tv_sec = (time_t)(nap / LT_NS_PER_S),
                                       .tv_nsec = (long)(nap % LT_NS_PER_S)};
                 nanosleep(&ts, NULL);
-                w->now = lt_now_ns();
+                w->net.now = lt_now_ns();
             }
         }
-        w->last_wake = w->now;
-        uint64_t wait_ns = until > w->now ? until - w->now : 0;
-        int n;
-        if (have_pwait2) {
-            struct timespec ts = {.tv_sec = (time_t)(wait_ns / LT_NS_PER_S),
-                                  .tv_nsec = (long)(wait_ns % LT_NS_PER_S)};
-            n = epoll_pwait2(w->ep, evs, 512, &ts, NULL);
-            if (n < 0 && errno == ENOSYS) {
-                have_pwait2 = false;
-                continue;
-            }
-        } else {
-            n = epoll_wait(w->ep, evs, 512, (int)((wait_ns + LT_NS_PER_MS - 1) / LT_NS_PER_MS));
-        }
-        if (n < 0 && errno != EINTR)
-            return 1;
-        w->now = lt_now_ns();
-        for (int i = 0; i < n; i++) {
-            if (evs[i].data.u64 == PIPE_TAG) {
-                if (!read_parent(w))
-                    return 1; /* the parent is gone */
-                continue;
-            }
-            on_conn_event(w, &w->conns[evs[i].data.u64], evs[i].events);
-        }
-        w->now = lt_now_ns();
+        w->last_wake = w->net.now;
+        if (!lt_net_poll(&w->net, until))
+            return 1; /* epoll failed, or the parent is gone */
         if (w->phase == PH_SETUP)
             open_due(w);
         if (w->phase == PH_RUN)
             for (uint32_t i = 0; i < w->npubs; i++) {
-                if (w->conns[w->pubs[i].conn].kind == K_NATS_TCP)
+                if (w->conns[w->pubs[i].conn].link.endpoint == EP_NATS_TCP)
                     publish_due_nats(w, &w->pubs[i]);
                 else
                     publish_due(w, &w->pubs[i]);
             }
-        if (w->now >= w->next_housekeep) {
+        if (w->net.now >= w->next_housekeep) {
             housekeep(w);
-            w->next_housekeep = w->now + HOUSEKEEP_NS;
+            w->next_housekeep = w->net.now + HOUSEKEEP_NS;
         }
         advance_phase(w);
     }
     return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* What the engine tells the worker */
+
+static void net_on_up(struct lt_net *net, struct lt_conn *link)
+{
+    struct worker *w = net->p.owner;
+    struct conn *c = conn_of(link);
+    if (link->endpoint == EP_RTGATE)
+        send_connect(w, c);
+    else
+        link->hello_step = STEP_WAIT_INFO; /* NATS: the server speaks first */
+}
+
+static void net_on_msg(struct lt_net *net, struct lt_conn *link, const struct lt_smsg *m,
+                       const uint8_t *raw, size_t raw_len)
+{
+    (void)raw;
+    (void)raw_len;
+    on_message(net->p.owner, conn_of(link), m);
+}
+
+static long net_on_stream(struct lt_net *net, struct lt_conn *link, const uint8_t *p, size_t len)
+{
+    return nats_ops(net->p.owner, conn_of(link), p, len);
+}
+
+static void net_on_down(struct lt_net *net, struct lt_conn *link, enum lt_down why, int err)
+{
+    struct worker *w = net->p.owner;
+    struct conn *c = conn_of(link);
+    if (why == LT_DOWN_FAILED) {
+        w->resolved++;
+        return;
+    }
+    /* A lost publisher spoils the run (its slots are skipped): always say so. */
+    if (c->role == R_PUB)
+        fprintf(stderr, "rtgate-load: worker %u: publisher %u lost its connection (%s)\n",
+                w->slice.id, c->index, err ? strerror(err) : "closed by the server");
+}
+
+static bool net_on_fd(struct lt_net *net, uint32_t tag)
+{
+    return tag == PIPE_TAG && read_parent(net->p.owner);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1536,9 +1051,7 @@ static int worker_loop(struct worker *w)
 static void worker_free(struct worker *w)
 {
     if (w->conns)
-        for (uint32_t i = 0; i < w->nconns; i++)
-            if (w->conns[i].fd >= 0 || w->conns[i].rbuf || w->conns[i].wbuf || w->conns[i].fbuf)
-                conn_close(w, &w->conns[i], C_CLOSED);
+        lt_net_free(&w->net);
     for (uint32_t i = 0; w->pubs && i < w->npubs; i++) {
         free(w->pubs[i].seq);
         free(w->pubs[i].ring);
@@ -1550,16 +1063,64 @@ static void worker_free(struct worker *w)
     free(w->unique);
     free(w->accepted);
     free(w->ack_list);
-    free(w->rx);
-    free(w->tx);
-    if (w->ep >= 0)
-        close(w->ep);
+}
+
+/* The engine over the worker's connections and its three endpoints. */
+static bool net_init(struct worker *w)
+{
+    const struct lt_config *cfg = w->cfg;
+    bool json = cfg->codec == LT_CODEC_JSON;
+    struct lt_net_params np = {
+        .cfg = cfg,
+        .endpoints =
+            {
+                [EP_RTGATE] = {.framing = LT_FRAMING_RTGATE,
+                               .dst = &cfg->dst,
+                               .dst_len = cfg->dst_len,
+                               .host_header = cfg->host_header,
+                               .path = cfg->path,
+                               .subprotocol = json ? LT_SUBPROTOCOL_JSON : LT_SUBPROTOCOL_MSGPACK,
+                               .data_opcode = json ? LT_WS_TEXT : LT_WS_BINARY,
+                               .bind_source = true,
+                               .tls = cfg->tls,
+                               .server_name = cfg->host},
+                [EP_NATS_WS] = {.framing = LT_FRAMING_WS_STREAM,
+                                .dst = &cfg->dst,
+                                .dst_len = cfg->dst_len,
+                                .host_header = cfg->host_header,
+                                .path = cfg->path,
+                                .data_opcode = LT_WS_BINARY,
+                                .bind_source = true,
+                                .tls = cfg->tls,
+                                .server_name = cfg->host},
+                [EP_NATS_TCP] = {.framing = LT_FRAMING_TCP_STREAM,
+                                 .dst = &cfg->nats_dst,
+                                 .dst_len = cfg->nats_dst_len,
+                                 .max_pending = LT_NATS_MAX_PAYLOAD + LT_NATS_MAX_LINE},
+            },
+        .n_endpoints = N_ENDPOINTS,
+        .conns = w->conns,
+        .stride = sizeof *w->conns,
+        .nconns = w->nconns,
+        .ops = {.on_up = net_on_up,
+                .on_msg = net_on_msg,
+                .on_stream = net_on_stream,
+                .on_down = net_on_down,
+                .on_fd = net_on_fd},
+        .owner = w,
+        .counts = &w->counts,
+        .setup = &w->setup,
+        .tx_cap = TX_CAP,
+        .max_queued = UINT32_MAX / 2,
+        .retry_refused = true,
+        .housekeep_ns = HOUSEKEEP_NS,
+    };
+    return lt_net_init(&w->net, &np);
 }
 
 static bool worker_init(struct worker *w, const struct lt_config *cfg, const struct lt_slice *s)
 {
     memset(w, 0, sizeof *w);
-    w->ep = -1;
     w->cfg = cfg;
     w->slice = *s;
     w->nsubs = s->sub_hi - s->sub_lo;
@@ -1575,12 +1136,8 @@ static bool worker_init(struct worker *w, const struct lt_config *cfg, const str
     w->unique = calloc(ns ? ns : 1, sizeof *w->unique);
     w->accepted = calloc(ns ? ns : 1, sizeof *w->accepted);
     w->ack_list = calloc(w->nsubs ? w->nsubs : 1, sizeof *w->ack_list);
-    w->rx_cap = 4 * RX_CHUNK;
-    w->rx = malloc(w->rx_cap);
-    w->tx = malloc(LT_WS_HEADROOM + TX_CAP);
-    w->ep = epoll_create1(EPOLL_CLOEXEC);
     if (!w->conns || !w->pubs || !w->track || !w->unique || !w->accepted || !w->ack_list ||
-        !w->rx || !w->tx || w->ep < 0)
+        !net_init(w))
         return false;
     /* Publishers first: they are few and must be there when publishing starts. */
     uint32_t ci = 0;
@@ -1598,20 +1155,20 @@ static bool worker_init(struct worker *w, const struct lt_config *cfg, const str
         if (!pb->seq || !pb->ring || !pb->marks)
             return false;
         struct conn *c = &w->conns[ci++];
-        c->fd = -1;
         c->role = R_PUB;
-        c->kind = cfg->pub_via == LT_PV_NATS ? K_NATS_TCP : K_RTGATE_WS;
         c->index = p;
         c->local = k++;
+        lt_net_place(&w->net, &c->link, cfg->pub_via == LT_PV_NATS ? EP_NATS_TCP : EP_RTGATE,
+                     cfg->subs + p);
     }
     for (uint32_t i = 0; i < w->nsubs; i++) {
         struct conn *c = &w->conns[ci++];
-        c->fd = -1;
         c->role = R_SUB;
-        c->kind = cfg->target == LT_TGT_NATS_WS ? K_NATS_WS : K_RTGATE_WS;
         c->index = s->sub_lo + i;
         c->channel = c->index % cfg->channels;
         c->local = i;
+        lt_net_place(&w->net, &c->link, cfg->target == LT_TGT_NATS_WS ? EP_NATS_WS : EP_RTGATE,
+                     c->index);
     }
     w->st.conns_planned = w->nconns;
     lt_hist_init(&w->lat);
@@ -1623,12 +1180,9 @@ static bool worker_init(struct worker *w, const struct lt_config *cfg, const str
     w->open_interval_ns = per_worker > 0 ? (uint64_t)(1e9 / per_worker) : 0;
     w->ack_every = cfg->ack_every ? cfg->ack_every : 256; /* or max_unacked / 4 when told */
     w->coalesce_ns = (uint64_t)cfg->rx_coalesce_us * 1000u;
-    w->rng = lt_now_ns() ^ ((uint64_t)getpid() << 32) ^ 0x9E3779B97F4A7C15ull;
-    if (w->rng == 0)
-        w->rng = 1;
     for (uint32_t k = 0; k < w->npubs; k++) /* unique per run and publisher */
         snprintf(w->pubs[k].inbox, sizeof w->pubs[k].inbox, "_INBOX.rtload%08x.%u.",
-                 (unsigned)(rng_next(w) & 0xFFFFFFFFu), w->pubs[k].index);
+                 (unsigned)(lt_net_rand(&w->net) & 0xFFFFFFFFu), w->pubs[k].index);
     return true;
 }
 
@@ -1652,12 +1206,11 @@ int lt_worker_main(const struct lt_config *cfg, const struct lt_slice *slice, in
     w->up_fd = up_fd;
     w->down_fd = down_fd;
     w->hard_deadline = hard_deadline_ns;
-    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = PIPE_TAG};
-    if (epoll_ctl(w->ep, EPOLL_CTL_ADD, down_fd, &ev) != 0)
+    if (!lt_net_watch(&w->net, down_fd, PIPE_TAG))
         goto out;
-    w->now = lt_now_ns();
-    w->next_open_ns = w->now;
-    w->next_housekeep = w->now + HOUSEKEEP_NS;
+    w->net.now = lt_now_ns();
+    w->next_open_ns = w->net.now;
+    w->next_housekeep = w->net.now + HOUSEKEEP_NS;
     rc = worker_loop(w);
     close_all(w);
 out:

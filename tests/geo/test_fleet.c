@@ -1,5 +1,5 @@
 /*
- * Presence across nodes (geo/fleet.c): several fleets joined by an
+ * Presence across nodes (geo/fleet*.c): several fleets joined by an
  * in-memory bus with NATS's subject matching and per-publisher ordering,
  * where the tests choose the interleaving, lose messages, and kill nodes.
  */
@@ -892,25 +892,24 @@ static size_t mp_f64(uint8_t *p, double d)
     return 9;
 }
 
-Test(fleet, an_entry_without_user_or_meta_is_stored_once)
+/* {"n":"z9","s":"drivers","e":[ ...: the head of a hand-made delta of n entries. */
+static size_t mp_delta_head(uint8_t *m, unsigned n)
 {
-    struct tbus b = {.rng = {9}};
-    node_start(&b, 0);
-    uint64_t t;
-    want(b.nodes[0], 52.52, 13.405, 100, true, &t);
-    char cell[GEO_CELL_BUF], subject[SUBJ_CAP];
-    cr_assert_eq(geo_encode(52.52, 13.405, 5, cell), RT_OK);
-    snprintf(subject, sizeof(subject), "rtgate.geo.d.drivers.%c.%c.%c.%c.%c", cell[0], cell[1],
-             cell[2], cell[3], cell[4]);
-    uint8_t m[128];
     size_t k = 0;
-    m[k++] = 0x83; /* {"n":"z9","s":"drivers","e":[{"v":1,"c":"q","o":1,"la":..,"lo":..}]} */
+    m[k++] = 0x83;
     k += mp_str(m + k, "n");
     k += mp_str(m + k, "z9");
     k += mp_str(m + k, "s");
     k += mp_str(m + k, "drivers");
     k += mp_str(m + k, "e");
-    m[k++] = 0x91;
+    m[k++] = (uint8_t)(0x90 | n);
+    return k;
+}
+
+/* {"v":1,"c":"q","o":1,"la":52.52,"lo":13.405}: a set with no user and no meta. */
+static size_t mp_bare_set(uint8_t *m)
+{
+    size_t k = 0;
     m[k++] = 0x85;
     k += mp_str(m + k, "v");
     m[k++] = 0x01;
@@ -922,6 +921,29 @@ Test(fleet, an_entry_without_user_or_meta_is_stored_once)
     k += mp_f64(m + k, 52.52);
     k += mp_str(m + k, "lo");
     k += mp_f64(m + k, 13.405);
+    return k;
+}
+
+/* One node watching central Berlin; subject gets the delta subject of its share cell. */
+static void follow_berlin(struct tbus *b, char subject[SUBJ_CAP])
+{
+    node_start(b, 0);
+    uint64_t t;
+    want(b->nodes[0], 52.52, 13.405, 100, true, &t);
+    char cell[GEO_CELL_BUF];
+    cr_assert_eq(geo_encode(52.52, 13.405, 5, cell), RT_OK);
+    snprintf(subject, SUBJ_CAP, "rtgate.geo.d.drivers.%c.%c.%c.%c.%c", cell[0], cell[1], cell[2],
+             cell[3], cell[4]);
+}
+
+Test(fleet, an_entry_without_user_or_meta_is_stored_once)
+{
+    struct tbus b = {.rng = {9}};
+    char subject[SUBJ_CAP];
+    follow_berlin(&b, subject);
+    uint8_t m[128];
+    size_t k = mp_delta_head(m, 1);
+    k += mp_bare_set(m + k);
     geo_fleet_receive(b.nodes[0]->fl, subject, NULL, m, k, now_ms);
     cr_assert_eq(fstats(b.nodes[0]).deltas_in, 1);
     cr_assert_eq(m[k - 32], 0x01);
@@ -936,6 +958,33 @@ Test(fleet, an_entry_without_user_or_meta_is_stored_once)
     cr_assert_eq(v.version, 2);
     cr_assert_eq(fstats(b.nodes[0]).remote_members, 1);
     cr_assert_eq(fstats(b.nodes[0]).bad_messages, 0);
+    bus_free(&b);
+}
+
+/*
+ * A delta whose second entry is malformed is refused whole: the codec reads
+ * a message entirely before the fleet applies any of it, so a half-applied
+ * batch cannot happen.
+ */
+Test(fleet, a_message_with_one_bad_entry_applies_none)
+{
+    struct tbus b = {.rng = {12}};
+    char subject[SUBJ_CAP];
+    follow_berlin(&b, subject);
+    uint8_t m[160];
+    size_t k = mp_delta_head(m, 2);
+    k += mp_bare_set(m + k);
+    m[k++] = 0x82; /* {"v":2,"c":"r"}: no "o", neither a set nor a clear */
+    k += mp_str(m + k, "v");
+    m[k++] = 0x02;
+    k += mp_str(m + k, "c");
+    k += mp_str(m + k, "r");
+    geo_fleet_receive(b.nodes[0]->fl, subject, NULL, m, k, now_ms);
+    cr_assert_eq(fstats(b.nodes[0]).bad_messages, 1);
+    cr_assert_eq(fstats(b.nodes[0]).deltas_in, 0);
+    cr_assert_eq(fstats(b.nodes[0]).remote_members, 0);
+    struct geo_member_view v;
+    cr_assert_eq(geo_get(b.nodes[0]->geo, "drivers", 7, "q", 1, &v), RT_NOT_FOUND);
     bus_free(&b);
 }
 
