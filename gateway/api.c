@@ -320,8 +320,14 @@ int gw_api_http(struct gw_server *srv, struct lws *wsi, const char *uri)
     /* A request with a body (read or not) ends its connection with the
      * answer: see gw_http_has_body. */
     bool unread = gw_http_has_body(wsi) || !get;
-    char peer[64] = "";
-    lws_get_peer_simple(wsi, peer, sizeof peer);
+    /* The client's address (behind --trusted-proxy, the forwarded one), IPv6
+     * by its /64 for the limit, as the handshake limit counts it. */
+    const struct edge_addr *client = gw_peer_resolve(srv, wsi);
+    char peer[EDGE_KEY_TEXT];
+    if (client)
+        edge_addr_limit_key(client, peer);
+    else
+        gw_peer_text(srv, wsi, peer);
     uint64_t now = rt_mono_ms();
     uint32_t retry = 0;
     if (gw_iplimit_blocked(api->auth_failures, peer, now, &retry))

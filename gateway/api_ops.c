@@ -233,12 +233,6 @@ void gw_api_publish_answer(struct gw_api_req *r)
 
 /* ---- disconnect -------------------------------------------------------- */
 
-/* The user a session is known by (as `connected` says it). */
-static void session_user(const struct gw_session *s, char *buf, size_t len)
-{
-    snprintf(buf, len, "anon-%s", s->client_id);
-}
-
 void gw_api_disconnect(struct gw_server *srv, struct gw_api_req *r)
 {
     json_t *root = body_object(r);
@@ -268,14 +262,9 @@ void gw_api_disconnect(struct gw_server *srv, struct gw_api_req *r)
         struct gw_session *s = srv->conns.slots[i];
         if (!s || s->closing)
             continue;
-        char name[GEO_USER_MAX + 8];
-        if (user && s->state == GW_S_READY)
-            session_user(s, name, sizeof name);
-        else if (client)
-            snprintf(name, sizeof name, "%s", s->client_id);
-        else
-            continue;
-        if (strlen(name) != want_len || memcmp(name, want, want_len) != 0)
+        const char *name =
+            user ? (s->state == GW_S_READY ? gw_session_user(s) : NULL) : s->client_id;
+        if (!name || strlen(name) != want_len || memcmp(name, want, want_len) != 0)
             continue;
         /* Kicked: 4003 and no reconnect; asked to come back: 1000 and reconnect. */
         if (again)

@@ -505,3 +505,54 @@ def test_disconnect_by_client_and_by_user(gateway, tmp_path, codec):
         await a.close(check=False)
         await b.close(check=False)
     run(go())
+
+
+def test_disconnect_by_token_user_reaches_every_connection_of_that_user(gateway, tmp_path):
+    from tokens import KeySet
+    from rtclient import Client
+    keys = KeySet(tmp_path)
+    g, api = api_gateway(gateway, tmp_path, *keys.flags("HS256", "--sub-allow", ">",
+                                                        "--pub-allow", ">"))
+
+    async def go():
+        conns = []
+        for sub in ("u42", "u42", "u7"):
+            c = Client(g.url(), "json")
+            await c.open()
+            r = await c.connect(token=keys.token("HS256", sub=sub))
+            assert r["type"] == "connected" and r["user"] == sub, r
+            conns.append(c)
+        status, _, body = await call(api.post, "/api/v1/disconnect", {"user": "u42"})
+        assert status == 200 and body == {"ok": True, "disconnected": 2}, body
+        for c in conns[:2]:
+            await c.expect_disconnect(4003)
+        await conns[2].sub("still")
+        await call(api.publish, "still", 1)
+        assert (await conns[2].next_event(("msg",)))["data"] == 1
+        await conns[2].close()
+        for c in conns[:2]:
+            await c.close(check=False)
+    run(go())
+
+
+def test_failed_keys_count_per_client_address_behind_a_trusted_proxy(gateway, tmp_path):
+    """Behind a load balancer every request comes from its address: with
+    --trusted-proxy the limit keys on the forwarded client instead, so one
+    client guessing keys does not lock the others out."""
+    g, api = api_gateway(gateway, tmp_path, "--trusted-proxy", "127.0.0.1",
+                         "--api-auth-fail-burst", "2", "--api-auth-fail-rate", "1")
+    guesser = {"X-Forwarded-For": "203.0.113.5"}
+    other = {"X-Forwarded-For": "203.0.113.6"}
+    for attempt in range(5):
+        t0 = time.monotonic()
+        for i in range(2):
+            api.get("/api/v1/node", key="guess-%d" % i, headers=guesser)
+        blocked = api.get("/api/v1/node", headers=guesser)[0]
+        fine = api.get("/api/v1/node", headers=other)[0]
+        if time.monotonic() - t0 < 0.9:
+            break
+        time.sleep(2.5)
+    else:
+        raise AssertionError("the machine never did 4 requests within 0.9 s")
+    assert blocked == 429 and fine == 200, (blocked, fine)
+    assert "peer=203.0.113.5" in g.log()
