@@ -44,9 +44,11 @@ case "${1:-}" in
     mkdir -p "$work" "$art"
     dict=()
     [ -f "tests/fuzz/$target.dict" ] && dict=(-dict="tests/fuzz/$target.dict")
+    seeds=tests/fuzz/corpus/$target
+    [ -d "$seeds" ] || seeds=tests/fuzz/corpus/${target#fuzz_} # fleet_codec
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
         "$BUILD/tests/fuzz/$target" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
         -print_final_stats=1 -artifact_prefix="$art/$target-" "${dict[@]}" \
-        "$work" "tests/fuzz/corpus/$target"
+        "$work" "$seeds"
     ;;
 esac

@@ -3,6 +3,9 @@
 inputs that reach every message type, both codecs' odd corners and every
 NATS op, so each fuzz run starts from deep coverage. Re-run it after
 changing it; inputs that fuzzing found are added next to these by hand."""
+import base64
+import hashlib
+import hmac
 import json
 import os
 
@@ -125,8 +128,58 @@ def nats_wire_seeds():
         w("fuzz_nats_wire", k, v)
 
 
+JWT_SECRET = b"fuzz-secret-0123456789abcdef-0123456789abcdef"  # fuzz_jwt.c's
+
+
+def b64url(b):
+    return base64.urlsafe_b64encode(b).rstrip(b"=")
+
+
+def jwt(header, claims, secret=JWT_SECRET, sig=None):
+    signing = b64url(json.dumps(header).encode()) + b"." + b64url(json.dumps(claims).encode())
+    if sig is None:
+        sig = b64url(hmac.new(secret, signing, hashlib.sha256).digest())
+    return signing + b"." + sig
+
+
+def jwt_seeds():
+    """'T' + a token (checked against every key); 'S' + header JSON, newline,
+    claims JSON (signed with the HS256 secret by the harness)."""
+    claims = {"sub": "u42", "exp": 1900000000, "nbf": 1700000000, "iat": 1700000000,
+              "sub_allow": ["chat.*", "news.>"], "pub_allow": [], "geo_allow": ["drivers"],
+              "info": {"name": "x"}}
+    hs = {"alg": "HS256", "typ": "JWT"}
+    tokens = {
+        "hs256_valid": jwt(hs, claims),
+        "hs256_wrong_secret": jwt(hs, claims, secret=b"x" * 48),
+        "alg_none": jwt({"alg": "none"}, claims, sig=b""),
+        "rs256_junk": jwt({"alg": "RS256"}, claims, sig=b64url(b"\x01" * 256)),
+        "es256_junk": jwt({"alg": "ES256", "kid": "k"}, claims, sig=b64url(b"\x02" * 64)),
+        "two_parts": b64url(b'{"alg":"HS256"}') + b"." + b64url(b"{}"),
+        "crit": jwt({"alg": "HS256", "crit": ["exp"]}, claims),
+        "padding": jwt(hs, claims) + b"==",
+    }
+    for name, tok in tokens.items():
+        w("fuzz_jwt", "T-" + name, b"T" + tok)
+    signed = {
+        "full": (hs, claims),
+        "expired": (hs, {"sub": "u", "exp": 1600000000}),
+        "not_yet": (hs, {"sub": "u", "nbf": 1900000000}),
+        "anon_sub": (hs, {"sub": "anon-c1"}),
+        "bad_time": (hs, {"sub": "u", "exp": "soon", "iat": 1.5}),
+        "deep": (hs, {"sub": "u", "info": {"a": {"b": {"c": {"d": {"e": {"f": {}}}}}}}}),
+        "patterns": (hs, {"sub": "u", "sub_allow": ["a..b", ">", "*", "a.>.b"] * 3}),
+        "no_sub": ({"alg": "HS256"}, {"exp": 1900000000}),
+        "alg_rs": ({"alg": "RS256"}, {"sub": "u"}),
+    }
+    for name, (h, c) in signed.items():
+        w("fuzz_jwt", "S-" + name, b"S" + json.dumps(h).encode() + b"\n" + json.dumps(c).encode())
+    w("fuzz_jwt", "S-dup_keys", b'S{"alg":"HS256","alg":"none"}\n{"sub":"a","sub":"b"}')
+
+
 if __name__ == "__main__":
     json_seeds()
     msgpack_seeds()
     channel_seeds()
     nats_wire_seeds()
+    jwt_seeds()
