@@ -67,10 +67,9 @@ static int on_http(struct lws *wsi, const char *uri)
         free(body);
     } else if (!strcmp(uri, srv->cfg->ws_path)) {
         r = http_respond(wsi, 426, "text/plain", "websocket upgrade required\n", 27, 0);
-    } else if (srv->statics && gw_http_has_body(wsi)) {
-        r = http_respond(wsi, 405, "text/plain", "method not allowed\n", 19, 0);
     } else if (srv->statics) {
-        return gw_static_serve(srv->statics, wsi, uri);
+        r = gw_static_serve(srv->statics, wsi, uri); /* completes or starts its transfer */
+        return r || gw_http_has_body(wsi) ? -1 : 0;  /* a body ends the connection */
     } else {
         r = http_respond(wsi, 404, "text/plain", "not found\n", 10, 0);
     }

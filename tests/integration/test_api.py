@@ -328,6 +328,24 @@ def test_pipelined_requests_with_bodies_never_hang_the_gateway(gateway, tmp_path
     assert status == 200 and node["api"]["in_progress"] == 0
 
 
+def test_pipelined_bodies_to_static_files_never_hang_the_gateway(gateway, tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text("<html>hi</html>")
+    g = gateway("--static", str(site))
+    post = b"POST /index.html HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+    get = b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n"
+    for packet in [post * 3, get + post * 2, post + get]:
+        s = socket.create_connection(("127.0.0.1", g.port), timeout=10)
+        try:
+            s.sendall(packet)
+            got = read_responses(s, 3, timeout=10)
+        finally:
+            s.close()
+        assert got[0] is not None and got[0][0] in (200, 405), (packet, got)
+        assert g.http_get("/healthz", timeout=5)[0] == 200, packet
+
+
 def test_a_stalled_body_blocks_nobody(gateway, tmp_path):
     g, api = api_gateway(gateway, tmp_path)
 
