@@ -280,6 +280,49 @@ struct fo_stats {
 
 void fo_get_stats(const struct fo *fo, struct fo_stats *out);
 
+/* ------------------------------------------------------------------------ */
+/* Introspection (introspect.c): what the server API shows. Loop thread.    */
+
+/* One channel as this node knows it. name points into the registry (or the
+ * caller's string): use it before the registry changes. */
+struct fo_channel_view {
+    const char *name;
+    size_t name_len;
+    bool durable;         /* by the configured patterns */
+    bool active;          /* the node holds state for it (subscribers, history, dedup) */
+    uint32_t subscribers; /* local subscriptions */
+    uint64_t latest;      /* durable and active: the latest seq this node knows, 0 if none */
+    uint64_t oldest;      /* durable and active: the oldest seq still retained */
+    char epoch[PROTO_EPOCH_MAX + 1]; /* durable and active */
+};
+
+/*
+ * The channel `name` (valid): RT_OK with *out filled, or RT_NOT_FOUND when
+ * the node holds no state for it (out then has name and durable only).
+ */
+rt_status fo_channel_get(const struct fo *fo, const char *name, size_t len,
+                         struct fo_channel_view *out);
+
+#define FO_LIST_MAX 1000 /* channels per page */
+
+struct fo_list_req {
+    const char *prefix; /* only names starting with it; NULL or "" for all */
+    size_t prefix_len;
+    const char *after; /* only names after it (the last name of the previous page); NULL first */
+    size_t after_len;
+    size_t limit; /* 1..FO_LIST_MAX */
+};
+
+/*
+ * One page of the channels with state on this node, in byte order of their
+ * names: at most req->limit into out[], *n of them, *more when more follow
+ * (ask again with after = the last name). One pass over the table:
+ * O(channels x log limit), bounded by fo_config.max_channels. RT_INVAL for
+ * a limit outside 1..FO_LIST_MAX.
+ */
+rt_status fo_channel_list(const struct fo *fo, const struct fo_list_req *req,
+                          struct fo_channel_view *out, size_t *n, bool *more);
+
 /*
  * Drops expired history and dedup entries and frees channels left with no
  * state. Call about once a second. Ages are measured on the fan-out's own

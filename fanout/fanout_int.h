@@ -25,7 +25,8 @@
 
 /*
  * Tables keyed by byte strings: an rt_htab (common/rt.h) of fo_hnodes whose
- * hash is rt_hash_bytes of the key. Embed one in the hashed struct; key
+ * hash is rt_hash_bytes of the key (keyed per process: channel names and
+ * msg_ids are the clients' choice). Embed one in the hashed struct; key
  * points into that struct. Init, free, remove and each are rt_htab's.
  */
 struct fo_hnode {

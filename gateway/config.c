@@ -230,6 +230,20 @@ static const struct opt opts[] = {
     {"nats-nkey", OPT_STR, OFF(nats_security.nkey_file),
      sizeof(((struct gw_config *)0)->nats_security.nkey_file),
      "file holding an NKey user seed (SU...) to sign in with"},
+    {"api-key-file", OPT_STR, OFF(api_key_file), sizeof(((struct gw_config *)0)->api_key_file),
+     "turns the server API on (docs/api.md): /api/v1/... on this port, for requests with "
+     "`Authorization: Bearer <the key in FILE>`; without it every /api/ path is a 404"},
+    {"api-max-body-bytes", OPT_SIZE, OFF(api_max_body_bytes), 0,
+     "largest API request body, 1024..67108864 (default 1048576)"},
+    {"api-pub-rate", OPT_U32, OFF(api_pub_bucket.rate), 0,
+     "messages per second published through the API, whole node, 0 = unlimited "
+     "(default 10000)"},
+    {"api-pub-burst", OPT_U32, OFF(api_pub_bucket.burst), 0, "API publish burst (default 20000)"},
+    {"api-auth-fail-rate", OPT_U32, OFF(api_auth_bucket.rate), 0,
+     "failed API keys per second per remote address before its requests get 429 "
+     "(default 1)"},
+    {"api-auth-fail-burst", OPT_U32, OFF(api_auth_bucket.burst), 0,
+     "failed API key burst per address (default 10)"},
 };
 
 #define N_OPTS (sizeof opts / sizeof opts[0])
@@ -283,6 +297,9 @@ static void set_defaults(struct gw_config *cfg)
     cfg->jwt_leeway_ms = 5000;
     cfg->static_max_bytes = 16u << 20;
     cfg->handshake_timeout_ms = 10000;
+    cfg->api_max_body_bytes = 1u << 20;
+    cfg->api_pub_bucket = (struct rt_bucket_cfg){.rate = 10000, .burst = 20000};
+    cfg->api_auth_bucket = (struct rt_bucket_cfg){.rate = 1, .burst = 10};
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur > 512)
         cfg->max_connections = (uint32_t)(rl.rlim_cur > 1000000 ? 1000000 : rl.rlim_cur - 256);
@@ -660,7 +677,8 @@ void gw_config_usage(FILE *out)
     fprintf(out, "Usage: rtgate [--config FILE] [--OPTION VALUE]...\n\n"
                  "rtgate is a WebSocket realtime gateway: clients connect at ws://HOST:PORT/ws,\n"
                  "subscribe to channels and publish; see README.md and docs/protocol.md.\n"
-                 "HTTP on the same port: /healthz, /readyz, /metrics (Prometheus).\n\n"
+                 "HTTP on the same port: /healthz, /readyz, /metrics (Prometheus), and the\n"
+                 "server API /api/v1/... with --api-key-file (docs/api.md).\n\n"
                  "Options: also `name = value` lines in the --config file, and environment\n"
                  "variables RTGATE_<NAME> (--max-subs is RTGATE_MAX_SUBS; RTGATE_EPHEMERAL is a\n"
                  "comma-separated list). Precedence: defaults < file < environment < flags.\n");
@@ -713,6 +731,9 @@ static rt_status check(struct gw_config *cfg)
         cfg->geo_share_precision > cfg->geo_precision || cfg->geo_snapshot_wait_ms == 0 ||
         cfg->geo_max_follows == 0 || cfg->geo_publish_ms > 1000 || cfg->nats_read_window_ms > 100 ||
         cfg->sub_timeout_ms < 100 || cfg->max_pending_subs == 0 || cfg->conn_bucket.burst == 0 ||
+        cfg->api_max_body_bytes < 1024 || cfg->api_max_body_bytes > (64u << 20) ||
+        cfg->api_pub_bucket.burst == 0 || cfg->api_auth_bucket.rate == 0 ||
+        cfg->api_auth_bucket.burst == 0 ||
         (uint64_t)cfg->drain_timeout_ms < (uint64_t)cfg->drain_grace_ms + cfg->drain_ms) {
         fprintf(stderr,
                 "rtgate: inconsistent options (bursts >= 1, max-message-bytes >= 64, "
@@ -721,7 +742,8 @@ static rt_status check(struct gw_config *cfg)
                 "ws-path starting with /, nats-replicas >= 1, presence-ttl-ms >= 300, "
                 "geo-share-precision 1..geo-precision, geo-publish-ms <= 1000, "
                 "nats-read-window-ms <= 100, sub-timeout-ms >= 100, max-pending-subs >= 1, "
-                "drain-timeout-ms >= drain-grace-ms + drain-ms)\n");
+                "drain-timeout-ms >= drain-grace-ms + drain-ms, api-max-body-bytes 1024..67108864, "
+                "api bursts and api-auth-fail-rate >= 1)\n");
         return RT_INVAL;
     }
     return RT_OK;

@@ -108,6 +108,10 @@ struct gw_config {
     bool proxy_v2; /* derived: proxy_protocol is "v2" */
     /* --nats-ca, --nats-tls-cert, --nats-tls-key, --nats-creds, --nats-nkey */
     struct fo_nats_security nats_security;
+    char api_key_file[1024];              /* --api-key-file: "" = the server API is off */
+    size_t api_max_body_bytes;            /* largest API request body (413 past it) */
+    struct rt_bucket_cfg api_pub_bucket;  /* API publishes, node-wide */
+    struct rt_bucket_cfg api_auth_bucket; /* failed API keys per remote address */
 };
 
 /*
@@ -244,6 +248,9 @@ void gw_iplimit_destroy(struct gw_iplimit *ipl);
 /* Takes a token for `ip`; false with *retry_after_ms when over the rate. */
 bool gw_iplimit_take(struct gw_iplimit *ipl, const char *ip, uint64_t now_ms,
                      uint32_t *retry_after_ms);
+/* True (with *retry_after_ms) when `ip` has no token left; takes nothing. */
+bool gw_iplimit_blocked(struct gw_iplimit *ipl, const char *ip, uint64_t now_ms,
+                        uint32_t *retry_after_ms);
 
 /* ------------------------------------------------------------------ */
 /* Connections and the server. */
@@ -254,6 +261,7 @@ enum gw_state {
 };
 
 struct gw_server;
+struct gw_api;
 struct gw_geo_req;
 struct geo_fleet;
 struct lws;
@@ -370,6 +378,7 @@ struct gw_server {
     struct gw_peer *peers;     /* peer.c: who each connection is from, by fd */
     uint32_t peers_cap;
     struct gw_tls *tls; /* tls.c: NULL without --tls-cert */
+    struct gw_api *api; /* the server API (api.h), NULL when off */
 };
 
 /* session.c: the session layer called by the lws callback in server.c. */
@@ -445,6 +454,11 @@ void gw_presence_closed(struct gw_session *s);
 /* Fleet heartbeats, expiry and deadlines (the sweep timer); publishing (each loop iteration). */
 void gw_presence_tick(struct gw_server *srv, uint64_t now_ms);
 void gw_presence_flush(struct gw_server *srv);
+/* Writes one member as geo.near answers it ({"client","user","lat","lon"
+ * [,"dist_m"][,"meta"]}), with "local" (on this node, not another's) for
+ * the server API. */
+void gw_presence_write_member(struct proto_writer *w, const struct geo_member_view *m,
+                              bool with_dist, double dist_m, bool with_local);
 
 /* The fan-out sink, bound to the server. */
 struct fo_sink gw_session_sink(struct gw_server *srv);

@@ -4,6 +4,7 @@
  * accept to write; publish: request to reply), closes by code, build info,
  * the loop's busy time and readiness.
  */
+#include "api.h"
 #include "fleet.h"
 #include "gw.h"
 
@@ -282,6 +283,14 @@ char *gw_metrics_render(const struct gw_server *srv, size_t *len)
     metric(&o, "geo_sets_total", "counter", "geo.set updates stored", gs.sets);
     metric(&o, "geo_events_total", "counter", "Watch events (join, move, leave) reported",
            gs.events);
+    uint64_t api_requests, api_in_progress, api_failed_keys;
+    gw_api_counts(srv, &api_requests, &api_in_progress, &api_failed_keys);
+    metric(&o, "api_requests_total", "counter", "Server API requests (--api-key-file)",
+           api_requests);
+    metric(&o, "api_in_progress", "gauge",
+           "Server API requests reading a body or waiting for the engine", api_in_progress);
+    metric(&o, "api_failed_keys_total", "counter",
+           "Server API requests with a missing or wrong key", api_failed_keys);
     metric(&o, "draining", "gauge", "1 while draining", srv->draining);
     closes(&o, m);
     histogram(&o, "delivery_latency_seconds",

@@ -4,6 +4,7 @@
  * abuse and closes. Called by the thin lws callback in server.c. Everything
  * runs on the loop thread.
  */
+#include "api.h"
 #include "gw.h"
 
 #include <libwebsockets.h>
@@ -667,6 +668,10 @@ static void sink_pub_done(void *ctx, uint64_t conn_id, int64_t req_id,
                           const struct fo_pub_result *res)
 {
     gw_pubtimes_done(ctx, conn_id, req_id);
+    if (gw_api_is_request(conn_id)) {
+        gw_api_pub_done(ctx, conn_id, req_id, res); /* a publish of the server API */
+        return;
+    }
     struct gw_session *s = sink_session(ctx, conn_id);
     if (s)
         reply_pub(s, req_id, res);
