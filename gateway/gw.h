@@ -82,8 +82,10 @@ struct gw_config {
     char nats_url[1024];  /* --nats: non-empty selects the nats engine */
     char nats_stream[64]; /* JetStream stream of durable channels (default RTGATE) */
     uint32_t nats_replicas;
-    uint32_t nats_loop_reader;    /* 1: ephemeral live subjects read on the loop */
-    uint32_t nats_read_window_ms; /* the loop reader's read window */
+    uint32_t nats_read_window_ms;       /* the loop reader's read window */
+    uint32_t sub_timeout_ms;            /* a sub waiting for NATS gets 503 after this */
+    uint32_t max_pending_subs;          /* subs waiting for NATS on the node (503 past it) */
+    uint32_t max_pending_subs_per_conn; /* of them, per connection (429); 0: max_subs */
     /* Tokens and permissions (authz.c, docs/protocol.md "Authentication"). */
     char jwt_key_file[1024]; /* --jwt-key: non-empty turns authentication on */
     char jwt_alg[8];         /* "" = derived from a PEM public key */
@@ -119,6 +121,9 @@ struct gw_config {
  */
 rt_status gw_config_load(struct gw_config *cfg, int argc, char **argv);
 void gw_config_free(struct gw_config *cfg);
+/* gw_config_load without the key (no authz.c): the file's and flags' values, checked. */
+rt_status gw_config_parse(struct gw_config *cfg, int argc, char **argv);
+void gw_config_free_parsed(struct gw_config *cfg);
 /*
  * Logs every RTGATE_* environment variable that is no option: a misspelt one
  * would be ignored in silence. Called once the gateway has started, so that a
@@ -299,7 +304,8 @@ struct gw_session {
     const char *close_reason;
     uint8_t *rx_buf; /* reassembly of a message split over callbacks */
     size_t rx_len;
-    uint16_t peer_close_code; /* the code of the client's close frame, 0 before one */
+    struct gw_pending *pending; /* pending.c: requests behind subs waiting for NATS */
+    uint16_t peer_close_code;   /* the code of the client's close frame, 0 before one */
     char client_id[28];
     struct auth_claims *claims; /* authz.c: the session's token, NULL when anonymous */
     uint64_t token_deadline_ms; /* monotonic: past it the session closes 4001 (0: never) */
@@ -395,6 +401,19 @@ void gw_session_reply_error(struct gw_session *s, const struct proto_msg *m, int
 void gw_session_begin_reply(struct gw_session *s, struct proto_writer *w, int64_t id);
 /* Ends the message begun on srv->reply and queues it (also for events). */
 void gw_session_finish_reply(struct gw_session *s, struct proto_writer *w);
+
+/* Runs one request of a connected session (the switch behind handle_msg). */
+void gw_session_dispatch(struct gw_session *s, const struct proto_msg *m);
+
+/* pending.c: requests that wait behind this connection's subs waiting for NATS. */
+struct gw_pending;
+/* True if m was taken (queued behind a sub of its channel, or answered 429). */
+bool gw_pending_defer(struct gw_session *s, const struct proto_msg *m);
+void gw_pending_sub_started(struct gw_session *s, int64_t req_id, const char *channel, size_t len);
+void gw_pending_sub_done(struct gw_session *s, int64_t req_id);
+/* Runs what may run now (from gw_session_flush). */
+void gw_pending_run(struct gw_session *s);
+void gw_pending_free(struct gw_session *s);
 
 /*
  * authz.c: tokens and permissions (docs/protocol.md, Authentication).
