@@ -113,6 +113,23 @@ static const struct opt opts[] = {
      "with --nats: cells one connection may have started following (or hold by its "
      "watches) that are still followed; past it its queries on new cells get 429, other "
      "connections' do not (0 = the default, max(64, geo-max-follows / 16))"},
+    {"user-pub-rate", OPT_U32, OFF(user_pub_bucket.rate), 0,
+     "publishes per second per user (token sub), all its connections on every node together; "
+     "0 = no such limit (default 0; docs/users.md)"},
+    {"user-pub-burst", OPT_U32, OFF(user_pub_bucket.burst), 0,
+     "publish burst per user (default: user-pub-rate)"},
+    {"user-max-conns", OPT_U32, OFF(user_max_conns), 0,
+     "connections per user on all nodes together; past it connect gets 429 and close 4029; "
+     "0 = no limit (default 0)"},
+    {"user-sync-ms", OPT_U32, OFF(user_sync_ms), 0,
+     "with --nats: users' publishes, connections and channel presence go to the other nodes at "
+     "most this often, batched (1..1000, default 20)"},
+    {"presence-max-members", OPT_U32, OFF(presence_max_members), 0,
+     "members of one channel's presence listed in replies and join/leave events; past it the "
+     "channel only counts them (default 1000)"},
+    {"presence-allow", OPT_POLICY, OFF(presence_allow), 0,
+     "PATTERN: channels whose presence sessions without a presence_allow claim may take part "
+     "in (sub with presence:true); repeatable; \"\" allows none. Default: the sub rule"},
     {"workers", OPT_U32, OFF(workers), 0,
      "gateway processes sharing the listen port (SO_REUSEPORT); more than 1 needs --nats, "
      "since each process is its own node (default 1)"},
@@ -208,6 +225,8 @@ static void set_defaults(struct gw_config *cfg)
     cfg->geo_snapshot_wait_ms = 1000;
     cfg->geo_max_follows = 10000;
     cfg->geo_publish_ms = 10;
+    cfg->user_sync_ms = 20;
+    cfg->presence_max_members = 1000;
     cfg->drain_timeout_ms = 10000;
     cfg->rx_buffer = 1024;
     cfg->log_level = RT_LOG_INFO;
@@ -423,14 +442,16 @@ static rt_status check(struct gw_config *cfg)
         cfg->nats_replicas == 0 || cfg->presence_ttl_ms < 300 || cfg->geo_share_precision < 1 ||
         cfg->geo_share_precision > cfg->geo_precision || cfg->geo_snapshot_wait_ms == 0 ||
         cfg->geo_max_follows == 0 || cfg->geo_publish_ms > 1000 || cfg->nats_loop_reader > 1 ||
-        cfg->nats_read_window_ms > 100) {
+        cfg->nats_read_window_ms > 100 || cfg->user_sync_ms == 0 || cfg->user_sync_ms > 1000 ||
+        cfg->presence_max_members == 0) {
         fprintf(stderr,
                 "rtgate: inconsistent options (bursts >= 1, max-message-bytes >= 64, "
                 "history >= 1, idle-timeout-ms > ping-interval-ms >= 1000, "
                 "flush-window-ms and -max-ms <= 1000, workers 1..64 and > 1 only with --nats, "
                 "ws-path starting with /, nats-replicas >= 1, presence-ttl-ms >= 300, "
                 "geo-share-precision 1..geo-precision, geo-publish-ms <= 1000, "
-                "nats-loop-reader 0 or 1, nats-read-window-ms <= 100)\n");
+                "nats-loop-reader 0 or 1, nats-read-window-ms <= 100, user-sync-ms 1..1000, "
+                "presence-max-members >= 1)\n");
         return RT_INVAL;
     }
     return RT_OK;

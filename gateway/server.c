@@ -194,6 +194,7 @@ static void adapt_window(struct gw_server *srv)
 void gw_server_sweep(struct gw_server *srv, uint64_t now_ms)
 {
     gw_presence_tick(srv, now_ms);
+    gw_users_tick(srv, now_ms);
     adapt_window(srv);
     for (uint32_t i = 0; i < srv->conns.used; i++)
         if (srv->conns.slots[i])
@@ -312,6 +313,7 @@ static void on_hold_timer(uv_timer_t *t)
 void gw_server_flush(struct gw_server *srv)
 {
     gw_presence_flush(srv); /* presence changes of this iteration, batched per cell */
+    gw_users_flush(srv);
     uint64_t window = srv->window_us;
     uint64_t now = window && srv->n_dirty ? gw_now_us() : 0;
     /* Flushing may queue more (a drained outbox pumps durable catch-up): the
@@ -553,7 +555,7 @@ rt_status gw_server_start(struct gw_server *srv, const struct gw_config *cfg, vo
         gw_conns_init(&srv->conns, cfg->max_connections + 64) != RT_OK ||
         gw_iplimit_create(&cfg->ip_bucket, IPLIMIT_SLOTS, &srv->iplimit) != RT_OK ||
         make_fanout(srv, cfg) != RT_OK || gw_presence_create(srv) != RT_OK ||
-        gw_static_create(cfg, &srv->statics) != RT_OK) {
+        gw_users_create(srv) != RT_OK || gw_static_create(cfg, &srv->statics) != RT_OK) {
         free(scratch);
         gw_server_free(srv);
         return RT_NOMEM;
@@ -585,6 +587,7 @@ void gw_server_stop(struct gw_server *srv)
 void gw_server_free(struct gw_server *srv)
 {
     gw_server_stop(srv);
+    gw_users_destroy(srv);
     gw_presence_destroy(srv);
     gw_static_destroy(srv->statics);
     srv->statics = NULL;

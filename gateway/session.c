@@ -140,7 +140,7 @@ static void on_connect(struct gw_session *s, const struct proto_msg *m)
         gw_session_reply_error(s, m, RT_E_CONFLICT, "already connected", 0);
         return;
     }
-    if (!gw_authz_connect(s, m))
+    if (!gw_authz_connect(s, m) || !gw_users_connect(s, m))
         return;
     if (fo_client_create(srv->fo, s->conn_id, &s->fo) != RT_OK) {
         gw_session_reply_error(s, m, RT_E_UNAVAILABLE, "out of memory", 1000);
@@ -171,8 +171,8 @@ static void on_connect(struct gw_session *s, const struct proto_msg *m)
 
 static void on_sub(struct gw_session *s, const struct proto_msg *m)
 {
-    if (!gw_authz_may_sub(s, m))
-        return;
+    if (!gw_authz_may_sub(s, m) || gw_chan_presence_sub(s, m))
+        return; /* refused, or waiting for the channel's members (chan_presence.c) */
     struct fo_sub_req req = {
         .channel = m->channel.ptr,
         .channel_len = m->channel.len,
@@ -182,11 +182,11 @@ static void on_sub(struct gw_session *s, const struct proto_msg *m)
         .epoch_len = m->epoch.len,
     };
     struct fo_sub_result res;
-    if (fo_subscribe(s->fo, &req, &res) != RT_OK) {
-        gw_session_reply_error(s, m, RT_E_UNAVAILABLE, "subscribe failed", 1000);
-        return;
-    }
+    if (fo_subscribe(s->fo, &req, &res) != RT_OK)
+        res = (struct fo_sub_result){
+            .error = RT_E_UNAVAILABLE, .error_message = "subscribe failed", .retry_after_ms = 1000};
     if (res.error) {
+        gw_chan_presence_reply(s, m->id, NULL);
         gw_session_reply_error(s, m, res.error, res.error_message, res.retry_after_ms);
         return;
     }
@@ -199,9 +199,15 @@ static void on_sub(struct gw_session *s, const struct proto_msg *m)
     }
     if (res.has_recovered)
         proto_w_kbool(&w, "recovered", res.recovered);
+    gw_chan_presence_reply(s, m->id, &w);
     gw_session_finish_reply(s, &w);
     /* Replay (when recovered) goes out after the reply. */
     fo_client_pump(s->fo);
+}
+
+void gw_session_resume_sub(struct gw_session *s, const struct proto_msg *m)
+{
+    on_sub(s, m);
 }
 
 static void on_unsub(struct gw_session *s, const struct proto_msg *m)
@@ -210,6 +216,7 @@ static void on_unsub(struct gw_session *s, const struct proto_msg *m)
         gw_session_reply_error(s, m, RT_E_NOT_FOUND, "not subscribed to this channel", 0);
         return;
     }
+    gw_chan_presence_unsub(s, m);
     struct proto_writer w;
     gw_session_begin_reply(s, &w, m->id);
     gw_session_finish_reply(s, &w);
@@ -240,6 +247,8 @@ static void on_pub(struct gw_session *s, const struct proto_msg *m)
         gw_session_reply_error(s, m, RT_E_RATE_LIMITED, "publish rate exceeded", retry);
         return;
     }
+    if (!gw_users_may_pub(s, m))
+        return; /* over the user's rate, all its connections together (users.c) */
     struct fo_pub_req req = {
         .channel = m->channel.ptr,
         .channel_len = m->channel.len,
@@ -552,6 +561,7 @@ void gw_session_closed(struct gw_session *s)
     struct gw_server *srv = s->srv;
     if (!srv || !s->conn_id)
         return;
+    gw_users_closed(s);
     gw_presence_closed(s);
     gw_authz_closed(s);
     fo_client_destroy(s->fo);
