@@ -389,6 +389,8 @@ rt_status gw_users_create(struct gw_server *srv);
 void gw_users_destroy(struct gw_server *srv);
 /* The connect of a user: false when over its connection limit (answered 429, closing 4029). */
 bool gw_users_connect(struct gw_session *s, const struct proto_msg *m);
+/* The user limits in force, into connected's "limits" (when set). */
+void gw_users_write_limits(const struct gw_session *s, struct proto_writer *w);
 /* A publish of the session's user: false when over its rate (answered 429). */
 bool gw_users_may_pub(struct gw_session *s, const struct proto_msg *m);
 /* The session is gone: its presence ends, its place is free. */

@@ -163,6 +163,7 @@ static void on_connect(struct gw_session *s, const struct proto_msg *m)
     proto_w_kuint(&w, "max_message_bytes", cfg->max_message_bytes);
     proto_w_kuint(&w, "max_subs", cfg->max_subs);
     proto_w_kuint(&w, "max_unacked", cfg->max_unacked);
+    gw_users_write_limits(s, &w);
     proto_w_end(&w);
     gw_authz_write_expiry(s, &w);
     gw_session_finish_reply(s, &w);

@@ -70,6 +70,18 @@ bool gw_users_connect(struct gw_session *s, const struct proto_msg *m)
     return false;
 }
 
+void gw_users_write_limits(const struct gw_session *s, struct proto_writer *w)
+{
+    const struct gw_config *cfg = s->srv->cfg;
+    const struct rt_bucket_cfg *b = &cfg->user_pub_bucket;
+    if (b->rate) {
+        proto_w_kuint(w, "user_pub_rate", b->rate);
+        proto_w_kuint(w, "user_pub_burst", b->burst ? b->burst : b->rate);
+    }
+    if (cfg->user_max_conns)
+        proto_w_kuint(w, "user_max_conns", cfg->user_max_conns);
+}
+
 bool gw_users_may_pub(struct gw_session *s, const struct proto_msg *m)
 {
     uint32_t retry = 0;
