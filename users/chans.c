@@ -167,6 +167,30 @@ static void snapshot_check(struct users *u, struct users_chan *ch)
 /* ------------------------------------------------------------------------ */
 /* Following                                                                  */
 
+static void chan_free(struct users *u, struct users_chan *ch);
+
+/* Nobody here is in ch or waiting for it: it only lingers. */
+static bool chan_idle(const struct users_chan *ch)
+{
+    return !ch->n_watchers && !ch->n_waiters && !ch->dirty_listed && !ch->snap;
+}
+
+/*
+ * At max_channels: the channel that lingered longest makes room, so that
+ * connections cycling through channels cannot fill the table for the
+ * linger time; only channels somebody is in count against the limit.
+ */
+static bool unfollow_idlest(struct users *u)
+{
+    struct users_chan *best = NULL;
+    for (struct users_chan *ch = u->chan_list; ch; ch = ch->next)
+        if (chan_idle(ch) && (!best || ch->last_used < best->last_used))
+            best = ch;
+    if (best)
+        chan_free(u, best);
+    return best != NULL;
+}
+
 rt_status users__chan_follow(struct users *u, const char *name, size_t len, struct users_chan **out)
 {
     struct users_chan *ch = users__chan_find(u, name, len);
@@ -176,7 +200,7 @@ rt_status users__chan_follow(struct users *u, const char *name, size_t len, stru
     }
     if (!proto_channel_valid(name, len))
         return RT_INVAL;
-    if (rt_htab_count(&u->chans) >= u->max_channels)
+    if (rt_htab_count(&u->chans) >= u->max_channels && !unfollow_idlest(u))
         return RT_LIMIT;
     if (rt_htab_reserve(&u->chans) != RT_OK || !(ch = calloc(1, sizeof(*ch))))
         return RT_NOMEM;
@@ -231,8 +255,7 @@ void users__tick_chans(struct users *u)
         next = ch->next;
         snapshot_check(u, ch);
         users__members_tick(u, ch);
-        if (!ch->n_watchers && !ch->n_waiters && !ch->dirty_listed && !ch->snap &&
-            u->now - ch->last_used >= u->linger_ms)
+        if (chan_idle(ch) && u->now - ch->last_used >= u->linger_ms)
             chan_free(u, ch); /* nobody here is in it: its members matter to nobody here */
     }
 }

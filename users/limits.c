@@ -193,10 +193,14 @@ rt_status users_conn_open(struct users *u, const struct users_conn_in *in, uint6
         *retry_after_ms = retry_after(u, usr);
         return RT_LIMIT;
     }
+    /* The list is kept only for the limit: a user with no limit may have thousands of
+     * connections here (one token for a whole load test, say), each an O(n) insert. */
+    bool listed = u->max_conns && !in->anonymous;
     struct users_conn *c = calloc(1, sizeof(*c));
     if (!c || (in->info_len && !(c->info = malloc(in->info_len))) ||
         rt_htab_reserve(&u->conns) != RT_OK ||
-        !conns_insert(usr, USERS_LOCAL, in->wall_ms, in->client, in->client_len, in->conn, 0)) {
+        (listed &&
+         !conns_insert(usr, USERS_LOCAL, in->wall_ms, in->client, in->client_len, in->conn, 0))) {
         if (c)
             free(c->info);
         free(c);
@@ -210,8 +214,10 @@ rt_status users_conn_open(struct users *u, const struct users_conn_in *in, uint6
     c->h.hash = rt_hash_u64(in->conn);
     rt_htab_insert(&u->conns, &c->h);
     usr->local_conns++;
-    usr->conns_changed = true;
-    user_mark_dirty(u, usr);
+    if (listed) {
+        usr->conns_changed = true;
+        user_mark_dirty(u, usr);
+    }
     return RT_OK;
 }
 
@@ -231,8 +237,10 @@ void users_conn_close(struct users *u, uint64_t conn)
             break;
         }
     usr->local_conns--;
-    usr->conns_changed = true;
-    user_mark_dirty(u, usr);
+    if (u->max_conns && !usr->anonymous) {
+        usr->conns_changed = true;
+        user_mark_dirty(u, usr);
+    }
     rt_htab_remove(&u->conns, &c->h);
     free(c->chans);
     free(c->info);
@@ -361,9 +369,9 @@ static void report_put(struct report *r, struct users_user *usr, bool conns, uin
         r->started = true;
     }
     uint32_t n = 0;
-    if (conns && users__grow((void **)&r->scratch, &r->cap_scratch, usr->local_conns + 1,
-                             sizeof(*r->scratch)))
-        for (uint32_t i = 0; i < usr->n_conns && n < usr->local_conns; i++)
+    if (conns &&
+        users__grow((void **)&r->scratch, &r->cap_scratch, usr->n_conns + 1, sizeof(*r->scratch)))
+        for (uint32_t i = 0; i < usr->n_conns; i++)
             if (usr->conns[i].node == USERS_LOCAL)
                 r->scratch[n++] = (struct users_wire_conn){usr->conns[i].ts, usr->conns[i].client,
                                                            usr->conns[i].client_len};

@@ -593,6 +593,28 @@ Test(users_single, presence_on_one_node_joins_and_leaves_users_not_connections)
     users_destroy(u);
 }
 
+Test(users_single, at_the_channel_cap_a_lingering_channel_makes_room_a_watched_one_does_not)
+{
+    struct users_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.max_channels = 2;
+    struct users *u;
+    cr_assert_eq(users_create(&cfg, now_ms, &u), RT_OK);
+    cr_assert_eq(single_open(u, 1, "alice", false), RT_OK);
+    cr_assert_eq(users_presence_enter(u, 1, "a", 1), RT_OK);
+    cr_assert_eq(users_presence_enter(u, 1, "b", 1), RT_OK);
+    uint64_t ticket;
+    bool ready;
+    cr_assert_eq(users_presence_want(u, "c", 1, now_ms, &ticket, &ready), RT_LIMIT);
+    cr_assert_eq(users_presence_leave(u, 1, "a", 1), RT_OK); /* a lingers */
+    cr_assert_eq(users_presence_want(u, "c", 1, now_ms, &ticket, &ready), RT_OK);
+    cr_assert(ready);
+    struct users_presence_view v;
+    cr_assert_eq(users_presence_view(u, "a", 1, &v, NULL, NULL), RT_NOT_FOUND, "a made room");
+    cr_assert_eq(users_presence_view(u, "b", 1, &v, NULL, NULL), RT_OK);
+    users_destroy(u);
+}
+
 /* ---------------------------------------------------------------------- */
 /* Limits across the fleet                                                  */
 
