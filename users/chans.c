@@ -43,7 +43,7 @@ static struct snap_peer *peer_add(struct chan_snapshot *s, uint64_t token)
     struct snap_peer *p = peer_find(s, token);
     if (p)
         return p;
-    if (!users__grow((void **)&s->peers, &s->cap_peers, s->n_peers + 1, sizeof(*s->peers)))
+    if (!rt_grow((void **)&s->peers, &s->cap_peers, s->n_peers + 1, sizeof(*s->peers)))
         return NULL;
     p = &s->peers[s->n_peers++];
     memset(p, 0, sizeof(*p));
@@ -89,6 +89,7 @@ static void snapshot_start(struct users *u, struct users_chan *ch, struct users_
         s->n_peers = 0;
     }
     s->deadline = u->now + u->wait_ms;
+    ch->last_snapshot = u->now;
     if (nd) {
         struct snap_peer *p = peer_add(s, nd->token);
         if (p)
@@ -102,7 +103,7 @@ static void snapshot_start(struct users *u, struct users_chan *ch, struct users_
 
 static bool ready_push(struct users *u, uint64_t ticket, bool partial)
 {
-    if (!users__grow((void **)&u->readyq, &u->cap_ready, u->n_ready + 1, sizeof(*u->readyq)))
+    if (!rt_grow((void **)&u->readyq, &u->cap_ready, u->n_ready + 1, sizeof(*u->readyq)))
         return false;
     u->readyq[u->n_ready++] = (struct ready_report){ticket, partial};
     return true;
@@ -254,6 +255,10 @@ void users__tick_chans(struct users *u)
     for (struct users_chan *ch = u->chan_list, *next; ch; ch = next) {
         next = ch->next;
         snapshot_check(u, ch);
+        /* A node that did not answer in time (slow, not dead: the ttl drops the dead) is
+         * asked again, every USERS_RESYNC_GAP_MS, until the channel is complete. */
+        if (ch->partial && !ch->snap && u->now - ch->last_snapshot >= USERS_RESYNC_GAP_MS)
+            snapshot_start(u, ch, NULL);
         users__members_tick(u, ch);
         if (chan_idle(ch) && u->now - ch->last_used >= u->linger_ms)
             chan_free(u, ch); /* nobody here is in it: its members matter to nobody here */
@@ -502,8 +507,8 @@ rt_status users_presence_want(struct users *u, const char *channel, size_t len, 
     }
     struct presence_want *w = calloc(1, sizeof(*w));
     if (!w || rt_htab_reserve(&u->wants) != RT_OK ||
-        !users__grow((void **)&ch->waiters, &ch->cap_waiters, ch->n_waiters + 1,
-                     sizeof(*ch->waiters))) {
+        !rt_grow((void **)&ch->waiters, &ch->cap_waiters, ch->n_waiters + 1,
+                 sizeof(*ch->waiters))) {
         free(w);
         return RT_NOMEM;
     }
@@ -567,9 +572,9 @@ rt_status users_presence_enter(struct users *u, uint64_t conn, const char *chann
     rt_status st = users__chan_follow(u, channel, len, &ch);
     if (st != RT_OK)
         return st;
-    if (!users__grow((void **)&c->chans, &c->cap_chans, c->n_chans + 1, sizeof(*c->chans)) ||
-        !users__grow((void **)&ch->watchers, &ch->cap_watchers, ch->n_watchers + 1,
-                     sizeof(*ch->watchers)))
+    if (!rt_grow((void **)&c->chans, &c->cap_chans, c->n_chans + 1, sizeof(*c->chans)) ||
+        !rt_grow((void **)&ch->watchers, &ch->cap_watchers, ch->n_watchers + 1,
+                 sizeof(*ch->watchers)))
         return RT_NOMEM;
     struct users_user *usr = c->user;
     const struct holder *h = local_holder(ch, usr);

@@ -86,7 +86,7 @@ static int conn_cmp(const struct conn_entry *a, uint64_t ts, const char *client,
 static bool conns_insert(struct users_user *usr, uint64_t node, uint64_t ts, const char *client,
                          size_t len, uint64_t conn, uint32_t epoch)
 {
-    if (!users__grow((void **)&usr->conns, &usr->cap_conns, usr->n_conns + 1, sizeof(*usr->conns)))
+    if (!rt_grow((void **)&usr->conns, &usr->cap_conns, usr->n_conns + 1, sizeof(*usr->conns)))
         return false;
     uint32_t at = usr->n_conns;
     while (at > 0 && conn_cmp(&usr->conns[at - 1], ts, client, len) > 0)
@@ -370,7 +370,7 @@ static void report_put(struct report *r, struct users_user *usr, bool conns, uin
     }
     uint32_t n = 0;
     if (conns &&
-        users__grow((void **)&r->scratch, &r->cap_scratch, usr->n_conns + 1, sizeof(*r->scratch)))
+        rt_grow((void **)&r->scratch, &r->cap_scratch, usr->n_conns + 1, sizeof(*r->scratch)))
         for (uint32_t i = 0; i < usr->n_conns; i++)
             if (usr->conns[i].node == USERS_LOCAL)
                 r->scratch[n++] = (struct users_wire_conn){usr->conns[i].ts, usr->conns[i].client,

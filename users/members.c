@@ -130,8 +130,8 @@ bool users__member_set(struct users *u, struct users_chan *ch, uint64_t node, co
             holder_remove(m, h);
     } else {
         if (!h) {
-            if (!users__grow((void **)&m->holders, &m->cap_holders, m->n_holders + 1,
-                             sizeof(*m->holders))) {
+            if (!rt_grow((void **)&m->holders, &m->cap_holders, m->n_holders + 1,
+                         sizeof(*m->holders))) {
                 if (fresh)
                     member_free(ch, m);
                 return false;
@@ -197,7 +197,7 @@ static void find_holders_cb(struct rt_hnode *n, void *arg)
     struct holder *h = holder_find(m, d->node);
     if (!h || (d->sweep && (h->named == d->req || h->v > d->watermark)))
         return;
-    if (users__grow((void **)&d->found, &d->cap, d->n + 1, sizeof(*d->found)))
+    if (rt_grow((void **)&d->found, &d->cap, d->n + 1, sizeof(*d->found)))
         d->found[d->n++] = m; /* out of memory: kept, the next resync tries again */
 }
 

@@ -11,21 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-bool users__grow(void **v, uint32_t *cap, uint32_t need, size_t size)
-{
-    if (need <= *cap)
-        return true;
-    uint32_t ncap = *cap ? *cap * 2 : 4;
-    while (ncap < need)
-        ncap *= 2;
-    void *nv = realloc(*v, (size_t)ncap * size);
-    if (!nv)
-        return false;
-    *v = nv;
-    *cap = ncap;
-    return true;
-}
-
 void users__publish(struct users *u, const char *subject, const char *reply,
                     const struct proto_buf *b)
 {
@@ -100,14 +85,19 @@ bool users_pending(const struct users *u)
            (u->full_wanted && u->now - u->last_full >= USERS_FULL_GAP_MS);
 }
 
-/* Asks every node for its state: full connection states, snapshots of every channel. */
-static void resync_all(struct users *u)
+/*
+ * Snapshots of every channel again, and this node's full state. With lost
+ * (this node's bus dropped messages), a hello too: every node sends its full
+ * state. The periodic one does not: each node's own full state repairs the
+ * others' view of it, so n nodes send n full states, not n * n.
+ */
+static void resync_all(struct users *u, bool lost)
 {
     u->st.resyncs++;
     u->last_resync = u->now;
     u->resync_wanted = false;
-    u->full_wanted = true; /* they may have missed ours too */
-    if (u->now - u->last_hello >= USERS_HELLO_GAP_MS) {
+    u->full_wanted = true;
+    if (lost && u->now - u->last_hello >= USERS_HELLO_GAP_MS) {
         u->last_hello = u->now;
         users__send_heartbeat(u, true, false);
     }
@@ -125,9 +115,10 @@ void users_tick(struct users *u, uint64_t now_ms, uint64_t bus_gen)
         u->bus_gen = bus_gen;
         u->resync_wanted = true;
     }
-    if (u->has_bus && ((u->resync_wanted && u->now - u->last_resync >= USERS_RESYNC_GAP_MS) ||
-                       u->now - u->last_resync >= u->resync_ms))
-        resync_all(u);
+    if (u->has_bus && u->resync_wanted && u->now - u->last_resync >= USERS_RESYNC_GAP_MS)
+        resync_all(u, true);
+    else if (u->has_bus && u->now - u->last_resync >= u->resync_ms)
+        resync_all(u, false);
     if (u->has_bus && u->now - u->last_hb >= u->hb_ms)
         users__send_heartbeat(u, false, false);
     users__expire_nodes(u);

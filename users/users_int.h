@@ -146,6 +146,7 @@ struct users_chan {
     bool counting; /* past max_members */
     void *sub;
     uint64_t last_used;
+    uint64_t last_snapshot;        /* when the last one was asked for */
     uint64_t count_told, count_at; /* the last count event */
     struct chan_snapshot *snap;    /* while one is awaited */
     struct rt_htab members;        /* struct chan_member */
@@ -216,7 +217,6 @@ struct users {
 /* ------------------------------------------------------------------------ */
 /* users.c                                                                   */
 
-bool users__grow(void **v, uint32_t *cap, uint32_t need, size_t size);
 /* Publishes out on subject (a failure counts toward the generation others see). */
 void users__publish(struct users *u, const char *subject, const char *reply,
                     const struct proto_buf *b);

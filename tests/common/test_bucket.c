@@ -1,6 +1,7 @@
 #include "rt.h"
 
 #include <criterion/criterion.h>
+#include <stdlib.h>
 
 static const struct rt_bucket_cfg cfg = {.rate = 20, .burst = 40};
 
@@ -103,6 +104,23 @@ Test(bucket, a_charge_refills_first_then_goes_into_debt_down_to_the_floor)
     /* rate 0: no bucket, nothing to charge. */
     const struct rt_bucket_cfg off = {.rate = 0, .burst = 1};
     rt_bucket_charge(&b, &off, 0, 1000, 1000);
+}
+
+Test(grow, doubles_from_four_until_it_holds_what_is_needed)
+{
+    int *v = NULL;
+    uint32_t cap = 0;
+    cr_assert(rt_grow((void **)&v, &cap, 1, sizeof(*v)));
+    cr_assert_eq(cap, 4);
+    cr_assert(rt_grow((void **)&v, &cap, 4, sizeof(*v)));
+    cr_assert_eq(cap, 4, "room enough: nothing moves");
+    cr_assert(rt_grow((void **)&v, &cap, 33, sizeof(*v)));
+    cr_assert_eq(cap, 64);
+    v[32] = 7;
+    cr_assert_not(rt_grow((void **)&v, &cap, UINT32_MAX / 2 + 1, sizeof(*v)),
+                  "past what doubling can reach: false, the array as it was");
+    cr_assert(cap == 64 && v[32] == 7);
+    free(v);
 }
 
 Test(errors, table_gives_reasons)

@@ -905,6 +905,31 @@ Test(users_presence, a_snapshot_without_an_answer_is_partial_and_completes_later
     bus_free(&b);
 }
 
+Test(users_presence, a_node_slow_to_answer_is_asked_again_until_the_channel_is_complete)
+{
+    reset_cfg();
+    struct tbus b = {.rng = 11};
+    for (int i = 0; i < 2; i++)
+        node_start(&b, i);
+    settle(&b, 50, 10);
+    struct tconn *a, *w;
+    cr_assert_eq(open_conn(b.nodes[0], "alice", &a), RT_OK);
+    enter(&b, b.nodes[0], a, "room");
+    settle(&b, 10, 2);
+    b.nodes[0]->up = false; /* cut off, but back before the ttl: nobody's generation moves */
+    cr_assert_eq(open_conn(b.nodes[1], "walt", &w), RT_OK);
+    enter(&b, b.nodes[1], w, "room"); /* completes partial after the wait */
+    cr_assert_eq(w->view.n, 1);
+    b.nodes[0]->up = true;
+    settle(&b, 100, 20);
+    check_views(&b, "room");
+    cr_assert_eq(w->view.n, 2, "alice came as a join once node 0 answered");
+    struct users_presence_view v;
+    cr_assert_eq(users_presence_view(b.nodes[1]->u, "room", 4, &v, NULL, NULL), RT_OK);
+    cr_assert_not(v.partial);
+    bus_free(&b);
+}
+
 Test(users_presence, past_the_cap_a_channel_counts_and_lists_again_under_half)
 {
     reset_cfg();
