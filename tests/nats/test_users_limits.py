@@ -12,19 +12,11 @@ burst + rate * t, which these tests tell apart."""
 import asyncio
 import time
 
-import pytest
-
 from rtclient import Client, run
-from tokens import KeySet
 
 RATE, BURST = 20, 20
 D_S = 0.5  # report interval (20 ms) + bus latency, with room for a loaded machine
 TTL_MS = 3000
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory):
-    return KeySet(tmp_path_factory.mktemp("keys"))
 
 
 def flags(keys, *extra):

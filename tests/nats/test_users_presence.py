@@ -9,17 +9,9 @@ import asyncio
 import random
 import time
 
-import pytest
-
 from rtclient import Client, run
-from tokens import KeySet
 
 TTL_MS = 3000
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory):
-    return KeySet(tmp_path_factory.mktemp("keys"))
 
 
 def flags(keys, *extra):
