@@ -25,6 +25,7 @@ struct gw_presence_req {
     struct rt_hnode h;
     struct gw_presence_req *next; /* the session's list */
     uint64_t ticket;
+    uint64_t serial; /* unique in the process: names it after its sub may have freed it */
     uint64_t conn_id;
     int64_t id;
     bool parked;
@@ -37,9 +38,11 @@ struct gw_presence_req {
 
 static struct gw_presence_req *req_new(struct gw_session *s, const struct proto_msg *m)
 {
+    static uint64_t serials;
     struct gw_presence_req *r = calloc(1, sizeof *r);
     if (!r)
         return NULL;
+    r->serial = ++serials;
     r->conn_id = s->conn_id;
     r->id = m->id;
     r->has_since = m->has_since;
@@ -94,7 +97,7 @@ bool gw_chan_presence_sub(struct gw_session *s, const struct proto_msg *m)
     struct gw_server *srv = s->srv;
     if (!m->presence || !srv->users)
         return false;
-    if (srv->presence_resuming && srv->presence_resuming->conn_id == s->conn_id)
+    if (srv->presence_resuming == s->conn_id)
         return false; /* it waited already: the members are known */
     if (!gw_authz_may_presence(s, m))
         return true;
@@ -162,9 +165,17 @@ void gw_chan_presence_ready(void *arg, uint64_t ticket, bool partial)
         .since = r->since,
         .presence = true,
     };
-    srv->presence_resuming = r;
-    gw_session_resume_sub(s, &m);
-    srv->presence_resuming = NULL;
+    uint64_t serial = r->serial;
+    srv->presence_resuming = s->conn_id;
+    gw_session_resume_sub(s, &m); /* its reply frees r */
+    srv->presence_resuming = 0;
+    /* Refused before its reply (a refresh took the permission away meanwhile, say): r must
+     * not wait for a later reply that reuses its id. */
+    for (struct gw_presence_req *q = s->presence_reqs; q; q = q->next)
+        if (q->serial == serial) {
+            req_free(srv, s, q);
+            break;
+        }
 }
 
 /* ---------------------------------------------------------------------- */

@@ -334,12 +334,12 @@ struct gw_server {
     struct gw_tls *tls; /* tls.c: NULL without --tls-cert */
 
     /* bus.c, users.c, chan_presence.c: the engine's bus, users across the fleet. */
-    bool bus_open;                             /* the engine's bus (nats) delivers to bus.c */
-    struct users *users;                       /* per-user limits and channel presence */
-    void *users_timer;                         /* uv_timer_t: what --user-sync-ms held back */
-    uint64_t users_flushed_ms;                 /* last publish of users' changes */
-    struct rt_htab presence_reqs;              /* struct gw_presence_req waiting, by ticket */
-    struct gw_presence_req *presence_resuming; /* the one whose sub runs again now */
+    bool bus_open;                /* the engine's bus (nats) delivers to bus.c */
+    struct users *users;          /* per-user limits and channel presence */
+    void *users_timer;            /* uv_timer_t: what --user-sync-ms held back */
+    uint64_t users_flushed_ms;    /* last publish of users' changes */
+    struct rt_htab presence_reqs; /* struct gw_presence_req waiting, by ticket */
+    uint64_t presence_resuming;   /* conn whose waiting sub runs again now */
 };
 
 /* session.c: the session layer called by the lws callback in server.c. */
