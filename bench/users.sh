@@ -17,7 +17,7 @@
 #    N2: a join goes to every member, N2^2/2 events). Set-up time and server CPU.
 #
 # Usage: bench/users.sh [--rounds R] [--pubs P] [--rate RATE] [--duration S] [--storm N]
-#                       [--listed N2]
+#                       [--listed N2] [--only publish|storm]
 # Environment: BUILD (default build-rel), RTGATE, LOAD, NATS_SERVER, OUT, SERVER_CPUS,
 # CLIENT_CPUS (lib.sh).
 # Output: $OUT/users.jsonl (one line per run) and medians on stdout.
@@ -32,6 +32,7 @@ RATE=3000
 DURATION=8
 STORM=10000
 LISTED=2000
+ONLY=""
 while [ $# -gt 0 ]; do
     case "$1" in
     --rounds) ROUNDS=$2; shift 2 ;;
@@ -40,6 +41,7 @@ while [ $# -gt 0 ]; do
     --duration) DURATION=$2; shift 2 ;;
     --storm) STORM=$2; shift 2 ;;
     --listed) LISTED=$2; shift 2 ;;
+    --only) ONLY=$2; shift 2 ;;
     *) echo "users.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -97,6 +99,11 @@ start_gw() {
     wait_port "$PORT" 10 || { echo "users.sh: rtgate $name did not start" >&2; tail -3 "$TMP/rtgate-$name.log" >&2; exit 1; }
 }
 
+# cpu_ticks PID: user + system CPU of the process so far, in clock ticks.
+cpu_ticks() {
+    awk '{print $14 + $15}' "/proc/$1/stat"
+}
+
 # field JSON EXPR: a value of the load tool's JSON line (python expression over r).
 field() {
     printf '%s' "$1" | /usr/bin/python3 -c "import json,sys; r=json.loads(sys.stdin.read()); print($2)"
@@ -113,19 +120,28 @@ pub_run() {
         [ -z "$url" ] && url="ws://127.0.0.1:$PORT/ws"
     done
     sleep 1
+    local t0=() t1=()
+    for p in "${pids[@]}"; do t0+=("$(cpu_ticks "$p")"); done
     local out
     out=$(taskset -c "$CLIENT_CPUS" "$LOAD" --url "$url" --scenario channels --subs "$PUBS" \
         --channels "$PUBS" --publishers "$PUBS" --rate "$RATE" --duration "$DURATION" \
         --warmup 2 --channel-prefix bench --token-file "$TMP/tokens" \
         --server-pid "$(IFS=,; echo "${pids[*]}")" --broker-pid "$NATS_PID" --timeout 120 \
         2> "$TMP/load.err")
+    for p in "${pids[@]}"; do t1+=("$(cpu_ticks "$p")"); done
     stop_all
     local us ok limited
     us=$(field "$out" 'r["server"]["cpu_us_per_delivery"]') || { echo "users.sh: no result: $(tail -3 "$TMP/load.err")" >&2; exit 1; }
     ok=$(field "$out" 'r["pub_ok"]')
     limited=$(field "$out" 'r["rate_limited"]')
-    echo "{\"kind\":\"publish\",\"variant\":\"$variant\",\"round\":$round,\"publishers\":$PUBS,\"users\":$PUBS,\"rate\":$RATE,\"pub_ok\":$ok,\"rate_limited\":$limited,\"cpu_us_per_delivery\":$us,\"nodes\":3}" >> "$RESULTS"
-    echo "  round $round $variant: ${us} us of fleet CPU per publish (pub_ok $ok, 429s $limited)"
+    # The whole run (set-up to drain) per node: A serves the load, B and C only hear reports.
+    local hz per_node
+    hz=$(getconf CLK_TCK)
+    per_node=$(awk -v a0="${t0[0]}" -v a1="${t1[0]}" -v b0="${t0[1]}" -v b1="${t1[1]}" \
+        -v c0="${t0[2]}" -v c1="${t1[2]}" -v hz="$hz" -v n="$ok" \
+        'BEGIN { printf "%.2f %.2f", (a1 - a0) * 1e6 / hz / n, ((b1 - b0) + (c1 - c0)) * 1e6 / hz / n }')
+    echo "{\"kind\":\"publish\",\"variant\":\"$variant\",\"round\":$round,\"publishers\":$PUBS,\"users\":$PUBS,\"rate\":$RATE,\"pub_ok\":$ok,\"rate_limited\":$limited,\"cpu_us_per_delivery\":$us,\"nodes\":3,\"node_a_us_per_publish\":${per_node% *},\"nodes_bc_us_per_publish\":${per_node#* }}" >> "$RESULTS"
+    echo "  round $round $variant: ${us} us of fleet CPU per publish (whole run: A ${per_node% *} us, B+C ${per_node#* } us; pub_ok $ok, 429s $limited)"
 }
 
 storm_run() {
@@ -151,26 +167,34 @@ storm_run() {
 }
 
 echo "== users.sh, git $(git -C "$ROOT" rev-parse --short HEAD), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "== publishes: $PUBS users publishing $RATE/s over 3 nodes, $ROUNDS rounds"
-for round in $(seq 1 "$ROUNDS"); do
-    for v in buckets fleet; do pub_run "$v" "$round"; done
-done
-echo "== join storm: $STORM members of one channel (and $LISTED all listed), $ROUNDS rounds"
-for round in $(seq 1 "$ROUNDS"); do
-    storm_run plain "$round" "$STORM"
-    storm_run presence "$round" "$STORM"
-    storm_run plain "$round" "$LISTED"
-    storm_run listed "$round" "$LISTED"
-done
+if [ "$ONLY" != storm ]; then
+    echo "== publishes: $PUBS users publishing $RATE/s over 3 nodes, $ROUNDS rounds"
+    for round in $(seq 1 "$ROUNDS"); do
+        for v in buckets fleet; do pub_run "$v" "$round"; done
+    done
+fi
+if [ "$ONLY" != publish ]; then
+    echo "== join storm: $STORM members of one channel (and $LISTED all listed), $ROUNDS rounds"
+    for round in $(seq 1 "$ROUNDS"); do
+        storm_run plain "$round" "$STORM"
+        storm_run presence "$round" "$STORM"
+        storm_run plain "$round" "$LISTED"
+        storm_run listed "$round" "$LISTED"
+    done
+fi
 
 /usr/bin/python3 - "$RESULTS" << 'EOF'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 med = lambda xs: statistics.median(xs) if xs else float("nan")
-pub = {v: med([r["cpu_us_per_delivery"] for r in rows if r["kind"] == "publish" and r["variant"] == v])
-       for v in ("buckets", "fleet")}
-print("publish: per-connection buckets %.2f us, + fleet-wide user limiter %.2f us: %+.2f us per publish (median)"
-      % (pub["buckets"], pub["fleet"], pub["fleet"] - pub["buckets"]))
+def pubmed(v, key):
+    return med([r[key] for r in rows if r["kind"] == "publish" and r["variant"] == v and key in r])
+pub = {v: pubmed(v, "cpu_us_per_delivery") for v in ("buckets", "fleet")}
+if any(r["kind"] == "publish" for r in rows):
+    print("publish: per-connection buckets %.2f us, + fleet-wide user limiter %.2f us: %+.2f us per publish (median)"
+          % (pub["buckets"], pub["fleet"], pub["fleet"] - pub["buckets"]))
+    bc = {v: pubmed(v, "nodes_bc_us_per_publish") for v in ("buckets", "fleet")}
+    print("  nodes B+C (reports only): %.2f us -> %.2f us per publish (median)" % (bc["buckets"], bc["fleet"]))
 for v in ("plain", "presence", "listed"):
     for n in sorted({r["subs"] for r in rows if r["kind"] == "storm" and r["variant"] == v}):
         rs = [r for r in rows if r["kind"] == "storm" and r["variant"] == v and r["subs"] == n]
