@@ -205,6 +205,22 @@ static const struct opt opts[] = {
      sizeof(((struct gw_config *)0)->proxy_protocol),
      "v2: every connection starts with a PROXY protocol v2 header (haproxy send-proxy-v2); "
      "connections from outside --trusted-proxy are refused. off: none (default)"},
+    {"nats-ca", OPT_STR, OFF(nats_security.ca_file),
+     sizeof(((struct gw_config *)0)->nats_security.ca_file),
+     "PEM file of the CAs that sign the NATS servers' certificates: TLS on every NATS connection "
+     "(as tls:// URLs do; default: the system's trusted CAs)"},
+    {"nats-tls-cert", OPT_STR, OFF(nats_security.cert_file),
+     sizeof(((struct gw_config *)0)->nats_security.cert_file),
+     "client certificate (PEM) for NATS servers that verify clients; with --nats-tls-key"},
+    {"nats-tls-key", OPT_STR, OFF(nats_security.key_file),
+     sizeof(((struct gw_config *)0)->nats_security.key_file),
+     "private key (PEM) of --nats-tls-cert"},
+    {"nats-creds", OPT_STR, OFF(nats_security.creds_file),
+     sizeof(((struct gw_config *)0)->nats_security.creds_file),
+     "NATS user credentials file (.creds: user JWT and NKey seed)"},
+    {"nats-nkey", OPT_STR, OFF(nats_security.nkey_file),
+     sizeof(((struct gw_config *)0)->nats_security.nkey_file),
+     "file holding an NKey user seed (SU...) to sign in with"},
 };
 
 #define N_OPTS (sizeof opts / sizeof opts[0])

@@ -105,6 +105,8 @@ struct gw_config {
     struct edge_cidr trusted_proxy[GW_MAX_TRUSTED_PROXIES];
     size_t n_trusted_proxy;
     bool proxy_v2; /* derived: proxy_protocol is "v2" */
+    /* --nats-ca, --nats-tls-cert, --nats-tls-key, --nats-creds, --nats-nkey */
+    struct fo_nats_security nats_security;
 
     /* Users across the fleet (users.c, chan_presence.c; docs/users.md). */
     struct rt_bucket_cfg user_pub_bucket; /* publishes per user, fleet-wide (rate 0: off) */

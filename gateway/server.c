@@ -564,6 +564,7 @@ static rt_status make_fanout(struct gw_server *srv, const struct gw_config *cfg)
         .nats_url = cfg->nats_url,
         .nats_stream = cfg->nats_stream,
         .nats_replicas = cfg->nats_replicas,
+        .nats_security = &cfg->nats_security,
         .uv_loop = cfg->nats_loop_reader ? srv->loop : NULL,
         .nats_read_window_ms = cfg->nats_read_window_ms,
         .wake = fo_wake,
