@@ -136,6 +136,12 @@ def test_presence_reply_and_events_on_one_node(gateway, keys, codec):
         assert await a2.quiet(0.2, types=("presence",)) == [], "an unsubscribed one hears nothing"
         bad = await w.request("sub", channel="room2", presence="yes")
         assert bad["error"]["code"] == 400
+        again = await w.sub("room", presence=True)
+        assert again["error"]["code"] == 409 and "presence" not in again
+        x, _ = await connect(g.url(), keys, "xavier", codec)
+        r = await x.sub("room", presence=True)
+        assert members(r)["walt"]["clients"] == 1, "the 409 entered nothing: %r" % r
+        await x.close()
         for c in (w, a2):
             await c.close()
         return True
