@@ -122,13 +122,13 @@ static const struct opt opts[] = {
      "publish burst per user (default: user-pub-rate)"},
     {"user-max-conns", OPT_U32, OFF(user_max_conns), 0,
      "connections per user on all nodes together; past it connect gets 429 and close 4029; "
-     "0 = no limit (default 0)"},
+     "0 = no limit, at most 4096 (default 0)"},
     {"user-sync-ms", OPT_U32, OFF(user_sync_ms), 0,
      "with --nats: users' publishes, connections and channel presence go to the other nodes at "
      "most this often, batched (1..1000, default 20)"},
     {"presence-max-members", OPT_U32, OFF(presence_max_members), 0,
      "members of one channel's presence listed in replies and join/leave events; past it the "
-     "channel only counts them (default 1000)"},
+     "channel only counts them (1..10000, default 1000)"},
     {"presence-allow", OPT_POLICY, OFF(presence_allow), 0,
      "PATTERN: channels whose presence sessions without a presence_allow claim may take part "
      "in (sub with presence:true); repeatable; \"\" allows none. Default: the sub rule"},
@@ -562,7 +562,8 @@ static rt_status check(struct gw_config *cfg)
         cfg->geo_share_precision > cfg->geo_precision || cfg->geo_snapshot_wait_ms == 0 ||
         cfg->geo_max_follows == 0 || cfg->geo_publish_ms > 1000 || cfg->nats_loop_reader > 1 ||
         cfg->nats_read_window_ms > 100 || cfg->user_sync_ms == 0 || cfg->user_sync_ms > 1000 ||
-        cfg->presence_max_members == 0) {
+        cfg->presence_max_members == 0 || cfg->presence_max_members > 10000 ||
+        cfg->user_max_conns > 4096) {
         fprintf(stderr,
                 "rtgate: inconsistent options (bursts >= 1, max-message-bytes >= 64, "
                 "history >= 1, idle-timeout-ms > ping-interval-ms >= 1000, "
@@ -570,7 +571,7 @@ static rt_status check(struct gw_config *cfg)
                 "ws-path starting with /, nats-replicas >= 1, presence-ttl-ms >= 300, "
                 "geo-share-precision 1..geo-precision, geo-publish-ms <= 1000, "
                 "nats-loop-reader 0 or 1, nats-read-window-ms <= 100, user-sync-ms 1..1000, "
-                "presence-max-members >= 1)\n");
+                "presence-max-members 1..10000, user-max-conns <= 4096)\n");
         return RT_INVAL;
     }
     return RT_OK;
