@@ -223,6 +223,7 @@ void users_destroy(struct users *u)
     if (u->has_bus && u->sub_hb)
         users__send_heartbeat(u, false, true); /* goodbye: the others drop this node now */
     users__free_chans(u);
+    users__free_wants(u);
     void *subs[] = {u->sub_hb, u->sub_conns, u->sub_ask, u->sub_ask_me, u->sub_answer};
     for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++)
         if (subs[i])
@@ -230,7 +231,6 @@ void users_destroy(struct users *u)
     users__free_users(u); /* and the connections */
     users__free_nodes(u);
     rt_htab_free(&u->chans);
-    rt_htab_free(&u->wants);
     proto_buf_free(&u->out);
     free(u->readyq);
     free(u);

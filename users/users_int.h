@@ -9,7 +9,8 @@
  *                  the reports and full states that carry them
  *   members.c      a channel's members: holders per node, join / leave, counting, events
  *   chans.c        the channels followed: subscriptions, snapshots asked and answered,
- *                  deltas, lingering, wants
+ *                  deltas, lingering
+ *   presence.c     what the gateway calls: wants, entering, leaving, the view
  *
  * Threads: all of it runs on the loop thread (users.h), so no field here is
  * behind a lock and none carries a {lock} tag.
@@ -296,7 +297,15 @@ void users__resync_chans(struct users *u, struct users_node *nd);
 void users__chans_drop_node(struct users *u, struct users_node *nd);
 void users__tick_chans(struct users *u);
 void users__flush_chans(struct users *u);
-void users__report_ready(struct users *u);
 void users__free_chans(struct users *u);
+
+/* ------------------------------------------------------------------------ */
+/* presence.c                                                                */
+
+/* ch's members are known: the wants waiting for it are reported (after the module's work). */
+void users__wants_ready(struct users *u, struct users_chan *ch);
+/* Calls on_ready for the wants that became ready. */
+void users__report_ready(struct users *u);
+void users__free_wants(struct users *u);
 
 #endif
