@@ -264,6 +264,7 @@ void gw_server_sweep(struct gw_server *srv, uint64_t now_ms)
 {
     gw_presence_tick(srv, now_ms);
     gw_api_sweep(srv, now_ms);
+    gw_users_tick(srv, now_ms);
     adapt_window(srv);
     for (uint32_t i = 0; i < srv->conns.used; i++)
         if (srv->conns.slots[i])
@@ -382,6 +383,7 @@ static void on_hold_timer(uv_timer_t *t)
 void gw_server_flush(struct gw_server *srv)
 {
     gw_presence_flush(srv); /* presence changes of this iteration, batched per cell */
+    gw_users_flush(srv);
     uint64_t window = srv->window_us;
     uint64_t now = window && srv->n_dirty ? gw_now_us() : 0;
     srv->flush_wall_ms = srv->n_dirty ? rt_wall_ms() : 0; /* the writes' time, for metrics */
@@ -683,8 +685,8 @@ rt_status gw_server_start(struct gw_server *srv, const struct gw_config *cfg, vo
         gw_iplimit_create(&cfg->ip_bucket, IPLIMIT_SLOTS, &srv->iplimit) != RT_OK ||
         gw_connrate_create(&cfg->conn_bucket, &srv->connrate) != RT_OK ||
         gw_pubtimes_create(&srv->pubtimes) != RT_OK || make_fanout(srv, cfg) != RT_OK ||
-        gw_presence_create(srv) != RT_OK || gw_static_create(cfg, &srv->statics) != RT_OK ||
-        gw_api_create(srv) != RT_OK) {
+        gw_presence_create(srv) != RT_OK || gw_users_create(srv) != RT_OK ||
+        gw_static_create(cfg, &srv->statics) != RT_OK || gw_api_create(srv) != RT_OK) {
         free(scratch);
         gw_server_free(srv);
         return RT_NOMEM;
@@ -722,6 +724,7 @@ void gw_server_free(struct gw_server *srv)
 {
     gw_server_stop(srv);
     gw_api_destroy(srv);
+    gw_users_destroy(srv);
     gw_presence_destroy(srv);
     gw_static_destroy(srv->statics);
     srv->statics = NULL;
