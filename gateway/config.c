@@ -12,7 +12,17 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-enum opt_kind { OPT_U32, OPT_U64, OPT_SIZE, OPT_STR, OPT_LISTEN, OPT_PATTERN, OPT_LOGLEVEL };
+enum opt_kind {
+    OPT_U32,
+    OPT_U64,
+    OPT_SIZE,
+    OPT_STR,
+    OPT_LISTEN,
+    OPT_PATTERN,
+    OPT_LOGLEVEL,
+    OPT_FLAG,  /* uint32_t set to 1 by the bare flag; `name = 0|1` in the file */
+    OPT_POLICY /* struct gw_policy: one pattern per use, "" allows nothing */
+};
 
 struct opt {
     const char *name;
@@ -133,6 +143,31 @@ static const struct opt opts[] = {
      "with the loop reader: while NATS reads come this close together, read every this many "
      "ms instead of on each arrival (fewer wake-ups for a stream, up to this much latency); "
      "0 = always at once (default 1)"},
+    {"jwt-key", OPT_STR, OFF(jwt_key_file), sizeof(((struct gw_config *)0)->jwt_key_file),
+     "FILE: connect needs a JWT verified with this key: an HS256 shared secret or a PEM public "
+     "key (RS256, ES256); re-read on SIGHUP. Default: no tokens, every connect is anonymous"},
+    {"jwt-alg", OPT_STR, OFF(jwt_alg), sizeof(((struct gw_config *)0)->jwt_alg),
+     "HS256, RS256 or ES256: the only algorithm accepted (needed for a shared secret; "
+     "default: from the PEM key's type)"},
+    {"jwt-leeway-ms", OPT_U32, OFF(jwt_leeway_ms), 0,
+     "clock skew allowed on the tokens' exp, nbf and iat (default 5000)"},
+    {"allow-anonymous", OPT_FLAG, OFF(allow_anonymous), 0,
+     "with --jwt-key: a connect without a token is anonymous (a bad token is still refused)"},
+    {"sub-allow", OPT_POLICY, OFF(sub_allow), 0,
+     "PATTERN: channels that sessions without a sub_allow claim (and anonymous ones) may "
+     "subscribe to; repeatable; \"\" allows none. Default: > without --jwt-key, none with it"},
+    {"pub-allow", OPT_POLICY, OFF(pub_allow), 0,
+     "PATTERN: the same for publishing (pub_allow claim). Default: > without --jwt-key, none "
+     "with it"},
+    {"geo-allow", OPT_POLICY, OFF(geo_allow), 0,
+     "PATTERN: presence spaces for geo.set / near / watch (geo_allow claim). Default: > "
+     "without --jwt-key, none with it"},
+    {"static", OPT_STR, OFF(static_dir), sizeof(((struct gw_config *)0)->static_dir),
+     "serve the files of DIR over HTTP on the same listener (GET/HEAD, / is index.html), "
+     "read into memory at start; dot-files and symlinks out of DIR are left out"},
+    {"static-max-bytes", OPT_SIZE, OFF(static_max_bytes), 0,
+     "largest total size of the --static folder; rtgate refuses to start past it "
+     "(default 16777216)"},
 };
 
 #define N_OPTS (sizeof opts / sizeof opts[0])
@@ -181,6 +216,8 @@ static void set_defaults(struct gw_config *cfg)
     cfg->nats_replicas = 1;
     cfg->nats_loop_reader = 1;
     cfg->nats_read_window_ms = 1;
+    cfg->jwt_leeway_ms = 5000;
+    cfg->static_max_bytes = 16u << 20;
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur > 512)
         cfg->max_connections = (uint32_t)(rl.rlim_cur > 1000000 ? 1000000 : rl.rlim_cur - 256);
@@ -239,6 +276,31 @@ static bool set_pattern(struct gw_config *cfg, const char *v)
     return true;
 }
 
+/* One more pattern of a default policy; "" only marks it given (allows nothing). */
+static bool set_policy(struct gw_policy *p, const char *v)
+{
+    p->given = true;
+    if (!*v)
+        return true;
+    if (p->n >= GW_MAX_ALLOW || !proto_pattern_valid(v, strlen(v)))
+        return false;
+    p->pat[p->n] = strdup(v);
+    return p->pat[p->n++] != NULL;
+}
+
+static bool set_flag(uint32_t *flag, const char *v)
+{
+    if (!strcmp(v, "1") || !strcmp(v, "true") || !strcmp(v, "yes")) {
+        *flag = 1;
+        return true;
+    }
+    if (!strcmp(v, "0") || !strcmp(v, "false") || !strcmp(v, "no")) {
+        *flag = 0;
+        return true;
+    }
+    return false;
+}
+
 static bool set_loglevel(struct gw_config *cfg, const char *v)
 {
     static const char *const names[] = {"debug", "info", "warn", "error"};
@@ -281,6 +343,10 @@ static bool set_opt(struct gw_config *cfg, const struct opt *o, const char *v)
         return set_pattern(cfg, v);
     case OPT_LOGLEVEL:
         return set_loglevel(cfg, v);
+    case OPT_FLAG:
+        return set_flag((uint32_t *)(base + o->offset), v);
+    case OPT_POLICY:
+        return set_policy((struct gw_policy *)(base + o->offset), v);
     }
     return false;
 }
@@ -342,7 +408,8 @@ void gw_config_usage(FILE *out)
         fprintf(out, "  --%-20s %s\n", opts[i].name, opts[i].help);
     fprintf(out, "  --%-20s %s\n", "help", "print this and exit");
     fprintf(out, "  --%-20s %s\n", "version", "print the version and exit");
-    fprintf(out, "\nSignals: SIGTERM/SIGINT drain (clients are told to reconnect, exit 0).\n");
+    fprintf(out, "\nSignals: SIGTERM/SIGINT drain (clients are told to reconnect, exit 0); "
+                 "SIGHUP re-reads --jwt-key.\n");
 }
 
 static rt_status check(struct gw_config *cfg)
@@ -392,10 +459,12 @@ rt_status gw_config_load(struct gw_config *cfg, int argc, char **argv)
         a += 2;
         const char *eq = strchr(a, '=');
         size_t nl = eq ? (size_t)(eq - a) : strlen(a);
-        const char *v = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
+        const struct opt *o = find_opt(a, nl);
+        const char *v = eq                           ? eq + 1
+                        : (o && o->kind == OPT_FLAG) ? "1"
+                                                     : (i + 1 < argc ? argv[++i] : NULL);
         if (nl == 6 && !memcmp(a, "config", 6))
             continue;
-        const struct opt *o = find_opt(a, nl);
         if (!o || !v || !set_opt(cfg, o, v))
             goto bad;
         continue;
@@ -409,7 +478,9 @@ rt_status gw_config_load(struct gw_config *cfg, int argc, char **argv)
         host[sizeof host - 1] = '\0';
         snprintf(cfg->node_id, sizeof cfg->node_id, "%s-%d", host, (int)getpid());
     }
-    return check(cfg);
+    if (check(cfg) != RT_OK)
+        return RT_INVAL;
+    return gw_authz_configure(cfg) == RT_OK ? RT_OK : RT_INVAL;
 }
 
 void gw_config_free(struct gw_config *cfg)
@@ -417,4 +488,5 @@ void gw_config_free(struct gw_config *cfg)
     for (size_t i = 0; i < cfg->n_ephemeral; i++)
         free((void *)cfg->ephemeral[i]);
     cfg->n_ephemeral = 0;
+    gw_authz_config_free(cfg);
 }

@@ -18,7 +18,18 @@
 #include <stdio.h>
 
 #define GW_MAX_EPHEMERAL   64
+#define GW_MAX_ALLOW       64 /* patterns of one default policy (--sub-allow ...) */
 #define GW_GEO_WAITING_MAX 16 /* near / watch requests of one connection waiting for the fleet */
+
+struct auth_key;
+struct auth_claims;
+
+/* A default permission policy: channel patterns (authz.c). */
+struct gw_policy {
+    char *pat[GW_MAX_ALLOW];
+    size_t n;
+    bool given; /* by a flag; otherwise authz.c fills the default */
+};
 
 /* Configuration: defaults, then the config file, then flags. */
 struct gw_config {
@@ -69,6 +80,15 @@ struct gw_config {
     uint32_t nats_replicas;
     uint32_t nats_loop_reader;    /* 1: ephemeral live subjects read on the loop */
     uint32_t nats_read_window_ms; /* the loop reader's read window */
+    /* Tokens and permissions (authz.c, docs/protocol.md "Authentication"). */
+    char jwt_key_file[1024]; /* --jwt-key: non-empty turns authentication on */
+    char jwt_alg[8];         /* "" = derived from a PEM public key */
+    uint32_t jwt_leeway_ms;
+    uint32_t allow_anonymous; /* 1: a connect without a token is anonymous */
+    struct gw_policy sub_allow, pub_allow, geo_allow;
+    struct auth_key *jwt_key; /* loaded from jwt_key_file at start; NULL = no auth */
+    char static_dir[1024];        /* --static: a folder served over HTTP from memory */
+    size_t static_max_bytes;      /* its size limit, checked at start */
 };
 
 /*
@@ -96,7 +116,9 @@ struct gw_metrics {
     uint64_t errors[RT_N_ERRORS]; /* replies with an error, by code */
     uint64_t closes_1008;
     uint64_t closes_1009;
-    uint64_t closes_4001;
+    uint64_t closes_4001;   /* connect timeout */
+    uint64_t auth_refused;  /* connects refused for their token (401, then close 4001) */
+    uint64_t token_expired; /* sessions closed 4001 when their token expired */
     uint64_t closes_idle;
     uint64_t slow_consumer_closes;
     uint64_t outbox_bytes; /* gauge: bytes queued in all outboxes */
@@ -205,6 +227,9 @@ struct gw_session {
     uint8_t *rx_buf; /* reassembly of a message split over callbacks */
     size_t rx_len;
     char client_id[28];
+    struct auth_claims *claims; /* authz.c: the session's token, NULL when anonymous */
+    uint64_t token_deadline_ms; /* monotonic: past it the session closes 4001 (0: never) */
+    char anon_user[40];         /* "anon-<client_id>": the user of an anonymous session */
 };
 
 /* The connection table: ids stay valid after the session is gone (generation). */
@@ -263,6 +288,10 @@ struct gw_server {
     uint64_t sweep_due_us;               /* when the sweep timer should fire next */
     uint64_t client_seq;
     char client_prefix[12];
+    struct auth_key *jwt_key; /* cfg->jwt_key, or the one SIGHUP reloaded (then owned) */
+    bool jwt_key_owned;
+    void *sighup; /* uv_signal_t: reloads the key (authz.c) */
+    struct gw_static *statics; /* static.c: the --static folder, or NULL */
 };
 
 /* session.c: the session layer called by the lws callback in server.c. */
@@ -283,6 +312,36 @@ void gw_session_reply_error(struct gw_session *s, const struct proto_msg *m, int
 void gw_session_begin_reply(struct gw_session *s, struct proto_writer *w, int64_t id);
 /* Ends the message begun on srv->reply and queues it (also for events). */
 void gw_session_finish_reply(struct gw_session *s, struct proto_writer *w);
+
+/*
+ * authz.c: tokens and permissions (docs/protocol.md, Authentication).
+ * Loop thread, except gw_authz_configure (main thread, before the loop).
+ */
+/* Loads --jwt-key and fills the default policies. RT_INVAL after printing why. */
+rt_status gw_authz_configure(struct gw_config *cfg);
+void gw_authz_config_free(struct gw_config *cfg);
+/* Arms the SIGHUP key reload (with --jwt-key); stop closes it and frees a reloaded key. */
+rt_status gw_authz_start(struct gw_server *srv);
+void gw_authz_stop(struct gw_server *srv);
+/*
+ * The token of a `connect`: true if the session may go on (as the token's
+ * user or anonymous). False when refused: answered 401, and the session is
+ * closing with 4001.
+ */
+bool gw_authz_connect(struct gw_session *s, const struct proto_msg *m);
+/* Answers a `refresh`: a new token for the same user replaces the old one. */
+void gw_authz_refresh(struct gw_session *s, const struct proto_msg *m);
+/* May the session sub / pub on m->channel, or use m->space? False: answered 403. */
+bool gw_authz_may_sub(struct gw_session *s, const struct proto_msg *m);
+bool gw_authz_may_pub(struct gw_session *s, const struct proto_msg *m);
+bool gw_authz_may_geo(struct gw_session *s, const struct proto_msg *m);
+/* Writes "expires_in_ms" into a reply when the session's token expires. */
+void gw_authz_write_expiry(const struct gw_session *s, struct proto_writer *w);
+/* The sweep: true if the token expired and the session is now closing (4001). */
+bool gw_authz_sweep(struct gw_session *s, uint64_t now_ms);
+void gw_authz_closed(struct gw_session *s);
+/* The session's user: the token's sub, or its anonymous id. */
+const char *gw_session_user(const struct gw_session *s);
 
 /* presence.c: geo.* requests and watch events. */
 rt_status gw_presence_create(struct gw_server *srv);
@@ -334,6 +393,17 @@ void gw_session_cut(struct gw_session *s);
 void gw_session_sweep(struct gw_session *s, uint64_t now_ms);
 /* Requests a WRITEABLE callback for the session. */
 void gw_session_want_write(struct gw_session *s);
+
+/* static.c: the --static folder, in memory, answered on the listener (GET, HEAD). */
+struct gw_static;
+/* Reads cfg->static_dir whole (*out NULL when none). Before the loop runs;
+ * RT_TOO_BIG past --static-max-bytes (logged with the reason). */
+rt_status gw_static_create(const struct gw_config *cfg, struct gw_static **out);
+void gw_static_destroy(struct gw_static *st);
+/* Answers an HTTP request for uri from memory (lws's return convention). */
+int gw_static_serve(struct gw_static *st, struct lws *wsi, const char *uri);
+/* LWS_CALLBACK_HTTP_WRITEABLE: the next chunk of a body being served. */
+int gw_static_writable(struct gw_static *st, struct lws *wsi, void *user);
 
 /* metrics.c: the Prometheus text for /metrics, malloc'd. */
 char *gw_metrics_render(const struct gw_server *srv, size_t *len);

@@ -98,7 +98,8 @@ static void on_supervisor_signal(int signum)
     supervisor_signal = signum;
 }
 
-/* Waits for the workers, forwarding SIGTERM/SIGINT to them. 0 if all exited 0. */
+/* Waits for the workers, forwarding SIGTERM/SIGINT (drain) and SIGHUP (key
+ * reload) to them. 0 if all exited 0. */
 static int supervise(pid_t *pids, unsigned n)
 {
     struct sigaction sa;
@@ -106,6 +107,7 @@ static int supervise(pid_t *pids, unsigned n)
     sa.sa_handler = on_supervisor_signal;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
     int rc = 0;
     for (unsigned alive = n; alive > 0;) {
         if (supervisor_signal) {
@@ -168,8 +170,10 @@ int main(int argc, char **argv)
     rt_status st = gw_config_load(&app.cfg, argc, argv);
     if (st == RT_AGAIN)
         return 0;
-    if (st != RT_OK)
+    if (st != RT_OK) {
+        gw_config_free(&app.cfg);
         return 2;
+    }
     rt_log_set_level(app.cfg.log_level);
     if (app.cfg.workers > 1) {
         int rc = fork_workers(&app.cfg);

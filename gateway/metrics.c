@@ -104,6 +104,10 @@ char *gw_metrics_render(const struct gw_server *srv, size_t *len)
     metric(&o, "closes_too_big_total", "counter", "Connections closed with 1009", m->closes_1009);
     metric(&o, "closes_connect_timeout_total", "counter", "Connections closed with 4001",
            m->closes_4001);
+    metric(&o, "auth_refused_total", "counter",
+           "Connects refused for their token (401, then close 4001)", m->auth_refused);
+    metric(&o, "closes_token_expired_total", "counter",
+           "Sessions closed with 4001 when their token expired", m->token_expired);
     metric(&o, "closes_idle_total", "counter",
            "Connections closed after idle-timeout-ms of silence", m->closes_idle);
     metric(&o, "slow_consumer_closes_total", "counter", "Connections cut for not reading",

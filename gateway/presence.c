@@ -55,11 +55,6 @@ static void refuse(struct gw_session *s, const struct proto_msg *m, rt_status st
     gw_session_reply_error(s, m, code, message, code == RT_E_UNAVAILABLE ? 1000 : 0);
 }
 
-static void user_of(const struct gw_session *s, char *buf, size_t len)
-{
-    snprintf(buf, len, "anon-%s", s->client_id);
-}
-
 static void on_set(struct gw_session *s, const struct proto_msg *m)
 {
     struct gw_server *srv = s->srv;
@@ -75,8 +70,8 @@ static void on_set(struct gw_session *s, const struct proto_msg *m)
         gw_session_reply_error(s, m, RT_E_FORBIDDEN, "present in too many spaces", 0);
         return;
     }
-    char user[40], cell[GEO_CELL_BUF];
-    user_of(s, user, sizeof user);
+    char cell[GEO_CELL_BUF];
+    const char *user = gw_session_user(s);
     struct geo_member_in in = {
         .space = m->space.ptr,
         .space_len = m->space.len,
@@ -424,6 +419,11 @@ static void on_unwatch(struct gw_session *s, const struct proto_msg *m)
 
 void gw_presence_handle(struct gw_session *s, const struct proto_msg *m)
 {
+    /* Clearing one's own presence or ending one's own watch is always allowed. */
+    bool names_space =
+        m->type == PROTO_T_GEO_SET || m->type == PROTO_T_GEO_NEAR || m->type == PROTO_T_GEO_WATCH;
+    if (names_space && !gw_authz_may_geo(s, m))
+        return;
     switch (m->type) {
     case PROTO_T_GEO_SET:
         on_set(s, m);

@@ -64,6 +64,8 @@ static int on_http(struct lws *wsi, const char *uri)
         free(body);
     } else if (!strcmp(uri, srv->cfg->ws_path)) {
         r = http_respond(wsi, 426, "text/plain", "websocket upgrade required\n", 27, 0);
+    } else if (srv->statics) {
+        return gw_static_serve(srv->statics, wsi, uri);
     } else {
         r = http_respond(wsi, 404, "text/plain", "not found\n", 10, 0);
     }
@@ -413,6 +415,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     switch (reason) {
     case LWS_CALLBACK_HTTP:
         return on_http(wsi, in ? (const char *)in : "");
+    case LWS_CALLBACK_HTTP_WRITEABLE:
+        return gw_static_writable(server_of(wsi)->statics, wsi, user);
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
         return on_confirm_upgrade(wsi);
     case LWS_CALLBACK_ESTABLISHED:
@@ -560,14 +564,15 @@ rt_status gw_server_start(struct gw_server *srv, const struct gw_config *cfg, vo
     if (!scratch || proto_decoder_create(&lim, &srv->dec) != RT_OK ||
         gw_conns_init(&srv->conns, cfg->max_connections + 64) != RT_OK ||
         gw_iplimit_create(&cfg->ip_bucket, IPLIMIT_SLOTS, &srv->iplimit) != RT_OK ||
-        make_fanout(srv, cfg) != RT_OK || gw_presence_create(srv) != RT_OK) {
+        make_fanout(srv, cfg) != RT_OK || gw_presence_create(srv) != RT_OK ||
+        gw_static_create(cfg, &srv->statics) != RT_OK) {
         free(scratch);
         gw_server_free(srv);
         return RT_NOMEM;
     }
     srv->scratch = scratch + LWS_PRE;
     if (make_context(srv, cfg, uv_loop) != RT_OK || gw_listener_start(srv) != RT_OK ||
-        start_sweep(srv) != RT_OK || start_flush(srv) != RT_OK) {
+        start_sweep(srv) != RT_OK || start_flush(srv) != RT_OK || gw_authz_start(srv) != RT_OK) {
         gw_server_free(srv);
         return RT_ERR;
     }
@@ -576,6 +581,7 @@ rt_status gw_server_start(struct gw_server *srv, const struct gw_config *cfg, vo
 
 void gw_server_stop(struct gw_server *srv)
 {
+    gw_authz_stop(srv);
     stop_flush(srv);
     gw_listener_stop(srv);
     if (srv->sweep_timer) {
@@ -592,6 +598,8 @@ void gw_server_free(struct gw_server *srv)
 {
     gw_server_stop(srv);
     gw_presence_destroy(srv);
+    gw_static_destroy(srv->statics);
+    srv->statics = NULL;
     fo_destroy(srv->fo);
     srv->fo = NULL;
     proto_decoder_destroy(srv->dec);

@@ -140,20 +140,20 @@ static void on_connect(struct gw_session *s, const struct proto_msg *m)
         gw_session_reply_error(s, m, RT_E_CONFLICT, "already connected", 0);
         return;
     }
+    if (!gw_authz_connect(s, m))
+        return;
     if (fo_client_create(srv->fo, s->conn_id, &s->fo) != RT_OK) {
         gw_session_reply_error(s, m, RT_E_UNAVAILABLE, "out of memory", 1000);
         return;
     }
     s->state = GW_S_READY;
-    char user[40];
-    snprintf(user, sizeof user, "anon-%s", s->client_id);
     struct proto_writer w;
     proto_writer_init(&w, (enum proto_codec)s->codec, &srv->reply);
     proto_w_map(&w);
     proto_w_kcstr(&w, "type", "connected");
     proto_w_kint(&w, "id", m->id);
     proto_w_kcstr(&w, "client", s->client_id);
-    proto_w_kcstr(&w, "user", user);
+    proto_w_kcstr(&w, "user", gw_session_user(s));
     proto_w_kcstr(&w, "node", cfg->node_id);
     proto_w_kuint(&w, "heartbeat_ms", cfg->ping_interval_ms);
     proto_w_key(&w, "limits");
@@ -164,12 +164,15 @@ static void on_connect(struct gw_session *s, const struct proto_msg *m)
     proto_w_kuint(&w, "max_subs", cfg->max_subs);
     proto_w_kuint(&w, "max_unacked", cfg->max_unacked);
     proto_w_end(&w);
+    gw_authz_write_expiry(s, &w);
     gw_session_finish_reply(s, &w);
     rt_log(RT_LOG_DEBUG, "session_connected", "conn=%s", s->client_id);
 }
 
 static void on_sub(struct gw_session *s, const struct proto_msg *m)
 {
+    if (!gw_authz_may_sub(s, m))
+        return;
     struct fo_sub_req req = {
         .channel = m->channel.ptr,
         .channel_len = m->channel.len,
@@ -231,12 +234,12 @@ static void on_pub(struct gw_session *s, const struct proto_msg *m)
 {
     const struct gw_config *cfg = cfg_of(s);
     uint32_t retry = 0;
+    if (!gw_authz_may_pub(s, m))
+        return;
     if (!rt_bucket_take(&s->pub_bucket, &cfg->pub_bucket, rt_mono_ms(), &retry)) {
         gw_session_reply_error(s, m, RT_E_RATE_LIMITED, "publish rate exceeded", retry);
         return;
     }
-    char user[40];
-    snprintf(user, sizeof user, "anon-%s", s->client_id);
     struct fo_pub_req req = {
         .channel = m->channel.ptr,
         .channel_len = m->channel.len,
@@ -245,7 +248,7 @@ static void on_pub(struct gw_session *s, const struct proto_msg *m)
         .payload = m->data,
         .conn_id = s->conn_id,
         .req_id = m->id,
-        .user = user,
+        .user = gw_session_user(s),
         .client = s->client_id,
     };
     struct fo_pub_result res;
@@ -310,6 +313,9 @@ static void handle_msg(struct gw_session *s, const struct proto_msg *m)
     case PROTO_T_GEO_WATCH:
     case PROTO_T_GEO_UNWATCH:
         gw_presence_handle(s, m);
+        break;
+    case PROTO_T_REFRESH:
+        gw_authz_refresh(s, m);
         break;
     default:
         gw_session_reply_error(s, m, RT_E_BAD_REQUEST, "unknown type", 0);
@@ -520,6 +526,8 @@ void gw_session_sweep(struct gw_session *s, uint64_t now)
             gw_session_cut(s);
         return;
     }
+    if (gw_authz_sweep(s, now))
+        return; /* the token expired: closing with 4001 */
     if (s->state != GW_S_READY && now - s->opened_ms >= cfg->connect_timeout_ms) {
         s->srv->m.closes_4001++;
         gw_session_close(s, 4001, "connect_timeout", true, true, 0);
@@ -545,6 +553,7 @@ void gw_session_closed(struct gw_session *s)
     if (!srv || !s->conn_id)
         return;
     gw_presence_closed(s);
+    gw_authz_closed(s);
     fo_client_destroy(s->fo);
     s->fo = NULL;
     gw_outbox_clear(&s->outbox, LWS_PRE);

@@ -151,28 +151,37 @@ static void mp_str(struct lt_out *o, const char *s)
 /* ------------------------------------------------------------------ */
 /* Requests. */
 
-void lt_enc_connect(struct lt_out *o, enum lt_codec c, int64_t id, const char *name)
+void lt_enc_connect(struct lt_out *o, enum lt_codec c, int64_t id, const char *name,
+                    const char *token)
 {
     if (c == LT_CODEC_JSON) {
         out_str(o, "{\"type\":\"connect\",\"id\":");
         out_i64(o, id);
         out_str(o, ",\"name\":\"");
         out_str(o, name);
+        if (*token) { /* the option allowed only base64url and dots: nothing to escape */
+            out_str(o, "\",\"token\":\"");
+            out_str(o, token);
+        }
         out_str(o, "\"}\n");
         return;
     }
-    mp_u8(o, 0x83);
+    mp_u8(o, *token ? 0x84 : 0x83);
     mp_str(o, "type");
     mp_str(o, "connect");
     mp_str(o, "id");
     mp_int(o, id);
     mp_str(o, "name");
     mp_str(o, name);
+    if (*token) {
+        mp_str(o, "token");
+        mp_str(o, token);
+    }
 }
 
 void lt_enc_hello(struct lt_out *o, const struct lt_config *cfg)
 {
-    lt_enc_connect(o, cfg->codec, 1, "rtgate-load");
+    lt_enc_connect(o, cfg->codec, 1, "rtgate-load", cfg->token);
 }
 
 void lt_enc_sub(struct lt_out *o, enum lt_codec c, int64_t id, const char *channel)

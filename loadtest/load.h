@@ -242,7 +242,8 @@ struct lt_out {
 };
 
 /* One message each; JSON messages end with '\n' so several can share a frame. */
-void lt_enc_connect(struct lt_out *o, enum lt_codec c, int64_t id, const char *name);
+void lt_enc_connect(struct lt_out *o, enum lt_codec c, int64_t id, const char *name,
+                    const char *token); /* token: a JWT ([A-Za-z0-9_.-]) or "" for none */
 struct lt_config;
 /* The `connect` (id 1) every rtgate connection of the tool opens with, as the run's options
  * say: the one place both drivers (worker.c, scen.c) take their greeting from. */
@@ -389,8 +390,9 @@ struct lt_scen_config {
     double hold_s;         /* storm: connections stay up this long before the drop */
 };
 
-#define LT_MAX_SRC  64
-#define LT_MAX_PIDS 16
+#define LT_MAX_SRC   64
+#define LT_TOKEN_MAX 8192 /* rtgate's own bound on a token */
+#define LT_MAX_PIDS  16
 
 struct lt_config {
     enum lt_scenario scenario;
@@ -438,6 +440,7 @@ struct lt_config {
     uint32_t max_backlog;    /* publisher: bytes queued before slots are skipped */
     uint32_t rx_coalesce_us; /* least time between two reads (trades latency resolution for CPU) */
     const char *label;       /* --label: copied into the JSON line */
+    char token[LT_TOKEN_MAX + 1]; /* --token / --token-file: sent in every connect; "" = none */
     struct lt_scen_config sc;
     const char *json_path;
     const char *svg_path;

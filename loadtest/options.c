@@ -80,6 +80,8 @@ _Static_assert(sizeof(enum lt_scenario) == sizeof(int) && sizeof(enum lt_codec) 
                "OPT_CHOICE stores an int");
 
 static bool valid_prefix(struct lt_config *cfg, const char *s);
+static bool set_token(struct lt_config *cfg, const char *s);
+static bool read_token_file(struct lt_config *cfg, const char *path);
 static bool valid_space(struct lt_config *cfg, const char *s);
 static bool parse_center(struct lt_config *cfg, const char *s);
 
@@ -200,6 +202,11 @@ static const struct opt opts[] = {
      "5000 from 127.0.0.2 up (connect() gets slow as ports fill up)"},
     {"--workers", NULL, "N", OPT_U32, OFF(workers), 0, 1, MAX_WORKERS, NULL, NULL, 0,
      "client processes (default: one per 15000 connections)"},
+    {"--token", NULL, "JWT", OPT_CUSTOM, 0, 0, 0, 0, NULL, set_token, 0,
+     "send this token in every connection's connect (a gateway with --jwt-key; up to 8192 "
+     "characters of base64url and dots). --token-file keeps it out of the process list"},
+    {"--token-file", NULL, "FILE", OPT_CUSTOM, 0, 0, 0, 0, NULL, read_token_file, 0,
+     "the same, read from FILE (one token; a trailing newline is dropped)"},
     {"--rx-coalesce-us", NULL, "N", OPT_U32, OFF(rx_coalesce_us), 0, 0, 100000, NULL, NULL, 0,
      "wait at least N us between two reads of the sockets: fewer wakeups and less client CPU, "
      "up to N us more latency (default 0)"},
@@ -271,6 +278,36 @@ static bool valid_prefix(struct lt_config *cfg, const char *s)
     }
     strcpy(cfg->channel_prefix, s);
     return true;
+}
+
+/* A JWT's characters only, so that it goes into JSON unescaped. */
+static bool set_token(struct lt_config *cfg, const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > LT_TOKEN_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-' || c == '.'))
+            return false;
+    }
+    memcpy(cfg->token, s, n + 1);
+    return true;
+}
+
+static bool read_token_file(struct lt_config *cfg, const char *path)
+{
+    char buf[LT_TOKEN_MAX + 3];
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+        n--;
+    buf[n] = '\0';
+    return set_token(cfg, buf);
 }
 
 static bool valid_space(struct lt_config *cfg, const char *s)

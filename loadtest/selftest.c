@@ -336,7 +336,8 @@ static void test_encoders(void)
                 CHECK(data_len <= want && data_len + 2 >= want);
         }
         struct lt_out o = {.p = buf, .len = 0, .cap = sizeof buf};
-        lt_enc_connect(&o, c, 1, "rtgate-load");
+        lt_enc_connect(&o, c, 1, "rtgate-load", "");
+        lt_enc_connect(&o, c, 3, "rtgate-load", "eyJhbGciOiJIUzI1NiJ9.e30.c2ln");
         lt_enc_sub(&o, c, 2, "load.fanout");
         lt_enc_ack(&o, c, "load.fanout", 99);
         CHECK(!o.overflow);
@@ -345,9 +346,18 @@ static void test_encoders(void)
         lt_status (*scan)(const uint8_t *, size_t, size_t *, struct lt_smsg *) =
             c == LT_CODEC_JSON ? lt_scan_json : lt_scan_msgpack;
         CHECK(scan(buf, o.len, &pos, &m) == LT_OK && m.has_id && m.id == 1);
+        CHECK(scan(buf, o.len, &pos, &m) == LT_OK && m.has_id && m.id == 3);
         CHECK(scan(buf, o.len, &pos, &m) == LT_OK && m.id == 2 && m.channel_len == 11);
         CHECK(scan(buf, o.len, &pos, &m) == LT_OK && m.has_seq && m.seq == 99);
         CHECK(scan(buf, o.len, &pos, &m) == LT_AGAIN);
+        if (c == LT_CODEC_JSON) {
+            uint8_t t[128];
+            struct lt_out to = {.p = t, .len = 0, .cap = sizeof t - 1};
+            lt_enc_connect(&to, c, 7, "n", "a.b.c");
+            t[to.len] = '\0';
+            CHECK(!strcmp((char *)t,
+                          "{\"type\":\"connect\",\"id\":7,\"name\":\"n\",\"token\":\"a.b.c\"}\n"));
+        }
         /* a too-small buffer overflows cleanly */
         struct lt_out small = {.p = buf, .len = 0, .cap = 20};
         lt_enc_pub(&small, c, 1, "load.fanout", 1, 1, 1, 100);

@@ -29,7 +29,6 @@ enum proto_codec { PROTO_JSON = 0, PROTO_MSGPACK = 1, PROTO_NCODECS = 2 };
 #define PROTO_RADIUS_MAX_M       50000.0
 #define PROTO_NEAR_LIMIT_MAX     1000
 #define PROTO_NEAR_LIMIT_DEFAULT 50
-#define PROTO_TOKEN_MAX          8192
 #define PROTO_NAME_MAX           128
 
 enum proto_type {
@@ -45,6 +44,7 @@ enum proto_type {
     PROTO_T_GEO_NEAR,
     PROTO_T_GEO_WATCH,
     PROTO_T_GEO_UNWATCH,
+    PROTO_T_REFRESH, /* docs/protocol.md: a new token for a connected session */
 };
 
 /* A string inside a decoded frame; NUL-terminated, `len` excludes the NUL. */
@@ -91,7 +91,7 @@ struct proto_msg {
     bool has_id;
     int64_t id;
 
-    struct proto_str token;   /* connect */
+    struct proto_str token;   /* connect, refresh: any length (the gateway bounds it) */
     struct proto_str name;    /* connect */
     struct proto_str channel; /* sub, unsub, pub, ack: validated name */
     struct proto_str epoch;   /* sub */

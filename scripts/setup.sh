@@ -5,9 +5,15 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 PKGS=(build-essential cmake pkg-config
       libwebsockets-dev libwebsockets-evlib-uv libuv1-dev
-      libnats-dev nats-server libmsgpack-dev libjansson-dev libcriterion-dev
-      python3 python3-websockets python3-msgpack python3-pytest
+      libnats-dev nats-server libmsgpack-dev libjansson-dev libcriterion-dev libssl-dev
+      python3 python3-websockets python3-msgpack python3-pytest python3-jwt python3-cryptography
       procps curl)
+# The JavaScript tests (tests/js): node + npm and Debian's chromium. Debian 12's
+# nodejs is 18 (tests/js runs on it with the ws package); a node already on the
+# machine (e.g. NodeSource's 20, which ships npm and conflicts with Debian's) is kept.
+command -v node >/dev/null || PKGS+=(nodejs)
+command -v npm >/dev/null || PKGS+=(npm)
+PKGS+=(chromium)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
