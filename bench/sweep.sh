@@ -84,18 +84,8 @@ if [[ " $VARIANTS " == *" old "* ]] && [ -z "$OLD" ]; then
 fi
 
 mkdir -p "$OUT"
-TMP=$(mktemp -d /tmp/rtgate-sweep.XXXXXX)
-PIDS=()
+bench_start sweep # TMP, PIDS, stop_all, pin_server (lib.sh)
 STARTED=$SECONDS
-stop_all() {
-    for p in "${PIDS[@]}"; do kill "$p" 2> /dev/null; done
-    for p in "${PIDS[@]}"; do wait "$p" 2> /dev/null; done
-    PIDS=()
-}
-trap 'stop_all; rm -rf "$TMP"' EXIT
-trap 'echo "sweep.sh: interrupted" >&2; exit 130' INT TERM
-
-pin_server() { exec taskset -c "$SERVER_CPUS" "$@"; }
 
 GW_OPTS=(--ephemeral 'load.>' --pub-rate 1000000 --pub-burst 1000000 --msg-rate 1000000
     --msg-burst 1000000 --ip-conn-rate 0 --log-level debug)
@@ -133,13 +123,8 @@ for rep in $(seq 1 "$REPS"); do
     for rate in $RATES; do
         [ $((SECONDS - STARTED)) -lt $((LIMIT_S - 120)) ] || { echo "sweep.sh: time limit" >&2; break 2; }
         dir="$TMP/r$rep-$rate"
-        mkdir -p "$dir/js"
         NPORT=$(free_port) WSPORT=$(free_port)
-        cat > "$dir/nats.conf" << EOT
-listen: 127.0.0.1:$NPORT
-jetstream { store_dir: "$dir/js", max_memory_store: 64MB, max_file_store: 256MB }
-websocket { listen: "127.0.0.1:$WSPORT", no_tls: true, compression: false }
-EOT
+        nats_conf "$dir" "$NPORT" "$WSPORT"
         pin_server "$NATS_SERVER" -c "$dir/nats.conf" > "$dir/nats.log" 2>&1 &
         NATS=$!
         PIDS+=("$NATS")

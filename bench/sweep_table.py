@@ -98,7 +98,7 @@ def main():
         rng = "[%.1f–%.1f]" % (min(p), max(p)) if p else ""
         wins = [w for w in row["max_window_ms"] if w is not None]
         win = "-" if row["variant"] == "nats-ws" else (
-            "/".join(str(w) for w in row["max_window_ms"]) if wins else "base")
+            "/".join(str(w) if w else "base" for w in row["max_window_ms"]) if wins else "base")
         out.append("| %dk | %s | %s | %s %s | %d/%d | %s | %s | %s | %s | %d | %d/%d |" % (
             row["deliveries_per_s_target"] // 1000, row["variant"],
             fmt(row["deliveries_per_s"], "%.0f"), fmt(row["p99_ms_median"]), rng,
