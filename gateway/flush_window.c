@@ -49,9 +49,10 @@ uint64_t gw_fw_step(struct gw_flush_window *fw, const struct gw_fw_sample *s)
         return fw->window_us;
     fw->since_step_down = bump(fw->since_step_down);
     fw->since_grow = bump(fw->since_grow);
-    /* Behind: most timers late, period after period, while the loop works. One stall (a
-     * slow callback, a burst of handshakes) makes a late firing or two, not most of them. */
-    bool late = s->timers && s->late * 2 >= s->timers;
+    /* Behind: most timers late (two at least), period after period, while the loop works.
+     * One stall (a slow callback, a burst of handshakes) makes one late firing, or a few of
+     * many, not most of them. */
+    bool late = s->late >= 2 && s->late * 2 >= s->timers;
     bool behind = late && s->busy >= BEHIND_BUSY;
     bool on_time = s->late == 0;
     fw->at_base = fw->window_us <= fw->base_us ? bump(fw->at_base) : 0;

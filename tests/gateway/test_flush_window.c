@@ -46,6 +46,9 @@ Test(flush_window, a_busy_loop_that_keeps_up_keeps_the_short_window)
     /* A stall now and then (a few late firings of many) is not falling behind. */
     struct gw_fw_sample stalls = {.busy = 0.95, .timers = 40, .late = 3};
     cr_assert_eq(run(&fw, &stalls, 1000), BASE);
+    /* A quiet period has one timed firing (the sweep's): one stall is not falling behind. */
+    struct gw_fw_sample one_stall = {.busy = 0.95, .timers = 1, .late = 1};
+    cr_assert_eq(run(&fw, &one_stall, 100), BASE);
     /* Late while mostly idle: stalled by something else, and a window would not help. */
     struct gw_fw_sample idle_late = {.busy = 0.2, .timers = 40, .late = 40};
     cr_assert_eq(run(&fw, &idle_late, 100), BASE);
