@@ -23,8 +23,11 @@
 #
 # Usage: bench/sweep.sh [--rates "200 400 700 1000 1500"] [--subs 1000] [--reps 3]
 #                       [--duration 8] [--variants "old new fixed20"] [--old PATH | --old-rev REV]
-#                       [--quick]
+#                       [--quiet PCT] [--quick]
 #   --rates     messages/s published to the channel; deliveries/s = rate x subs
+#   --quiet     before each run, wait (up to 5 min) until the machine was at most PCT% busy over
+#               a second (all cores; 0 = do not wait): on a shared machine, runs start in a lull.
+#               Each run's line records the busy share it started at (busy_before)
 #   --quick     one repetition, 3 s, rates "200 1000": a smoke test of the script, not numbers
 # Environment: BUILD (default build-rel), RTGATE, LOAD, NATS_SERVER, OUT, SERVER_CPUS,
 # CLIENT_CPUS (lib.sh); OLD_BUILD (where --old-rev is built, default build-sweep-old-REV).
@@ -43,6 +46,7 @@ DURATION=8
 VARIANTS="old new fixed20"
 OLD=""
 OLD_REV=""
+QUIET=0
 LIMIT_S=${LIMIT_S:-3600}
 
 while [ $# -gt 0 ]; do
@@ -54,6 +58,7 @@ while [ $# -gt 0 ]; do
     --variants) VARIANTS="$2"; shift ;;
     --old) OLD="$2"; shift ;;
     --old-rev) OLD_REV="$2"; shift ;;
+    --quiet) QUIET="$2"; shift ;;
     --quick) REPS=1; DURATION=3; RATES="200 1000" ;;
     -h | --help) awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "sweep.sh: unknown option $1" >&2; exit 2 ;;
@@ -94,24 +99,49 @@ RUN_TAG="sweep-$(date -u +%Y%m%dT%H%M%SZ)"
 echo "sweep.sh: $RUN_TAG, git $(git -C "$ROOT" rev-parse --short HEAD), old ${OLD_REV:-$OLD}, loadavg $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
+# busy_pct: how busy the machine was over the last second, in % of all cores (/proc/stat).
+busy_pct() {
+    local a b
+    read -r -a a < /proc/stat
+    sleep 1
+    read -r -a b < /proc/stat
+    python3 -c 'import sys
+a = list(map(int, sys.argv[1].split())); b = list(map(int, sys.argv[2].split()))
+d = [y - x for x, y in zip(a, b)]
+print(round(100 * (1 - (d[3] + d[4]) / max(1, sum(d)))))' "${a[*]:1}" "${b[*]:1}"
+}
+
+# wait_quiet: with --quiet, waits for a second at most $QUIET% busy (5 min at most); BUSY_BEFORE.
+wait_quiet() {
+    BUSY_BEFORE=$(busy_pct)
+    [ "$QUIET" -gt 0 ] || return 0
+    local end=$((SECONDS + 300))
+    while [ "$BUSY_BEFORE" -gt "$QUIET" ] && [ $SECONDS -lt $end ]; do
+        sleep 2
+        BUSY_BEFORE=$(busy_pct)
+    done
+}
+
 # load LABEL ARGS...: one rtgate-load run pinned to the client CPU; its JSON line goes to $TMP/last.
 load() {
     local label=$1
     shift
+    wait_quiet
     taskset -c "$CLIENT_CPUS" "$LOAD" "$@" --scenario fanout --subs "$SUBS" --duration "$DURATION" \
         --warmup 2 --drain 5 --connect-rate 3000 --label "$RUN_TAG/$label" --timeout 90 -q \
         > "$TMP/last" 2>> "$TMP/load.err"
     local rc=$?
-    printf '  %-28s exit %d\n' "$label" "$rc" >&2
+    printf '  %-28s exit %d (machine %s%% busy before)\n' "$label" "$rc" "$BUSY_BEFORE" >&2
 }
 
 # keep LOG: appends the last run's line to $JSON with the window changes rtgate logged.
 keep() {
-    python3 - "$TMP/last" "$1" >> "$JSON" << 'EOF'
+    python3 - "$TMP/last" "$1" "$BUSY_BEFORE" >> "$JSON" << 'EOF'
 import json, re, sys
 lines = [l for l in open(sys.argv[1]) if l.startswith("{")]
 if lines:
     r = json.loads(lines[-1])
+    r["busy_before"] = int(sys.argv[3]) / 100
     if sys.argv[2] != "-":
         ws = [int(m) for m in re.findall(r"flush_window busy=\S+ window_ms=(\d+)", open(sys.argv[2]).read())]
         r["flush_window"] = {"changes": len(ws), "max_ms": max(ws, default=None), "last_ms": ws[-1] if ws else None}

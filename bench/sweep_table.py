@@ -51,7 +51,7 @@ def main():
     summary = {"tag": tag, "note": note, "subs": subs, "p99_target_ms": P99_TARGET_MS, "rows": []}
     for rate in rates:
         for v in variants:
-            p99, cpu, ratio, broker, windows, lost, ok, deliv = [], [], [], [], [], 0, 0, []
+            p99, cpu, ratio, broker, windows, lost, ok, deliv, quiet = [], [], [], [], [], 0, 0, [], []
             for rep in reps:
                 r = runs.get((rate, v, rep))
                 if not r:
@@ -70,6 +70,7 @@ def main():
                 lost += r.get("lost", 0)
                 ok += 1 if r.get("ok") else 0
                 deliv.append(r.get("deliveries_per_s"))
+                quiet.append(r.get("busy_before"))
             n_runs = len(p99)
             under = sum(1 for x in p99 if x is not None and x < P99_TARGET_MS)
             summary["rows"].append({
@@ -82,6 +83,7 @@ def main():
                 "broker_cpu_us_per_delivery_median": med(broker),
                 "max_window_ms": [w for w in windows],
                 "runs_p99_under_target": under,
+                "machine_busy_before_median": med(quiet),
             })
     with open(out_json, "w") as f:
         json.dump(summary, f, indent=1)
@@ -90,8 +92,10 @@ def main():
            "%s. Each cell: median over the repetitions; p99 range in brackets. CPU is the "
            "server's µs per delivery (rtgate alone; the nats-server behind it is the broker "
            "column); ratio = rtgate / nats-server (nats-ws) in the same repetition. "
-           "`p99<%d` = runs whose p99 stayed under %d ms." % (note, P99_TARGET_MS, P99_TARGET_MS), ""]
-    head = "| deliveries/s | variant | delivered/s | p99 ms [range] | p99<%d | µs/delivery | ratio | broker µs/del | max window ms | lost | ok |" % P99_TARGET_MS
+           "`p99<%d` = runs whose p99 stayed under %d ms; `busy before` = how busy the machine was "
+           "(all cores) in the second before each run: other jobs, when not near 0." % (
+               note, P99_TARGET_MS, P99_TARGET_MS), ""]
+    head = "| deliveries/s | variant | delivered/s | p99 ms [range] | p99<%d | µs/delivery | ratio | broker µs/del | max window ms | lost | ok | busy before |" % P99_TARGET_MS
     out += [head, "|---" * (head.count("|") - 1) + "|"]
     for row in summary["rows"]:
         p = [x for x in row["p99_ms"] if x is not None]
@@ -99,13 +103,14 @@ def main():
         wins = [w for w in row["max_window_ms"] if w is not None]
         win = "-" if row["variant"] == "nats-ws" else (
             "/".join(str(w) if w else "base" for w in row["max_window_ms"]) if wins else "base")
-        out.append("| %dk | %s | %s | %s %s | %d/%d | %s | %s | %s | %s | %d | %d/%d |" % (
+        bb = row["machine_busy_before_median"]
+        out.append("| %dk | %s | %s | %s %s | %d/%d | %s | %s | %s | %s | %d | %d/%d | %s |" % (
             row["deliveries_per_s_target"] // 1000, row["variant"],
             fmt(row["deliveries_per_s"], "%.0f"), fmt(row["p99_ms_median"]), rng,
             row["runs_p99_under_target"], row["runs"], fmt(row["cpu_us_per_delivery_median"], "%.2f"),
             fmt(row["ratio_to_nats_server_median"], "%.2f"),
             fmt(row["broker_cpu_us_per_delivery_median"], "%.2f"), win, row["lost"],
-            row["ok_runs"], row["runs"]))
+            row["ok_runs"], row["runs"], "%d%%" % round(bb * 100) if bb is not None else "-"))
     out.append("")
     with open(out_md, "w") as f:
         f.write("\n".join(out))
