@@ -45,6 +45,14 @@ stop_all() {
     PIDS=()
 }
 
+# forget_pid PID: PID was stopped and reaped already: stop_all must not signal it (the number
+# may belong to another process by then).
+forget_pid() {
+    local keep=() p
+    for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+    PIDS=("${keep[@]}")
+}
+
 # pin_server CMD...: runs CMD on $SERVER_CPUS (start it with &).
 pin_server() { exec taskset -c "$SERVER_CPUS" "$@"; }
 

@@ -173,11 +173,13 @@ for rep in $(seq 1 "$REPS"); do
             pin_server "$bin" --listen "127.0.0.1:$GWPORT" --nats "nats://127.0.0.1:$NPORT" \
                 "${GW_OPTS[@]}" "${opts[@]}" > "$dir/rtgate-$v.log" 2>&1 &
             GW=$!
-            wait_port "$GWPORT" 10 || { echo "sweep.sh: rtgate ($v) did not start" >&2; kill "$GW"; continue; }
+            PIDS+=("$GW")
+            wait_port "$GWPORT" 10 || { echo "sweep.sh: rtgate ($v) did not start" >&2; kill "$GW"; wait "$GW"; forget_pid "$GW"; continue; }
             load "r$rep/$rate/$v" --url "ws://127.0.0.1:$GWPORT/ws" --publish-via nats \
                 --nats "nats://127.0.0.1:$NPORT" --broker-pid "$NATS" --server-pid "$GW" --rate "$rate"
             kill "$GW" 2> /dev/null
             wait "$GW" 2> /dev/null
+            forget_pid "$GW"
             keep "$dir/rtgate-$v.log"
         done
         stop_all

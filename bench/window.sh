@@ -111,10 +111,12 @@ for name in $LOADS; do
         pin_server "$RTGATE" --listen "127.0.0.1:$GWPORT" "${engine[@]}" "${GW_OPTS[@]}" \
             "${vopts[@]}" "${EXTRA[@]}" > "$dir/rtgate-$w.log" 2>&1 &
         GW=$!
-        wait_port "$GWPORT" 10 || { echo "window.sh: rtgate did not start" >&2; kill "$GW"; continue; }
+        PIDS+=("$GW")
+        wait_port "$GWPORT" 10 || { echo "window.sh: rtgate did not start" >&2; kill "$GW"; wait "$GW"; forget_pid "$GW"; continue; }
         load "$name" "${VARIANT}$w" --url "ws://127.0.0.1:$GWPORT/ws" "${pub[@]}" --server-pid "$GW" "${args[@]}"
         kill "$GW" 2> /dev/null
         wait "$GW" 2> /dev/null
+        forget_pid "$GW"
     done
     stop_all
 done
