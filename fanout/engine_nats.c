@@ -26,6 +26,7 @@
  */
 #include "fanout_int.h"
 #include "nats_live.h"
+#include "nats_security.h"
 
 #include <nats/nats.h>
 #include <pthread.h>
@@ -1941,9 +1942,12 @@ static void nats_tick(void *eng, uint64_t now_ms)
 static void conn_events(struct neng *e, uint64_t reconnects)
 {
     bool up = conn_up(e);
-    if (up != e->was_up)
-        rt_log(up ? RT_LOG_INFO : RT_LOG_WARN, up ? "nats_connected" : "nats_disconnected",
-               "url=%s", e->url);
+    char where[1024]; /* the server it went to, or the list: never a URL's credentials */
+    if (up != e->was_up || (up && reconnects != e->seen_reconnects)) /* a quick move too */
+        rt_log(up ? RT_LOG_INFO : RT_LOG_WARN, up ? "nats_connected" : "nats_disconnected", "%s=%s",
+               up ? "server" : "servers",
+               up ? nsec_connected_server(e->nc, where, sizeof(where))
+                  : nsec_urls_for_log(e->url, where, sizeof(where)));
     e->was_up = up;
     if (reconnects == e->seen_reconnects || !up)
         return;
@@ -2083,15 +2087,20 @@ static natsStatus make_options(struct neng *e, const char *node_id)
         s = natsOptions_SetDisconnectedCB(e->opts, on_disconnected, e);
     if (!s)
         s = natsOptions_SetErrorHandler(e->opts, on_nats_error, e);
+    if (!s) /* TLS and credentials: the same as the loop reader's */
+        s = nsec_natsc_options(e->opts, e->fo->cfg.nats_security, e->url);
     return s;
 }
 
 static natsStatus connect_nats(struct neng *e)
 {
-    natsStatus s = natsConnection_Connect(&e->nc, e->opts);
+    /* A refusal (TLS, credentials) fails the start with nats.c's reason; no server: retry. */
+    natsStatus s =
+        nsec_natsc_connect(&e->nc, e->opts, e->url, e->fo->cfg.nats_security, on_connected, e);
     if (s == NATS_NOT_YET_CONNECTED) {
-        rt_log(RT_LOG_WARN, "nats_not_yet_connected", "url=%s why=\"retrying in background\"",
-               e->url);
+        char where[1024];
+        rt_log(RT_LOG_WARN, "nats_not_yet_connected", "servers=%s why=\"retrying in background\"",
+               nsec_urls_for_log(e->url, where, sizeof(where)));
         s = NATS_OK;
     }
     if (s)
@@ -2128,6 +2137,7 @@ static void nats_destroy(void *eng);
 static rt_status nats_create(struct fo *fo, void **out)
 {
     struct neng *e = calloc(1, sizeof(*e));
+    char where[1024]; /* for log lines: servers without credentials */
     if (!e)
         return RT_NOMEM;
     *out = e;
@@ -2138,8 +2148,8 @@ static rt_status nats_create(struct fo *fo, void **out)
     if (!s)
         s = connect_nats(e);
     if (s) {
-        rt_log(RT_LOG_ERROR, "nats_connect_failed", "url=%s error=\"%s\"", e->url,
-               natsStatus_GetText(s));
+        rt_log(RT_LOG_ERROR, "nats_connect_failed", "servers=%s error=\"%s\"",
+               nsec_urls_for_log(e->url, where, sizeof(where)), natsStatus_GetText(s));
         goto err;
     }
     for (; e->n_workers < N_WORKERS; e->n_workers++)
@@ -2149,14 +2159,14 @@ static rt_status nats_create(struct fo *fo, void **out)
         char name[160];
         snprintf(name, sizeof(name), "rtgate-live %s", fo->cfg.node_id ? fo->cfg.node_id : "");
         struct lr_hooks hooks = {e, on_live_msg, on_live_replay};
-        rt_status st =
-            lr_create(fo->cfg.uv_loop, e->url, name, fo->cfg.nats_read_window_ms, &hooks, &e->lr);
+        rt_status st = lr_create(fo->cfg.uv_loop, e->url, name, fo->cfg.nats_read_window_ms,
+                                 fo->cfg.nats_security, &hooks, &e->lr);
         if (st == RT_NOMEM)
             goto err;
         if (st != RT_OK)
             rt_log(RT_LOG_WARN, "nats_live_off",
-                   "url=%s why=\"not plain nats:// URLs: ephemeral channels read through nats.c\"",
-                   e->url);
+                   "servers=%s why=\"URLs or files it cannot use: channels read through nats.c\"",
+                   nsec_urls_for_log(e->url, where, sizeof(where)));
     }
     e->was_up = conn_up(e);
     if (e->was_up) {
@@ -2165,7 +2175,8 @@ static rt_status nats_create(struct fo *fo, void **out)
             goto err;
         epoch_of(e->created, e->epoch);
         e->stream_ok = true;
-        rt_log(RT_LOG_INFO, "nats_ready", "url=%s stream=%s epoch=%s", e->url, e->stream, e->epoch);
+        rt_log(RT_LOG_INFO, "nats_ready", "server=%s stream=%s epoch=%s",
+               nsec_connected_server(e->nc, where, sizeof(where)), e->stream, e->epoch);
     }
     return RT_OK;
 err:

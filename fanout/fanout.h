@@ -61,6 +61,19 @@ void fo_msg_release(struct fo_msg *m); /* NULL is a no-op; frees at zero */
  */
 rt_status fo_msg_frame(struct fo_msg *m, enum proto_codec codec, uint8_t **data, size_t *len);
 
+/*
+ * TLS and credentials for every NATS connection the nats engine opens (and
+ * rtgate-pub's); docs/nats.md#security. Empty strings are unset. Files are
+ * read when the engine starts; their content never reaches a log line.
+ */
+struct fo_nats_security {
+    char ca_file[512];    /* trust these CAs (PEM) instead of the system store */
+    char cert_file[512];  /* client certificate (PEM chain) for mutual TLS ... */
+    char key_file[512];   /* ... and its private key */
+    char creds_file[512]; /* .creds: the user JWT and its NKey seed */
+    char nkey_file[512];  /* an NKey user seed ("SU...") */
+};
+
 struct fo_config {
     const char *engine;           /* "memory" (default when NULL) */
     const char *node_id;          /* for logs and epochs */
@@ -80,6 +93,7 @@ struct fo_config {
     const char *nats_url;    /* "nats://host:port[,nats://...]" */
     const char *nats_stream; /* JetStream stream of the durable channels; default "RTGATE" */
     uint32_t nats_replicas;  /* stream replicas; default 1 */
+    const struct fo_nats_security *nats_security; /* NULL: no TLS options, no credentials */
     /*
      * The gateway's uv_loop_t: the nats engine then reads the live subjects
      * of all channels on it (nats_live.h) instead of through nats.c's

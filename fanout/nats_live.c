@@ -4,34 +4,46 @@
  * One connection at a time (struct lrc, freed by its close callback); the
  * reader itself (struct lr) is freed when the last of its handles is
  * closed. States: IDLE (waiting to retry) -> RESOLVING -> CONNECTING ->
- * HANDSHAKE (INFO read, CONNECT + PING sent, waiting for the PONG) -> UP.
- * Any error, EOF or protocol violation goes back to IDLE with a retry timer.
+ * HANDSHAKE (INFO read; TLS when wanted or required, through nats_tls.c's
+ * memory buffers; CONNECT + PING sent, waiting for the PONG) -> UP. Any
+ * error, EOF, protocol violation or a handshake past LR_CONNECT_MS goes
+ * back to IDLE with a retry timer, towards the next server of the list:
+ * the configured ones in a random order (so a fleet's readers spread over
+ * a cluster), then those the cluster announced (INFO connect_urls).
  */
-#define _GNU_SOURCE /* memmem */
 #include "nats_live.h"
+#include "nats_creds.h"
+#include "nats_tls.h"
+#include "nats_url.h"
 #include "protocol.h"
 
 #include <errno.h>
 #include <jansson.h>
+#include <openssl/crypto.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <arpa/inet.h>
 #include <sys/socket.h>
+#include <unistd.h>
 #include <uv.h>
 
-#define LR_PORT_DEFAULT 4222
-#define LR_RETRY_MS     250u
-#define LR_CONNECT_MS   2000u
-#define LR_PING_MS      5000u
-#define LR_PINGS_MAX    2u
-#define LR_READ_CHUNK   ((size_t)64 << 10)
-#define LR_WINDOW_READ  ((size_t)1 << 20) /* bytes read per window tick at most */
-#define LR_PAYLOAD_DEF  ((size_t)1 << 20)
-#define LR_PAYLOAD_CAP  ((size_t)64 << 20)
-#define LR_KEEP_CAP     ((size_t)256 << 10) /* an empty input buffer above this is freed */
-#define LR_CRED_MAX     256
+#define LR_RETRY_MS      250u
+#define LR_CONNECT_MS    2000u
+#define LR_PING_MS       5000u
+#define LR_PINGS_MAX     2u
+#define LR_READ_CHUNK    ((size_t)64 << 10)
+#define LR_WINDOW_READ   ((size_t)1 << 20) /* bytes read per window tick at most */
+#define LR_PAYLOAD_DEF   ((size_t)1 << 20)
+#define LR_PAYLOAD_CAP   ((size_t)64 << 20)
+#define LR_KEEP_CAP      ((size_t)256 << 10) /* an empty input buffer above this is freed */
+#define LR_SERVERS_MAX   64                  /* configured and announced servers kept */
+#define LR_ANNOUNCED_MAX 256                 /* connect_urls entries looked at per INFO */
+#define LR_NONCE_MAX     128                 /* longest INFO nonce taken */
+#define LR_TLS_CHUNK     ((size_t)64 << 10)  /* TLS records read from the socket at once */
+#define LR_TLS_RECORD    ((size_t)16 << 10)  /* room for one record's plaintext */
 /* Queued writes (with their requests' own size) beyond which a server that
  * does not read is dropped: a PING flood must not queue PONGs without end. */
 #define LR_WQ_MAX ((size_t)8 << 20)
@@ -39,16 +51,21 @@
 enum lr_state { LR_IDLE, LR_RESOLVING, LR_CONNECTING, LR_HANDSHAKE, LR_UP };
 
 struct lr_server {
-    char host[256];
-    char port[8];
-    char user[LR_CRED_MAX], pass[LR_CRED_MAX], token[LR_CRED_MAX];
+    struct nats_url url; /* host, port, credentials */
+    bool announced;      /* learnt from a server's connect_urls, not configured */
+    char tls_name[256];  /* announced by IP: the name its certificate is checked against */
 };
 
 struct lrc {
     uv_tcp_t tcp;
     uv_connect_t creq;
     struct lr *lr;
-    size_t wq_bytes; /* queued write requests, their struct included */
+    size_t wq_bytes;              /* queued write requests, their struct included */
+    struct ntls *tls;             /* NULL until the server's INFO asked for TLS (or we did) */
+    bool tls_ready;               /* handshake done: CONNECT went out through it */
+    uint8_t *cipher;              /* TLS records read from the socket (LR_TLS_CHUNK) */
+    char tls_why[200];            /* why the session failed, for the log */
+    char nonce[LR_NONCE_MAX + 1]; /* INFO's, signed in CONNECT with --nats-creds/--nats-nkey */
 };
 
 struct lr {
@@ -56,8 +73,11 @@ struct lr {
     struct lr_hooks h;
     char *name;
     uint32_t window_ms;
-    struct lr_server *servers;
-    size_t n_servers, cur;
+    struct lr_server *servers; /* configured (shuffled), then announced ones */
+    size_t n_servers, cur, servers_cap;
+    struct ntls_ctx *tls_ctx; /* trust and client certificate, for every TLS session */
+    bool tls_wanted;          /* a tls:// URL, --nats-ca or a client certificate */
+    struct ncreds *creds;     /* --nats-creds / --nats-nkey, or NULL */
 
     enum lr_state st;
     struct lrc *c; /* current connection, NULL in IDLE / RESOLVING */
@@ -70,9 +90,10 @@ struct lr {
     uv_timer_t ping_timer;             /* keepalive while UP */
     int refs;                          /* open handles and pending requests, +1 until destroy */
     bool dying;
-    bool failing_logged; /* one log line per outage, not one per retry */
-    uint64_t err_log_ms; /* last -ERR logged while UP (at most one a second) */
-    uint64_t err_quiet;  /* -ERRs not logged since */
+    bool failing_logged;     /* one log line per outage, not one per retry */
+    uint64_t err_log_ms;     /* last -ERR logged while UP (at most one a second) */
+    uint64_t err_quiet;      /* -ERRs not logged since */
+    uint64_t servers_log_ms; /* last change of the server list logged at info level */
 
     uint8_t *in;
     size_t in_len, in_cap;
@@ -89,6 +110,8 @@ struct lr {
 
 static void lr_fail(struct lr *lr, const char *why);
 static void lr_connect_next(struct lr *lr);
+static void lr_process(struct lr *lr);
+static bool lr_room(struct lr *lr, size_t want);
 
 /* -------------------------------------------------------------------- */
 /* Lifetime                                                               */
@@ -101,13 +124,23 @@ static void forget_addresses(struct lr *lr)
     lr->ai_untried = NULL;
 }
 
+/* The list goes with the credentials its URLs held. */
+static void free_servers(struct lr_server *servers, size_t cap)
+{
+    if (servers)
+        OPENSSL_cleanse(servers, cap * sizeof(*servers));
+    free(servers);
+}
+
 static void lr_unref(struct lr *lr)
 {
     if (--lr->refs > 0)
         return;
     forget_addresses(lr);
     free(lr->in);
-    free(lr->servers);
+    free_servers(lr->servers, lr->servers_cap);
+    ntls_ctx_destroy(lr->tls_ctx);
+    ncreds_free(lr->creds);
     free(lr->name);
     free(lr);
 }
@@ -121,6 +154,8 @@ static void conn_closed(uv_handle_t *h)
 {
     struct lrc *c = h->data;
     struct lr *lr = c->lr;
+    ntls_free(c->tls);
+    free(c->cipher);
     free(c);
     lr_unref(lr);
 }
@@ -159,28 +194,9 @@ static void write_done(uv_write_t *req, int status)
         lr_fail(c->lr, uv_strerror(status));
 }
 
-/* Sends what fits now; queues the rest in order. False if the connection broke. */
-static bool lr_send(struct lr *lr, const char *p, size_t n)
+/* Bytes to the socket as they are: what fits now, the rest queued in order. */
+static bool send_raw(struct lr *lr, const char *p, size_t n)
 {
-    if (!lr->c || n == 0)
-        return lr->c != NULL;
-    if (lr->corked) {
-        if (lr->cork_cap - lr->cork_len < n) {
-            size_t cap = lr->cork_cap ? lr->cork_cap * 2 : 65536;
-            while (cap - lr->cork_len < n)
-                cap *= 2;
-            char *b = realloc(lr->cork, cap);
-            if (!b) {
-                lr_fail(lr, "out of memory");
-                return false;
-            }
-            lr->cork = b;
-            lr->cork_cap = cap;
-        }
-        memcpy(lr->cork + lr->cork_len, p, n);
-        lr->cork_len += n;
-        return true;
-    }
     uv_stream_t *s = (uv_stream_t *)&lr->c->tcp;
     if (uv_stream_get_write_queue_size(s) == 0) {
         uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
@@ -219,22 +235,74 @@ static bool lr_send(struct lr *lr, const char *p, size_t n)
     return true;
 }
 
+/* The TLS records the session has ready (handshake messages, encrypted ops), to the socket. */
+static bool send_tls_records(struct lr *lr)
+{
+    char chunk[LR_TLS_RECORD];
+    while (lr->c && ntls_pending(lr->c->tls) > 0) {
+        size_t n = ntls_take(lr->c->tls, chunk, sizeof(chunk));
+        if (n == 0 || !send_raw(lr, chunk, n))
+            break;
+    }
+    return lr->c != NULL;
+}
+
+/* Sends what fits now; queues the rest in order. False if the connection broke. */
+static bool lr_send(struct lr *lr, const char *p, size_t n)
+{
+    if (!lr->c || n == 0)
+        return lr->c != NULL;
+    if (lr->corked) {
+        if (lr->cork_cap - lr->cork_len < n) {
+            size_t cap = lr->cork_cap ? lr->cork_cap * 2 : 65536;
+            while (cap - lr->cork_len < n)
+                cap *= 2;
+            char *b = realloc(lr->cork, cap);
+            if (!b) {
+                lr_fail(lr, "out of memory");
+                return false;
+            }
+            lr->cork = b;
+            lr->cork_cap = cap;
+        }
+        memcpy(lr->cork + lr->cork_len, p, n);
+        lr->cork_len += n;
+        return true;
+    }
+    if (!lr->c->tls)
+        return send_raw(lr, p, n);
+    if (ntls_write(lr->c->tls, p, n) != RT_OK) {
+        lr_fail(lr, "TLS: cannot encrypt");
+        return false;
+    }
+    return send_tls_records(lr);
+}
+
 static void send_connect(struct lr *lr)
 {
     const struct lr_server *sv = &lr->servers[lr->cur];
     json_t *o = json_pack("{s:b,s:b,s:i,s:b,s:b,s:s,s:s,s:s}", "verbose", 0, "pedantic", 0,
                           "protocol", 1, "headers", 1, "no_responders", 0, "name", lr->name, "lang",
                           "c-rtgate", "version", "1");
-    if (o && sv->user[0]) {
-        json_object_set_new(o, "user", json_string(sv->user));
-        json_object_set_new(o, "pass", json_string(sv->pass));
+    if (o && sv->url.user[0]) {
+        json_object_set_new(o, "user", json_string(sv->url.user));
+        json_object_set_new(o, "pass", json_string(sv->url.pass));
     }
-    if (o && sv->token[0])
-        json_object_set_new(o, "auth_token", json_string(sv->token));
-    char *js = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    if (o && sv->url.token[0])
+        json_object_set_new(o, "auth_token", json_string(sv->url.token));
+    if (o && lr->c->tls)
+        json_object_set_new(o, "tls_required", json_true());
+    const char *nonce = lr->c->nonce;
+    rt_status st =
+        o && lr->creds ? ncreds_connect_fields(lr->creds, nonce, strlen(nonce), o) : RT_OK;
+    char *js = o && st == RT_OK ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
+    if (st == RT_INVAL) {
+        lr_fail(lr, "the server sent no nonce to sign: it does not take NKeys or user JWTs");
+        return;
+    }
     if (!js) {
-        lr_fail(lr, "out of memory");
+        lr_fail(lr, st == RT_OK ? "out of memory" : "cannot sign the server's nonce");
         return;
     }
     size_t n = strlen(js);
@@ -243,44 +311,293 @@ static void send_connect(struct lr *lr)
         int k = snprintf(line, n + 32, "CONNECT %s\r\nPING\r\n", js);
         lr->pings_out++;
         lr_send(lr, line, (size_t)k);
+        OPENSSL_cleanse(line, (size_t)k); /* a password, token or JWT */
     } else {
         lr_fail(lr, "out of memory");
     }
     free(line);
+    OPENSSL_cleanse(js, n);
     free(js);
 }
 
 /* -------------------------------------------------------------------- */
-/* Input                                                                  */
+/* TLS (after the server's INFO, before CONNECT)                          */
 
-static void on_info(struct lr *lr, const char *arg, size_t len)
+/*
+ * Decrypts what the session holds into lr->in past in_len + *got (growing
+ * the buffer within lr_room's bound; in_len itself is the caller's to move).
+ * 0 when it needs more of the socket, -1 when the session failed (c->tls_why).
+ */
+static int tls_decrypt(struct lr *lr, size_t *got)
 {
-    if (lr->st != LR_HANDSHAKE || lr->pings_out > 0)
-        return; /* an update while connected (cluster changes): nothing to do */
-    json_error_t err;
-    json_t *o = json_loadb(arg, len, 0, &err);
-    if (!json_is_object(o)) {
-        json_decref(o);
-        lr_fail(lr, "INFO is not a JSON object");
+    struct lrc *c = lr->c;
+    for (;;) {
+        size_t in_len = lr->in_len;
+        lr->in_len += *got; /* the room is measured past what is already decrypted */
+        bool room = lr_room(lr, LR_TLS_RECORD);
+        lr->in_len = in_len;
+        if (!room) {
+            snprintf(c->tls_why, sizeof(c->tls_why), "an operation larger than the input buffer");
+            return -1;
+        }
+        size_t at = lr->in_len + *got;
+        ssize_t k = ntls_read(c->tls, lr->in + at, lr->in_cap - at, c->tls_why, sizeof(c->tls_why));
+        if (k <= 0)
+            return (int)k;
+        *got += (size_t)k;
+    }
+}
+
+/* Decrypts and handles everything the session holds; false if the connection failed. */
+static bool tls_drain(struct lr *lr)
+{
+    struct lrc *c = lr->c;
+    size_t got = 0;
+    int r = tls_decrypt(lr, &got);
+    lr->in_len += got;
+    if (got > 0)
+        lr_process(lr);
+    if (lr->c == c && r < 0) {
+        char why[256];
+        snprintf(why, sizeof(why), "TLS: %s", c->tls_why);
+        lr_fail(lr, why);
+    }
+    return lr->c == c && send_tls_records(lr); /* a key update may want an answer */
+}
+
+/* One step of the handshake; once done, CONNECT goes out through it. False if it failed. */
+static bool tls_handshake_step(struct lr *lr)
+{
+    struct lrc *c = lr->c;
+    char why[200], msg[256];
+    rt_status st = ntls_handshake(c->tls, why, sizeof(why));
+    if (!send_tls_records(lr))
+        return false;
+    if (st == RT_AGAIN)
+        return true;
+    if (st != RT_OK) {
+        snprintf(msg, sizeof(msg), "TLS handshake failed: %s", why);
+        lr_fail(lr, msg);
+        return false;
+    }
+    c->tls_ready = true;
+    send_connect(lr);
+    return lr->c == c;
+}
+
+/* TLS records just read into c->cipher. */
+static void tls_input(struct lr *lr, size_t n)
+{
+    struct lrc *c = lr->c;
+    if (ntls_put(c->tls, c->cipher, n) != RT_OK) {
+        lr_fail(lr, "out of memory");
         return;
     }
+    if (!c->tls_ready && !tls_handshake_step(lr))
+        return;
+    if (lr->c == c && c->tls_ready)
+        tls_drain(lr);
+}
+
+/* Starts TLS on the connection (the ClientHello goes out); the certificate must name the server. */
+static void start_tls(struct lr *lr)
+{
+    struct lrc *c = lr->c;
+    const struct lr_server *sv = &lr->servers[lr->cur];
+    char err[256];
+    /* TLS unasked (no file given: the system's trusted CAs), once. */
+    if (!lr->tls_ctx && ntls_ctx_create(NULL, NULL, NULL, err, sizeof(err), &lr->tls_ctx)) {
+        lr_fail(lr, err);
+        return;
+    }
+    c->cipher = malloc(LR_TLS_CHUNK);
+    rt_status st =
+        c->cipher ? ntls_start(lr->tls_ctx, sv->tls_name[0] ? sv->tls_name : sv->url.host, &c->tls)
+                  : RT_NOMEM;
+    if (st != RT_OK) {
+        lr_fail(lr, st == RT_NOMEM ? "out of memory" : "TLS: the server's name is not usable");
+        return;
+    }
+    tls_handshake_step(lr);
+}
+
+/* -------------------------------------------------------------------- */
+/* Servers announced by the cluster (INFO connect_urls)                   */
+
+static size_t find_server(const struct lr *lr, const char *host, const char *port)
+{
+    for (size_t i = 0; i < lr->n_servers; i++)
+        if (!strcasecmp(lr->servers[i].url.host, host) && !strcmp(lr->servers[i].url.port, port))
+            return i;
+    return lr->n_servers;
+}
+
+static bool is_ip_literal(const char *host)
+{
+    unsigned char buf[16];
+    return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
+}
+
+/* Room for one more server; false at LR_SERVERS_MAX or without memory. */
+static bool servers_grow(struct lr *lr)
+{
+    if (lr->n_servers < lr->servers_cap)
+        return true;
+    size_t cap = lr->servers_cap * 2;
+    if (lr->n_servers >= LR_SERVERS_MAX)
+        return false;
+    if (cap > LR_SERVERS_MAX)
+        cap = LR_SERVERS_MAX;
+    struct lr_server *p = calloc(cap, sizeof(*p));
+    if (!p)
+        return false;
+    memcpy(p, lr->servers, lr->n_servers * sizeof(*p));
+    free_servers(lr->servers, lr->servers_cap);
+    lr->servers = p;
+    lr->servers_cap = cap;
+    return true;
+}
+
+/* An announced server, with the credentials of the one that announced it (as Go's client). */
+static void add_announced(struct lr *lr, const struct lr_server *from, struct lr_server *sv)
+{
+    memcpy(sv->url.user, from->url.user, sizeof(sv->url.user));
+    memcpy(sv->url.pass, from->url.pass, sizeof(sv->url.pass));
+    memcpy(sv->url.token, from->url.token, sizeof(sv->url.token));
+    sv->announced = true;
+    /* A cluster announces IPs; a certificate names the host the URL named (as nats.c checks). */
+    const char *name = from->tls_name[0] ? from->tls_name : from->url.host;
+    if (is_ip_literal(sv->url.host) && !is_ip_literal(name))
+        snprintf(sv->tls_name, sizeof(sv->tls_name), "%s", name);
+    lr->servers[lr->n_servers++] = *sv;
+    rt_log(RT_LOG_DEBUG, "nats_live_server_announced", "server=%s:%s", sv->url.host, sv->url.port);
+}
+
+/* One line when the list changed, at most one a second at info level (a server may
+ * send INFO after INFO). */
+static void log_servers(struct lr *lr, size_t added, size_t forgotten)
+{
+    uint64_t now = uv_now(lr->loop);
+    bool quiet = lr->servers_log_ms && now - lr->servers_log_ms < 1000;
+    if (added + forgotten == 0)
+        return;
+    if (!quiet)
+        lr->servers_log_ms = now;
+    rt_log(quiet ? RT_LOG_DEBUG : RT_LOG_INFO, "nats_live_servers",
+           "servers=%zu announced_new=%zu forgotten=%zu from=%s:%s", lr->n_servers, added,
+           forgotten, lr->servers[lr->cur].url.host, lr->servers[lr->cur].url.port);
+}
+
+/*
+ * Merges an INFO's connect_urls (host:port strings) into the server list:
+ * new ones are added (up to LR_SERVERS_MAX), announced ones no longer in it
+ * are forgotten (never the current one; configured ones stay).
+ */
+static void merge_connect_urls(struct lr *lr, json_t *urls)
+{
+    if (!json_is_array(urls))
+        return;
+    bool listed[LR_SERVERS_MAX] = {false};
+    struct lr_server from = lr->servers[lr->cur], sv;
+    size_t i, added = 0, forgotten = 0;
+    json_t *v;
+    json_array_foreach(urls, i, v)
+    {
+        const char *u = json_string_value(v);
+        if (i >= LR_ANNOUNCED_MAX)
+            break;
+        /* host:port only: no scheme, no userinfo, nothing nats_url_parse would refuse */
+        memset(&sv, 0, sizeof(sv));
+        if (!u || strchr(u, '@') || strstr(u, "://") || !nats_url_parse(u, strlen(u), &sv.url))
+            continue;
+        size_t at = find_server(lr, sv.url.host, sv.url.port);
+        if (at == lr->n_servers && servers_grow(lr)) {
+            add_announced(lr, &from, &sv);
+            added++;
+        }
+        if (at < LR_SERVERS_MAX)
+            listed[at] = true;
+    }
+    size_t kept = 0, cur = 0;
+    for (size_t k = 0; k < lr->n_servers; k++) {
+        if (lr->servers[k].announced && !listed[k] && k != lr->cur) {
+            rt_log(RT_LOG_DEBUG, "nats_live_server_forgotten", "server=%s:%s",
+                   lr->servers[k].url.host, lr->servers[k].url.port);
+            forgotten++;
+            continue;
+        }
+        if (k == lr->cur)
+            cur = kept;
+        lr->servers[kept++] = lr->servers[k];
+    }
+    if (kept < lr->n_servers)
+        OPENSSL_cleanse(lr->servers + kept, (lr->n_servers - kept) * sizeof(*lr->servers));
+    lr->n_servers = kept;
+    lr->cur = cur;
+    log_servers(lr, added, forgotten);
+    OPENSSL_cleanse(&from, sizeof(from));
+    OPENSSL_cleanse(&sv, sizeof(sv));
+}
+
+/* -------------------------------------------------------------------- */
+/* The server's INFO                                                      */
+
+/* The handshake's INFO: limits, TLS, the nonce; then TLS or CONNECT. */
+static void on_first_info(struct lr *lr, json_t *o)
+{
+    struct lrc *c = lr->c;
     json_int_t mp = json_integer_value(json_object_get(o, "max_payload"));
-    bool tls = json_is_true(json_object_get(o, "tls_required"));
+    bool tls_required = json_is_true(json_object_get(o, "tls_required"));
+    bool tls_available = json_is_true(json_object_get(o, "tls_available"));
     bool headers = json_is_true(json_object_get(o, "headers"));
-    json_decref(o);
-    if (tls) {
-        lr_fail(lr, "the server requires TLS (use --nats-loop-reader 0)");
-        return;
-    }
+    const char *nonce = json_string_value(json_object_get(o, "nonce"));
     if (!headers) {
         lr_fail(lr, "the server does not support headers");
         return;
     }
+    if (nonce && strlen(nonce) > LR_NONCE_MAX) {
+        lr_fail(lr, "INFO's nonce is too long");
+        return;
+    }
+    snprintf(c->nonce, sizeof(c->nonce), "%s", nonce ? nonce : "");
     lr->max_payload = mp > 0 ? (size_t)mp : LR_PAYLOAD_DEF;
     if (lr->max_payload > LR_PAYLOAD_CAP)
         lr->max_payload = LR_PAYLOAD_CAP;
-    send_connect(lr);
+    if (lr->tls_wanted && !tls_required && !tls_available) {
+        lr_fail(lr, "TLS was asked for (a tls:// URL, --nats-ca or --nats-tls-cert) and the "
+                    "server does not offer it");
+        return;
+    }
+    /* A server that requires TLS gets it even unasked, as nats.c does. */
+    if (lr->tls_wanted || tls_required)
+        start_tls(lr);
+    else
+        send_connect(lr);
 }
+
+/*
+ * INFO: during the handshake it decides how to go on; any INFO (a cluster
+ * sends updates while connected) may announce servers.
+ */
+static void on_info(struct lr *lr, const char *arg, size_t len)
+{
+    bool first = lr->st == LR_HANDSHAKE && lr->pings_out == 0 && !lr->c->tls;
+    json_error_t err;
+    json_t *o = json_loadb(arg, len, 0, &err);
+    if (!json_is_object(o)) {
+        json_decref(o);
+        if (first)
+            lr_fail(lr, "INFO is not a JSON object");
+        return; /* a broken update changes nothing */
+    }
+    merge_connect_urls(lr, json_object_get(o, "connect_urls"));
+    if (first)
+        on_first_info(lr, o);
+    json_decref(o);
+}
+
+/* -------------------------------------------------------------------- */
+/* Input                                                                  */
 
 static void on_ping_timer(uv_timer_t *t)
 {
@@ -300,9 +617,10 @@ static void became_up(struct lr *lr)
     lr->st = LR_UP;
     lr->stats.connects++;
     uv_timer_stop(&lr->ctl_timer);
-    rt_log(RT_LOG_INFO, "nats_live_connected", "server=%s:%s connects=%llu",
-           lr->servers[lr->cur].host, lr->servers[lr->cur].port,
-           (unsigned long long)lr->stats.connects);
+    const struct lr_server *sv = &lr->servers[lr->cur];
+    rt_log(RT_LOG_INFO, "nats_live_connected", "server=%s:%s tls=%s announced=%s connects=%llu",
+           sv->url.host, sv->url.port, lr->c->tls ? ntls_version(lr->c->tls) : "no",
+           sv->announced ? "yes" : "no", (unsigned long long)lr->stats.connects);
     lr->failing_logged = false;
     forget_addresses(lr); /* after a loss: the next server */
     /* Every SUB in one write. */
@@ -333,6 +651,8 @@ static void log_server_error(struct lr *lr, const char *arg, size_t len)
         lr->err_quiet++;
         return;
     }
+    if (lr->st != LR_UP && lr->failing_logged)
+        return; /* refused again while retrying: the outage was logged once */
     char text[201];
     size_t n = len < sizeof(text) - 1 ? len : sizeof(text) - 1;
     for (size_t i = 0; i < n; i++) /* no quote, backslash or control byte in a log value */
@@ -387,6 +707,10 @@ static void lr_process(struct lr *lr)
             break;
         case NW_INFO:
             on_info(lr, arg, arg_len);
+            if (lr->c == c && c->tls && !c->tls_ready && off < lr->in_len) {
+                lr_fail(lr, "bytes after INFO, before the TLS handshake");
+                return;
+            }
             break;
         case NW_ERR:
             log_server_error(lr, arg, arg_len);
@@ -415,7 +739,7 @@ static void lr_process(struct lr *lr)
 /* Room for at least `want` more bytes (within the largest op allowed). */
 static bool lr_room(struct lr *lr, size_t want)
 {
-    size_t max = lr->max_payload + NW_LINE_MAX + LR_READ_CHUNK;
+    size_t max = lr->max_payload + NW_LINE_MAX + LR_READ_CHUNK + LR_TLS_RECORD;
     if (lr->in_cap - lr->in_len >= want)
         return true;
     size_t cap = lr->in_cap ? lr->in_cap * 2 : LR_READ_CHUNK;
@@ -438,6 +762,10 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
     (void)hint;
     struct lrc *c = h->data;
     struct lr *lr = c->lr;
+    if (c == lr->c && c->tls) {
+        *buf = uv_buf_init((char *)c->cipher, (unsigned)LR_TLS_CHUNK);
+        return;
+    }
     if (c != lr->c || !lr_room(lr, LR_READ_CHUNK / 4)) {
         *buf = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS */
         return;
@@ -467,8 +795,12 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     if (n == 0)
         return;
     lr->stats.wakeups++;
-    lr->in_len += (size_t)n;
-    lr_process(lr);
+    if (c->tls) {
+        tls_input(lr, (size_t)n);
+    } else {
+        lr->in_len += (size_t)n;
+        lr_process(lr);
+    }
     if (lr->c != c || lr->st != LR_UP || lr->window_ms == 0)
         return;
     uint64_t now = uv_now(lr->loop);
@@ -478,6 +810,47 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         uv_timer_start(&lr->io_timer, on_io_timer, lr->window_ms, 0);
     }
     lr->last_read_ms = now;
+}
+
+/* Why a read failed, for lr_fail: the TLS session's reason, or the system's. */
+static const char *io_error(struct lrc *c, int err)
+{
+    return err == EPROTO && c->tls_why[0] ? c->tls_why : strerror(err);
+}
+
+/*
+ * Reads what the socket has, without waiting, as plaintext appended at
+ * lr->in + lr->in_len (the caller then moves in_len), with recv()'s
+ * contract: > 0 bytes, 0 at EOF, -1 with errno (EAGAIN: nothing yet, a TLS
+ * record not complete included; EPROTO: the TLS session failed, c->tls_why).
+ * Plain: at most `room` bytes, the room the caller made. TLS: one read of
+ * the socket, everything it completes decrypted (lr->in may grow and move,
+ * within lr_room's bound).
+ */
+static ssize_t lr_recv_plain(struct lr *lr, int fd, size_t room)
+{
+    struct lrc *c = lr->c;
+    if (!c->tls)
+        return recv(fd, lr->in + lr->in_len, room, MSG_DONTWAIT);
+    size_t got = 0;
+    int d = tls_decrypt(lr, &got); /* what earlier reads left complete */
+    if (d == 0 && got == 0) {
+        ssize_t r = recv(fd, c->cipher, LR_TLS_CHUNK, MSG_DONTWAIT);
+        if (r <= 0)
+            return r;
+        if (ntls_put(c->tls, c->cipher, (size_t)r) != RT_OK) {
+            errno = ENOMEM;
+            return -1;
+        }
+        d = tls_decrypt(lr, &got);
+    }
+    if (d < 0) {
+        errno = EPROTO;
+        return -1;
+    }
+    if (got == 0)
+        errno = EAGAIN;
+    return got > 0 ? (ssize_t)got : -1;
 }
 
 /* Reads and handles what is there, without waiting; -1 if the connection failed. */
@@ -496,7 +869,7 @@ static ssize_t read_now(struct lr *lr, size_t limit)
         size_t room = lr->in_cap - lr->in_len;
         if (room > limit - got)
             room = limit - got; /* the buffer may be 64 MiB: keep to the limit */
-        ssize_t r = recv(fd, lr->in + lr->in_len, room, MSG_DONTWAIT);
+        ssize_t r = lr_recv_plain(lr, fd, room);
         if (r > 0) {
             lr->in_len += (size_t)r;
             got += (size_t)r;
@@ -509,7 +882,7 @@ static ssize_t read_now(struct lr *lr, size_t limit)
             break;
         if (r < 0 && errno == EINTR)
             continue;
-        lr_fail(lr, r == 0 ? "closed by the server" : strerror(errno));
+        lr_fail(lr, r == 0 ? "closed by the server" : io_error(c, errno));
         return -1;
     }
     return (ssize_t)got;
@@ -523,7 +896,7 @@ static void on_io_timer(uv_timer_t *t)
     if (!c || lr->st != LR_UP)
         return;
     lr_process(lr); /* what lr_flush read, first */
-    if (lr->c != c)
+    if (lr->c != c || (c->tls && !tls_drain(lr)))
         return;
     ssize_t got = lr->windowed ? read_now(lr, LR_WINDOW_READ) : 0;
     if (got < 0)
@@ -546,22 +919,34 @@ static void on_io_timer(uv_timer_t *t)
 /* -------------------------------------------------------------------- */
 /* Connecting                                                             */
 
+/* Where a handshake that took too long stalled. */
+static const char *handshake_stage(const struct lr *lr)
+{
+    const struct lrc *c = lr->c;
+    if (lr->st != LR_HANDSHAKE || !c)
+        return "connect timed out";
+    if (c->tls && !c->tls_ready)
+        return "TLS handshake timed out";
+    return lr->pings_out == 0 ? "no INFO from the server in time" : "no answer to CONNECT in time";
+}
+
 static void on_retry(uv_timer_t *t)
 {
     struct lr *lr = t->data;
     if (lr->st == LR_IDLE && !lr->dying)
         lr_connect_next(lr);
     else if (lr->st != LR_UP && lr->st != LR_IDLE)
-        lr_fail(lr, "connect timed out");
+        lr_fail(lr, handshake_stage(lr));
 }
 
 static void lr_fail(struct lr *lr, const char *why)
 {
     bool was_up = lr->st == LR_UP;
     const struct lr_server *sv = &lr->servers[lr->cur];
-    if (was_up || !lr->failing_logged)
-        rt_log(RT_LOG_WARN, "nats_live_disconnected", "server=%s:%s why=\"%s\"%s", sv->host,
-               sv->port, why, was_up ? "" : " retrying=every_250ms");
+    /* One warning per outage; each further failed try at debug level. */
+    rt_log(was_up || !lr->failing_logged ? RT_LOG_WARN : RT_LOG_DEBUG, "nats_live_disconnected",
+           "server=%s:%s why=\"%s\"%s", sv->url.host, sv->url.port, why,
+           was_up ? "" : " retrying=every_250ms");
     lr->failing_logged = !was_up;
     conn_drop(lr);
     lr->st = LR_IDLE;
@@ -652,9 +1037,9 @@ static void lr_connect_next(struct lr *lr)
     lr->cur = (lr->cur + 1) % lr->n_servers;
     const struct lr_server *sv = &lr->servers[lr->cur];
     struct sockaddr_storage ss;
-    int port = atoi(sv->port);
-    if (uv_ip4_addr(sv->host, port, (struct sockaddr_in *)&ss) == 0 ||
-        uv_ip6_addr(sv->host, port, (struct sockaddr_in6 *)&ss) == 0) {
+    int port = atoi(sv->url.port);
+    if (uv_ip4_addr(sv->url.host, port, (struct sockaddr_in *)&ss) == 0 ||
+        uv_ip6_addr(sv->url.host, port, (struct sockaddr_in6 *)&ss) == 0) {
         start_tcp(lr, (struct sockaddr *)&ss);
         return;
     }
@@ -664,7 +1049,7 @@ static void lr_connect_next(struct lr *lr)
     hints.ai_socktype = SOCK_STREAM;
     lr->gai.data = lr;
     lr->st = LR_RESOLVING;
-    if (uv_getaddrinfo(lr->loop, &lr->gai, on_resolved, sv->host, sv->port, &hints) == 0) {
+    if (uv_getaddrinfo(lr->loop, &lr->gai, on_resolved, sv->url.host, sv->url.port, &hints) == 0) {
         lr->gai_busy = true;
         lr->refs++;
     } else {
@@ -674,124 +1059,69 @@ static void lr_connect_next(struct lr *lr)
 }
 
 /* -------------------------------------------------------------------- */
-/* URLs                                                                   */
-
-static bool copy_part(char *dst, size_t cap, const char *s, size_t n)
-{
-    if (n >= cap)
-        return false;
-    memcpy(dst, s, n);
-    dst[n] = 0;
-    return true;
-}
-
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c = (char)(c | 0x20);
-    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
-/* Undoes %XX in place, as nats.c does for the URL's user and password; false
- * for a '%' without two hex digits, or %00. */
-static bool pct_decode_inplace(char *s)
-{
-    char *d = s;
-    for (; *s; s++) {
-        if (*s != '%') {
-            *d++ = *s;
-            continue;
-        }
-        int hi = hexval(s[1]), lo = hi >= 0 ? hexval(s[2]) : -1;
-        if (lo < 0 || (hi | lo) == 0)
-            return false;
-        *d++ = (char)(hi << 4 | lo);
-        s += 2;
-    }
-    *d = 0;
-    return true;
-}
-
-/* nats://[user:pass@|token@]host[:port], or host[:port]; [v6]:port too. */
-static bool parse_url(const char *s, size_t n, struct lr_server *out)
-{
-    memset(out, 0, sizeof(*out));
-    while (n > 0 && (*s == ' ' || *s == '\t')) {
-        s++;
-        n--;
-    }
-    const char *scheme = memmem(s, n, "://", 3);
-    if (scheme) {
-        size_t sl = (size_t)(scheme - s);
-        if (!(sl == 4 && strncasecmp(s, "nats", 4) == 0))
-            return false; /* tls://, ws://: not here */
-        n -= sl + 3;
-        s = scheme + 3;
-    }
-    /* The last '@' ends the userinfo (as Go's net/url): a password may hold one. */
-    const char *at = memrchr(s, '@', n);
-    if (at) {
-        const char *colon = memchr(s, ':', (size_t)(at - s));
-        if (colon) {
-            if (!copy_part(out->user, sizeof(out->user), s, (size_t)(colon - s)) ||
-                !copy_part(out->pass, sizeof(out->pass), colon + 1, (size_t)(at - colon - 1)))
-                return false;
-        } else if (!copy_part(out->token, sizeof(out->token), s, (size_t)(at - s))) {
-            return false;
-        }
-        if (!pct_decode_inplace(out->user) || !pct_decode_inplace(out->pass) ||
-            !pct_decode_inplace(out->token))
-            return false;
-        n -= (size_t)(at - s) + 1;
-        s = at + 1;
-    }
-    while (n > 0 && (s[n - 1] == '/' || s[n - 1] == ' '))
-        n--;
-    const char *host = s, *port = NULL;
-    size_t hl = n;
-    if (n > 0 && s[0] == '[') {
-        const char *rb = memchr(s, ']', n);
-        if (!rb)
-            return false;
-        host = s + 1;
-        hl = (size_t)(rb - s - 1);
-        size_t after = (size_t)(rb - s) + 1;
-        if (after < n && rb[1] != ':')
-            return false; /* "[::1]x": not a port */
-        if (after < n)
-            port = rb + 2;
-    } else {
-        const char *colon = memchr(s, ':', n);
-        if (colon) {
-            hl = (size_t)(colon - s);
-            port = colon + 1;
-        }
-    }
-    if (hl == 0 || !copy_part(out->host, sizeof(out->host), host, hl))
-        return false;
-    for (size_t i = 0; i < hl; i++) /* "ho st", "h/x", "h@x": resolving could only fail, forever */
-        if ((unsigned char)host[i] <= ' ' || strchr("/@[]?#,", host[i]))
-            return false;
-    size_t pl = port ? (size_t)(s + n - port) : 0;
-    if (!port || pl == 0) {
-        snprintf(out->port, sizeof(out->port), "%d", LR_PORT_DEFAULT);
-        return true;
-    }
-    if (!copy_part(out->port, sizeof(out->port), port, pl))
-        return false;
-    for (size_t i = 0; i < pl; i++)
-        if (out->port[i] < '0' || out->port[i] > '9')
-            return false;
-    int p = atoi(out->port);
-    return p > 0 && p < 65536;
-}
-
-/* -------------------------------------------------------------------- */
 /* Interface                                                              */
 
+/* Every URL of the comma-separated list; false for one nats_url_parse refuses. */
+static bool parse_urls(struct lr *lr, const char *urls)
+{
+    for (const char *p = urls; *p;) {
+        const char *end = strchr(p, ',');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        if (n > 0) {
+            struct lr_server *sv = &lr->servers[lr->n_servers++];
+            if (!nats_url_parse(p, n, &sv->url))
+                return false;
+            lr->tls_wanted |= sv->url.tls;
+        }
+        p += n + (end ? 1 : 0);
+    }
+    return lr->n_servers > 0;
+}
+
+/* A random order, so that the readers of a fleet do not all start on the first URL. */
+static void shuffle_servers(struct lr *lr)
+{
+    for (size_t i = lr->n_servers; i > 1; i--) {
+        uint32_t r = 0;
+        if (uv_random(NULL, NULL, &r, sizeof(r), 0, NULL) != 0)
+            r = (uint32_t)rt_mono_ms() ^ (uint32_t)getpid();
+        size_t j = r % i;
+        struct lr_server t = lr->servers[i - 1];
+        lr->servers[i - 1] = lr->servers[j];
+        lr->servers[j] = t;
+    }
+}
+
+/* The TLS context and the credentials files; RT_INVAL after a log line naming the file. */
+static rt_status load_security(struct lr *lr, const struct fo_nats_security *sec)
+{
+    char err[512];
+    const char *none = "";
+    lr->tls_wanted |= sec && (sec->ca_file[0] || sec->cert_file[0] || sec->key_file[0]);
+    rt_status st = RT_OK;
+    if (lr->tls_wanted) /* else made when a server requires TLS (start_tls): OpenSSL's is slow */
+        st = ntls_ctx_create(sec ? sec->ca_file : none, sec ? sec->cert_file : none,
+                             sec ? sec->key_file : none, err, sizeof(err), &lr->tls_ctx);
+    if (st == RT_OK)
+        st = ncreds_load(sec ? sec->creds_file : none, sec ? sec->nkey_file : none, err,
+                         sizeof(err), &lr->creds);
+    if (st == RT_INVAL)
+        rt_log(RT_LOG_ERROR, "nats_security_invalid", "why=\"%s\"", err);
+    return st;
+}
+
+static void free_unstarted(struct lr *lr)
+{
+    free_servers(lr->servers, lr->servers_cap);
+    ntls_ctx_destroy(lr->tls_ctx);
+    ncreds_free(lr->creds);
+    free(lr->name);
+    free(lr);
+}
+
 rt_status lr_create(void *uv_loop, const char *urls, const char *name, uint32_t window_ms,
-                    const struct lr_hooks *hooks, struct lr **out)
+                    const struct fo_nats_security *security, const struct lr_hooks *hooks,
+                    struct lr **out)
 {
     *out = NULL;
     size_t count = 1;
@@ -800,33 +1130,23 @@ rt_status lr_create(void *uv_loop, const char *urls, const char *name, uint32_t 
     struct lr *lr = calloc(1, sizeof(*lr));
     if (!lr)
         return RT_NOMEM;
+    lr->servers_cap = count;
     lr->servers = calloc(count, sizeof(*lr->servers));
     lr->name = strdup(name ? name : "rtgate");
     if (!lr->servers || !lr->name) {
-        free(lr->servers);
-        free(lr->name);
-        free(lr);
+        free_unstarted(lr);
         return RT_NOMEM;
     }
-    bool ok = true;
-    for (const char *p = urls; *p && ok;) {
-        const char *end = strchr(p, ',');
-        size_t n = end ? (size_t)(end - p) : strlen(p);
-        if (n > 0) {
-            struct lr_server *sv = &lr->servers[lr->n_servers++];
-            /* CONNECT is JSON: credentials that are not UTF-8 could never be sent. */
-            ok = parse_url(p, n, sv) && proto_utf8_valid(sv->user, strlen(sv->user)) &&
-                 proto_utf8_valid(sv->pass, strlen(sv->pass)) &&
-                 proto_utf8_valid(sv->token, strlen(sv->token));
-        }
-        p += n + (end ? 1 : 0);
-    }
-    if (!ok || lr->n_servers == 0 || !proto_utf8_valid(lr->name, strlen(lr->name))) {
-        free(lr->servers);
-        free(lr->name);
-        free(lr);
+    if (!parse_urls(lr, urls) || !proto_utf8_valid(lr->name, strlen(lr->name))) {
+        free_unstarted(lr);
         return RT_INVAL;
     }
+    rt_status st = load_security(lr, security);
+    if (st != RT_OK) {
+        free_unstarted(lr);
+        return st;
+    }
+    shuffle_servers(lr);
     lr->loop = uv_loop;
     lr->h = *hooks;
     lr->window_ms = window_ms;
@@ -953,7 +1273,7 @@ rt_status lr_flush(struct lr *lr, uint32_t timeout_ms)
                 st = RT_UNAVAILABLE;
                 break;
             }
-            ssize_t got = recv(fd, lr->in + lr->in_len, lr->in_cap - lr->in_len, MSG_DONTWAIT);
+            ssize_t got = lr_recv_plain(lr, fd, lr->in_cap - lr->in_len);
             if (got > 0) {
                 lr->in_len = before + (size_t)got;
             } else if (got == 0 || (errno != EAGAIN && errno != EINTR)) {

@@ -8,10 +8,16 @@
  * reached a socket. On the loop, a message costs one wake-up of the thread
  * that writes it out, and a burst costs one wake-up for all of it.
  *
- * It holds its own TCP connection to the same servers as nats.c (nats://
- * URLs, user:pass@ or token@ in the URL), answers PINGs, sends its own
- * every 5 s (two unanswered: reconnect), and reconnects to the next server
- * 250 ms after a loss, subscribing again to everything (replay hook).
+ * It holds its own TCP connection to the same servers as nats.c (nats:// or
+ * tls:// URLs, user:pass@ or token@ in the URL), answers PINGs, sends its
+ * own every 5 s (two unanswered: reconnect), and reconnects to the next
+ * server 250 ms after a loss, subscribing again to everything (replay hook).
+ * The configured servers are tried in a random order, then the ones the
+ * cluster announces in INFO (connect_urls). TLS (nats_tls.h: a memory-buffer
+ * session over the same non-blocking socket) when a URL is tls://, a CA or
+ * client certificate is given, or the server requires it; the server's
+ * certificate must name the host. A .creds file or an NKey seed
+ * (nats_creds.h) signs the server's nonce in CONNECT.
  * Subscribing and publishing stay ordered through lr_flush, which waits
  * (blocking the loop, like nats.c's flush did) for the server to answer a
  * PING sent after the SUB.
@@ -25,6 +31,7 @@
 #ifndef NATS_LIVE_H
 #define NATS_LIVE_H
 
+#include "fanout.h"
 #include "nats_wire.h"
 #include "rt.h"
 
@@ -47,12 +54,16 @@ struct lr_stats {
 };
 
 /*
- * urls: "nats://[user:pass@|token@]host[:port][,...]" (the --nats value).
- * RT_INVAL for a URL it cannot use (tls://, no host): the caller keeps
- * nats.c's subscriptions instead. Starts connecting at once.
+ * urls: "(nats|tls)://[user:pass@|token@]host[:port][,...]" (the --nats
+ * value); security: TLS and credential files (NULL: none), read here, once.
+ * RT_INVAL for a URL it cannot use (ws://, no host): the caller keeps
+ * nats.c's subscriptions instead; RT_INVAL too for a security file it cannot
+ * use, after a log line (nats_security_invalid) that names it. Starts
+ * connecting at once. Loop thread, like every function here.
  */
 rt_status lr_create(void *uv_loop, const char *urls, const char *name, uint32_t window_ms,
-                    const struct lr_hooks *hooks, struct lr **out);
+                    const struct fo_nats_security *security, const struct lr_hooks *hooks,
+                    struct lr **out);
 /* Closes the connection; the memory goes once the loop has run the close callbacks. */
 void lr_destroy(struct lr *lr);
 

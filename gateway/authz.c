@@ -191,8 +191,8 @@ static enum auth_result verify(struct gw_session *s, const struct proto_msg *m,
 /* A refused token: 401 with the verdict's message, then close 4001. */
 static void refuse_connect(struct gw_session *s, const struct proto_msg *m, enum auth_result r)
 {
-    rt_log(RT_LOG_INFO, "auth_refused", "conn=%s reason=%s token_bytes=%zu", s->client_id,
-           auth_result_name(r), m->token.len);
+    rt_log(RT_LOG_INFO, "auth_refused", "conn=%s peer=%s reason=%s token_bytes=%zu", s->client_id,
+           s->peer, auth_result_name(r), m->token.len);
     gw_session_reply_error(s, m, RT_E_UNAUTHORIZED, auth_result_message(r), 0);
     s->srv->m.auth_refused++;
     /* token_expired: the client may come back at once with a fresh token. */
@@ -216,7 +216,7 @@ bool gw_authz_connect(struct gw_session *s, const struct proto_msg *m)
     }
     s->claims = c;
     s->token_deadline_ms = deadline_of(s, c);
-    rt_log(RT_LOG_DEBUG, "auth_ok", "conn=%s user=%s", s->client_id, c->sub);
+    rt_log(RT_LOG_DEBUG, "auth_ok", "conn=%s peer=%s user=%s", s->client_id, s->peer, c->sub);
     return true;
 }
 
@@ -235,13 +235,14 @@ void gw_authz_refresh(struct gw_session *s, const struct proto_msg *m)
         enum auth_result r = verify(s, m, &c);
         if (r != AUTH_OK) {
             /* The session goes on with its current token until that expires. */
-            rt_log(RT_LOG_INFO, "refresh_refused", "conn=%s reason=%s", s->client_id,
-                   auth_result_name(r));
+            rt_log(RT_LOG_INFO, "refresh_refused", "conn=%s peer=%s reason=%s", s->client_id,
+                   s->peer, auth_result_name(r));
             gw_session_reply_error(s, m, RT_E_UNAUTHORIZED, auth_result_message(r), 0);
             return;
         }
         if (strcmp(c->sub, gw_session_user(s)) != 0) {
-            rt_log(RT_LOG_INFO, "refresh_refused", "conn=%s reason=other_user", s->client_id);
+            rt_log(RT_LOG_INFO, "refresh_refused", "conn=%s peer=%s reason=other_user",
+                   s->client_id, s->peer);
             auth_claims_destroy(c);
             gw_session_reply_error(s, m, RT_E_FORBIDDEN,
                                    "the token is for another user than this session's", 0);
@@ -250,7 +251,7 @@ void gw_authz_refresh(struct gw_session *s, const struct proto_msg *m)
         auth_claims_destroy(s->claims);
         s->claims = c;
         s->token_deadline_ms = deadline_of(s, c);
-        rt_log(RT_LOG_DEBUG, "token_refreshed", "conn=%s", s->client_id);
+        rt_log(RT_LOG_DEBUG, "token_refreshed", "conn=%s peer=%s", s->client_id, s->peer);
     }
     /* Without --jwt-key a token is ignored, as in connect. */
     struct proto_writer w;
@@ -264,7 +265,7 @@ bool gw_authz_sweep(struct gw_session *s, uint64_t now_ms)
     if (!s->token_deadline_ms || now_ms < s->token_deadline_ms)
         return false;
     s->token_deadline_ms = 0;
-    rt_log(RT_LOG_INFO, "token_expired", "conn=%s", s->client_id);
+    rt_log(RT_LOG_INFO, "token_expired", "conn=%s peer=%s", s->client_id, s->peer);
     s->srv->m.token_expired++;
     gw_session_close(s, 4001, "token_expired", true, true, 0);
     return true;

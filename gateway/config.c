@@ -20,8 +20,10 @@ enum opt_kind {
     OPT_LISTEN,
     OPT_PATTERN,
     OPT_LOGLEVEL,
-    OPT_FLAG,  /* uint32_t set to 1 by the bare flag; `name = 0|1` in the file */
-    OPT_POLICY /* struct gw_policy: one pattern per use, "" allows nothing */
+    OPT_ORIGIN, /* repeatable, or comma-separated */
+    OPT_CIDR,   /* repeatable, or comma-separated */
+    OPT_FLAG,   /* uint32_t set to 1 by the bare flag; `name = 0|1` in the file */
+    OPT_POLICY, /* struct gw_policy: one pattern per use, "" allows nothing */
 };
 
 struct opt {
@@ -168,6 +170,41 @@ static const struct opt opts[] = {
     {"static-max-bytes", OPT_SIZE, OFF(static_max_bytes), 0,
      "largest total size of the --static folder; rtgate refuses to start past it "
      "(default 16777216)"},
+    {"allow-origin", OPT_ORIGIN, 0, 0,
+     "browser Origin allowed to open a WebSocket (scheme://host[:port]); repeatable or "
+     "comma-separated. Others get 403; requests without Origin (non-browser clients) are "
+     "allowed. Default: any Origin"},
+    {"tls-cert", OPT_STR, OFF(tls_cert), sizeof(((struct gw_config *)0)->tls_cert),
+     "PEM certificate chain (leaf first): the port then speaks only wss:// and https://; "
+     "reloaded with --tls-key on SIGHUP"},
+    {"tls-key", OPT_STR, OFF(tls_key), sizeof(((struct gw_config *)0)->tls_key),
+     "PEM private key of --tls-cert (unencrypted)"},
+    {"handshake-timeout-ms", OPT_U32, OFF(handshake_timeout_ms), 0,
+     "time allowed for each stage of a connection's set-up (PROXY header, TLS handshake, "
+     "HTTP upgrade request); lws counts whole seconds, rounded up (default 10000)"},
+    {"trusted-proxy", OPT_CIDR, 0, 0,
+     "CIDR (or address) of a load balancer; repeatable or comma-separated. Only connections "
+     "from these have their client address taken from X-Forwarded-For or a PROXY header"},
+    {"proxy-protocol", OPT_STR, OFF(proxy_protocol),
+     sizeof(((struct gw_config *)0)->proxy_protocol),
+     "v2: every connection starts with a PROXY protocol v2 header (haproxy send-proxy-v2); "
+     "connections from outside --trusted-proxy are refused. off: none (default)"},
+    {"nats-ca", OPT_STR, OFF(nats_security.ca_file),
+     sizeof(((struct gw_config *)0)->nats_security.ca_file),
+     "PEM file of the CAs that sign the NATS servers' certificates: TLS on every NATS connection "
+     "(as tls:// URLs do; default: the system's trusted CAs)"},
+    {"nats-tls-cert", OPT_STR, OFF(nats_security.cert_file),
+     sizeof(((struct gw_config *)0)->nats_security.cert_file),
+     "client certificate (PEM) for NATS servers that verify clients; with --nats-tls-key"},
+    {"nats-tls-key", OPT_STR, OFF(nats_security.key_file),
+     sizeof(((struct gw_config *)0)->nats_security.key_file),
+     "private key (PEM) of --nats-tls-cert"},
+    {"nats-creds", OPT_STR, OFF(nats_security.creds_file),
+     sizeof(((struct gw_config *)0)->nats_security.creds_file),
+     "NATS user credentials file (.creds: user JWT and NKey seed)"},
+    {"nats-nkey", OPT_STR, OFF(nats_security.nkey_file),
+     sizeof(((struct gw_config *)0)->nats_security.nkey_file),
+     "file holding an NKey user seed (SU...) to sign in with"},
 };
 
 #define N_OPTS (sizeof opts / sizeof opts[0])
@@ -218,6 +255,7 @@ static void set_defaults(struct gw_config *cfg)
     cfg->nats_read_window_ms = 1;
     cfg->jwt_leeway_ms = 5000;
     cfg->static_max_bytes = 16u << 20;
+    cfg->handshake_timeout_ms = 10000;
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur > 512)
         cfg->max_connections = (uint32_t)(rl.rlim_cur > 1000000 ? 1000000 : rl.rlim_cur - 256);
@@ -301,6 +339,57 @@ static bool set_flag(uint32_t *flag, const char *v)
     return false;
 }
 
+/* Calls add(cfg, item, len) for each comma-separated item of v. */
+static bool each_item(struct gw_config *cfg, const char *v,
+                      bool (*add)(struct gw_config *cfg, const char *item, size_t len))
+{
+    for (;;) {
+        const char *comma = strchr(v, ',');
+        size_t len = comma ? (size_t)(comma - v) : strlen(v);
+        while (len && (*v == ' ' || *v == '\t'))
+            v++, len--;
+        while (len && (v[len - 1] == ' ' || v[len - 1] == '\t'))
+            len--;
+        if (!add(cfg, v, len))
+            return false;
+        if (!comma)
+            return true;
+        v = comma + 1;
+    }
+}
+
+static bool add_origin(struct gw_config *cfg, const char *v, size_t len)
+{
+    char norm[EDGE_ORIGIN_MAX];
+    if (cfg->n_allow_origin >= GW_MAX_ORIGINS ||
+        !edge_origin_normalize(v, len, norm, sizeof norm)) {
+        fprintf(stderr,
+                "rtgate: --allow-origin '%.*s': not an origin (scheme://host[:port]) "
+                "or more than %d of them\n",
+                (int)len, v, GW_MAX_ORIGINS);
+        return false;
+    }
+    char *copy = strdup(norm);
+    if (!copy)
+        return false;
+    cfg->allow_origin[cfg->n_allow_origin++] = copy;
+    return true;
+}
+
+static bool add_cidr(struct gw_config *cfg, const char *v, size_t len)
+{
+    if (cfg->n_trusted_proxy >= GW_MAX_TRUSTED_PROXIES ||
+        !edge_cidr_parse(v, len, &cfg->trusted_proxy[cfg->n_trusted_proxy])) {
+        fprintf(stderr,
+                "rtgate: --trusted-proxy '%.*s': not an address or CIDR range "
+                "or more than %d of them\n",
+                (int)len, v, GW_MAX_TRUSTED_PROXIES);
+        return false;
+    }
+    cfg->n_trusted_proxy++;
+    return true;
+}
+
 static bool set_loglevel(struct gw_config *cfg, const char *v)
 {
     static const char *const names[] = {"debug", "info", "warn", "error"};
@@ -343,6 +432,10 @@ static bool set_opt(struct gw_config *cfg, const struct opt *o, const char *v)
         return set_pattern(cfg, v);
     case OPT_LOGLEVEL:
         return set_loglevel(cfg, v);
+    case OPT_ORIGIN:
+        return each_item(cfg, v, add_origin);
+    case OPT_CIDR:
+        return each_item(cfg, v, add_cidr);
     case OPT_FLAG:
         return set_flag((uint32_t *)(base + o->offset), v);
     case OPT_POLICY:
@@ -409,11 +502,37 @@ void gw_config_usage(FILE *out)
     fprintf(out, "  --%-20s %s\n", "help", "print this and exit");
     fprintf(out, "  --%-20s %s\n", "version", "print the version and exit");
     fprintf(out, "\nSignals: SIGTERM/SIGINT drain (clients are told to reconnect, exit 0); "
-                 "SIGHUP re-reads --jwt-key.\n");
+                 "SIGHUP re-reads --jwt-key, --tls-cert and --tls-key.\n");
+}
+
+/* The edge options, each refusal with its own message. */
+static rt_status check_edge(struct gw_config *cfg)
+{
+    if (!cfg->tls_cert[0] != !cfg->tls_key[0]) {
+        fprintf(stderr, "rtgate: --tls-cert and --tls-key go together\n");
+        return RT_INVAL;
+    }
+    if (cfg->handshake_timeout_ms < 1000 || cfg->handshake_timeout_ms > 600000) {
+        fprintf(stderr, "rtgate: --handshake-timeout-ms must be 1000..600000\n");
+        return RT_INVAL;
+    }
+    cfg->proxy_v2 = !strcmp(cfg->proxy_protocol, "v2");
+    if (!cfg->proxy_v2 && cfg->proxy_protocol[0] && strcmp(cfg->proxy_protocol, "off") != 0) {
+        fprintf(stderr, "rtgate: --proxy-protocol is v2 or off\n");
+        return RT_INVAL;
+    }
+    if (cfg->proxy_v2 && !cfg->n_trusted_proxy) {
+        fprintf(stderr, "rtgate: --proxy-protocol v2 needs --trusted-proxy: only the load "
+                        "balancer may send the header, every other connection is refused\n");
+        return RT_INVAL;
+    }
+    return RT_OK;
 }
 
 static rt_status check(struct gw_config *cfg)
 {
+    if (check_edge(cfg) != RT_OK)
+        return RT_INVAL;
     if (cfg->pub_bucket.burst == 0 || cfg->msg_bucket.burst == 0 || cfg->geo_bucket.burst == 0 ||
         cfg->geo_precision < 1 || cfg->geo_precision > 12 || cfg->workers == 0 ||
         cfg->workers > 64 || cfg->flush_window_ms > 1000 || cfg->flush_window_max_ms > 1000 ||
@@ -488,5 +607,8 @@ void gw_config_free(struct gw_config *cfg)
     for (size_t i = 0; i < cfg->n_ephemeral; i++)
         free((void *)cfg->ephemeral[i]);
     cfg->n_ephemeral = 0;
+    for (size_t i = 0; i < cfg->n_allow_origin; i++)
+        free((void *)cfg->allow_origin[i]);
+    cfg->n_allow_origin = 0;
     gw_authz_config_free(cfg);
 }

@@ -6,6 +6,7 @@
 #ifndef GW_H
 #define GW_H
 
+#include "edge.h"
 #include "fanout.h"
 #include "flush_window.h"
 #include "geo.h"
@@ -17,9 +18,11 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define GW_MAX_EPHEMERAL   64
-#define GW_MAX_ALLOW       64 /* patterns of one default policy (--sub-allow ...) */
-#define GW_GEO_WAITING_MAX 16 /* near / watch requests of one connection waiting for the fleet */
+#define GW_MAX_EPHEMERAL       64
+#define GW_MAX_ALLOW           64 /* patterns of one default policy (--sub-allow ...) */
+#define GW_GEO_WAITING_MAX     16 /* near / watch requests of one connection waiting for the fleet */
+#define GW_MAX_ORIGINS         64
+#define GW_MAX_TRUSTED_PROXIES 64
 
 struct auth_key;
 struct auth_claims;
@@ -87,8 +90,21 @@ struct gw_config {
     uint32_t allow_anonymous; /* 1: a connect without a token is anonymous */
     struct gw_policy sub_allow, pub_allow, geo_allow;
     struct auth_key *jwt_key; /* loaded from jwt_key_file at start; NULL = no auth */
-    char static_dir[1024];        /* --static: a folder served over HTTP from memory */
-    size_t static_max_bytes;      /* its size limit, checked at start */
+    char static_dir[1024];    /* --static: a folder served over HTTP from memory */
+    size_t static_max_bytes;  /* its size limit, checked at start */
+    /* The edge: who may connect and who they are (server.c's handshake,
+     * listener.c, tls.c, edge.h). */
+    const char *allow_origin[GW_MAX_ORIGINS]; /* normalised; none = any Origin */
+    size_t n_allow_origin;
+    char tls_cert[512]; /* PEM chain, leaf first; with tls_key: wss:// and https:// */
+    char tls_key[512];
+    uint32_t handshake_timeout_ms; /* each stage: PROXY header, TLS, HTTP headers */
+    char proxy_protocol[8];        /* "v2": a PROXY v2 header precedes each connection */
+    struct edge_cidr trusted_proxy[GW_MAX_TRUSTED_PROXIES];
+    size_t n_trusted_proxy;
+    bool proxy_v2; /* derived: proxy_protocol is "v2" */
+    /* --nats-ca, --nats-tls-cert, --nats-tls-key, --nats-creds, --nats-nkey */
+    struct fo_nats_security nats_security;
 };
 
 /*
@@ -103,10 +119,22 @@ void gw_config_usage(FILE *out);
 /* ------------------------------------------------------------------ */
 /* Metrics: plain counters, the loop thread is the only writer. */
 
+/* Why a connection was refused before it became a WebSocket (metrics.c's labels). */
+enum {
+    GW_REFUSE_RATE,        /* 429: handshakes per client address */
+    GW_REFUSE_CAPACITY,    /* 503: --max-connections */
+    GW_REFUSE_SUBPROTOCOL, /* 400 (bad subprotocol) or 404 (wrong path) */
+    GW_REFUSE_DRAINING,    /* 503 */
+    GW_REFUSE_ORIGIN,      /* 403: --allow-origin */
+    GW_REFUSE_NOT_TLS,     /* 400: plain HTTP on a TLS port */
+    GW_REFUSE_PROXY,       /* closed: untrusted peer or bad PROXY header (--proxy-protocol) */
+    GW_REFUSE_N
+};
+
 struct gw_metrics {
-    uint64_t connections;           /* open WebSocket connections (gauge) */
-    uint64_t connections_total;     /* accepted */
-    uint64_t handshakes_refused[4]; /* by cause: rate, capacity, subprotocol, draining */
+    uint64_t connections;                     /* open WebSocket connections (gauge) */
+    uint64_t connections_total;               /* accepted */
+    uint64_t handshakes_refused[GW_REFUSE_N]; /* by cause (enum above) */
     uint64_t messages_in;
     uint64_t messages_out;
     uint64_t frames_in;
@@ -123,8 +151,6 @@ struct gw_metrics {
     uint64_t slow_consumer_closes;
     uint64_t outbox_bytes; /* gauge: bytes queued in all outboxes */
 };
-
-enum { GW_REFUSE_RATE, GW_REFUSE_CAPACITY, GW_REFUSE_SUBPROTOCOL, GW_REFUSE_DRAINING };
 
 /* ------------------------------------------------------------------ */
 /* Outbox: the bounded per-connection send queue. */
@@ -230,6 +256,7 @@ struct gw_session {
     struct auth_claims *claims; /* authz.c: the session's token, NULL when anonymous */
     uint64_t token_deadline_ms; /* monotonic: past it the session closes 4001 (0: never) */
     char anon_user[40];         /* "anon-<client_id>": the user of an anonymous session */
+    char peer[EDGE_ADDR_TEXT];  /* the client's address (peer.c), for log lines */
 };
 
 /* The connection table: ids stay valid after the session is gone (generation). */
@@ -290,8 +317,11 @@ struct gw_server {
     char client_prefix[12];
     struct auth_key *jwt_key; /* cfg->jwt_key, or the one SIGHUP reloaded (then owned) */
     bool jwt_key_owned;
-    void *sighup; /* uv_signal_t: reloads the key (authz.c) */
+    void *sighup;              /* uv_signal_t: reloads the key (authz.c) */
     struct gw_static *statics; /* static.c: the --static folder, or NULL */
+    struct gw_peer *peers;     /* peer.c: who each connection is from, by fd */
+    uint32_t peers_cap;
+    struct gw_tls *tls; /* tls.c: NULL without --tls-cert */
 };
 
 /* session.c: the session layer called by the lws callback in server.c. */
@@ -375,6 +405,32 @@ struct gw_listener;
 rt_status gw_listener_start(struct gw_server *srv);
 /* Stops accepting (drain); the socket is closed by the loop. */
 void gw_listener_stop(struct gw_server *srv);
+
+/* peer.c: the client address of each connection. */
+struct gw_peer;
+/* The listener records where a new connection comes from (TCP peer or PROXY source). */
+rt_status gw_peer_record(struct gw_server *srv, int fd, const struct edge_addr *from);
+/* At a handshake: the client address, X-Forwarded-For applied when the connection comes
+ * from a trusted proxy. Stored for later lookups. NULL if the listener did not record it. */
+const struct edge_addr *gw_peer_resolve(struct gw_server *srv, struct lws *wsi);
+/* The client address as resolved last, as text ("-" if unknown). */
+void gw_peer_text(struct gw_server *srv, struct lws *wsi, char out[EDGE_ADDR_TEXT]);
+void gw_peer_free(struct gw_server *srv);
+
+/* tls.c: wss:// and https:// on the listener, the files reloaded on SIGHUP. */
+struct gw_tls;
+/* Before start (and before forking workers): reads and checks --tls-cert and --tls-key;
+ * prints why to stderr and returns RT_INVAL when they cannot serve. */
+rt_status gw_tls_check_files(const struct gw_config *cfg);
+/* Loads the files and starts the SIGHUP handler; *out stays NULL without --tls-cert. */
+rt_status gw_tls_create(struct gw_server *srv, struct gw_tls **out);
+/* lws created the vhost's SSL_CTX (LWS_CALLBACK_OPENSSL_LOAD_EXTRA_SERVER_VERIFY_CERTS):
+ * installs the certificate and the hook that serves a reloaded one. 0 or -1 (lws's). */
+int gw_tls_attach(struct gw_server *srv, void *ssl_ctx);
+/* Reads the files again; on any error keeps serving the old ones and logs why. */
+void gw_tls_reload(struct gw_tls *t);
+/* Stops the SIGHUP handler; frees once the loop has closed it. NULL is a no-op. */
+void gw_tls_destroy(struct gw_tls *t);
 
 /* Monotonic microseconds (the loop's clock source, not cached). Any thread. */
 uint64_t gw_now_us(void);

@@ -1,6 +1,7 @@
 /*
  * main.c: rtgate's entry point. Reads the configuration, runs the gateway on
  * a libuv loop it owns (epoll), drains on SIGTERM/SIGINT and exits 0.
+ * SIGHUP reloads the TLS files (tls.c) and the JWT key (authz.c).
  */
 #include "gw.h"
 
@@ -57,8 +58,11 @@ static void close_handle(uv_handle_t *h, void *arg)
 
 static int run(struct app *app)
 {
-    if (gw_server_start(&app->srv, &app->cfg, &app->loop) != RT_OK)
+    if (gw_server_start(&app->srv, &app->cfg, &app->loop) != RT_OK) {
+        while (uv_run(&app->loop, UV_RUN_NOWAIT)) /* the closes it started */
+            ;
         return 1;
+    }
     uv_signal_init(&app->loop, &app->sigterm);
     uv_signal_init(&app->loop, &app->sigint);
     uv_timer_init(&app->loop, &app->tick);
@@ -98,8 +102,8 @@ static void on_supervisor_signal(int signum)
     supervisor_signal = signum;
 }
 
-/* Waits for the workers, forwarding SIGTERM/SIGINT (drain) and SIGHUP (key
- * reload) to them. 0 if all exited 0. */
+/* Waits for the workers, forwarding SIGTERM/SIGINT (drain) and SIGHUP (key and
+ * certificate reload) to them. 0 if all exited 0. */
 static int supervise(pid_t *pids, unsigned n)
 {
     struct sigaction sa;
@@ -170,7 +174,7 @@ int main(int argc, char **argv)
     rt_status st = gw_config_load(&app.cfg, argc, argv);
     if (st == RT_AGAIN)
         return 0;
-    if (st != RT_OK) {
+    if (st != RT_OK || gw_tls_check_files(&app.cfg) != RT_OK) {
         gw_config_free(&app.cfg);
         return 2;
     }

@@ -49,10 +49,11 @@ static void metric(struct out *o, const char *name, const char *type, const char
 
 static void refused(struct out *o, const struct gw_metrics *m)
 {
-    static const char *const causes[] = {"rate", "capacity", "bad_request", "draining"};
+    static const char *const causes[GW_REFUSE_N] = {"rate",   "capacity", "bad_request", "draining",
+                                                    "origin", "not_tls",  "proxy"};
     emit(o, "# HELP rtgate_handshakes_refused_total WebSocket handshakes refused, by cause\n"
             "# TYPE rtgate_handshakes_refused_total counter\n");
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < GW_REFUSE_N; i++)
         emit(o, "rtgate_handshakes_refused_total{cause=\"%s\"} %llu\n", causes[i],
              (unsigned long long)m->handshakes_refused[i]);
 }

@@ -1,8 +1,8 @@
 /*
  * server.c: libwebsockets on our own libuv loop. The lws callback stays
  * thin: HTTP endpoints (/healthz, /readyz, /metrics), the handshake checks
- * (path, subprotocol, per-IP rate, capacity, drain) and the hand-off of
- * WebSocket events to the session layer.
+ * (TLS port, path, Origin, drain, subprotocol, per-client-address rate,
+ * capacity) and the hand-off of WebSocket events to the session layer.
  */
 #include "gw.h"
 
@@ -95,6 +95,8 @@ static const char *status_text(unsigned status)
         return "Bad Request";
     case 404:
         return "Not Found";
+    case 403:
+        return "Forbidden";
     case 429:
         return "Too Many Requests";
     default:
@@ -111,8 +113,8 @@ static int refuse(struct lws *wsi, int cause, unsigned status, const char *body,
                   uint32_t retry_after_ms)
 {
     struct gw_server *srv = server_of(wsi);
-    char peer[64] = "";
-    lws_get_peer_simple(wsi, peer, sizeof peer);
+    char peer[EDGE_ADDR_TEXT];
+    gw_peer_text(srv, wsi, peer);
     srv->m.handshakes_refused[cause]++;
     rt_log(RT_LOG_INFO, "handshake_refused", "peer=%s status=%u why=\"%.*s\"", peer, status,
            (int)strlen(body) - 1, body);
@@ -130,27 +132,88 @@ static int refuse(struct lws *wsi, int cause, unsigned status, const char *body,
     return -1; /* Connection: close: hang up once written */
 }
 
+/* With --tls-cert, lws lets plain HTTP through (ALLOW_NON_SSL_ON_SSL_PORT)
+ * only so that it gets a clear answer instead of a dropped connection. */
+static bool plain_on_tls_port(struct lws *wsi)
+{
+    return server_of(wsi)->tls && !lws_is_ssl(wsi);
+}
+
+static int refuse_plain(struct lws *wsi)
+{
+    return refuse(wsi, GW_REFUSE_NOT_TLS, 400, "this port speaks TLS: use wss:// or https://\n", 0);
+}
+
+/* True when the request has no Origin (not a browser), no allow-list is set,
+ * or its normalised Origin is on the list. */
+static bool origin_allowed(struct lws *wsi)
+{
+    const struct gw_config *cfg = server_of(wsi)->cfg;
+    if (!cfg->n_allow_origin || lws_hdr_total_length(wsi, WSI_TOKEN_ORIGIN) <= 0)
+        return true;
+    char origin[EDGE_ORIGIN_MAX], norm[EDGE_ORIGIN_MAX];
+    int n = lws_hdr_copy(wsi, origin, sizeof origin, WSI_TOKEN_ORIGIN);
+    if (n <= 0 || !edge_origin_normalize(origin, (size_t)n, norm, sizeof norm))
+        return false;
+    for (size_t i = 0; i < cfg->n_allow_origin; i++)
+        if (!strcmp(norm, cfg->allow_origin[i]))
+            return true;
+    return false;
+}
+
+/* Takes a handshake token for the client's address (IPv6 by /64). */
+static bool client_rate_ok(struct lws *wsi, const struct edge_addr *client, uint32_t *retry)
+{
+    struct gw_server *srv = server_of(wsi);
+    char key[EDGE_KEY_TEXT];
+    if (client)
+        edge_addr_limit_key(client, key);
+    else
+        gw_peer_text(srv, wsi, key);
+    return gw_iplimit_take(srv->iplimit, key, rt_mono_ms(), retry);
+}
+
 /* LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: the last chance to answer in HTTP. */
 static int on_confirm_upgrade(struct lws *wsi)
 {
     struct gw_server *srv = server_of(wsi);
+    const struct edge_addr *client = gw_peer_resolve(srv, wsi); /* refusals log it */
+    if (plain_on_tls_port(wsi))
+        return refuse_plain(wsi);
     char uri[128] = "";
     lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI);
     if (strcmp(uri, srv->cfg->ws_path) != 0)
         return refuse(wsi, GW_REFUSE_SUBPROTOCOL, 404, "no websocket endpoint here\n", 0);
+    if (!origin_allowed(wsi))
+        return refuse(wsi, GW_REFUSE_ORIGIN, 403, "origin not allowed\n", 0);
     if (srv->draining)
         return refuse(wsi, GW_REFUSE_DRAINING, 503, "draining\n", 1000);
     if (!subprotocol_ok(wsi))
         return refuse(wsi, GW_REFUSE_SUBPROTOCOL, 400,
                       "unsupported subprotocol: offer rtgate.v1.json or rtgate.v1.msgpack\n", 0);
-    char peer[64] = "";
-    lws_get_peer_simple(wsi, peer, sizeof peer);
     uint32_t retry = 0;
-    if (!gw_iplimit_take(srv->iplimit, peer, rt_mono_ms(), &retry))
+    if (!client_rate_ok(wsi, client, &retry))
         return refuse(wsi, GW_REFUSE_RATE, 429, "too many connections from this address\n", retry);
     if (srv->m.connections >= srv->cfg->max_connections)
         return refuse(wsi, GW_REFUSE_CAPACITY, 503, "gateway at capacity\n", 1000);
     return 0;
+}
+
+/*
+ * The client's close frame (LWS_CALLBACK_WS_PEER_INITIATED_CLOSE): a reason
+ * that is not UTF-8 gets 1007 (RFC 6455 7.4.1), which lws 4.1 checks only
+ * with LWS_SERVER_OPTION_VALIDATE_UTF8, an option that would also close on
+ * bad text frames (docs/protocol.md answers those with 400). Otherwise lws
+ * echoes the close.
+ */
+static int on_peer_close(struct lws *wsi, const uint8_t *payload, size_t len)
+{
+    if (len <= 2 || proto_utf8_valid((const char *)payload + 2, len - 2))
+        return 0;
+    static const char reason[] = "invalid utf-8 in close reason";
+    lws_close_reason(wsi, LWS_CLOSE_STATUS_INVALID_PAYLOAD, (unsigned char *)(uintptr_t)reason,
+                     sizeof reason - 1);
+    return -1;
 }
 
 #define SWEEP_MS 250
@@ -414,11 +477,17 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     struct gw_session *s = user;
     switch (reason) {
     case LWS_CALLBACK_HTTP:
+        if (plain_on_tls_port(wsi))
+            return refuse_plain(wsi);
         return on_http(wsi, in ? (const char *)in : "");
     case LWS_CALLBACK_HTTP_WRITEABLE:
         return gw_static_writable(server_of(wsi)->statics, wsi, user);
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
         return on_confirm_upgrade(wsi);
+    case LWS_CALLBACK_OPENSSL_LOAD_EXTRA_SERVER_VERIFY_CERTS:
+        return gw_tls_attach(server_of(wsi), user);
+    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+        return on_peer_close(wsi, in, len);
     case LWS_CALLBACK_ESTABLISHED:
         return gw_session_open(server_of(wsi), s, wsi, codec_of(wsi));
     case LWS_CALLBACK_RECEIVE:
@@ -447,8 +516,29 @@ static struct lws_protocols protocols[] = {
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
+#define LWS_LINES_PER_S 20
+
+/*
+ * lws logs some clients' mistakes at WARN (a request without a URI, an
+ * illegal frame length): a flood of such clients must not flood the log. At
+ * most LWS_LINES_PER_S lines a second; the count of the others goes out with
+ * the first line of a later second.
+ */
 static void lws_log_emit(int level, const char *line)
 {
+    static uint64_t second_start, in_second, suppressed;
+    uint64_t now = rt_mono_ms();
+    if (now - second_start >= 1000) {
+        if (suppressed)
+            rt_log(RT_LOG_WARN, "lws_lines_suppressed", "count=%llu",
+                   (unsigned long long)suppressed);
+        second_start = now;
+        in_second = suppressed = 0;
+    }
+    if (++in_second > LWS_LINES_PER_S) {
+        suppressed++;
+        return;
+    }
     size_t n = strlen(line);
     while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
         n--;
@@ -483,6 +573,7 @@ static rt_status make_fanout(struct gw_server *srv, const struct gw_config *cfg)
         .nats_url = cfg->nats_url,
         .nats_stream = cfg->nats_stream,
         .nats_replicas = cfg->nats_replicas,
+        .nats_security = &cfg->nats_security,
         .uv_loop = cfg->nats_loop_reader ? srv->loop : NULL,
         .nats_read_window_ms = cfg->nats_read_window_ms,
         .wake = fo_wake,
@@ -534,7 +625,23 @@ static rt_status make_context(struct gw_server *srv, const struct gw_config *cfg
     static const lws_retry_bo_t no_validity_timers;
     info.retry_and_idle_policy = &no_validity_timers;
     info.fd_limit_per_thread = 0;
-    info.timeout_secs = 10;
+    /* Each stage of a connection's set-up (TLS handshake, the HTTP upgrade
+     * request from its first byte) has this long: lws counts whole seconds. */
+    info.timeout_secs = (cfg->handshake_timeout_ms + 999) / 1000;
+    info.timeout_secs_ah_idle = info.timeout_secs;
+    if (cfg->tls_cert[0]) {
+        /*
+         * The vhost's SSL_CTX is made without files: gw_tls_attach installs
+         * the certificate tls.c loaded. HTTP/1.1 only (no h2, whose streams
+         * would share one socket). Plain HTTP is let through so that
+         * on_confirm_upgrade and on_http answer it 400.
+         */
+        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT |
+                        LWS_SERVER_OPTION_CREATE_VHOST_SSL_CTX |
+                        LWS_SERVER_OPTION_ALLOW_NON_SSL_ON_SSL_PORT |
+                        LWS_SERVER_OPTION_ALLOW_HTTP_ON_HTTPS_LISTENER;
+        info.alpn = "http/1.1";
+    }
     srv->ctx = lws_create_context(&info);
     if (!srv->ctx) {
         rt_log(RT_LOG_ERROR, "listen_failed", "addr=%s:%d", cfg->listen_host, cfg->listen_port);
@@ -571,11 +678,16 @@ rt_status gw_server_start(struct gw_server *srv, const struct gw_config *cfg, vo
         return RT_NOMEM;
     }
     srv->scratch = scratch + LWS_PRE;
-    if (make_context(srv, cfg, uv_loop) != RT_OK || gw_listener_start(srv) != RT_OK ||
-        start_sweep(srv) != RT_OK || start_flush(srv) != RT_OK || gw_authz_start(srv) != RT_OK) {
+    if (gw_tls_create(srv, &srv->tls) != RT_OK || make_context(srv, cfg, uv_loop) != RT_OK ||
+        gw_listener_start(srv) != RT_OK || start_sweep(srv) != RT_OK || start_flush(srv) != RT_OK ||
+        gw_authz_start(srv) != RT_OK) {
         gw_server_free(srv);
         return RT_ERR;
     }
+    if (srv->tls && !cfg->n_allow_origin)
+        rt_log(RT_LOG_WARN, "origin_unchecked",
+               "msg=\"TLS is on but no --allow-origin is set: any web page may open "
+               "WebSockets to this node from its visitors' browsers\"");
     return RT_OK;
 }
 
@@ -606,6 +718,9 @@ void gw_server_free(struct gw_server *srv)
     srv->dec = NULL;
     gw_iplimit_destroy(srv->iplimit);
     srv->iplimit = NULL;
+    gw_peer_free(srv);
+    gw_tls_destroy(srv->tls);
+    srv->tls = NULL;
     gw_conns_free(&srv->conns);
     free(srv->dirty);
     srv->dirty = NULL;

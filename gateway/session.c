@@ -60,8 +60,8 @@ static void queue_reply(struct gw_session *s)
         return;
     if (s->outbox.bytes > 2 * srv->cfg->max_outbox_bytes && !s->closing) {
         /* It sends but never reads: not even its replies fit any more. */
-        rt_log(RT_LOG_WARN, "slow_consumer_close", "conn=%s outbox_bytes=%zu", s->client_id,
-               s->outbox.bytes);
+        rt_log(RT_LOG_WARN, "slow_consumer_close", "conn=%s peer=%s outbox_bytes=%zu", s->client_id,
+               s->peer, s->outbox.bytes);
         srv->m.slow_consumer_closes++;
         gw_outbox_clear(&s->outbox, LWS_PRE);
         proto_buf_reset(&srv->reply);
@@ -69,7 +69,7 @@ static void queue_reply(struct gw_session *s)
         return;
     }
     if (gw_outbox_push_bytes(&s->outbox, srv->reply.data, srv->reply.len, LWS_PRE) != RT_OK) {
-        rt_log(RT_LOG_ERROR, "outbox_nomem", "conn=%s", s->client_id);
+        rt_log(RT_LOG_ERROR, "outbox_nomem", "conn=%s peer=%s", s->client_id, s->peer);
         gw_session_close(s, 1011, "internal_error", false, true, 1000);
     }
     srv->m.messages_out++;
@@ -91,8 +91,8 @@ static void note_refusal(struct gw_session *s)
         s->abuse_count = 0;
     }
     if (++s->abuse_count > cfg->abuse_limit && !s->closing) {
-        rt_log(RT_LOG_WARN, "abuse_close", "conn=%s refused=%u window_ms=%u", s->client_id,
-               s->abuse_count, cfg->abuse_window_ms);
+        rt_log(RT_LOG_WARN, "abuse_close", "conn=%s peer=%s refused=%u window_ms=%u", s->client_id,
+               s->peer, s->abuse_count, cfg->abuse_window_ms);
         s->srv->m.closes_1008++;
         gw_session_close(s, 1008, "policy_violation", true, true, cfg->abuse_block_ms);
     }
@@ -166,7 +166,7 @@ static void on_connect(struct gw_session *s, const struct proto_msg *m)
     proto_w_end(&w);
     gw_authz_write_expiry(s, &w);
     gw_session_finish_reply(s, &w);
-    rt_log(RT_LOG_DEBUG, "session_connected", "conn=%s", s->client_id);
+    rt_log(RT_LOG_DEBUG, "session_connected", "conn=%s peer=%s", s->client_id, s->peer);
 }
 
 static void on_sub(struct gw_session *s, const struct proto_msg *m)
@@ -346,8 +346,8 @@ int gw_session_rx(struct gw_session *s, const uint8_t *in, size_t len, bool fina
     if (s->closing)
         return 0; /* input after a close decision is ignored */
     if (s->rx_len + len + remaining > cfg->max_message_bytes) {
-        rt_log(RT_LOG_WARN, "message_too_big", "conn=%s bytes_at_least=%zu limit=%zu", s->client_id,
-               s->rx_len + len + remaining, cfg->max_message_bytes);
+        rt_log(RT_LOG_WARN, "message_too_big", "conn=%s peer=%s bytes_at_least=%zu limit=%zu",
+               s->client_id, s->peer, s->rx_len + len + remaining, cfg->max_message_bytes);
         s->srv->m.closes_1009++;
         free(s->rx_buf);
         s->rx_buf = NULL;
@@ -462,7 +462,8 @@ void gw_session_close(struct gw_session *s, uint16_t code, const char *reason, b
     s->closing = true;
     s->close_code = code;
     s->close_reason = reason;
-    rt_log(RT_LOG_INFO, "session_closing", "conn=%s code=%u reason=%s", s->client_id, code, reason);
+    rt_log(RT_LOG_INFO, "session_closing", "conn=%s peer=%s code=%u reason=%s", s->client_id,
+           s->peer, code, reason);
     if (tell && proto_encode_disconnect(&s->srv->reply, (enum proto_codec)s->codec, code, reason,
                                         reconnect, after_ms) == RT_OK)
         queue_reply(s);
@@ -476,6 +477,7 @@ int gw_session_open(struct gw_server *srv, struct gw_session *s, struct lws *wsi
     memset(s, 0, sizeof *s);
     s->srv = srv;
     s->wsi = wsi;
+    gw_peer_text(srv, wsi, s->peer); /* resolved at the handshake */
     s->codec = (uint8_t)codec;
     s->conn_id = gw_conns_add(&srv->conns, s);
     if (!s->conn_id)
@@ -536,8 +538,8 @@ void gw_session_sweep(struct gw_session *s, uint64_t now)
          * handshake that would wait for it; the socket is cut. */
         s->srv->m.closes_idle++;
         s->closing = true;
-        rt_log(RT_LOG_INFO, "session_idle_cut", "conn=%s silent_ms=%llu", s->client_id,
-               (unsigned long long)(now - s->last_rx_ms));
+        rt_log(RT_LOG_INFO, "session_idle_cut", "conn=%s peer=%s silent_ms=%llu", s->client_id,
+               s->peer, (unsigned long long)(now - s->last_rx_ms));
         gw_session_cut(s);
     } else if (now - s->last_rx_ms >= cfg->ping_interval_ms &&
                now - s->last_ping_ms >= cfg->ping_interval_ms) {
@@ -562,7 +564,7 @@ void gw_session_closed(struct gw_session *s)
     gw_conns_remove(&srv->conns, s->conn_id);
     s->conn_id = 0;
     srv->m.connections--;
-    rt_log(RT_LOG_DEBUG, "session_closed", "conn=%s", s->client_id);
+    rt_log(RT_LOG_DEBUG, "session_closed", "conn=%s peer=%s", s->client_id, s->peer);
 }
 
 /* ---- fan-out sink ---------------------------------------------------- */

@@ -120,11 +120,12 @@ bool lt_parse_url(struct lt_config *cfg, const char *url, char *err, size_t err_
         return false;
     }
     strcpy(cfg->url, url);
-    if (strncmp(url, "ws://", 5) != 0) {
-        snprintf(err, err_cap, "only ws:// URLs are supported: %s", url);
+    cfg->tls = strncmp(url, "wss://", 6) == 0;
+    if (strncmp(url, "ws://", 5) != 0 && !cfg->tls) {
+        snprintf(err, err_cap, "only ws:// and wss:// URLs are supported: %s", url);
         return false;
     }
-    const char *h = url + 5;
+    const char *h = url + (cfg->tls ? 6 : 5);
     const char *host_end;
     const char *after;
     if (*h == '[') {
@@ -146,7 +147,7 @@ bool lt_parse_url(struct lt_config *cfg, const char *url, char *err, size_t err_
     }
     memcpy(cfg->host, h, hl);
     cfg->host[hl] = '\0';
-    unsigned long port = 80;
+    unsigned long port = cfg->tls ? 443 : 80;
     if (*after == ':') {
         char *end;
         errno = 0;

@@ -108,11 +108,30 @@ enum lt_wq {
     LT_WQ_FAILED,  /* the connection is lost (errno says why) */
 };
 /* Sends p now when nothing waits, queues what the socket did not take (all
- * queued bytes at most max). */
-enum lt_wq lt_wq_write(int fd, uint8_t **buf, uint32_t *len, const uint8_t *p, size_t n,
+ * queued bytes at most max). tls: the connection's TLS state (tls.c), or NULL. */
+enum lt_wq lt_wq_write(int fd, void *tls, uint8_t **buf, uint32_t *len, const uint8_t *p, size_t n,
                        size_t max);
 /* Sends what waits; frees the buffer once it is empty. */
-enum lt_wq lt_wq_flush(int fd, uint8_t **buf, uint32_t *len);
+enum lt_wq lt_wq_flush(int fd, void *tls, uint8_t **buf, uint32_t *len);
+
+/*
+ * tls.c: the TLS client of wss:// (OpenSSL), full handshakes only (no session
+ * reuse). The I/O calls behave like recv()/send() on a non-blocking socket:
+ * -1 with errno EAGAIN means wait.
+ */
+/* A client context; the server certificate is verified against cafile when given. */
+void *lt_tls_ctx_create(const char *cafile, char *err, size_t err_cap);
+void lt_tls_ctx_free(void *ctx);
+/* TLS over a connected socket, for server_name (a host name or an IP literal). */
+void *lt_tls_new(void *ctx, int fd, const char *server_name);
+void lt_tls_free(void *ssl);
+/* One step of the handshake: 0 when done, EAGAIN to wait (*want_write: for
+ * EPOLLOUT rather than EPOLLIN), another errno when it failed. */
+int lt_tls_handshake(void *ssl, bool *want_write);
+ssize_t lt_tls_recv(void *ssl, void *buf, size_t cap);
+ssize_t lt_tls_send(void *ssl, const void *p, size_t n);
+/* Decrypted bytes wait inside OpenSSL: epoll will not say so. */
+bool lt_tls_pending(void *ssl);
 
 /* Header room to leave before a payload that lt_ws_frame_in_place frames. */
 #define LT_WS_HEADROOM 14
@@ -372,6 +391,8 @@ struct lt_scen_config {
     char url2[256]; /* presence: queriers and watchers connect here (another node) */
     char host_header2[128];
     char path2[128];
+    char host2[64];
+    bool tls2;
     struct sockaddr_storage dst2;
     socklen_t dst2_len;
     uint32_t setters;      /* presence: connections doing geo.set */
@@ -401,8 +422,10 @@ struct lt_config {
     char host_header[128]; /* Host: value */
     char path[128];
     uint16_t port;
+    bool tls; /* wss:// */
     struct sockaddr_storage dst;
     socklen_t dst_len;
+    const char *tls_ca; /* --tls-ca: verify the server's certificate against it */
     enum lt_codec codec;
     enum lt_target target;
     enum lt_pubvia pub_via;

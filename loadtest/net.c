@@ -2,7 +2,8 @@
  * net.c: the connection engine of net.h. Sockets, the WebSocket upgrade,
  * frames in and out, write queues, set-up timeouts and retries, for the
  * workers (worker.c) and the single-process scenarios (scen.c) alike. The
- * only file of the tool that calls socket(), connect(), recv() or epoll.
+ * only file of the tool that calls socket(), connect(), recv() or epoll
+ * (send() is wq.c's; TLS is tls.c's, called from here).
  */
 #define _GNU_SOURCE /* epoll_pwait2 */
 #include "net.h"
@@ -47,6 +48,10 @@ static void drop(struct lt_net *net, struct lt_conn *c)
         net->setting_up--;
     if (c->state == LT_CONN_RETRY)
         net->retrying--;
+    if (c->tls) {
+        lt_tls_free(c->tls);
+        c->tls = NULL;
+    }
     if (c->fd >= 0) {
         close(c->fd); /* also leaves the epoll set */
         c->fd = -1;
@@ -104,7 +109,7 @@ static void conn_write(struct lt_net *net, struct lt_conn *c, const uint8_t *p, 
 {
     if (c->fd < 0)
         return;
-    enum lt_wq r = lt_wq_write(c->fd, &c->wbuf, &c->wlen, p, len, net->p.max_queued);
+    enum lt_wq r = lt_wq_write(c->fd, c->tls, &c->wbuf, &c->wlen, p, len, net->p.max_queued);
     if (r == LT_WQ_FAILED)
         lost(net, c, errno);
     else if (r == LT_WQ_PENDING)
@@ -113,7 +118,7 @@ static void conn_write(struct lt_net *net, struct lt_conn *c, const uint8_t *p, 
 
 static void conn_flush(struct lt_net *net, struct lt_conn *c)
 {
-    enum lt_wq r = lt_wq_flush(c->fd, &c->wbuf, &c->wlen);
+    enum lt_wq r = lt_wq_flush(c->fd, c->tls, &c->wbuf, &c->wlen);
     if (r == LT_WQ_FAILED)
         lost(net, c, errno);
     else if (r == LT_WQ_EMPTY)
@@ -236,7 +241,8 @@ void lt_net_close(struct lt_net *net, struct lt_conn *c)
         size_t flen;
         uint8_t *f = lt_ws_frame_in_place(net->tx, sizeof normal, LT_WS_CLOSE, true,
                                           (uint32_t)lt_net_rand(net), &flen);
-        ssize_t sent = send(c->fd, f, flen, MSG_NOSIGNAL | MSG_DONTWAIT);
+        ssize_t sent = c->tls ? lt_tls_send(c->tls, f, flen)
+                              : send(c->fd, f, flen, MSG_NOSIGNAL | MSG_DONTWAIT);
         (void)sent;
     }
     drop(net, c);
@@ -267,7 +273,43 @@ static void refused(struct lt_net *net, struct lt_conn *c, int status, uint32_t 
     c->retry_at_ns = net->now + backoff * LT_NS_PER_MS + lt_net_rand(net) % (50 * LT_NS_PER_MS);
 }
 
-/* TCP is up: send the upgrade request (a TCP stream is up already). */
+/* The transport is up (TCP, or TLS over it): send the upgrade request. */
+static void start_upgrade(struct lt_net *net, struct lt_conn *c)
+{
+    const struct lt_endpoint *t = endpoint_of(net, c);
+    uint8_t nonce[16];
+    for (int i = 0; i < 16; i += 8) {
+        uint64_t r = lt_net_rand(net);
+        memcpy(nonce + i, &r, 8);
+    }
+    lt_base64(nonce, sizeof nonce, c->key, sizeof c->key);
+    char req[1024];
+    size_t n = lt_ws_request(req, sizeof req, t->host_header, t->path, c->key, t->subprotocol);
+    c->state = LT_CONN_UPGRADING;
+    conn_write(net, c, (const uint8_t *)req, n);
+}
+
+/* One step of a wss:// connection's TLS handshake; the upgrade once it is done. */
+static void tls_step(struct lt_net *net, struct lt_conn *c)
+{
+    bool want_write = false;
+    int err = lt_tls_handshake(c->tls, &want_write);
+    if (err == EAGAIN) {
+        want_out(net, c, want_write);
+        return;
+    }
+    if (err) {
+        if (net->p.cfg->verbose > 0)
+            fprintf(stderr, "rtgate-load: TLS handshake failed (%s)\n", strerror(err));
+        net->p.counts->handshake_failures++;
+        fail(net, c, err);
+        return;
+    }
+    want_out(net, c, false);
+    start_upgrade(net, c);
+}
+
+/* TCP is up: TLS (wss://), or the upgrade request (a TCP stream is up already). */
 static void on_tcp_up(struct lt_net *net, struct lt_conn *c)
 {
     int err = 0;
@@ -286,16 +328,18 @@ static void on_tcp_up(struct lt_net *net, struct lt_conn *c)
         net->p.ops.on_up(net, c);
         return;
     }
-    uint8_t nonce[16];
-    for (int i = 0; i < 16; i += 8) {
-        uint64_t r = lt_net_rand(net);
-        memcpy(nonce + i, &r, 8);
+    if (t->tls) {
+        c->tls = lt_tls_new(net->tls_ctx, c->fd, t->server_name);
+        if (!c->tls) {
+            net->p.counts->connect_errors++;
+            fail(net, c, ENOMEM);
+            return;
+        }
+        c->state = LT_CONN_TLS;
+        tls_step(net, c);
+        return;
     }
-    lt_base64(nonce, sizeof nonce, c->key, sizeof c->key);
-    char req[1024];
-    size_t n = lt_ws_request(req, sizeof req, t->host_header, t->path, c->key, t->subprotocol);
-    c->state = LT_CONN_UPGRADING;
-    conn_write(net, c, (const uint8_t *)req, n);
+    start_upgrade(net, c);
 }
 
 /* ------------------------------------------------------------------ */
@@ -515,7 +559,8 @@ static void on_readable(struct lt_net *net, struct lt_conn *c)
         c->rbuf = NULL;
         c->rlen = 0;
     }
-    ssize_t n = recv(c->fd, net->rx + have, net->rx_cap - have, MSG_DONTWAIT);
+    ssize_t n = c->tls ? lt_tls_recv(c->tls, net->rx + have, net->rx_cap - have)
+                       : recv(c->fd, net->rx + have, net->rx_cap - have, MSG_DONTWAIT);
     if (n <= 0) {
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
             n = 0; /* put the leftover back below */
@@ -556,8 +601,18 @@ static void on_event(struct lt_net *net, struct lt_conn *c, uint32_t events)
             on_tcp_up(net, c);
         return;
     }
-    if (events & (EPOLLIN | EPOLLERR | EPOLLHUP))
-        on_readable(net, c);
+    if (c->state == LT_CONN_TLS) {
+        tls_step(net, c);
+        return;
+    }
+    if (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
+        /* OpenSSL may hold decrypted bytes it read with a record: epoll
+         * will not report them, so read on while there are some. */
+        uint32_t gen = c->gen;
+        do
+            on_readable(net, c);
+        while (c->gen == gen && c->tls && lt_tls_pending(c->tls));
+    }
     if (c->fd >= 0 && (events & EPOLLOUT))
         conn_flush(net, c);
 }
@@ -651,6 +706,16 @@ bool lt_net_init(struct lt_net *net, const struct lt_net_params *params)
     net->rng = net->now ^ ((uint64_t)getpid() << 32) ^ 0x9E3779B97F4A7C15ull;
     if (net->rng == 0)
         net->rng = 1;
+    for (size_t i = 0; i < net->p.n_endpoints; i++) {
+        if (!net->p.endpoints[i].tls || net->tls_ctx)
+            continue;
+        char err[256];
+        net->tls_ctx = lt_tls_ctx_create(net->p.cfg->tls_ca, err, sizeof err);
+        if (!net->tls_ctx) {
+            fprintf(stderr, "rtgate-load: %s\n", err);
+            return false;
+        }
+    }
     return net->rx && net->tx && net->ep >= 0;
 }
 
@@ -667,6 +732,8 @@ void lt_net_free(struct lt_net *net)
     free(net->tx);
     if (net->ep >= 0)
         close(net->ep);
+    lt_tls_ctx_free(net->tls_ctx);
+    net->tls_ctx = NULL;
     net->rx = net->tx = NULL;
     net->ep = -1;
     net->p.conns = NULL;

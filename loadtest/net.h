@@ -20,8 +20,9 @@
  * thread, and callbacks come from inside lt_net_poll, lt_net_open and the
  * send functions (a write that fails reports the connection gone).
  *
- * A new transport (TLS for wss://, say) belongs here, behind struct
- * struct lt_endpoint: the drivers never touch a socket.
+ * TLS (wss://) is a property of an endpoint: the engine runs the handshake
+ * (state TLS) between TCP and the upgrade and reads and writes through
+ * tls.c; the drivers never touch a socket.
  */
 #ifndef LT_NET_H
 #define LT_NET_H
@@ -32,6 +33,7 @@ enum lt_conn_state {
     LT_CONN_IDLE = 0,   /* no socket: not opened yet, closed, or given up */
     LT_CONN_RETRY,      /* refused at the upgrade; opens again at retry_at_ns */
     LT_CONN_CONNECTING, /* TCP connect in progress */
+    LT_CONN_TLS,        /* TLS handshake in progress (wss://) */
     LT_CONN_UPGRADING,  /* upgrade request sent */
     LT_CONN_HELLO,      /* transport up: the driver's greeting is under way */
     LT_CONN_READY,      /* the driver said so */
@@ -54,6 +56,8 @@ struct lt_endpoint {
     const char *subprotocol; /* WebSocket: offered, and required in the answer; NULL = none */
     uint8_t data_opcode;     /* WebSocket: LT_WS_TEXT or LT_WS_BINARY, for lt_net_send */
     bool bind_source;        /* bind to a --source-addrs address when there are some */
+    bool tls;                /* wss://: TLS before the upgrade */
+    const char *server_name; /* TLS: the name (or IP) the certificate must carry */
     size_t max_pending;      /* unparsed bytes past which the peer is broken (0: one frame) */
 };
 
@@ -63,6 +67,7 @@ struct lt_endpoint {
 /* One connection's transport state: the first member of each driver's connection struct. */
 struct lt_conn {
     int fd;           /* -1 without a socket */
+    void *tls;        /* the TLS state (tls.c) of a wss:// connection, else NULL */
     uint32_t id;      /* index in the driver's array */
     uint32_t gen;     /* bumped whenever the socket goes: a callback that closed it shows */
     uint8_t state;    /* enum lt_conn_state */
@@ -156,7 +161,8 @@ struct lt_net {
     bool have_pwait2;
     uint8_t *rx; /* one read, after the leftover of the last */
     size_t rx_cap;
-    uint8_t *tx; /* LT_WS_HEADROOM + tx_cap: payloads are framed in place */
+    uint8_t *tx;   /* LT_WS_HEADROOM + tx_cap: payloads are framed in place */
+    void *tls_ctx; /* tls.c's client context, when an endpoint is wss:// */
 };
 
 /* Sets the engine up over params->conns (all IDLE, fds -1); false when out of

@@ -172,8 +172,11 @@ static const struct opt opts[] = {
 
     SECTION("Target and publishing", NULL),
     {"--url", NULL, "URL", OPT_ARG, OFF(arg.url), 0, 0, 0, NULL, NULL, 0,
-     "ws://HOST:PORT/PATH to connect to (required): 127.0.0.0/8, ::1, [::1] or localhost only; "
-     "anything else exits 2"},
+     "ws://HOST:PORT/PATH or wss:// (TLS, a full handshake per connection) to connect to "
+     "(required): 127.0.0.0/8, ::1, [::1] or localhost only; anything else exits 2"},
+    {"--tls-ca", NULL, "FILE", OPT_ARG, OFF(tls_ca), 0, 0, 0, NULL, NULL, 0,
+     "wss://: verify the server's certificate against these PEM certificates (default: no "
+     "verification, the target is loopback)"},
     {"--target", NULL, "T", OPT_CHOICE, OFF(target), 0, 0, 0, target_names, NULL, 0,
      "rtgate (default): rtgate's protocol over WebSocket; nats-ws: NATS's protocol over "
      "nats-server's WebSocket listener (--url ws://127.0.0.1:WSPORT/); subscribers SUB to the "

@@ -207,7 +207,9 @@ bool sc_init(struct sc_engine *e, const struct lt_config *cfg, uint32_t nconns,
                  .path = cfg->path,
                  .subprotocol = subprotocol,
                  .data_opcode = opcode,
-                 .bind_source = true},
+                 .bind_source = true,
+                 .tls = cfg->tls,
+                 .server_name = cfg->host},
                 {.framing = LT_FRAMING_RTGATE,
                  .dst = &cfg->sc.dst2,
                  .dst_len = cfg->sc.dst2_len,
@@ -215,7 +217,9 @@ bool sc_init(struct sc_engine *e, const struct lt_config *cfg, uint32_t nconns,
                  .path = cfg->sc.path2,
                  .subprotocol = subprotocol,
                  .data_opcode = opcode,
-                 .bind_source = true},
+                 .bind_source = true,
+                 .tls = cfg->sc.tls2,
+                 .server_name = cfg->sc.host2},
             },
         .n_endpoints = 2,
         .conns = e->conns,
@@ -394,6 +398,8 @@ bool lt_scen_check(struct lt_config *cfg)
             sc->dst2_len = tmp->dst_len;
             strcpy(sc->host_header2, tmp->host_header);
             strcpy(sc->path2, tmp->path);
+            strcpy(sc->host2, tmp->host);
+            sc->tls2 = tmp->tls;
         } else {
             fprintf(stderr, "rtgate-load: --url2: %s\n", err);
         }

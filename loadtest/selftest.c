@@ -516,9 +516,13 @@ static void test_config(void)
     CHECK(lt_parse_url(cfg, "ws://localhost:9000", err, sizeof err) && strcmp(cfg->path, "/") == 0);
     CHECK(lt_parse_url(cfg, "ws://127.9.8.7/x/y", err, sizeof err) && cfg->port == 80);
     CHECK(lt_parse_url(cfg, "ws://[::1]:8080/ws", err, sizeof err) &&
-          strcmp(cfg->host_header, "[::1]:8080") == 0);
+          strcmp(cfg->host_header, "[::1]:8080") == 0 && !cfg->tls);
+    CHECK(lt_parse_url(cfg, "wss://127.0.0.1/ws", err, sizeof err) && cfg->tls &&
+          cfg->port == 443 && strcmp(cfg->host, "127.0.0.1") == 0);
+    CHECK(lt_parse_url(cfg, "wss://localhost:8443/ws", err, sizeof err) && cfg->tls &&
+          cfg->port == 8443 && strcmp(cfg->path, "/ws") == 0);
     static const char *const refused[] = {
-        "ws://10.0.0.1:8080/ws", "ws://example.com/ws",   "wss://127.0.0.1/ws",
+        "ws://10.0.0.1:8080/ws", "ws://example.com/ws",   "wss://10.0.0.1/ws",
         "http://127.0.0.1/ws",   "ws://0.0.0.0:80/ws",    "ws://[2001:db8::1]:80/",
         "ws://127.0.0.1:0/ws",   "ws://127.0.0.1:99999/", "ws://:80/ws",
     };

@@ -15,10 +15,16 @@ static bool send_failed(ssize_t n)
     return n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
 }
 
-enum lt_wq lt_wq_write(int fd, uint8_t **buf, uint32_t *len, const uint8_t *p, size_t n, size_t max)
+static ssize_t out(int fd, void *tls, const uint8_t *p, size_t n)
+{
+    return tls ? lt_tls_send(tls, p, n) : send(fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+enum lt_wq lt_wq_write(int fd, void *tls, uint8_t **buf, uint32_t *len, const uint8_t *p, size_t n,
+                       size_t max)
 {
     if (*len == 0) {
-        ssize_t sent = send(fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        ssize_t sent = out(fd, tls, p, n);
         if (send_failed(sent))
             return LT_WQ_FAILED;
         if (sent > 0) {
@@ -41,11 +47,11 @@ enum lt_wq lt_wq_write(int fd, uint8_t **buf, uint32_t *len, const uint8_t *p, s
     return LT_WQ_PENDING;
 }
 
-enum lt_wq lt_wq_flush(int fd, uint8_t **buf, uint32_t *len)
+enum lt_wq lt_wq_flush(int fd, void *tls, uint8_t **buf, uint32_t *len)
 {
     if (*len == 0)
         return LT_WQ_EMPTY;
-    ssize_t sent = send(fd, *buf, *len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    ssize_t sent = out(fd, tls, *buf, *len);
     if (send_failed(sent))
         return LT_WQ_FAILED;
     if (sent <= 0)

@@ -3,7 +3,8 @@
  * way a backend does (docs/nats.md).
  *
  *   rtgate-pub --nats URL [--msg-id ID] [--encoding json|msgpack|binary]
- *              [--ephemeral] CHANNEL [DATA]
+ *              [--ephemeral] [--nats-ca FILE] [--nats-tls-cert FILE --nats-tls-key FILE]
+ *              [--nats-creds FILE | --nats-nkey FILE] CHANNEL [DATA]
  *
  * DATA (or stdin when absent) is the raw payload. A durable channel goes
  * through JetStream (subject rtgate.dur.CHANNEL) and prints `seq=N dup=B`;
@@ -11,8 +12,10 @@
  * `dup=B` (an --msg-id is claimed in the rtgate_dedup bucket first, as the
  * gateways do). The headers are the gateways' own, so a msg_id is
  * deduplicated against client publishes of the same id on that channel.
+ * The TLS and credential flags are the gateway's (nats_security.h).
  * Exit status: 0 published (or duplicate), 1 failed, 2 bad usage.
  */
+#include "nats_security.h"
 #include "protocol.h"
 
 #include <nats/nats.h>
@@ -25,15 +28,19 @@
 struct args {
     const char *url, *msg_id, *encoding, *channel, *data;
     bool ephemeral;
+    struct fo_nats_security sec;
 };
 
 static int usage(const char *why)
 {
     if (why)
         fprintf(stderr, "rtgate-pub: %s\n", why);
-    fprintf(stderr, "usage: rtgate-pub --nats URL [--msg-id ID] [--encoding json|msgpack|binary]\n"
-                    "                  [--ephemeral] CHANNEL [DATA]\n"
-                    "DATA is read from stdin when absent. Durable channels print seq=N dup=B.\n");
+    fprintf(stderr,
+            "usage: rtgate-pub --nats URL [--msg-id ID] [--encoding json|msgpack|binary]\n"
+            "                  [--ephemeral] [--nats-ca FILE] [--nats-tls-cert FILE\n"
+            "                  --nats-tls-key FILE] [--nats-creds FILE | --nats-nkey FILE]\n"
+            "                  CHANNEL [DATA]\n"
+            "DATA is read from stdin when absent. Durable channels print seq=N dup=B.\n");
     return 2;
 }
 
@@ -59,8 +66,8 @@ static int parse_args(int argc, char **argv, struct args *a)
             a->msg_id = v;
         else if (!strcmp(o, "--encoding"))
             a->encoding = v;
-        else
-            return usage("unknown option");
+        else if (nsec_set_flag(&a->sec, o, v) <= 0)
+            return usage("unknown option, or a file name that is empty or too long");
     }
     if (i >= argc || argc - i > 2)
         return usage("give CHANNEL and at most one DATA");
@@ -192,7 +199,13 @@ static int publish(const struct args *a, const char *data, size_t len)
     char subj[PROTO_CHANNEL_MAX + 32];
     snprintf(subj, sizeof(subj), "%s%s", a->ephemeral ? "rtgate.eph." : "rtgate.dur.", a->channel);
     int rc = 1;
-    natsStatus s = natsConnection_ConnectTo(&nc, a->url);
+    natsOptions *o = NULL;
+    char where[1024];
+    natsStatus s = natsOptions_Create(&o);
+    if (!s) /* the servers, TLS and credentials, as the gateways take them */
+        s = nsec_natsc_options(o, &a->sec, a->url);
+    if (!s)
+        s = natsConnection_Connect(&nc, o);
     if (!s)
         s = natsConnection_JetStream(&js, nc, NULL);
     if (!s)
@@ -200,12 +213,14 @@ static int publish(const struct args *a, const char *data, size_t len)
     if (!s)
         s = set_headers(m, a, !a->ephemeral);
     if (s)
-        fprintf(stderr, "rtgate-pub: %s: %s\n", a->url, natsStatus_GetText(s));
+        fprintf(stderr, "rtgate-pub: %s: %s\n", nsec_urls_for_log(a->url, where, sizeof(where)),
+                natsStatus_GetText(s));
     else
         rc = a->ephemeral ? publish_ephemeral(nc, js, m, a) : publish_durable(nc, js, m);
     natsMsg_Destroy(m);
     jsCtx_Destroy(js);
     natsConnection_Destroy(nc);
+    natsOptions_Destroy(o);
     nats_Close();
     return rc;
 }

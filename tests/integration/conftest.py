@@ -11,6 +11,7 @@ import itertools
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -63,6 +64,14 @@ class Gateway:
         self.env_extra = dict(env_extra or {})
         self.expected_rc = 0
         self.checked = False
+        # With --tls-cert (self-signed in the tests) the probes speak TLS and
+        # trust that certificate.
+        flags = [str(f) for f in self.flags]
+        self.tls_ca = flags[flags.index("--tls-cert") + 1] if "--tls-cert" in flags else None
+        # With --proxy-protocol v2 the probes come first with a PROXY v2 LOCAL
+        # header, as a load balancer's health checks do.
+        self.proxy_v2 = "--proxy-protocol" in flags and \
+            flags[flags.index("--proxy-protocol") + 1] == "v2"
 
     # -- life cycle --------------------------------------------------------
     def start(self):
@@ -162,11 +171,20 @@ class Gateway:
 
     # -- HTTP and process probes ------------------------------------------
     def url(self, path="/ws"):
-        return "ws://127.0.0.1:%d%s" % (self.port, path)
+        return "%s://127.0.0.1:%d%s" % ("wss" if self.tls_ca else "ws", self.port, path)
 
     def http_get(self, path, timeout=5.0):
         """Returns (status, headers dict lower-cased, body str)."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        if self.tls_ca:
+            ctx = ssl.create_default_context(cafile=self.tls_ca)
+            conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=timeout,
+                                               context=ctx)
+        else:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        if self.proxy_v2:
+            s = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+            s.sendall(b"\r\n\r\n\x00\r\nQUIT\n\x20\x00\x00\x00")  # PROXY v2 LOCAL
+            conn.sock = ctx.wrap_socket(s, server_hostname="127.0.0.1") if self.tls_ca else s
         try:
             conn.request("GET", path)
             r = conn.getresponse()

@@ -82,12 +82,14 @@ class Client:
     """One WebSocket connection. Use `async with Client(url, codec) as c:`.
 
     codec: "json", "msgpack", or None (offer no subprotocol: the server must
-    choose JSON). subprotocols overrides what is offered.
+    choose JSON). subprotocols overrides what is offered. ssl: an SSLContext
+    for wss:// URLs.
     """
 
     def __init__(self, url, codec="json", subprotocols=None, auto_ack=False, max_queue=2**10,
-                 name=None):
+                 name=None, ssl=None):
         self.url = url
+        self.ssl = ssl
         self.codec = codec
         self.wire = codec or "json"
         if subprotocols is None:
@@ -115,6 +117,8 @@ class Client:
                   open_timeout=timeout, close_timeout=2)
         if self.offered:
             kw["subprotocols"] = self.offered
+        if self.ssl is not None:
+            kw["ssl"] = self.ssl
         self.ws = await asyncio.wait_for(websockets.connect(self.url, **kw), timeout)
         if self.codec is None and self.ws.subprotocol is not None:
             self.violations.append("no subprotocol offered but the server chose %r"

@@ -73,8 +73,10 @@ def http_json(port, path, timeout=5.0):
 class NatsServer:
     """One nats-server with JetStream, on fixed ports so that it can restart in place."""
 
-    def __init__(self, root, name, cluster_port=None, routes=()):
+    def __init__(self, root, name, cluster_port=None, routes=(), extra=(), scheme="nats"):
         self.name = name
+        self.extra = list(extra)  # more config lines (tls {...}, authorization {...})
+        self.scheme = scheme
         self.dir = os.path.join(root, name)
         os.makedirs(self.dir, exist_ok=True)
         self.port = free_port()
@@ -87,7 +89,7 @@ class NatsServer:
 
     @property
     def url(self):
-        return "nats://127.0.0.1:%d" % self.port
+        return "%s://127.0.0.1:%d" % (self.scheme, self.port)
 
     def _config(self):
         lines = ['server_name: "%s"' % self.name,
@@ -99,6 +101,7 @@ class NatsServer:
             routes = ", ".join("nats-route://127.0.0.1:%d" % p for p in self.routes)
             lines.append('cluster { name: "rtgate-test", listen: 127.0.0.1:%d, routes: [%s] }'
                          % (self.cluster_port, routes))
+        lines.extend(self.extra)
         path = os.path.join(self.dir, "nats.conf")
         with open(path, "w") as f:
             f.write("\n".join(lines) + "\n")
@@ -192,6 +195,47 @@ def nats(tmp_path):
 
 
 @pytest.fixture
+def nats_server(tmp_path):
+    """Factory: nats_server(extra=(config lines), scheme="nats") starts a nats-server with
+    JetStream and those lines (tls {...}, authorization {...}); all killed at teardown."""
+    started = []
+
+    def start(extra=(), scheme="nats"):
+        srv = NatsServer(str(tmp_path), "s%d" % (len(started) + 1), extra=extra, scheme=scheme)
+        started.append(srv)
+        return srv.start()
+
+    yield start
+    for s in started:
+        s.kill()
+
+
+def rtgate_refused(*flags, timeout=30.0):
+    """Runs an rtgate that must fail to start; returns (exit code, its log)."""
+    argv = [_it.rtgate_bin(), "--listen", "127.0.0.1:%d" % free_port(), *flags]
+    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0")
+    r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout,
+                       env=env)
+    log = (r.stdout + r.stderr).decode("utf-8", "replace")
+    for marker in _it.SANITIZER_MARKERS:
+        assert marker not in log, log
+    return r.returncode, log
+
+
+def wait_ready(g, timeout=30.0):
+    """Waits for /readyz 200: NATS, the stream and the loop reader are up."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if g.http_get("/readyz", timeout=2)[0] == 200:
+                return
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "not ready:\n" + g.log()[-5000:]
+        time.sleep(0.05)
+
+
+@pytest.fixture
 def nats_cluster(tmp_path):
     """Three clustered nats-servers (routes on loopback), JetStream on each."""
     cports = [free_port() for _ in range(3)]
@@ -239,9 +283,10 @@ def nodes(gateway):
 
 
 def rtgate_pub(url, channel, data=None, msg_id=None, encoding=None, ephemeral=False,
-               stdin=None):
-    """Runs rtgate-pub; returns its stdout parsed into a dict ({"seq": N, "dup": bool})."""
-    argv = [rtgate_pub_bin(), "--nats", url]
+               stdin=None, flags=()):
+    """Runs rtgate-pub; returns its stdout parsed into a dict ({"seq": N, "dup": bool}).
+    flags: more options (--nats-ca FILE, --nats-creds FILE, ...)."""
+    argv = [rtgate_pub_bin(), "--nats", url, *flags]
     if msg_id is not None:
         argv += ["--msg-id", msg_id]
     if encoding:
