@@ -1,9 +1,12 @@
 /*
- * config.c: defaults, the config file and the command line. One table names
- * every option once, so the file, the flags and --help cannot disagree.
+ * config.c: defaults, the config file, the environment and the command line.
+ * One table names every option once, so the file, the environment, the flags
+ * and --help cannot disagree. Later sources win: defaults < the --config file
+ * (or RTGATE_CONFIG) < RTGATE_* variables < flags.
  */
 #include "gw.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -34,10 +37,16 @@ struct opt {
     const char *help;
 };
 
+#ifndef RTGATE_VERSION
+#define RTGATE_VERSION "unknown"
+#endif
+
 #define OFF(field) offsetof(struct gw_config, field)
 
 static const struct opt opts[] = {
-    {"listen", OPT_LISTEN, 0, 0, "HOST:PORT to listen on (default 0.0.0.0:8080)"},
+    {"listen", OPT_LISTEN, 0, 0,
+     "HOST:PORT or [IPV6]:PORT to listen on, e.g. [::]:8080 for every address (default "
+     "0.0.0.0:8080)"},
     {"ws-path", OPT_STR, OFF(ws_path), sizeof(((struct gw_config *)0)->ws_path),
      "WebSocket path (default /ws)"},
     {"node-id", OPT_STR, OFF(node_id), sizeof(((struct gw_config *)0)->node_id),
@@ -59,6 +68,12 @@ static const struct opt opts[] = {
     {"ip-conn-rate", OPT_U32, OFF(ip_bucket.rate), 0,
      "WebSocket handshakes per second per remote IP, 0 = off (default 200)"},
     {"ip-conn-burst", OPT_U32, OFF(ip_bucket.burst), 0, "handshake burst per IP (default 400)"},
+    {"conn-rate", OPT_U32, OFF(conn_bucket.rate), 0,
+     "WebSocket handshakes per second for the whole node; over it 503 with Retry-After, so a "
+     "reconnect storm is admitted at a pace the node can take (0 = off, the default; "
+     "docs/operations.md sizes it)"},
+    {"conn-burst", OPT_U32, OFF(conn_bucket.burst), 0,
+     "handshake burst for the whole node (default 1000)"},
     {"max-unacked", OPT_U32, OFF(max_unacked), 0,
      "durable messages delivered but not acked, per connection (default 1024)"},
     {"max-subs", OPT_U32, OFF(max_subs), 0, "subscriptions per connection (default 256)"},
@@ -79,10 +94,15 @@ static const struct opt opts[] = {
     {"abuse-window-ms", OPT_U32, OFF(abuse_window_ms), 0, "(default 10000)"},
     {"abuse-block-ms", OPT_U32, OFF(abuse_block_ms), 0,
      "after_ms told to a client closed for abuse (default 60000)"},
+    {"drain-grace-ms", OPT_U32, OFF(drain_grace_ms), 0,
+     "on SIGTERM, /readyz and new handshakes answer 503 at once, but sessions stay this long "
+     "before they are told to go, so a load balancer sees the node leave first (default 0)"},
     {"drain-ms", OPT_U32, OFF(drain_ms), 0,
-     "on SIGTERM, reconnects are spread over this window (default 5000)"},
+     "on SIGTERM, after the grace, sessions are closed (disconnect 1001) in slices spread over "
+     "this window (default 5000)"},
     {"drain-timeout-ms", OPT_U32, OFF(drain_timeout_ms), 0,
-     "on SIGTERM, exit after this even if clients linger (default 10000)"},
+     "on SIGTERM, exit after this even if clients linger; at least drain-grace-ms + drain-ms "
+     "(default 10000)"},
     {"geo-rate", OPT_U32, OFF(geo_bucket.rate), 0,
      "geo.set per second per connection (default 10)"},
     {"geo-burst", OPT_U32, OFF(geo_bucket.burst), 0, "geo.set burst per connection (default 20)"},
@@ -221,6 +241,7 @@ static void set_defaults(struct gw_config *cfg)
     cfg->pub_bucket = (struct rt_bucket_cfg){.rate = 20, .burst = 40};
     cfg->msg_bucket = (struct rt_bucket_cfg){.rate = 200, .burst = 400};
     cfg->ip_bucket = (struct rt_bucket_cfg){.rate = 200, .burst = 400};
+    cfg->conn_bucket = (struct rt_bucket_cfg){.rate = 0, .burst = 1000};
     cfg->max_unacked = 1024;
     cfg->max_subs = 256;
     cfg->max_message_bytes = 65536;
@@ -284,23 +305,85 @@ static bool parse_u64(const char *v, uint64_t max, uint64_t *out)
     return true;
 }
 
+/* HOST:PORT, :PORT, or [IPV6]:PORT (the brackets are not kept). */
 static bool parse_listen(struct gw_config *cfg, const char *v)
 {
     const char *colon = strrchr(v, ':');
     uint64_t port;
     if (!colon || !parse_u64(colon + 1, 65535, &port))
         return false;
+    const char *host = v;
     size_t hl = (size_t)(colon - v);
+    if (hl && v[0] == '[') {
+        if (hl < 3 || v[hl - 1] != ']')
+            return false;
+        host = v + 1;
+        hl -= 2;
+    } else if (memchr(v, ':', hl) || memchr(v, ']', hl)) {
+        return false; /* an IPv6 address needs its brackets: [::1]:8080 */
+    }
     if (hl >= sizeof cfg->listen_host)
         return false;
     if (hl == 0) {
         strcpy(cfg->listen_host, "0.0.0.0");
     } else {
-        memcpy(cfg->listen_host, v, hl);
+        memcpy(cfg->listen_host, host, hl);
         cfg->listen_host[hl] = '\0';
     }
     cfg->listen_port = (int)port;
     return true;
+}
+
+/*
+ * One source of options (the file, the environment, the flags) being read.
+ * A repeatable option (--ephemeral, --sub-allow, --trusted-proxy...) given by a source
+ * replaces the list an earlier source gave, as any other option does; within
+ * a source each use adds to the list.
+ */
+struct source {
+    struct gw_config *cfg;
+    bool lists_begun[N_OPTS]; /* this source has given that list option already */
+};
+
+static void clear_patterns(struct gw_config *cfg)
+{
+    for (size_t i = 0; i < cfg->n_ephemeral; i++)
+        free((void *)cfg->ephemeral[i]);
+    cfg->n_ephemeral = 0;
+}
+
+static void clear_origins(struct gw_config *cfg)
+{
+    for (size_t i = 0; i < cfg->n_allow_origin; i++)
+        free((void *)cfg->allow_origin[i]);
+    cfg->n_allow_origin = 0;
+}
+
+static void clear_policy(struct gw_policy *p)
+{
+    for (size_t i = 0; i < p->n; i++)
+        free(p->pat[i]);
+    p->n = 0;
+    p->given = false;
+}
+
+/* The first use of a list option by this source drops what earlier sources gave. */
+static void begin_list(struct source *src, const struct opt *o)
+{
+    size_t i = (size_t)(o - opts);
+    if (src->lists_begun[i])
+        return;
+    src->lists_begun[i] = true;
+    struct gw_config *cfg = src->cfg;
+    if (o->kind == OPT_PATTERN) {
+        clear_patterns(cfg);
+    } else if (o->kind == OPT_POLICY) {
+        clear_policy((struct gw_policy *)((char *)cfg + o->offset));
+    } else if (o->kind == OPT_ORIGIN) {
+        clear_origins(cfg);
+    } else if (o->kind == OPT_CIDR) {
+        cfg->n_trusted_proxy = 0;
+    }
 }
 
 static bool set_pattern(struct gw_config *cfg, const char *v)
@@ -401,8 +484,9 @@ static bool set_loglevel(struct gw_config *cfg, const char *v)
     return false;
 }
 
-static bool set_opt(struct gw_config *cfg, const struct opt *o, const char *v)
+static bool set_opt(struct source *src, const struct opt *o, const char *v)
 {
+    struct gw_config *cfg = src->cfg;
     char *base = (char *)cfg;
     uint64_t x;
     switch (o->kind) {
@@ -429,16 +513,20 @@ static bool set_opt(struct gw_config *cfg, const struct opt *o, const char *v)
     case OPT_LISTEN:
         return parse_listen(cfg, v);
     case OPT_PATTERN:
+        begin_list(src, o);
         return set_pattern(cfg, v);
     case OPT_LOGLEVEL:
         return set_loglevel(cfg, v);
     case OPT_ORIGIN:
+        begin_list(src, o);
         return each_item(cfg, v, add_origin);
     case OPT_CIDR:
+        begin_list(src, o);
         return each_item(cfg, v, add_cidr);
     case OPT_FLAG:
         return set_flag((uint32_t *)(base + o->offset), v);
     case OPT_POLICY:
+        begin_list(src, o);
         return set_policy((struct gw_policy *)(base + o->offset), v);
     }
     return false;
@@ -457,6 +545,7 @@ static char *trim(char *s)
 /* The file has `name = value` lines with the flags' names; # starts a comment. */
 static bool load_file(struct gw_config *cfg, const char *path)
 {
+    struct source src = {.cfg = cfg};
     FILE *f = fopen(path, "r");
     if (!f) {
         fprintf(stderr, "rtgate: cannot open config file %s: %s\n", path, strerror(errno));
@@ -480,7 +569,7 @@ static bool load_file(struct gw_config *cfg, const char *path)
             char *name = trim(s);
             o = find_opt(name, strlen(name));
         }
-        if (!o || !set_opt(cfg, o, trim(eq + 1))) {
+        if (!o || !set_opt(&src, o, trim(eq + 1))) {
             fprintf(stderr, "rtgate: %s:%d: bad line\n", path, lineno);
             ok = false;
         }
@@ -489,14 +578,88 @@ static bool load_file(struct gw_config *cfg, const char *path)
     return ok;
 }
 
+/* RTGATE_ and the option's name in upper case, '-' as '_': max-subs is RTGATE_MAX_SUBS. */
+static void env_name(const char *opt, char *out, size_t cap)
+{
+    size_t n = (size_t)snprintf(out, cap, "RTGATE_%s", opt);
+    for (size_t i = 7; i < n && i < cap; i++)
+        out[i] = out[i] == '-' ? '_' : (char)toupper((unsigned char)out[i]);
+}
+
+/* Sets a list option (patterns) from a comma- or blank-separated list. */
+static bool set_list(struct source *src, const struct opt *o, const char *list)
+{
+    char buf[2048];
+    if (strlen(list) >= sizeof buf)
+        return false;
+    strcpy(buf, list);
+    char *save = NULL;
+    bool any = false;
+    for (char *p = strtok_r(buf, ", \t\n", &save); p; p = strtok_r(NULL, ", \t\n", &save)) {
+        if (!set_opt(src, o, p))
+            return false;
+        any = true;
+    }
+    return any;
+}
+
+extern char **environ;
+
+void gw_config_warn_env(void)
+{
+    for (char **e = environ; *e; e++) {
+        if (strncmp(*e, "RTGATE_", 7) != 0 || !strncmp(*e, "RTGATE_CONFIG=", 14))
+            continue;
+        size_t len = strcspn(*e, "=");
+        bool known = false;
+        for (size_t i = 0; i < N_OPTS && !known; i++) {
+            char name[64];
+            env_name(opts[i].name, name, sizeof name);
+            known = strlen(name) == len && !memcmp(name, *e, len);
+        }
+        if (!known)
+            rt_log(RT_LOG_WARN, "env_ignored", "name=%.*s why=\"no such option\"",
+                   (int)(len > 64 ? 64 : len), *e);
+    }
+}
+
+/*
+ * Reads an RTGATE_<NAME> variable for every option; an empty variable counts
+ * as unset (compose files often pass `VAR: ${VAR:-}`). RTGATE_EPHEMERAL and
+ * the RTGATE_*_ALLOW policies hold comma-separated lists of patterns. Other RTGATE_* variables are
+ * not options: they are named on stderr and left alone (the test scripts' RTGATE_BIN, for one).
+ */
+static bool load_env(struct gw_config *cfg)
+{
+    struct source src = {.cfg = cfg};
+    for (size_t i = 0; i < N_OPTS; i++) {
+        char name[64];
+        env_name(opts[i].name, name, sizeof name);
+        const char *v = getenv(name);
+        if (!v || !*v)
+            continue;
+        bool list = opts[i].kind == OPT_PATTERN || opts[i].kind == OPT_POLICY;
+        bool ok = list ? set_list(&src, &opts[i], v) : set_opt(&src, &opts[i], v);
+        if (!ok) {
+            fprintf(stderr, "rtgate: bad value in the environment variable %s (see --help)\n",
+                    name);
+            return false;
+        }
+    }
+    return true;
+}
+
 void gw_config_usage(FILE *out)
 {
     fprintf(out, "Usage: rtgate [--config FILE] [--OPTION VALUE]...\n\n"
                  "rtgate is a WebSocket realtime gateway: clients connect at ws://HOST:PORT/ws,\n"
                  "subscribe to channels and publish; see README.md and docs/protocol.md.\n"
                  "HTTP on the same port: /healthz, /readyz, /metrics (Prometheus).\n\n"
-                 "Options (also `name = value` lines in the --config file; flags win):\n");
-    fprintf(out, "  --%-20s %s\n", "config FILE", "read options from FILE first");
+                 "Options: also `name = value` lines in the --config file, and environment\n"
+                 "variables RTGATE_<NAME> (--max-subs is RTGATE_MAX_SUBS; RTGATE_EPHEMERAL is a\n"
+                 "comma-separated list). Precedence: defaults < file < environment < flags.\n");
+    fprintf(out, "  --%-20s %s\n", "config FILE",
+            "read options from FILE first (default: $RTGATE_CONFIG when set)");
     for (size_t i = 0; i < N_OPTS; i++)
         fprintf(out, "  --%-20s %s\n", opts[i].name, opts[i].help);
     fprintf(out, "  --%-20s %s\n", "help", "print this and exit");
@@ -543,17 +706,36 @@ static rt_status check(struct gw_config *cfg)
         cfg->nats_replicas == 0 || cfg->presence_ttl_ms < 300 || cfg->geo_share_precision < 1 ||
         cfg->geo_share_precision > cfg->geo_precision || cfg->geo_snapshot_wait_ms == 0 ||
         cfg->geo_max_follows == 0 || cfg->geo_publish_ms > 1000 || cfg->nats_loop_reader > 1 ||
-        cfg->nats_read_window_ms > 100) {
+        cfg->nats_read_window_ms > 100 || cfg->conn_bucket.burst == 0 ||
+        (uint64_t)cfg->drain_timeout_ms < (uint64_t)cfg->drain_grace_ms + cfg->drain_ms) {
         fprintf(stderr,
                 "rtgate: inconsistent options (bursts >= 1, max-message-bytes >= 64, "
                 "history >= 1, idle-timeout-ms > ping-interval-ms >= 1000, "
                 "flush-window-ms and -max-ms <= 1000, workers 1..64 and > 1 only with --nats, "
                 "ws-path starting with /, nats-replicas >= 1, presence-ttl-ms >= 300, "
                 "geo-share-precision 1..geo-precision, geo-publish-ms <= 1000, "
-                "nats-loop-reader 0 or 1, nats-read-window-ms <= 100)\n");
+                "nats-loop-reader 0 or 1, nats-read-window-ms <= 100, "
+                "drain-timeout-ms >= drain-grace-ms + drain-ms)\n");
         return RT_INVAL;
     }
     return RT_OK;
+}
+
+/* The --config FILE (or --config=FILE) of the command line, else $RTGATE_CONFIG, or NULL. */
+static const char *config_path(int argc, char **argv)
+{
+    const char *path = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--config") && i + 1 < argc)
+            path = argv[++i];
+        else if (!strncmp(argv[i], "--config=", 9))
+            path = argv[i] + 9;
+    }
+    if (!path) {
+        const char *env = getenv("RTGATE_CONFIG");
+        path = env && *env ? env : NULL;
+    }
+    return path;
 }
 
 rt_status gw_config_load(struct gw_config *cfg, int argc, char **argv)
@@ -565,12 +747,14 @@ rt_status gw_config_load(struct gw_config *cfg, int argc, char **argv)
             return RT_AGAIN;
         }
         if (!strcmp(argv[i], "--version")) {
-            printf("rtgate 0.1.0 (protocol v1)\n");
+            printf("rtgate %s (protocol v1)\n", RTGATE_VERSION);
             return RT_AGAIN;
         }
-        if (!strcmp(argv[i], "--config") && i + 1 < argc && !load_file(cfg, argv[i + 1]))
-            return RT_INVAL;
     }
+    const char *path = config_path(argc, argv);
+    if ((path && !load_file(cfg, path)) || !load_env(cfg))
+        return RT_INVAL;
+    struct source flags = {.cfg = cfg};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strncmp(a, "--", 2) != 0)
@@ -584,7 +768,7 @@ rt_status gw_config_load(struct gw_config *cfg, int argc, char **argv)
                                                      : (i + 1 < argc ? argv[++i] : NULL);
         if (nl == 6 && !memcmp(a, "config", 6))
             continue;
-        if (!o || !v || !set_opt(cfg, o, v))
+        if (!o || !v || !set_opt(&flags, o, v))
             goto bad;
         continue;
     bad:
@@ -597,18 +781,14 @@ rt_status gw_config_load(struct gw_config *cfg, int argc, char **argv)
         host[sizeof host - 1] = '\0';
         snprintf(cfg->node_id, sizeof cfg->node_id, "%s-%d", host, (int)getpid());
     }
-    if (check(cfg) != RT_OK)
+    if (check(cfg) != RT_OK || gw_authz_configure(cfg) != RT_OK)
         return RT_INVAL;
-    return gw_authz_configure(cfg) == RT_OK ? RT_OK : RT_INVAL;
+    return RT_OK;
 }
 
 void gw_config_free(struct gw_config *cfg)
 {
-    for (size_t i = 0; i < cfg->n_ephemeral; i++)
-        free((void *)cfg->ephemeral[i]);
-    cfg->n_ephemeral = 0;
-    for (size_t i = 0; i < cfg->n_allow_origin; i++)
-        free((void *)cfg->allow_origin[i]);
-    cfg->n_allow_origin = 0;
+    clear_patterns(cfg);
+    clear_origins(cfg);
     gw_authz_config_free(cfg);
 }

@@ -45,9 +45,10 @@ struct gw_config {
     size_t history;
     uint64_t history_age_ms;
     uint64_t dedup_window_ms;
-    struct rt_bucket_cfg pub_bucket; /* publishes per connection */
-    struct rt_bucket_cfg msg_bucket; /* every inbound message per connection */
-    struct rt_bucket_cfg ip_bucket;  /* handshakes per remote IP */
+    struct rt_bucket_cfg pub_bucket;  /* publishes per connection */
+    struct rt_bucket_cfg msg_bucket;  /* every inbound message per connection */
+    struct rt_bucket_cfg ip_bucket;   /* handshakes per remote IP */
+    struct rt_bucket_cfg conn_bucket; /* handshakes of the whole node (connrate.c); rate 0 = off */
     uint32_t max_unacked;
     uint32_t max_subs;
     size_t max_message_bytes;
@@ -59,7 +60,8 @@ struct gw_config {
     uint32_t abuse_limit;     /* refused messages ... */
     uint32_t abuse_window_ms; /* ... within this window close with 1008 */
     uint32_t abuse_block_ms;  /* after_ms told to a client closed for abuse */
-    uint32_t drain_ms;        /* reconnects are spread over this window */
+    uint32_t drain_grace_ms;  /* drain: sessions stay this long after readiness turns false */
+    uint32_t drain_ms;        /* then their closes are spread over this window */
     uint32_t drain_timeout_ms;
     struct rt_bucket_cfg geo_bucket; /* geo.set per connection */
     uint32_t geo_precision;
@@ -114,6 +116,12 @@ struct gw_config {
  */
 rt_status gw_config_load(struct gw_config *cfg, int argc, char **argv);
 void gw_config_free(struct gw_config *cfg);
+/*
+ * Logs every RTGATE_* environment variable that is no option: a misspelt one
+ * would be ignored in silence. Called once the gateway has started, so that a
+ * start that fails prints its one error line only.
+ */
+void gw_config_warn_env(void);
 void gw_config_usage(FILE *out);
 
 /* ------------------------------------------------------------------ */
@@ -128,8 +136,34 @@ enum {
     GW_REFUSE_ORIGIN,      /* 403: --allow-origin */
     GW_REFUSE_NOT_TLS,     /* 400: plain HTTP on a TLS port */
     GW_REFUSE_PROXY,       /* closed: untrusted peer or bad PROXY header (--proxy-protocol) */
+    GW_REFUSE_NODE_RATE,   /* 503: --conn-rate */
     GW_REFUSE_N
 };
+
+/* Who ended a connection: rtgate (its close frame or a cut) or the client. */
+enum { GW_BY_SERVER, GW_BY_CLIENT };
+/* The close codes counted one by one (metrics.c's table); others go to "other". */
+#define GW_CLOSE_CODES 12
+
+/*
+ * A latency histogram with power-of-two bucket bounds: bucket i counts values
+ * <= 2^i units, so an observation costs a count-leading-zeros and an
+ * increment (no search, no clock read of its own).
+ */
+#define GW_HIST_BUCKETS 18 /* 2^0 .. 2^17 units, then +Inf */
+struct gw_histogram {
+    uint64_t buckets[GW_HIST_BUCKETS + 1]; /* not cumulative; the last is +Inf; their sum is
+                                            * the count */
+    uint64_t sum;                          /* in units */
+};
+
+/* Counts one value (in the histogram's units). */
+static inline void gw_hist_observe(struct gw_histogram *h, uint64_t v)
+{
+    unsigned i = v <= 1 ? 0 : 64 - (unsigned)__builtin_clzll(v - 1);
+    h->buckets[i < GW_HIST_BUCKETS ? i : GW_HIST_BUCKETS]++;
+    h->sum += v;
+}
 
 struct gw_metrics {
     uint64_t connections;                     /* open WebSocket connections (gauge) */
@@ -149,7 +183,13 @@ struct gw_metrics {
     uint64_t token_expired; /* sessions closed 4001 when their token expired */
     uint64_t closes_idle;
     uint64_t slow_consumer_closes;
-    uint64_t outbox_bytes; /* gauge: bytes queued in all outboxes */
+    uint64_t outbox_bytes;                /* gauge: bytes queued in all outboxes */
+    uint64_t closes[2][GW_CLOSE_CODES];   /* ended connections by [initiator][close code] */
+    struct gw_histogram delivery_latency; /* publish accept (fo_msg.ts_ms) to write, in ms */
+    struct gw_histogram pub_latency;      /* pub received to its reply, in 100 us units */
+    double loop_busy_ratio;               /* the loop's busy fraction over the last second */
+    uint64_t loop_since_ns;               /* uv_hrtime when the busy accounting began */
+    uint64_t loop_idle_at_start_ns;       /* uv_metrics_idle_time then */
 };
 
 /* ------------------------------------------------------------------ */
@@ -252,6 +292,7 @@ struct gw_session {
     const char *close_reason;
     uint8_t *rx_buf; /* reassembly of a message split over callbacks */
     size_t rx_len;
+    uint16_t peer_close_code; /* the code of the client's close frame, 0 before one */
     char client_id[28];
     struct auth_claims *claims; /* authz.c: the session's token, NULL when anonymous */
     uint64_t token_deadline_ms; /* monotonic: past it the session closes 4001 (0: never) */
@@ -299,6 +340,9 @@ struct gw_server {
     uint64_t geo_flushed_ms; /* last publish of presence changes */
     bool draining;
     uint64_t drain_started_ms;
+    uint32_t drain_cursor;        /* drain.c: sessions in slots below it have been told to go */
+    struct gw_connrate *connrate; /* node-wide handshake bucket (connrate.c) */
+    struct gw_pubtimes *pubtimes; /* start times of publishes answered later (metrics.c) */
     void *sweep_timer;            /* uv_timer_t: timeouts and heartbeats, see gw_server_sweep */
     struct gw_listener *listener; /* our own listen socket (listener.c) */
     void *flush_handles;          /* uv_prepare_t + uv_check_t running gw_server_flush */
@@ -310,9 +354,11 @@ struct gw_server {
     uint64_t hold_due_us; /* when hold_timer fires (0: not armed) */
     uint64_t window_us;   /* the flush window now: flush_window_ms, grown while behind */
     struct gw_flush_window flush_window; /* decides window_us (flush_window.c) */
-    uint64_t busy_at_us, idle_at_ns;     /* the last busy sample (adapt_window) */
-    uint32_t timers_timed, timers_late;  /* timer firings this sweep period, and late ones */
-    uint64_t sweep_due_us;               /* when the sweep timer should fire next */
+    uint64_t
+        flush_wall_ms; /* wall clock of the flush running now (one read for its writes), or 0 */
+    uint64_t busy_at_us, idle_at_ns;    /* the last busy sample (adapt_window) */
+    uint32_t timers_timed, timers_late; /* timer firings this sweep period, and late ones */
+    uint64_t sweep_due_us;              /* when the sweep timer should fire next */
     uint64_t client_seq;
     char client_prefix[12];
     struct auth_key *jwt_key; /* cfg->jwt_key, or the one SIGHUP reloaded (then owned) */
@@ -333,6 +379,8 @@ int gw_session_writable(struct gw_session *s);
 /* The session's lws timer fired; non-zero asks lws to close politely. */
 int gw_session_timer(struct gw_session *s);
 void gw_session_closed(struct gw_session *s);
+/* The client sent a close frame (payload: its code, big-endian, and reason). */
+void gw_session_peer_close(struct gw_session *s, const uint8_t *payload, size_t len);
 /* Asks the session to close with code after flushing (optionally telling it first). */
 void gw_session_close(struct gw_session *s, uint16_t code, const char *reason, bool tell,
                       bool reconnect, uint32_t after_ms);
@@ -392,8 +440,30 @@ rt_status gw_server_start(struct gw_server *srv, const struct gw_config *cfg, vo
 void gw_server_stop(struct gw_server *srv);
 /* Frees everything else (after the loop has run the closes). */
 void gw_server_free(struct gw_server *srv);
-/* Starts draining: readiness false, every client told to reconnect, closes 1001. */
-void gw_server_drain(struct gw_server *srv);
+/*
+ * drain.c: the SIGTERM drain. gw_drain_begin turns readiness false (/readyz
+ * and new handshakes answer 503) and leaves every session up for
+ * --drain-grace-ms; gw_drain_step, called every DRAIN_STEP_MS from then on,
+ * closes the sessions (disconnect 1001) in slices spread over --drain-ms.
+ * gw_drain_step returns true once the process may exit: no connection left,
+ * or --drain-timeout-ms since gw_drain_begin.
+ */
+#define GW_DRAIN_STEP_MS 50
+void gw_drain_begin(struct gw_server *srv);
+bool gw_drain_step(struct gw_server *srv, uint64_t now_ms);
+
+/*
+ * connrate.c: a node-wide token bucket on new WebSocket handshakes
+ * (--conn-rate, --conn-burst), so that a reconnect storm (the clients of a
+ * dead peer arriving at once) is admitted at a pace the loop can take while
+ * it keeps serving the clients it has. Refused handshakes get 503 with a
+ * Retry-After spread over the backlog seen in the last second.
+ */
+struct gw_connrate;
+rt_status gw_connrate_create(const struct rt_bucket_cfg *cfg, struct gw_connrate **out);
+void gw_connrate_destroy(struct gw_connrate *cr);
+/* Takes a token; false with *retry_after_ms (jittered) when over the rate. */
+bool gw_connrate_take(struct gw_connrate *cr, uint64_t now_ms, uint32_t *retry_after_ms);
 /*
  * Visits every session: connect timeout (4001), idle timeout, and pings for
  * the quiet ones. Our own sweep instead of lws per-connection timers, whose
@@ -463,5 +533,27 @@ int gw_static_writable(struct gw_static *st, struct lws *wsi, void *user);
 
 /* metrics.c: the Prometheus text for /metrics, malloc'd. */
 char *gw_metrics_render(const struct gw_server *srv, size_t *len);
+/*
+ * The first n items of ob are being written at wall-clock now_ms: each shared
+ * message among them counts its age (now_ms - ts_ms) in delivery_latency.
+ * One clock read per write serves every message of the frame.
+ */
+void gw_metrics_delivered(struct gw_metrics *m, const struct gw_outbox *ob, uint32_t n,
+                          uint64_t now_ms);
+/* The loop's busy time since loop_since_ns: wall time minus libuv's idle time. */
+uint64_t gw_metrics_loop_busy_ns(const struct gw_server *srv);
+/* A connection ended: counts it in closes by initiator and code. */
+void gw_metrics_closed(struct gw_metrics *m, const struct gw_session *s);
+/*
+ * Publish reply latency. A publish answered at once is observed directly; one
+ * answered later (fo_publish RT_AGAIN) has its start time kept in a fixed
+ * table (gw_pubtimes_start) until its pub_done (gw_pubtimes_done). The table
+ * is bounded: a slot taken by a newer publish loses the older sample.
+ */
+rt_status gw_pubtimes_create(struct gw_pubtimes **out);
+void gw_pubtimes_destroy(struct gw_pubtimes *pt);
+void gw_pubtimes_start(struct gw_pubtimes *pt, uint64_t conn_id, int64_t req_id, uint64_t start_us);
+void gw_pubtimes_done(struct gw_server *srv, uint64_t conn_id, int64_t req_id);
+void gw_pubtimes_observe(struct gw_metrics *m, uint64_t start_us, uint64_t now_us);
 
 #endif

@@ -1,6 +1,7 @@
 /*
  * main.c: rtgate's entry point. Reads the configuration, runs the gateway on
- * a libuv loop it owns (epoll), drains on SIGTERM/SIGINT and exits 0.
+ * a libuv loop it owns (epoll), samples the loop's busy time and readiness
+ * for /metrics and the log, drains on SIGTERM/SIGINT (drain.c) and exits 0.
  * SIGHUP reloads the TLS files (tls.c) and the JWT key (authz.c).
  */
 #include "gw.h"
@@ -20,22 +21,56 @@ struct app {
     uv_loop_t loop;
     uv_signal_t sigterm, sigint;
     uv_timer_t tick;
-    bool stopping;
+    uv_timer_t drain;
+    bool backend_ready;      /* fo_ready at the last tick, for the log */
+    uint64_t busy_sample_ns; /* gw_metrics_loop_busy_ns at the last ratio sample */
+    uint64_t busy_sample_at; /* uv_hrtime of that sample */
 };
+
+#define BUSY_SAMPLE_NS 1000000000ull
+
+/*
+ * The loop's busy fraction over the last second, for a gauge beside the
+ * rtgate_loop_busy_seconds_total counter (whose rate() gives the same over
+ * any interval).
+ */
+static void sample_busy(struct app *app)
+{
+    uint64_t now = uv_hrtime();
+    uint64_t span = now - app->busy_sample_at;
+    if (span < BUSY_SAMPLE_NS)
+        return;
+    uint64_t total = gw_metrics_loop_busy_ns(&app->srv);
+    uint64_t busy = total - app->busy_sample_ns;
+    app->srv.m.loop_busy_ratio = busy >= span ? 1.0 : (double)busy / (double)span;
+    app->busy_sample_ns = total;
+    app->busy_sample_at = now;
+}
+
+/* Logs the backend's readiness when it changes (NATS lost, back, stream ready). */
+static void note_readiness(struct app *app)
+{
+    bool ready = fo_ready(app->srv.fo);
+    if (ready == app->backend_ready)
+        return;
+    app->backend_ready = ready;
+    rt_log(ready ? RT_LOG_INFO : RT_LOG_WARN, "backend_ready", "ready=%d connections=%llu",
+           ready ? 1 : 0, (unsigned long long)app->srv.m.connections);
+}
 
 static void on_tick(uv_timer_t *t)
 {
     struct app *app = t->data;
-    struct gw_server *srv = &app->srv;
-    fo_tick(srv->fo, rt_wall_ms());
-    if (!srv->draining)
-        return;
-    uint64_t waited = rt_mono_ms() - srv->drain_started_ms;
-    if (srv->m.connections == 0 || waited >= app->cfg.drain_timeout_ms) {
-        rt_log(RT_LOG_INFO, "drain_done", "connections_left=%llu waited_ms=%llu",
-               (unsigned long long)srv->m.connections, (unsigned long long)waited);
+    fo_tick(app->srv.fo, rt_wall_ms());
+    sample_busy(app);
+    note_readiness(app);
+}
+
+static void on_drain_step(uv_timer_t *t)
+{
+    struct app *app = t->data;
+    if (gw_drain_step(&app->srv, rt_mono_ms()))
         uv_stop(&app->loop);
-    }
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -46,7 +81,8 @@ static void on_signal(uv_signal_t *h, int signum)
         uv_stop(&app->loop); /* a second signal: stop now */
         return;
     }
-    gw_server_drain(&app->srv);
+    gw_drain_begin(&app->srv);
+    uv_timer_start(&app->drain, on_drain_step, 0, GW_DRAIN_STEP_MS);
 }
 
 static void close_handle(uv_handle_t *h, void *arg)
@@ -63,24 +99,34 @@ static int run(struct app *app)
             ;
         return 1;
     }
+    gw_config_warn_env();
+    app->srv.m.loop_since_ns = app->busy_sample_at = uv_hrtime();
+    app->srv.m.loop_idle_at_start_ns = uv_metrics_idle_time(&app->loop);
+    app->backend_ready = false; /* logged once it is ready, and at every change after */
     uv_signal_init(&app->loop, &app->sigterm);
     uv_signal_init(&app->loop, &app->sigint);
     uv_timer_init(&app->loop, &app->tick);
-    app->sigterm.data = app->sigint.data = app->tick.data = app;
+    uv_timer_init(&app->loop, &app->drain);
+    app->sigterm.data = app->sigint.data = app->tick.data = app->drain.data = app;
     uv_signal_start(&app->sigterm, on_signal, SIGTERM);
     uv_signal_start(&app->sigint, on_signal, SIGINT);
     uv_timer_start(&app->tick, on_tick, 200, 200);
-    rt_log(RT_LOG_INFO, "listening", "addr=%s:%d path=%s node=%s engine=%s max_connections=%u",
-           app->cfg.listen_host, app->cfg.listen_port, app->cfg.ws_path, app->cfg.node_id,
-           app->cfg.nats_url[0] ? "nats" : "memory", app->cfg.max_connections);
+    bool v6 = strchr(app->cfg.listen_host, ':') != NULL;
+    rt_log(RT_LOG_INFO, "listening",
+           "addr=%s%s%s:%d path=%s node=%s engine=%s max_connections=%u conn_rate=%u",
+           v6 ? "[" : "", app->cfg.listen_host, v6 ? "]" : "", app->cfg.listen_port,
+           app->cfg.ws_path, app->cfg.node_id, app->cfg.nats_url[0] ? "nats" : "memory",
+           app->cfg.max_connections, app->cfg.conn_bucket.rate);
     uv_run(&app->loop, UV_RUN_DEFAULT);
 
     uv_signal_stop(&app->sigterm);
     uv_signal_stop(&app->sigint);
     uv_timer_stop(&app->tick);
+    uv_timer_stop(&app->drain);
     uv_close((uv_handle_t *)&app->sigterm, NULL);
     uv_close((uv_handle_t *)&app->sigint, NULL);
     uv_close((uv_handle_t *)&app->tick, NULL);
+    uv_close((uv_handle_t *)&app->drain, NULL);
     gw_server_stop(&app->srv);
     while (uv_run(&app->loop, UV_RUN_NOWAIT))
         ;

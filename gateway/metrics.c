@@ -1,5 +1,8 @@
 /*
- * metrics.c: /metrics in the Prometheus text format.
+ * metrics.c: /metrics in the Prometheus text format, and the measurements
+ * that are more than a counter: the latency histograms (delivery: publish
+ * accept to write; publish: request to reply), closes by code, build info,
+ * the loop's busy time and readiness.
  */
 #include "fleet.h"
 #include "gw.h"
@@ -7,6 +10,22 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#ifndef RTGATE_VERSION
+#define RTGATE_VERSION "unknown"
+#endif
+#ifndef RTGATE_COMMIT
+#define RTGATE_COMMIT "unknown"
+#endif
+
+#define PUB_UNIT_US    100  /* pub_latency counts in units of 100 us */
+#define PUBTIMES_SLOTS 4096 /* publishes in flight whose start time is kept */
+
+/* The close codes counted by name; anything else is "other". */
+static const uint16_t close_codes[GW_CLOSE_CODES - 1] = {1000, 1001, 1002, 1003, 1005, 1006,
+                                                         1007, 1008, 1009, 1011, 4001};
 
 struct out {
     char *buf;
@@ -49,8 +68,8 @@ static void metric(struct out *o, const char *name, const char *type, const char
 
 static void refused(struct out *o, const struct gw_metrics *m)
 {
-    static const char *const causes[GW_REFUSE_N] = {"rate",   "capacity", "bad_request", "draining",
-                                                    "origin", "not_tls",  "proxy"};
+    static const char *const causes[GW_REFUSE_N] = {
+        "rate", "capacity", "bad_request", "draining", "origin", "not_tls", "proxy", "node_rate"};
     emit(o, "# HELP rtgate_handshakes_refused_total WebSocket handshakes refused, by cause\n"
             "# TYPE rtgate_handshakes_refused_total counter\n");
     for (int i = 0; i < GW_REFUSE_N; i++)
@@ -70,6 +89,66 @@ static void errors(struct out *o, const struct gw_metrics *m)
     for (int i = 0; i < RT_N_ERRORS; i++)
         emit(o, "rtgate_errors_total{code=\"%d\",reason=\"%s\"} %llu\n", codes[i],
              rt_error_reason(codes[i]), (unsigned long long)m->errors[i]);
+}
+
+/* A histogram whose bucket i holds values <= 2^i units of unit_s seconds. */
+static void histogram(struct out *o, const char *name, const char *help,
+                      const struct gw_histogram *h, double unit_s)
+{
+    emit(o, "# HELP rtgate_%s %s\n# TYPE rtgate_%s histogram\n", name, help, name);
+    uint64_t cum = 0;
+    for (int i = 0; i < GW_HIST_BUCKETS; i++) {
+        cum += h->buckets[i];
+        emit(o, "rtgate_%s_bucket{le=\"%g\"} %llu\n", name, unit_s * (double)(1ull << i),
+             (unsigned long long)cum);
+    }
+    cum += h->buckets[GW_HIST_BUCKETS];
+    emit(o, "rtgate_%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)cum);
+    emit(o, "rtgate_%s_sum %.6f\nrtgate_%s_count %llu\n", name, (double)h->sum * unit_s, name,
+         (unsigned long long)cum);
+}
+
+static void closes(struct out *o, const struct gw_metrics *m)
+{
+    static const char *const by[2] = {"server", "client"};
+    emit(o, "# HELP rtgate_closes_total Connections ended, by close code and by who ended them "
+            "(1006: no close frame, e.g. a cut or a vanished peer)\n"
+            "# TYPE rtgate_closes_total counter\n");
+    for (int b = 0; b < 2; b++)
+        for (int i = 0; i < GW_CLOSE_CODES; i++) {
+            if (i < GW_CLOSE_CODES - 1)
+                emit(o, "rtgate_closes_total{code=\"%u\",by=\"%s\"} %llu\n", close_codes[i], by[b],
+                     (unsigned long long)m->closes[b][i]);
+            else
+                emit(o, "rtgate_closes_total{code=\"other\",by=\"%s\"} %llu\n", by[b],
+                     (unsigned long long)m->closes[b][i]);
+        }
+}
+
+static void loop_and_state(struct out *o, const struct gw_server *srv)
+{
+    const struct gw_metrics *m = &srv->m;
+    bool backend = fo_ready(srv->fo);
+    emit(o,
+         "# HELP rtgate_build_info The running build (value 1)\n"
+         "# TYPE rtgate_build_info gauge\n"
+         "rtgate_build_info{version=\"%s\",commit=\"%s\",engine=\"%s\",protocol=\"1\"} 1\n",
+         RTGATE_VERSION, RTGATE_COMMIT, srv->cfg->nats_url[0] ? "nats" : "memory");
+    emit(o,
+         "# HELP rtgate_loop_busy_seconds_total Time the event loop spent working, not "
+         "waiting for I/O (rate() of it is the busy fraction)\n"
+         "# TYPE rtgate_loop_busy_seconds_total counter\n"
+         "rtgate_loop_busy_seconds_total %.6f\n",
+         (double)gw_metrics_loop_busy_ns(srv) / 1e9);
+    emit(o,
+         "# HELP rtgate_loop_busy_ratio Fraction of the last second the event loop was busy\n"
+         "# TYPE rtgate_loop_busy_ratio gauge\nrtgate_loop_busy_ratio %.4f\n",
+         m->loop_busy_ratio);
+    metric(o, "backend_ready", "gauge",
+           "1 while the engine can serve (nats: connected and the stream checked; memory: always)",
+           backend);
+    metric(o, "ready", "gauge", "1 while /readyz answers 200 (backend ready and not draining)",
+           backend && !srv->draining);
 }
 
 static uint64_t outbox_bytes(const struct gw_server *srv)
@@ -196,10 +275,105 @@ char *gw_metrics_render(const struct gw_server *srv, size_t *len)
     metric(&o, "geo_events_total", "counter", "Watch events (join, move, leave) reported",
            gs.events);
     metric(&o, "draining", "gauge", "1 while draining", srv->draining);
+    closes(&o, m);
+    histogram(&o, "delivery_latency_seconds",
+              "From the publish's acceptance (its ts) to the write of the message to a client; "
+              "replays after a resume count their whole wait",
+              &m->delivery_latency, 0.001);
+    histogram(&o, "publish_latency_seconds", "From a pub's arrival to its reply (ok or error)",
+              &m->pub_latency, PUB_UNIT_US / 1e6);
+    loop_and_state(&o, srv);
     if (o.failed) {
         free(o.buf);
         return NULL;
     }
     *len = o.len;
     return o.buf;
+}
+
+void gw_metrics_delivered(struct gw_metrics *m, const struct gw_outbox *ob, uint32_t n,
+                          uint64_t now_ms)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        const struct gw_outbox_item *it = &ob->items[(ob->head + i) & (ob->cap - 1)];
+        if (it->msg) /* a message: replies and events are private bytes */
+            gw_hist_observe(&m->delivery_latency,
+                            now_ms > it->msg->ts_ms ? now_ms - it->msg->ts_ms : 0);
+    }
+}
+
+void gw_metrics_closed(struct gw_metrics *m, const struct gw_session *s)
+{
+    int by = GW_BY_CLIENT;
+    uint16_t code = 1006; /* no close frame either way */
+    if (s->close_code) {
+        by = GW_BY_SERVER;
+        code = s->close_code;
+    } else if (s->closing) {
+        by = GW_BY_SERVER; /* cut without a close frame (idle) */
+    } else if (s->peer_close_code) {
+        code = s->peer_close_code;
+    }
+    int i = 0;
+    while (i < GW_CLOSE_CODES - 1 && close_codes[i] != code)
+        i++;
+    m->closes[by][i]++;
+}
+
+/* ---- publish reply latency ------------------------------------------- */
+
+struct pubtime {
+    uint64_t conn_id; /* 0: free */
+    int64_t req_id;
+    uint64_t start_us;
+};
+
+struct gw_pubtimes {
+    struct pubtime slots[PUBTIMES_SLOTS];
+};
+
+rt_status gw_pubtimes_create(struct gw_pubtimes **out)
+{
+    *out = calloc(1, sizeof **out);
+    return *out ? RT_OK : RT_NOMEM;
+}
+
+void gw_pubtimes_destroy(struct gw_pubtimes *pt)
+{
+    free(pt);
+}
+
+static struct pubtime *pubtime_slot(struct gw_pubtimes *pt, uint64_t conn_id, int64_t req_id)
+{
+    uint64_t h = conn_id * 0x9E3779B97F4A7C15ull ^ (uint64_t)req_id * 0xC2B2AE3D27D4EB4Full;
+    return &pt->slots[(h >> 32) % PUBTIMES_SLOTS];
+}
+
+void gw_pubtimes_start(struct gw_pubtimes *pt, uint64_t conn_id, int64_t req_id, uint64_t start_us)
+{
+    *pubtime_slot(pt, conn_id, req_id) =
+        (struct pubtime){.conn_id = conn_id, .req_id = req_id, .start_us = start_us};
+}
+
+void gw_pubtimes_done(struct gw_server *srv, uint64_t conn_id, int64_t req_id)
+{
+    struct pubtime *p = pubtime_slot(srv->pubtimes, conn_id, req_id);
+    if (p->conn_id != conn_id || p->req_id != req_id)
+        return; /* its slot was taken by a later publish: no sample */
+    gw_pubtimes_observe(&srv->m, p->start_us, gw_now_us());
+    p->conn_id = 0;
+}
+
+void gw_pubtimes_observe(struct gw_metrics *m, uint64_t start_us, uint64_t now_us)
+{
+    uint64_t us = now_us > start_us ? now_us - start_us : 0;
+    gw_hist_observe(&m->pub_latency, (us + PUB_UNIT_US - 1) / PUB_UNIT_US);
+}
+
+uint64_t gw_metrics_loop_busy_ns(const struct gw_server *srv)
+{
+    const struct gw_metrics *m = &srv->m;
+    uint64_t wall = uv_hrtime() - m->loop_since_ns;
+    uint64_t idle = uv_metrics_idle_time(srv->loop) - m->loop_idle_at_start_ns;
+    return wall > idle ? wall - idle : 0;
 }

@@ -2,7 +2,7 @@
  * server.c: libwebsockets on our own libuv loop. The lws callback stays
  * thin: HTTP endpoints (/healthz, /readyz, /metrics), the handshake checks
  * (TLS port, path, Origin, drain, subprotocol, per-client-address rate,
- * capacity) and the hand-off of WebSocket events to the session layer.
+ * capacity, node rate) and the hand-off of WebSocket events to the session layer.
  */
 #include "gw.h"
 
@@ -196,6 +196,8 @@ static int on_confirm_upgrade(struct lws *wsi)
         return refuse(wsi, GW_REFUSE_RATE, 429, "too many connections from this address\n", retry);
     if (srv->m.connections >= srv->cfg->max_connections)
         return refuse(wsi, GW_REFUSE_CAPACITY, 503, "gateway at capacity\n", 1000);
+    if (!gw_connrate_take(srv->connrate, rt_mono_ms(), &retry))
+        return refuse(wsi, GW_REFUSE_NODE_RATE, 503, "too many new connections\n", retry);
     return 0;
 }
 
@@ -388,6 +390,7 @@ void gw_server_flush(struct gw_server *srv)
     gw_presence_flush(srv); /* presence changes of this iteration, batched per cell */
     uint64_t window = srv->window_us;
     uint64_t now = window && srv->n_dirty ? gw_now_us() : 0;
+    srv->flush_wall_ms = srv->n_dirty ? rt_wall_ms() : 0; /* the writes' time, for metrics */
     /* Flushing may queue more (a drained outbox pumps durable catch-up): the
      * list may grow while it is walked. */
     for (uint32_t i = 0; i < srv->n_dirty; i++) {
@@ -400,6 +403,7 @@ void gw_server_flush(struct gw_server *srv)
             gw_session_flush(s);
     }
     srv->n_dirty = 0;
+    srv->flush_wall_ms = 0;
 }
 
 struct flush_handles {
@@ -487,6 +491,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     case LWS_CALLBACK_OPENSSL_LOAD_EXTRA_SERVER_VERIFY_CERTS:
         return gw_tls_attach(server_of(wsi), user);
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+        gw_session_peer_close(s, in, len);
         return on_peer_close(wsi, in, len);
     case LWS_CALLBACK_ESTABLISHED:
         return gw_session_open(server_of(wsi), s, wsi, codec_of(wsi));
@@ -671,8 +676,9 @@ rt_status gw_server_start(struct gw_server *srv, const struct gw_config *cfg, vo
     if (!scratch || proto_decoder_create(&lim, &srv->dec) != RT_OK ||
         gw_conns_init(&srv->conns, cfg->max_connections + 64) != RT_OK ||
         gw_iplimit_create(&cfg->ip_bucket, IPLIMIT_SLOTS, &srv->iplimit) != RT_OK ||
-        make_fanout(srv, cfg) != RT_OK || gw_presence_create(srv) != RT_OK ||
-        gw_static_create(cfg, &srv->statics) != RT_OK) {
+        gw_connrate_create(&cfg->conn_bucket, &srv->connrate) != RT_OK ||
+        gw_pubtimes_create(&srv->pubtimes) != RT_OK || make_fanout(srv, cfg) != RT_OK ||
+        gw_presence_create(srv) != RT_OK || gw_static_create(cfg, &srv->statics) != RT_OK) {
         free(scratch);
         gw_server_free(srv);
         return RT_NOMEM;
@@ -718,6 +724,10 @@ void gw_server_free(struct gw_server *srv)
     srv->dec = NULL;
     gw_iplimit_destroy(srv->iplimit);
     srv->iplimit = NULL;
+    gw_connrate_destroy(srv->connrate);
+    srv->connrate = NULL;
+    gw_pubtimes_destroy(srv->pubtimes);
+    srv->pubtimes = NULL;
     gw_peer_free(srv);
     gw_tls_destroy(srv->tls);
     srv->tls = NULL;
@@ -732,22 +742,4 @@ void gw_server_free(struct gw_server *srv)
     if (srv->scratch)
         free(srv->scratch - LWS_PRE);
     srv->scratch = NULL;
-}
-
-void gw_server_drain(struct gw_server *srv)
-{
-    if (srv->draining)
-        return;
-    srv->draining = true;
-    srv->drain_started_ms = rt_mono_ms();
-    rt_log(RT_LOG_INFO, "drain_start", "connections=%llu drain_ms=%u",
-           (unsigned long long)srv->m.connections, srv->cfg->drain_ms);
-    for (uint32_t i = 0; i < srv->conns.used; i++) {
-        struct gw_session *s = srv->conns.slots[i];
-        if (!s)
-            continue;
-        /* Jitter spreads the reconnects over the drain window. */
-        uint32_t after = srv->cfg->drain_ms ? (uint32_t)rand() % srv->cfg->drain_ms : 0;
-        gw_session_close(s, 1001, "draining", true, true, after);
-    }
 }

@@ -252,9 +252,13 @@ static void on_pub(struct gw_session *s, const struct proto_msg *m)
         .client = s->client_id,
     };
     struct fo_pub_result res;
+    uint64_t start_us = gw_now_us();
     rt_status st = fo_publish(s->srv->fo, &req, &res);
-    if (st == RT_AGAIN)
+    if (st == RT_AGAIN) {
+        gw_pubtimes_start(s->srv->pubtimes, s->conn_id, m->id, start_us);
         return; /* answered by pub_done */
+    }
+    gw_pubtimes_observe(&s->srv->m, start_us, gw_now_us());
     if (st != RT_OK) {
         res = (struct fo_pub_result){
             .error = RT_E_UNAVAILABLE, .retry_after_ms = 1000, .error_message = "publish failed"};
@@ -388,6 +392,8 @@ static int write_frame(struct gw_session *s)
         return -1;
     srv->m.frames_out++;
     srv->m.bytes_out += len;
+    gw_metrics_delivered(&srv->m, &s->outbox, n,
+                         srv->flush_wall_ms ? srv->flush_wall_ms : rt_wall_ms());
     if (srv->window_us)
         s->last_write_us = gw_now_us();
     gw_outbox_pop(&s->outbox, n, LWS_PRE);
@@ -549,11 +555,19 @@ void gw_session_sweep(struct gw_session *s, uint64_t now)
     }
 }
 
+void gw_session_peer_close(struct gw_session *s, const uint8_t *payload, size_t len)
+{
+    /* 1005: a close frame without a code (RFC 6455 7.1.5). */
+    s->peer_close_code =
+        len >= 2 ? (uint16_t)((unsigned)payload[0] << 8 | payload[1]) : (uint16_t)1005;
+}
+
 void gw_session_closed(struct gw_session *s)
 {
     struct gw_server *srv = s->srv;
     if (!srv || !s->conn_id)
         return;
+    gw_metrics_closed(&srv->m, s);
     gw_presence_closed(s);
     gw_authz_closed(s);
     fo_client_destroy(s->fo);
@@ -618,6 +632,7 @@ static rt_status sink_gap(void *ctx, uint64_t conn_id, const char *channel, uint
 static void sink_pub_done(void *ctx, uint64_t conn_id, int64_t req_id,
                           const struct fo_pub_result *res)
 {
+    gw_pubtimes_done(ctx, conn_id, req_id);
     struct gw_session *s = sink_session(ctx, conn_id);
     if (s)
         reply_pub(s, req_id, res);

@@ -142,3 +142,78 @@ def test_unflushable_closing_connection_is_cut(gateway):
             finally:
                 stuck.close()
     run(go())
+
+
+def test_drain_grace_keeps_sessions_while_readiness_is_false(gateway, codec):
+    """Issue 14: on SIGTERM /readyz turns false and new handshakes get 503 at
+    once, but sessions keep being served for --drain-grace-ms (so a load
+    balancer sees the node leave before any client is sent away); then the
+    closes are spread over --drain-ms."""
+    grace_ms, drain_ms, n = 1500, 1000, 12
+    g = gateway("--drain-grace-ms", str(grace_ms), "--drain-ms", str(drain_ms),
+                "--drain-timeout-ms", "8000", "--pub-rate", "1000", "--pub-burst", "1000")
+
+    async def go():
+        cs = [Client(g.url(), codec, name="c%d" % i) for i in range(n)]
+        for c in cs:
+            await c.open()
+            await c.connect()
+            await c.sub("grace.room")
+        pub = cs[0]
+        t0 = time.monotonic()
+        g.sigterm()
+        for _ in range(40):
+            if g.http_get("/readyz", timeout=2)[0] == 503:
+                break
+            await asyncio.sleep(0.02)
+        assert g.http_get("/readyz", timeout=2)[0] == 503
+        status, headers = await handshake_status(g.url(), [SUBPROTOCOLS[codec]])()
+        assert status == 503 and int(headers["Retry-After"]) >= 1, (status, headers)
+        # Within the grace: still served, nobody told to go.
+        await pub.pub("grace.room", "still here")
+        for c in cs:
+            m = await c.next_event(("msg", "disconnect"), timeout=5)
+            assert m["type"] == "msg" and m["data"] == "still here", m
+        assert time.monotonic() - t0 < grace_ms / 1000.0, "the test itself was too slow"
+        told = await asyncio.gather(*(c.next_event(("disconnect",), timeout=10) for c in cs))
+        assert all(d["code"] == 1001 and d["reconnect"] is True for d in told), told
+        codes = await asyncio.gather(*(c.wait_closed(timeout=10) for c in cs))
+        assert [c for c, _ in codes] == [1001] * n, codes
+        rc = await asyncio.get_running_loop().run_in_executor(None, g.wait_exit, 8)
+        assert rc == 0
+        for c in cs:
+            c._pending.clear()
+            await c.close(check=False)
+    run(go())
+
+
+def test_drain_closes_are_spread_after_the_grace(gateway):
+    """The closes themselves (not only the advised after_ms) come in slices
+    over --drain-ms, after the grace: clients that ignore after_ms still
+    reconnect spread out."""
+    grace_ms, drain_ms, n = 600, 1500, 30
+    g = gateway("--drain-grace-ms", str(grace_ms), "--drain-ms", str(drain_ms),
+                "--drain-timeout-ms", "8000")
+
+    async def go():
+        cs = [Client(g.url(), "json", name="c%d" % i) for i in range(n)]
+        for c in cs:
+            await c.open()
+            await c.connect()
+        t0 = time.monotonic()
+        g.sigterm()
+
+        async def when_told(c):
+            await c.next_event(("disconnect",), timeout=10)
+            return time.monotonic() - t0
+        at = sorted(await asyncio.gather(*(when_told(c) for c in cs)))
+        for c in cs:
+            await c.close(check=False)
+        return at
+    at = run(go())
+    assert at[0] >= grace_ms / 1000.0 - 0.05, at
+    # Spread over the window: the last is told at least half a window after
+    # the first (all at once would be a few ms), and none far past it.
+    assert at[-1] - at[0] >= drain_ms / 1000.0 / 2, at
+    assert at[-1] <= (grace_ms + drain_ms) / 1000.0 + 2.0, at
+    assert g.wait_exit(8) == 0
