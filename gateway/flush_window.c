@@ -49,11 +49,13 @@ uint64_t gw_fw_step(struct gw_flush_window *fw, const struct gw_fw_sample *s)
         return fw->window_us;
     fw->since_step_down = bump(fw->since_step_down);
     fw->since_grow = bump(fw->since_grow);
-    /* Behind: most timers late (two at least), period after period, while the loop works.
-     * One stall (a slow callback, a burst of handshakes) makes one late firing, or a few of
-     * many, not most of them. */
-    bool late = s->late >= 2 && s->late * 2 >= s->timers;
-    bool behind = late && s->busy >= BEHIND_BUSY;
+    /* Behind: most timers late in this period and the one before, while the loop works. One
+     * stall (a slow callback, a burst of handshakes) makes one period late, not two in a row;
+     * a loop that cannot keep up is late every period, even when the sweep's own firing is the
+     * only one timed (its writes then wait for POLLOUT, not for the hold timer). */
+    bool late = s->late && s->late * 2 >= s->timers;
+    bool behind = late && fw->was_late && s->busy >= BEHIND_BUSY;
+    fw->was_late = late;
     bool on_time = s->late == 0;
     fw->at_base = fw->window_us <= fw->base_us ? bump(fw->at_base) : 0;
     if (fw->at_base >= AT_BASE_RESET)

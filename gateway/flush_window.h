@@ -35,6 +35,7 @@ struct gw_flush_window {
     uint32_t since_step_down; /* periods since the window last shrank */
     uint32_t since_grow;      /* periods since the window last grew */
     uint32_t at_base;         /* periods in a row at the base window */
+    bool was_late;            /* most timers were late in the last period */
 };
 
 /* Starts at base. The window never changes when max_us <= base_us or base_us is 0. */
