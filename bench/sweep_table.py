@@ -51,7 +51,7 @@ def main():
     summary = {"tag": tag, "note": note, "subs": subs, "p99_target_ms": P99_TARGET_MS, "rows": []}
     for rate in rates:
         for v in variants:
-            p99, cpu, ratio, broker, windows, lost, ok, deliv, quiet = [], [], [], [], [], 0, 0, [], []
+            p99, cpu, ratio, broker, windows, lost, ok, deliv, quiet, cores = [], [], [], [], [], 0, 0, [], [], []
             for rep in reps:
                 r = runs.get((rate, v, rep))
                 if not r:
@@ -71,6 +71,7 @@ def main():
                 ok += 1 if r.get("ok") else 0
                 deliv.append(r.get("deliveries_per_s"))
                 quiet.append(r.get("busy_before"))
+                cores.append(r.get("machine", {}).get("busy_cores"))
             n_runs = len(p99)
             under = sum(1 for x in p99 if x is not None and x < P99_TARGET_MS)
             summary["rows"].append({
@@ -84,6 +85,7 @@ def main():
                 "max_window_ms": [w for w in windows],
                 "runs_p99_under_target": under,
                 "machine_busy_before_median": med(quiet),
+                "machine_busy_cores": cores,
             })
     with open(out_json, "w") as f:
         json.dump(summary, f, indent=1)
@@ -93,9 +95,11 @@ def main():
            "server's µs per delivery (rtgate alone; the nats-server behind it is the broker "
            "column); ratio = rtgate / nats-server (nats-ws) in the same repetition. "
            "`p99<%d` = runs whose p99 stayed under %d ms; `busy before` = how busy the machine was "
-           "(all cores) in the second before each run: other jobs, when not near 0." % (
+           "(all cores) in the second before each run, and `cores during` the busy cores during each "
+           "run: the servers and the load generator take about 1 to 1.7 of them, so more is "
+           "other jobs on the machine." % (
                note, P99_TARGET_MS, P99_TARGET_MS), ""]
-    head = "| deliveries/s | variant | delivered/s | p99 ms [range] | p99<%d | µs/delivery | ratio | broker µs/del | max window ms | lost | ok | busy before |" % P99_TARGET_MS
+    head = "| deliveries/s | variant | delivered/s | p99 ms [range] | p99<%d | µs/delivery | ratio | broker µs/del | max window ms | lost | ok | busy before | cores during |" % P99_TARGET_MS
     out += [head, "|---" * (head.count("|") - 1) + "|"]
     for row in summary["rows"]:
         p = [x for x in row["p99_ms"] if x is not None]
@@ -104,13 +108,15 @@ def main():
         win = "-" if row["variant"] == "nats-ws" else (
             "/".join(str(w) if w else "base" for w in row["max_window_ms"]) if wins else "base")
         bb = row["machine_busy_before_median"]
-        out.append("| %dk | %s | %s | %s %s | %d/%d | %s | %s | %s | %s | %d | %d/%d | %s |" % (
+        during = "/".join("%.1f" % c for c in row["machine_busy_cores"] if c is not None) or "-"
+        out.append("| %dk | %s | %s | %s %s | %d/%d | %s | %s | %s | %s | %d | %d/%d | %s | %s |" % (
             row["deliveries_per_s_target"] // 1000, row["variant"],
             fmt(row["deliveries_per_s"], "%.0f"), fmt(row["p99_ms_median"]), rng,
             row["runs_p99_under_target"], row["runs"], fmt(row["cpu_us_per_delivery_median"], "%.2f"),
             fmt(row["ratio_to_nats_server_median"], "%.2f"),
             fmt(row["broker_cpu_us_per_delivery_median"], "%.2f"), win, row["lost"],
-            row["ok_runs"], row["runs"], "%d%%" % round(bb * 100) if bb is not None else "-"))
+            row["ok_runs"], row["runs"], "%d%%" % round(bb * 100) if bb is not None else "-",
+            during))
     out.append("")
     with open(out_md, "w") as f:
         f.write("\n".join(out))
