@@ -174,7 +174,7 @@ for rep in $(seq 1 "$REPS"); do
                 "${GW_OPTS[@]}" "${opts[@]}" > "$dir/rtgate-$v.log" 2>&1 &
             GW=$!
             PIDS+=("$GW")
-            wait_port "$GWPORT" 10 || { echo "sweep.sh: rtgate ($v) did not start" >&2; kill "$GW"; wait "$GW"; forget_pid "$GW"; continue; }
+            wait_ready "$GWPORT" 10 || { echo "sweep.sh: rtgate ($v) did not get ready" >&2; kill "$GW"; wait "$GW"; forget_pid "$GW"; continue; }
             load "r$rep/$rate/$v" --url "ws://127.0.0.1:$GWPORT/ws" --publish-via nats \
                 --nats "nats://127.0.0.1:$NPORT" --broker-pid "$NATS" --server-pid "$GW" --rate "$rate"
             kill "$GW" 2> /dev/null

@@ -24,6 +24,9 @@
 #define GW_MAX_ORIGINS         64
 #define GW_MAX_TRUSTED_PROXIES 64
 
+/* Presence subs of one connection waiting for the channel's members (chan_presence.c). */
+#define GW_PRESENCE_WAITING_MAX 16
+
 struct auth_key;
 struct auth_claims;
 
@@ -83,8 +86,10 @@ struct gw_config {
     char nats_url[1024];  /* --nats: non-empty selects the nats engine */
     char nats_stream[64]; /* JetStream stream of durable channels (default RTGATE) */
     uint32_t nats_replicas;
-    uint32_t nats_loop_reader;    /* 1: ephemeral live subjects read on the loop */
-    uint32_t nats_read_window_ms; /* the loop reader's read window */
+    uint32_t nats_read_window_ms;       /* the loop reader's read window */
+    uint32_t sub_timeout_ms;            /* a sub waiting for NATS gets 503 after this */
+    uint32_t max_pending_subs;          /* subs waiting for NATS on the node (503 past it) */
+    uint32_t max_pending_subs_per_conn; /* of them, per connection (429); 0: max_subs */
     /* Tokens and permissions (authz.c, docs/protocol.md "Authentication"). */
     char jwt_key_file[1024]; /* --jwt-key: non-empty turns authentication on */
     char jwt_alg[8];         /* "" = derived from a PEM public key */
@@ -107,6 +112,17 @@ struct gw_config {
     bool proxy_v2; /* derived: proxy_protocol is "v2" */
     /* --nats-ca, --nats-tls-cert, --nats-tls-key, --nats-creds, --nats-nkey */
     struct fo_nats_security nats_security;
+    char api_key_file[1024];              /* --api-key-file: "" = the server API is off */
+    size_t api_max_body_bytes;            /* largest API request body (413 past it) */
+    struct rt_bucket_cfg api_pub_bucket;  /* API publishes, node-wide */
+    struct rt_bucket_cfg api_auth_bucket; /* failed API keys per remote address */
+
+    /* Users across the fleet (users.c, chan_presence.c; docs/users.md). */
+    struct rt_bucket_cfg user_pub_bucket; /* publishes per user, fleet-wide (rate 0: off) */
+    uint32_t user_max_conns;              /* connections per user, fleet-wide (0: off) */
+    uint32_t user_sync_ms;                /* users' changes go out at most this often */
+    uint32_t presence_max_members;        /* members listed per channel, then a count */
+    struct gw_policy presence_allow;      /* not given: the sub rule decides */
 };
 
 /*
@@ -116,6 +132,9 @@ struct gw_config {
  */
 rt_status gw_config_load(struct gw_config *cfg, int argc, char **argv);
 void gw_config_free(struct gw_config *cfg);
+/* gw_config_load without the key (no authz.c): the file's and flags' values, checked. */
+rt_status gw_config_parse(struct gw_config *cfg, int argc, char **argv);
+void gw_config_free_parsed(struct gw_config *cfg);
 /*
  * Logs every RTGATE_* environment variable that is no option: a misspelt one
  * would be ignored in silence. Called once the gateway has started, so that a
@@ -240,6 +259,9 @@ void gw_iplimit_destroy(struct gw_iplimit *ipl);
 /* Takes a token for `ip`; false with *retry_after_ms when over the rate. */
 bool gw_iplimit_take(struct gw_iplimit *ipl, const char *ip, uint64_t now_ms,
                      uint32_t *retry_after_ms);
+/* True (with *retry_after_ms) when `ip` has no token left; takes nothing. */
+bool gw_iplimit_blocked(struct gw_iplimit *ipl, const char *ip, uint64_t now_ms,
+                        uint32_t *retry_after_ms);
 
 /* ------------------------------------------------------------------ */
 /* Connections and the server. */
@@ -250,8 +272,12 @@ enum gw_state {
 };
 
 struct gw_server;
+struct gw_api;
 struct gw_geo_req;
+struct gw_presence_req;
 struct geo_fleet;
+struct users;
+struct users_event;
 struct lws;
 
 /* Per-connection state, lws's per-session user data (lws owns the memory). */
@@ -282,6 +308,9 @@ struct gw_session {
     uint16_t geo_watches;        /* its watches */
     uint16_t geo_waiting;        /* near / watch requests waiting for the fleet */
     struct gw_geo_req *geo_reqs; /* presence.c: its waiting requests and watch holds */
+    /* chan_presence.c: its presence subs in progress; of them, those waiting for members. */
+    struct gw_presence_req *presence_reqs;
+    uint16_t presence_waiting;
     uint64_t abuse_window_start;
     uint64_t opened_ms;  /* monotonic */
     uint64_t last_rx_ms; /* monotonic: any frame or pong from the client */
@@ -292,7 +321,8 @@ struct gw_session {
     const char *close_reason;
     uint8_t *rx_buf; /* reassembly of a message split over callbacks */
     size_t rx_len;
-    uint16_t peer_close_code; /* the code of the client's close frame, 0 before one */
+    struct gw_pending *pending; /* pending.c: requests behind subs waiting for NATS */
+    uint16_t peer_close_code;   /* the code of the client's close frame, 0 before one */
     char client_id[28];
     struct auth_claims *claims; /* authz.c: the session's token, NULL when anonymous */
     uint64_t token_deadline_ms; /* monotonic: past it the session closes 4001 (0: never) */
@@ -368,6 +398,15 @@ struct gw_server {
     struct gw_peer *peers;     /* peer.c: who each connection is from, by fd */
     uint32_t peers_cap;
     struct gw_tls *tls; /* tls.c: NULL without --tls-cert */
+    struct gw_api *api; /* the server API (api.h), NULL when off */
+
+    /* bus.c, users.c, chan_presence.c: the engine's bus, users across the fleet. */
+    bool bus_open;                /* the engine's bus (nats) delivers to bus.c */
+    struct users *users;          /* per-user limits and channel presence */
+    void *users_timer;            /* uv_timer_t: what --user-sync-ms held back */
+    uint64_t users_flushed_ms;    /* last publish of users' changes */
+    struct rt_htab presence_reqs; /* struct gw_presence_req waiting, by ticket */
+    uint64_t presence_resuming;   /* conn whose waiting sub runs again now */
 };
 
 /* session.c: the session layer called by the lws callback in server.c. */
@@ -391,6 +430,20 @@ void gw_session_begin_reply(struct gw_session *s, struct proto_writer *w, int64_
 /* Ends the message begun on srv->reply and queues it (also for events). */
 void gw_session_finish_reply(struct gw_session *s, struct proto_writer *w);
 
+/* Runs one request of a connected session (the switch behind handle_msg). */
+void gw_session_dispatch(struct gw_session *s, const struct proto_msg *m);
+
+/* pending.c: requests that wait behind this connection's subs waiting for NATS. */
+struct gw_pending;
+/* True if m was taken (queued behind a sub of its channel, or answered 429). */
+bool gw_pending_defer(struct gw_session *s, const struct proto_msg *m);
+void gw_pending_sub_started(struct gw_session *s, int64_t req_id, const char *channel, size_t len);
+void gw_pending_sub_done(struct gw_session *s, int64_t req_id);
+bool gw_pending_sub_waiting(const struct gw_session *s, int64_t req_id);
+/* Runs what may run now (from gw_session_flush). */
+void gw_pending_run(struct gw_session *s);
+void gw_pending_free(struct gw_session *s);
+
 /*
  * authz.c: tokens and permissions (docs/protocol.md, Authentication).
  * Loop thread, except gw_authz_configure (main thread, before the loop).
@@ -413,6 +466,8 @@ void gw_authz_refresh(struct gw_session *s, const struct proto_msg *m);
 bool gw_authz_may_sub(struct gw_session *s, const struct proto_msg *m);
 bool gw_authz_may_pub(struct gw_session *s, const struct proto_msg *m);
 bool gw_authz_may_geo(struct gw_session *s, const struct proto_msg *m);
+/* May the session take part in m->channel's presence? False: answered 403. */
+bool gw_authz_may_presence(struct gw_session *s, const struct proto_msg *m);
 /* Writes "expires_in_ms" into a reply when the session's token expires. */
 void gw_authz_write_expiry(const struct gw_session *s, struct proto_writer *w);
 /* The sweep: true if the token expired and the session is now closing (4001). */
@@ -430,6 +485,56 @@ void gw_presence_closed(struct gw_session *s);
 /* Fleet heartbeats, expiry and deadlines (the sweep timer); publishing (each loop iteration). */
 void gw_presence_tick(struct gw_server *srv, uint64_t now_ms);
 void gw_presence_flush(struct gw_server *srv);
+/* Writes one member as geo.near answers it ({"client","user","lat","lon"
+ * [,"dist_m"][,"meta"]}), with "local" (on this node, not another's) for
+ * the server API. */
+void gw_presence_write_member(struct proto_writer *w, const struct geo_member_view *m,
+                              bool with_dist, double dist_m, bool with_local);
+
+/* bus.c: the nats engine's bus (fanout.h), shared by presence.c and users.c. */
+/* Makes the bus deliver to bus.c (once); false on the memory engine (no bus). */
+bool gw_bus_open(struct gw_server *srv);
+/* The bus's operations, for geo_fleet_bus and users_bus (ctx: srv->fo). */
+rt_status gw_bus_publish(void *ctx, const char *subject, const char *reply, const uint8_t *data,
+                         size_t len);
+void *gw_bus_subscribe(void *ctx, const char *subject);
+void gw_bus_unsubscribe(void *ctx, void *handle);
+
+/* users.c: per-user limits across the fleet (docs/users.md). */
+rt_status gw_users_create(struct gw_server *srv);
+void gw_users_destroy(struct gw_server *srv);
+/* The connect of a user: false when over its connection limit (answered 429, closing 4029). */
+bool gw_users_connect(struct gw_session *s, const struct proto_msg *m);
+/* The user limits in force, into connected's "limits" (when set). */
+void gw_users_write_limits(const struct gw_session *s, struct proto_writer *w);
+/* A publish of the session's user: false when over its rate (answered 429). */
+bool gw_users_may_pub(struct gw_session *s, const struct proto_msg *m);
+/* The session is gone: its presence ends, its place is free. */
+void gw_users_closed(struct gw_session *s);
+/* Heartbeats and expiry (the sweep); publishing (each loop iteration, at most every
+ * --user-sync-ms). */
+void gw_users_tick(struct gw_server *srv, uint64_t now_ms);
+void gw_users_flush(struct gw_server *srv);
+
+/* chan_presence.c: channel presence on `sub` (docs/protocol.md, Channel presence). */
+/*
+ * Before a sub with "presence":true runs: true when it was answered (403,
+ * 409, 429, 503) or waits for the channel's members (it runs again then,
+ * through gw_session_resume_sub).
+ */
+bool gw_chan_presence_sub(struct gw_session *s, const struct proto_msg *m);
+/* The sub with id is answered: w (the ok reply being written) gets "presence" and the
+ * connection enters the channel; w NULL: it failed. */
+void gw_chan_presence_reply(struct gw_session *s, int64_t id, struct proto_writer *w);
+/* The connection unsubscribed from the channel: it leaves its presence. */
+void gw_chan_presence_unsub(struct gw_session *s, const struct proto_msg *m);
+/* The session is gone: its waiting subs are dropped. */
+void gw_chan_presence_closed(struct gw_session *s);
+void gw_chan_presence_event(void *arg, const struct users_event *ev);
+void gw_chan_presence_ready(void *arg, uint64_t ticket, bool partial);
+void gw_chan_presence_free(struct gw_server *srv);
+/* session.c: runs a sub again (one that waited in chan_presence.c). */
+void gw_session_resume_sub(struct gw_session *s, const struct proto_msg *m);
 
 /* The fan-out sink, bound to the server. */
 struct fo_sink gw_session_sink(struct gw_server *srv);

@@ -4,8 +4,10 @@
  * accept to write; publish: request to reply), closes by code, build info,
  * the loop's busy time and readiness.
  */
+#include "api.h"
 #include "fleet.h"
 #include "gw.h"
+#include "users.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -160,6 +162,45 @@ static uint64_t outbox_bytes(const struct gw_server *srv)
     return sum;
 }
 
+/* Per-user limits and channel presence (users.c, chan_presence.c; docs/users.md). */
+static void users_metrics(struct out *o, const struct gw_server *srv)
+{
+    struct users_stats us = {0};
+    if (srv->users)
+        users_get_stats(srv->users, &us);
+    metric(o, "users", "gauge", "Users known to this node (its own and other nodes')", us.users);
+    metric(o, "user_remote_conns", "gauge", "Connections of other nodes known (--user-max-conns)",
+           us.remote_conns);
+    metric(o, "user_conns_refused_total", "counter",
+           "Connects refused over --user-max-conns (429, close 4029)", us.conns_refused);
+    metric(o, "user_conns_evicted_total", "counter",
+           "Connections closed 4029 after two nodes took a user's last places at once",
+           us.conns_evicted);
+    metric(o, "user_pubs_refused_total", "counter", "Publishes refused over --user-pub-rate (429)",
+           us.pubs_refused);
+    metric(o, "users_nodes", "gauge", "Other gateway nodes heard from on rtgate.users.*", us.nodes);
+    metric(o, "presence_channels", "gauge", "Channels whose presence this node follows",
+           us.channels);
+    metric(o, "presence_members", "gauge", "Members of those channels, all nodes", us.members);
+    metric(o, "presence_events_total", "counter", "Channel presence events made", us.events);
+    metric(o, "users_bus_messages_out_total", "counter", "rtgate.users.* messages published",
+           us.messages_out);
+    metric(o, "users_bus_messages_in_total", "counter", "rtgate.users.* messages applied",
+           us.messages_in);
+    metric(o, "presence_snapshots_total", "counter", "Channel presence snapshot requests sent",
+           us.snapshots);
+    metric(o, "presence_snapshots_partial_total", "counter",
+           "Channel presence snapshots completed without every node's answer",
+           us.snapshots_partial);
+    metric(o, "users_full_states_total", "counter", "Full connection states published",
+           us.full_states);
+    metric(o, "users_resyncs_total", "counter", "Resyncs after lost bus messages", us.resyncs);
+    metric(o, "users_nodes_expired_total", "counter",
+           "Nodes dropped after presence-ttl-ms of silence (users)", us.nodes_expired);
+    metric(o, "users_bus_bad_total", "counter", "Malformed rtgate.users.* messages dropped",
+           us.bad_messages);
+}
+
 char *gw_metrics_render(const struct gw_server *srv, size_t *len)
 {
     const struct gw_metrics *m = &srv->m;
@@ -205,8 +246,6 @@ char *gw_metrics_render(const struct gw_server *srv, size_t *len)
     metric(&o, "history_bytes", "gauge", "Bytes retained in history", fs.history_bytes);
     metric(&o, "upstream_subscriptions", "gauge",
            "NATS subscriptions held for local interest (nats engine)", fs.upstream_subscriptions);
-    metric(&o, "upstream_dropped_total", "counter",
-           "NATS messages dropped on a full hand-off queue", fs.upstream_dropped);
     metric(&o, "upstream_invalid_total", "counter", "NATS messages dropped for an invalid payload",
            fs.upstream_invalid);
     metric(&o, "upstream_fetched_total", "counter", "Durable messages read back from JetStream",
@@ -224,9 +263,19 @@ char *gw_metrics_render(const struct gw_server *srv, size_t *len)
            fs.reader_messages);
     metric(&o, "upstream_reader_bad_total", "counter",
            "Loop reader connections dropped for a protocol error from the server", fs.reader_bad);
-    metric(&o, "upstream_reader_flush_timeouts_total", "counter",
-           "Subscriptions the loop reader could not confirm with the server in time",
-           fs.reader_flush_timeouts);
+    metric(&o, "upstream_reader_confirm_failures_total", "counter",
+           "Subscriptions the loop reader could not confirm with the server (connection lost)",
+           fs.reader_confirm_failures);
+    metric(&o, "subs_pending", "gauge", "Subscribes waiting for the backend (nats engine)",
+           fs.subs_pending);
+    metric(&o, "subs_waited_total", "counter", "Subscribes answered after waiting for the backend",
+           fs.subs_waited);
+    metric(&o, "sub_timeouts_total", "counter",
+           "Subscribes answered 503 because the backend did not answer in time", fs.sub_timeouts);
+    metric(&o, "subs_refused_pending_total", "counter",
+           "Subscribes refused because too many waited for the backend (429 per connection, "
+           "503 per node)",
+           fs.subs_refused_pending);
     struct geo_stats gs;
     geo_get_stats(srv->geo, &gs);
     struct geo_fleet_stats fl = {0};
@@ -274,6 +323,15 @@ char *gw_metrics_render(const struct gw_server *srv, size_t *len)
     metric(&o, "geo_sets_total", "counter", "geo.set updates stored", gs.sets);
     metric(&o, "geo_events_total", "counter", "Watch events (join, move, leave) reported",
            gs.events);
+    uint64_t api_requests, api_in_progress, api_failed_keys;
+    gw_api_counts(srv, &api_requests, &api_in_progress, &api_failed_keys);
+    metric(&o, "api_requests_total", "counter", "Server API requests (--api-key-file)",
+           api_requests);
+    metric(&o, "api_in_progress", "gauge",
+           "Server API requests reading a body or waiting for the engine", api_in_progress);
+    metric(&o, "api_failed_keys_total", "counter",
+           "Server API requests with a missing or wrong key", api_failed_keys);
+    users_metrics(&o, srv);
     metric(&o, "draining", "gauge", "1 while draining", srv->draining);
     closes(&o, m);
     histogram(&o, "delivery_latency_seconds",

@@ -14,9 +14,9 @@
 #include <string.h>
 #include <uv.h>
 
-/* Writes one member ({"client","user","lat","lon"[,"dist_m"][,"meta"]}). */
-static void write_member(struct proto_writer *w, const struct geo_member_view *m, bool with_dist,
-                         double dist_m)
+/* See gw.h. */
+void gw_presence_write_member(struct proto_writer *w, const struct geo_member_view *m,
+                              bool with_dist, double dist_m, bool with_local)
 {
     proto_w_map(w);
     proto_w_kstr(w, "client", m->client, m->client_len);
@@ -29,6 +29,8 @@ static void write_member(struct proto_writer *w, const struct geo_member_view *m
         struct proto_payload p = {(enum proto_payload_enc)m->meta_enc, m->meta, m->meta_len, false};
         proto_w_payload(w, "meta", &p);
     }
+    if (with_local)
+        proto_w_kbool(w, "local", !(m->conn & GEO_FLEET_CONN_BIT));
     proto_w_end(w);
 }
 
@@ -133,7 +135,7 @@ static rt_status write_near(struct gw_session *s, struct proto_writer *w, const 
     proto_w_key(w, "members");
     proto_w_array(w);
     for (size_t i = 0; i < n; i++)
-        write_member(w, &srv->geo_hits[i].member, true, srv->geo_hits[i].dist_m);
+        gw_presence_write_member(w, &srv->geo_hits[i].member, true, srv->geo_hits[i].dist_m, false);
     proto_w_end(w);
     return RT_OK;
 }
@@ -480,33 +482,9 @@ static void on_geo_event(void *arg, uint64_t watch_id, uint64_t watch_conn, enum
     proto_w_kcstr(&w, "watch", name);
     proto_w_kcstr(&w, "event", geo_event_name(ev));
     proto_w_key(&w, "member");
-    write_member(&w, member, false, 0);
+    gw_presence_write_member(&w, member, false, 0, false);
     srv->geo_events++;
     gw_session_finish_reply(s, &w);
-}
-
-/* The fleet's bus is the nats engine's connection (fanout.h). */
-static rt_status bus_publish(void *ctx, const char *subject, const char *reply, const uint8_t *data,
-                             size_t len)
-{
-    return fo_bus_publish(ctx, subject, reply, data, len);
-}
-
-static void *bus_subscribe(void *ctx, const char *subject)
-{
-    return fo_bus_subscribe(ctx, subject);
-}
-
-static void bus_unsubscribe(void *ctx, void *handle)
-{
-    fo_bus_unsubscribe(ctx, handle);
-}
-
-static void on_bus(void *arg, const char *subject, const char *reply, const uint8_t *data,
-                   size_t len)
-{
-    struct gw_server *srv = arg;
-    geo_fleet_receive(srv->fleet, subject, reply, data, len, rt_mono_ms());
 }
 
 static rt_status fleet_create(struct gw_server *srv)
@@ -526,11 +504,11 @@ static rt_status fleet_create(struct gw_server *srv)
         .snapshot_wait_ms = cfg->geo_snapshot_wait_ms,
         .max_follows = cfg->geo_max_follows,
         .max_owner_follows = cfg->geo_max_follows_per_conn,
-        .bus = {bus_publish, bus_subscribe, bus_unsubscribe, srv->fo},
+        .bus = {gw_bus_publish, gw_bus_subscribe, gw_bus_unsubscribe, srv->fo},
         .on_ready = on_fleet_ready,
         .arg = srv,
     };
-    if (fo_bus_open(srv->fo, on_bus, srv) != RT_OK)
+    if (!gw_bus_open(srv))
         return RT_OK; /* the memory engine: one node, no fleet */
     rt_status st = geo_fleet_create(&fc, rt_mono_ms(), &srv->fleet);
     uv_timer_t *t = st == RT_OK ? malloc(sizeof *t) : NULL;

@@ -4,6 +4,7 @@
  * abuse and closes. Called by the thin lws callback in server.c. Everything
  * runs on the loop thread.
  */
+#include "api.h"
 #include "gw.h"
 
 #include <libwebsockets.h>
@@ -140,7 +141,7 @@ static void on_connect(struct gw_session *s, const struct proto_msg *m)
         gw_session_reply_error(s, m, RT_E_CONFLICT, "already connected", 0);
         return;
     }
-    if (!gw_authz_connect(s, m))
+    if (!gw_authz_connect(s, m) || !gw_users_connect(s, m))
         return;
     if (fo_client_create(srv->fo, s->conn_id, &s->fo) != RT_OK) {
         gw_session_reply_error(s, m, RT_E_UNAVAILABLE, "out of memory", 1000);
@@ -163,16 +164,46 @@ static void on_connect(struct gw_session *s, const struct proto_msg *m)
     proto_w_kuint(&w, "max_message_bytes", cfg->max_message_bytes);
     proto_w_kuint(&w, "max_subs", cfg->max_subs);
     proto_w_kuint(&w, "max_unacked", cfg->max_unacked);
+    gw_users_write_limits(s, &w);
     proto_w_end(&w);
     gw_authz_write_expiry(s, &w);
     gw_session_finish_reply(s, &w);
     rt_log(RT_LOG_DEBUG, "session_connected", "conn=%s peer=%s", s->client_id, s->peer);
 }
 
+/* An error answer to request `id`, given by its id alone (the request may be gone). */
+static void reply_error_to(struct gw_session *s, int64_t id, int error, const char *message,
+                           uint32_t retry_after_ms)
+{
+    struct proto_msg m = {.has_id = true, .id = id};
+    gw_session_reply_error(s, &m, error, message, retry_after_ms);
+}
+
+/* The answer to a sub, now (on_sub) or once it stopped waiting for NATS (sink_sub_done). */
+static void reply_sub(struct gw_session *s, int64_t id, const struct fo_sub_result *res)
+{
+    if (res->error) {
+        gw_chan_presence_reply(s, id, NULL);
+        reply_error_to(s, id, res->error, res->error_message, res->retry_after_ms);
+        return;
+    }
+    struct proto_writer w;
+    gw_session_begin_reply(s, &w, id);
+    proto_w_kbool(&w, "durable", res->durable);
+    if (res->durable) {
+        proto_w_kuint(&w, "seq", res->seq);
+        proto_w_kcstr(&w, "epoch", res->epoch);
+    }
+    if (res->has_recovered)
+        proto_w_kbool(&w, "recovered", res->recovered);
+    gw_chan_presence_reply(s, id, &w); /* "presence", and the connection enters the channel */
+    gw_session_finish_reply(s, &w);
+}
+
 static void on_sub(struct gw_session *s, const struct proto_msg *m)
 {
-    if (!gw_authz_may_sub(s, m))
-        return;
+    if (!gw_authz_may_sub(s, m) || gw_chan_presence_sub(s, m))
+        return; /* refused, or waiting for the channel's members (chan_presence.c) */
     struct fo_sub_req req = {
         .channel = m->channel.ptr,
         .channel_len = m->channel.len,
@@ -180,28 +211,27 @@ static void on_sub(struct gw_session *s, const struct proto_msg *m)
         .since = m->since,
         .epoch = m->epoch.ptr,
         .epoch_len = m->epoch.len,
+        .req_id = m->id,
     };
     struct fo_sub_result res;
-    if (fo_subscribe(s->fo, &req, &res) != RT_OK) {
-        gw_session_reply_error(s, m, RT_E_UNAVAILABLE, "subscribe failed", 1000);
+    rt_status st = fo_subscribe(s->fo, &req, &res);
+    if (st == RT_AGAIN) {
+        /* Answered by sink_sub_done; requests on this channel wait (pending.c). */
+        gw_pending_sub_started(s, m->id, m->channel.ptr, m->channel.len);
         return;
     }
-    if (res.error) {
-        gw_session_reply_error(s, m, res.error, res.error_message, res.retry_after_ms);
-        return;
-    }
-    struct proto_writer w;
-    gw_session_begin_reply(s, &w, m->id);
-    proto_w_kbool(&w, "durable", res.durable);
-    if (res.durable) {
-        proto_w_kuint(&w, "seq", res.seq);
-        proto_w_kcstr(&w, "epoch", res.epoch);
-    }
-    if (res.has_recovered)
-        proto_w_kbool(&w, "recovered", res.recovered);
-    gw_session_finish_reply(s, &w);
+    if (st != RT_OK)
+        res = (struct fo_sub_result){
+            .error = RT_E_UNAVAILABLE, .error_message = "subscribe failed", .retry_after_ms = 1000};
+    reply_sub(s, m->id, &res);
     /* Replay (when recovered) goes out after the reply. */
-    fo_client_pump(s->fo);
+    if (!res.error)
+        fo_client_pump(s->fo);
+}
+
+void gw_session_resume_sub(struct gw_session *s, const struct proto_msg *m)
+{
+    on_sub(s, m);
 }
 
 static void on_unsub(struct gw_session *s, const struct proto_msg *m)
@@ -210,6 +240,7 @@ static void on_unsub(struct gw_session *s, const struct proto_msg *m)
         gw_session_reply_error(s, m, RT_E_NOT_FOUND, "not subscribed to this channel", 0);
         return;
     }
+    gw_chan_presence_unsub(s, m);
     struct proto_writer w;
     gw_session_begin_reply(s, &w, m->id);
     gw_session_finish_reply(s, &w);
@@ -218,8 +249,7 @@ static void on_unsub(struct gw_session *s, const struct proto_msg *m)
 static void reply_pub(struct gw_session *s, int64_t id, const struct fo_pub_result *res)
 {
     if (res->error) {
-        struct proto_msg m = {.has_id = true, .id = id};
-        gw_session_reply_error(s, &m, res->error, res->error_message, res->retry_after_ms);
+        reply_error_to(s, id, res->error, res->error_message, res->retry_after_ms);
         return;
     }
     struct proto_writer w;
@@ -240,6 +270,8 @@ static void on_pub(struct gw_session *s, const struct proto_msg *m)
         gw_session_reply_error(s, m, RT_E_RATE_LIMITED, "publish rate exceeded", retry);
         return;
     }
+    if (!gw_users_may_pub(s, m))
+        return; /* over the user's rate, all its connections together (users.c) */
     struct fo_pub_req req = {
         .channel = m->channel.ptr,
         .channel_len = m->channel.len,
@@ -272,29 +304,12 @@ static void on_ping(struct gw_session *s)
         queue_reply(s);
 }
 
-/* One decoded message, in order. */
-static void handle_msg(struct gw_session *s, const struct proto_msg *m)
+/*
+ * Runs a request of a connected session (or answers 401 / connect): from
+ * handle_msg, or later from pending.c for one that waited behind a sub.
+ */
+void gw_session_dispatch(struct gw_session *s, const struct proto_msg *m)
 {
-    const struct gw_config *cfg = cfg_of(s);
-    uint32_t retry = 0;
-    s->srv->m.messages_in++;
-    if (!rt_bucket_take(&s->msg_bucket, &cfg->msg_bucket, rt_mono_ms(), &retry)) {
-        gw_session_reply_error(s, m, RT_E_RATE_LIMITED, "message rate exceeded", retry);
-        return;
-    }
-    if (m->error) {
-        gw_session_reply_error(s, m, m->error, m->error_message, 0);
-        return;
-    }
-    if (m->type == PROTO_T_PING) {
-        on_ping(s);
-        return;
-    }
-    if (s->state != GW_S_READY && m->type != PROTO_T_CONNECT) {
-        if (m->type != PROTO_T_ACK)
-            gw_session_reply_error(s, m, RT_E_UNAUTHORIZED, "send connect first", 0);
-        return;
-    }
     switch (m->type) {
     case PROTO_T_CONNECT:
         on_connect(s, m);
@@ -325,6 +340,34 @@ static void handle_msg(struct gw_session *s, const struct proto_msg *m)
         gw_session_reply_error(s, m, RT_E_BAD_REQUEST, "unknown type", 0);
         break;
     }
+}
+
+/* One decoded message, in order. */
+static void handle_msg(struct gw_session *s, const struct proto_msg *m)
+{
+    const struct gw_config *cfg = cfg_of(s);
+    uint32_t retry = 0;
+    s->srv->m.messages_in++;
+    if (!rt_bucket_take(&s->msg_bucket, &cfg->msg_bucket, rt_mono_ms(), &retry)) {
+        gw_session_reply_error(s, m, RT_E_RATE_LIMITED, "message rate exceeded", retry);
+        return;
+    }
+    if (m->error) {
+        gw_session_reply_error(s, m, m->error, m->error_message, 0);
+        return;
+    }
+    if (m->type == PROTO_T_PING) {
+        on_ping(s);
+        return;
+    }
+    if (s->state != GW_S_READY && m->type != PROTO_T_CONNECT) {
+        if (m->type != PROTO_T_ACK)
+            gw_session_reply_error(s, m, RT_E_UNAUTHORIZED, "send connect first", 0);
+        return;
+    }
+    if (gw_pending_defer(s, m))
+        return; /* behind this connection's sub of the same channel (pending.c) */
+    gw_session_dispatch(s, m);
 }
 
 static void handle_frame(struct gw_session *s, const uint8_t *frame, size_t len)
@@ -410,6 +453,8 @@ static int write_frame(struct gw_session *s)
 
 void gw_session_flush(struct gw_session *s)
 {
+    if (s->pending)
+        gw_pending_run(s); /* requests that waited behind a sub answered meanwhile */
     s->dirty = false;
     s->held = false;
     for (int i = 0; i < FLUSH_FRAMES_MAX && s->outbox.count; i++) {
@@ -568,10 +613,12 @@ void gw_session_closed(struct gw_session *s)
     if (!srv || !s->conn_id)
         return;
     gw_metrics_closed(&srv->m, s);
+    gw_users_closed(s);
     gw_presence_closed(s);
     gw_authz_closed(s);
     fo_client_destroy(s->fo);
     s->fo = NULL;
+    gw_pending_free(s);
     gw_outbox_clear(&s->outbox, LWS_PRE);
     free(s->rx_buf);
     s->rx_buf = NULL;
@@ -633,9 +680,25 @@ static void sink_pub_done(void *ctx, uint64_t conn_id, int64_t req_id,
                           const struct fo_pub_result *res)
 {
     gw_pubtimes_done(ctx, conn_id, req_id);
+    if (gw_api_is_request(conn_id)) {
+        gw_api_pub_done(ctx, conn_id, req_id, res); /* a publish of the server API */
+        return;
+    }
     struct gw_session *s = sink_session(ctx, conn_id);
     if (s)
         reply_pub(s, req_id, res);
+}
+
+/* A sub that waited for NATS is answered; the fan-out pumps its replay right after. */
+static void sink_sub_done(void *ctx, uint64_t conn_id, int64_t req_id,
+                          const struct fo_sub_result *res)
+{
+    struct gw_session *s = sink_session(ctx, conn_id);
+    if (!s)
+        return;
+    reply_sub(s, req_id, res);
+    gw_pending_sub_done(s, req_id);
+    gw_session_want_write(s); /* the flush runs what waited behind it */
 }
 
 struct fo_sink gw_session_sink(struct gw_server *srv)
@@ -645,5 +708,6 @@ struct fo_sink gw_session_sink(struct gw_server *srv)
         .deliver = sink_deliver,
         .gap = sink_gap,
         .pub_done = sink_pub_done,
+        .sub_done = sink_sub_done,
     };
 }
