@@ -206,12 +206,14 @@ struct fo_msg *nats__msg_from_nats(struct nats_engine *e, natsMsg *m, const char
 
 /*
  * The NATS message of a client publish, with the headers backends read. A
- * durable one's Nats-Msg-Id is scoped to its channel (<channel>:<msg_id>):
+ * durable one's Nats-Msg-Id is scoped to its channel (nw_scoped_msg_id):
  * JetStream deduplicates per stream, PROTOCOL.md per channel. Any thread.
  */
 natsMsg *nats__client_msg(const struct fo_chan *ch, const struct fo_pub_req *req)
 {
-    char subj[SUBJECT_MAX], id[3 * PROTO_MSG_ID_MAX + 1], scoped[SUBJECT_MAX], ts[24];
+    char subj[SUBJECT_MAX], id[3 * PROTO_MSG_ID_MAX + 1],
+        scoped[PROTO_CHANNEL_MAX + 1 + sizeof(id)];
+    char ts[24];
     snprintf(subj, sizeof(subj), "%s%s", ch->durable ? NW_SUBJ_DUR : NW_SUBJ_EPH, ch->name);
     natsMsg *m = NULL;
     if (natsMsg_Create(&m, subj, NULL, (const char *)req->payload.ptr, (int)req->payload.len))
@@ -228,10 +230,11 @@ natsMsg *nats__client_msg(const struct fo_chan *ch, const struct fo_pub_req *req
         s = natsMsgHeader_Set(m, NW_H_TS, ts);
     if (!s && req->msg_id) {
         proto_pct_encode(req->msg_id, req->msg_id_len, id, sizeof(id));
-        snprintf(scoped, sizeof(scoped), "%s:%s", ch->name, id);
         s = natsMsgHeader_Set(m, NW_H_MSG_ID, id);
-        if (!s && ch->durable)
-            s = natsMsgHeader_Set(m, NW_H_NATS_MSG_ID, scoped); /* JetStream dedups per stream */
+        if (!s && ch->durable) /* JetStream dedups per stream: the id scoped to its channel */
+            s = nw_scoped_msg_id(scoped, sizeof(scoped), ch->name, ch->name_len, id)
+                    ? natsMsgHeader_Set(m, NW_H_NATS_MSG_ID, scoped)
+                    : NATS_INSUFFICIENT_BUFFER;
     }
     if (s) {
         natsMsg_Destroy(m);

@@ -211,6 +211,26 @@ size_t nw_claim_subject(char *out, size_t cap, const char *channel, size_t chann
     return o;
 }
 
+size_t nw_scoped_msg_id(char *out, size_t cap, const char *channel, size_t channel_len,
+                        const char *pct_id)
+{
+    if (channel_len + 1 >= cap)
+        return 0;
+    memcpy(out, channel, channel_len);
+    size_t o = channel_len;
+    out[o++] = ':';
+    for (const char *p = pct_id; *p; p++) {
+        const char *put = *p == ':' ? "%3A" : p;
+        size_t n = *p == ':' ? 3 : 1;
+        if (o + n >= cap)
+            return 0;
+        memcpy(out + o, put, n);
+        o += n;
+    }
+    out[o] = 0;
+    return o;
+}
+
 size_t nw_enc_sub(char *out, size_t cap, const char *subject, uint64_t sid)
 {
     int n = snprintf(out, cap, "SUB %s %llu\r\n", subject, (unsigned long long)sid);

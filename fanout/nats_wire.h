@@ -94,6 +94,18 @@ bool nw_hdr_get(const uint8_t *hdr, size_t len, const char *key, const char **va
 size_t nw_claim_subject(char *out, size_t cap, const char *channel, size_t channel_len,
                         const char *msg_id, size_t msg_id_len);
 
+/*
+ * The Nats-Msg-Id of a durable publish with a msg_id: JetStream deduplicates
+ * per stream, PROTOCOL.md per channel, so the id is scoped to its channel:
+ * <channel>:<pct_id>, where pct_id is the msg_id percent-encoded
+ * (proto_pct_encode) and any ':' in it is written %3A. Channel names may
+ * hold ':' too; with the id's ':' encoded the last ':' ends the channel, so
+ * two (channel, msg_id) pairs never share a key. Written into out; its
+ * length, or 0 if it does not fit in cap.
+ */
+size_t nw_scoped_msg_id(char *out, size_t cap, const char *channel, size_t channel_len,
+                        const char *pct_id);
+
 /* Client ops, written into out (at most cap bytes); the length, or 0 if it does not fit. */
 size_t nw_enc_sub(char *out, size_t cap, const char *subject, uint64_t sid);
 size_t nw_enc_unsub(char *out, size_t cap, uint64_t sid);

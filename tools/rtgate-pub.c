@@ -177,10 +177,11 @@ static natsStatus set_headers(natsMsg *m, const struct args *a, bool durable)
         s = natsMsgHeader_Set(m, NW_H_CHANNEL, a->channel);
     if (!s && a->msg_id) {
         proto_pct_encode(a->msg_id, strlen(a->msg_id), id, sizeof(id));
-        snprintf(scoped, sizeof(scoped), "%s:%s", a->channel, id);
         s = natsMsgHeader_Set(m, NW_H_MSG_ID, id);
-        if (!s && durable)
-            s = natsMsgHeader_Set(m, NW_H_NATS_MSG_ID, scoped);
+        if (!s && durable) /* scoped to the channel, as the gateways do */
+            s = nw_scoped_msg_id(scoped, sizeof(scoped), a->channel, strlen(a->channel), id)
+                    ? natsMsgHeader_Set(m, NW_H_NATS_MSG_ID, scoped)
+                    : NATS_INSUFFICIENT_BUFFER;
     }
     return s;
 }

@@ -219,3 +219,18 @@ Test(nats_wire, claim_subject)
     cr_assert_eq(nw_claim_subject(out, 26, "a:b.c", 5, "k\x01", 2), 0, "does not fit");
     cr_assert_eq(nw_claim_subject(out, 28, "a:b.c", 5, "k\x01", 2), 27, "fits with its NUL");
 }
+
+/* The durable msg_id's scope: one key per (channel, msg_id), as before for ids without ':'. */
+Test(nats_wire, scoped_msg_id)
+{
+    char a[64], b[64];
+    cr_assert_eq(nw_scoped_msg_id(a, sizeof(a), "chat.r1", 7, "01JD-x"), 14);
+    cr_assert_str_eq(a, "chat.r1:01JD-x", "an id without ':' keeps the old key");
+    nw_scoped_msg_id(a, sizeof(a), "a:b", 3, "c");
+    nw_scoped_msg_id(b, sizeof(b), "a", 1, "b:c");
+    cr_assert_str_eq(a, "a:b:c");
+    cr_assert_str_eq(b, "a:b%3Ac", "the id's ':' is encoded: the last ':' ends the channel");
+    cr_assert_str_neq(a, b);
+    cr_assert_eq(nw_scoped_msg_id(a, 7, "a", 1, "b:c"), 0, "does not fit");
+    cr_assert_eq(nw_scoped_msg_id(a, 8, "a", 1, "b:c"), 7, "fits with its NUL");
+}

@@ -172,6 +172,38 @@ def test_same_msg_id_via_two_nodes_is_stored_once(nats, nodes):
     run(go())
 
 
+def test_msg_id_scope_is_exact_when_names_hold_colons(nats, nodes):
+    """Channel names may hold ':' and so may msg_ids: (channel "dur.a:b",
+    msg_id "c") and (channel "dur.a", msg_id "b:c") are two messages. When the
+    scoped Nats-Msg-Id was "<channel>:<msg_id>", both were "dur.a:b:c": the
+    second got dup:true with the first one's seq (an ok for a message that was
+    never stored on its channel)."""
+    (a,) = nodes(nats.url, 1)
+
+    async def go():
+        w = await connected(a.url(), "json", name="watcher")
+        p = await connected(a.url(), "json", name="pub")
+        try:
+            assert (await w.sub("dur.a"))["ok"] is True
+            r1 = await p.pub("dur.a:b", {"v": 1}, msg_id="c")
+            assert r1["ok"] is True and r1["dup"] is False
+            r2 = await p.pub("dur.a", {"v": 2}, msg_id="b:c")
+            assert r2["ok"] is True and r2["dup"] is False, r2
+            m = await w.next_event(("msg",))
+            assert (m["channel"], m["seq"], m["msg_id"], m["data"]) == \
+                ("dur.a", r2["seq"], "b:c", {"v": 2})
+            # Retries still find their own message, from clients and from rtgate-pub.
+            assert (await p.pub("dur.a", {"v": 2}, msg_id="b:c"))["seq"] == r2["seq"]
+            assert rtgate_pub(nats.url, "dur.a", '{"v": 2}', msg_id="b:c") == \
+                {"seq": r2["seq"], "dup": True}
+            assert rtgate_pub(nats.url, "dur.a:b", '{"v": 1}', msg_id="c") == \
+                {"seq": r1["seq"], "dup": True}
+        finally:
+            await w.close()
+            await p.close()
+    run(go())
+
+
 def test_interest_follows_local_subscribers(nats, nodes):
     a, b = nodes(nats.url)
 
