@@ -302,11 +302,17 @@ void nats__probe_done(struct nats_engine *e, struct chan_state *cs, rt_status st
     nats__fill_start(e, cs, latest);
 }
 
-/* The channel's latest seq from JetStream; what is newer is read back. Loop thread. */
+/*
+ * The channel's latest seq from JetStream; what is newer is read back. A
+ * probe asked for while one is out, or while the sync point is being read,
+ * goes once that is over: the one out, or the sync point, may have been read
+ * before what made this one necessary (messages the reader lost while it
+ * reconnected). Loop thread.
+ */
 void nats__probe_start(struct nats_engine *e, struct chan_state *cs)
 {
     if (cs->probe_busy || !synced(cs)) {
-        cs->probe_wanted = !cs->probe_busy && synced(cs);
+        cs->probe_wanted = cs->probe_busy || cs->ready == CHAN_SYNCING;
         return;
     }
     if (e->probes_out >= PROBES_MAX || nats__read_start(e, cs, READ_PROBE, 0, 0) != RT_OK) {

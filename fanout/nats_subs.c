@@ -357,6 +357,8 @@ void nats__sync_done(struct nats_engine *e, struct fo_chan *ch, struct chan_stat
     else
         cs->fill_target = 0;
     nats__held_drain(e, ch, cs);
+    if (cs->probe_wanted) /* the reader reconnected while this was read: look again */
+        nats__probe_start(e, cs);
     waiting_answer(e, cs, RT_OK);
 }
 

@@ -9,6 +9,9 @@ connection's SUBs, and can
   (the one whose CONNECT names "rtgate-live ...");
 - black-hole everything (`blackhole_all`): both directions are read and
   dropped, the connections stay open, as behind a dead router;
+- hold back what the server sends to nats.c's connection (`pause_others`:
+  every named connection but the loop reader's), in order, until released;
+  what was held is in `held` (to see that an answer came);
 - hold new connections in the backlog (`hold`).
 
 Each direction of each connection has a reader thread (which timestamps
@@ -29,6 +32,7 @@ class Pair:
     def __init__(self, client, upstream):
         self.client, self.upstream = client, upstream
         self.live = False  # the loop reader's connection (CONNECT name rtgate-live ...)
+        self.named = False  # its CONNECT was seen (so `live` says which one it is)
         self.blackhole = False  # swallow what the server sends to this (live) connection
         self.subs = {}  # subject -> sid
         self.lock = threading.Lock()  # one writer to the client side at a time
@@ -58,6 +62,8 @@ class Proxy:
         self.pairs = []
         self.stop = False
         self.hold = False  # True: new connections wait in the backlog (no INFO for them)
+        self.pause_others = False  # True: server bytes to nats.c's connection wait
+        self.held = b""  # what waited since pause_others was set
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
@@ -96,6 +102,8 @@ class Proxy:
                     break
                 if to_server:
                     self._client_bytes(p, data)
+                elif self._paused(p):
+                    self.held += data
                 with cond:
                     q.append((time.monotonic() + self.delay, data))
                     cond.notify()
@@ -114,6 +122,9 @@ class Proxy:
                         cond.wait(0.1)
                     if not q:
                         continue
+                    if not to_server and self._paused(p):
+                        cond.wait(0.01)
+                        continue
                     due, data = q[0]
                     now = time.monotonic()
                     if due > now:
@@ -131,12 +142,16 @@ class Proxy:
             pass
         p.close()
 
+    def _paused(self, p):
+        return self.pause_others and p.named and not p.live
+
     def _client_bytes(self, p, data):
         p._line += data
         *lines, p._line = p._line.split(b"\n")
         for line in lines:
-            if line.startswith(b"CONNECT ") and b'"rtgate-live ' in line:
-                p.live = True
+            if line.startswith(b"CONNECT "):
+                p.live = b'"rtgate-live ' in line
+                p.named = True
             m = re.match(rb"SUB (\S+) (\d+)", line)
             if m:
                 p.subs[m.group(1).decode()] = int(m.group(2))

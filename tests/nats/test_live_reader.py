@@ -6,12 +6,14 @@ that connection receives: the gateway must drop the connection, reconnect,
 subscribe again and go on delivering, deliver nothing forged, and never
 crash or leak."""
 import asyncio
+import json
 import time
 
 import pytest
 
 from conftest import FAST
 from natsproxy import Proxy
+from natsraw import RawNats
 from rtclient import Client, run
 
 
@@ -289,3 +291,109 @@ def test_a_url_the_reader_cannot_use_is_an_error_at_start():
     assert rc != 0, log
     assert "nats_url_unsupported" in log and "127.0.0.1:1" in log, log
     assert "s3cret" not in log and "alice" not in log, log
+
+
+def js_publish(raw, channel, data):
+    """A JetStream publish straight to nats-server (no gateway): its seq once stored."""
+    payload = json.dumps(data).encode()
+    raw.sock.sendall(b"PUB rtgate.dur.%s _INBOX.jsack %d\r\n%s\r\n"
+                     % (channel.encode(), len(payload), payload))
+    _, _, ack = raw.next_msg()
+    return json.loads(ack)["seq"]
+
+
+def test_messages_the_reader_lost_while_a_channel_synced_are_read_back(nats, proxy, gateway):
+    """A durable channel's first subscriber: the reader's SUB is confirmed,
+    then the channel's latest seq is read on nats.c's connection. If the
+    reader loses its connection while that read is under way, what was stored
+    meanwhile never arrives live, and the reconnect's resync skipped the
+    channel (not synced yet): the message after the sync point was never
+    delivered (a lost last message: nothing revealed the hole). Here the
+    read's answer is held in the proxy while a message is stored and the
+    reader reconnects; the subscriber must get that message."""
+    g = proxied_gateway(proxy, gateway)
+    raw = RawNats(nats.url)
+    raw.sub("_INBOX.jsack", 9)
+    seq0 = js_publish(raw, "dur.sync", {"n": 0})  # the sync point will be this one
+
+    async def go():
+        c = await connected(g.url(), name="sub")
+        try:
+            proxy.held = b""
+            proxy.pause_others = True
+            reply = asyncio.ensure_future(c.sub("dur.sync"))
+            deadline = time.monotonic() + 10
+            while b"HMSG _INBOX." not in proxy.held:  # JetStream answered the sync read
+                assert time.monotonic() < deadline, "no answer to the sync read"
+                await asyncio.sleep(0.005)
+            old = proxy.current()
+            old.blackhole = True  # what the server sends the reader from now on is lost
+            seq1 = js_publish(raw, "dur.sync", {"n": 1})
+            old.close()  # ... with its connection: it reconnects and resubscribes
+            while not (proxy.current() not in (None, old) and
+                       "rtgate.live.dur.sync" in proxy.current().subs):
+                assert time.monotonic() < deadline, "the reader did not resubscribe"
+                await asyncio.sleep(0.005)
+            proxy.pause_others = False
+            r = await reply
+            assert r["ok"] is True and r["seq"] == seq0, r
+            m = await c.next_event(("msg",), timeout=10)
+            assert (m["seq"], m["data"]) == (seq1, {"n": 1})
+        finally:
+            proxy.pause_others = False
+            await c.close()
+            raw.close()
+
+    run(go(), 60)
+
+
+def test_a_reconnect_during_a_probe_probes_again(nats, proxy, gateway):
+    """After each reconnect of the reader every durable channel is probed
+    (what was stored while it was away is read back). A second reconnect
+    while the first one's probe was still out used to be ignored for that
+    channel (a probe was busy), although the probe out had been answered
+    before the second outage's messages were stored: they never arrived."""
+    g = proxied_gateway(proxy, gateway)
+    raw = RawNats(nats.url)
+    raw.sub("_INBOX.jsack", 9)
+
+    def reconnected(old):
+        p = proxy.current()
+        return p not in (None, old) and "rtgate.live.dur.probe" in p.subs
+
+    async def go():
+        c = await connected(g.url(), name="sub")
+        try:
+            assert (await c.sub("dur.probe"))["ok"] is True
+            seq0 = js_publish(raw, "dur.probe", {"n": 0})
+            assert (await c.next_event(("msg",)))["seq"] == seq0
+            # Its quiet probe (2 s after that message) is spent: only the
+            # reconnects' probes can find what the reader loses now.
+            deadline = time.monotonic() + 20
+            while metric(g, "rtgate_upstream_quiet_probes_total") < 1:
+                assert time.monotonic() < deadline, "no quiet probe"
+                await asyncio.sleep(0.1)
+            proxy.held = b""
+            proxy.pause_others = True
+            first = proxy.current()
+            first.close()  # reconnect 1: its probe goes out, the answer is held
+            deadline = time.monotonic() + 10
+            while not (reconnected(first) and b"HMSG _INBOX." in proxy.held):
+                assert time.monotonic() < deadline, "no probe after the reconnect"
+                await asyncio.sleep(0.005)
+            second = proxy.current()
+            second.blackhole = True
+            seq1 = js_publish(raw, "dur.probe", {"n": 1})  # lost by the reader
+            second.close()  # reconnect 2, while the probe of reconnect 1 is out
+            while not reconnected(second):
+                assert time.monotonic() < deadline, "the reader did not resubscribe"
+                await asyncio.sleep(0.005)
+            proxy.pause_others = False
+            m = await c.next_event(("msg",), timeout=10)
+            assert (m["seq"], m["data"]) == (seq1, {"n": 1})
+        finally:
+            proxy.pause_others = False
+            await c.close()
+            raw.close()
+
+    run(go(), 60)
