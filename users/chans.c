@@ -210,6 +210,7 @@ static void chan_free(struct users *u, struct users_chan *ch)
         u->chan_list = ch->next;
     if (ch->next)
         ch->next->prev = ch->prev;
+    u->remote_holders -= ch->remote_holders;
     users__free_members(ch);
     snapshot_free(ch->snap);
     free(ch->watchers);

@@ -269,16 +269,45 @@ bool users_pub_take(struct users *u, uint64_t conn, uint64_t now_ms, uint32_t *r
 /* ------------------------------------------------------------------------ */
 /* Other nodes' reports                                                        */
 
-/* Replaces node's connections of usr with the entry's list. */
+/* Drops node's last-ranked connection of usr. */
+static void drop_last_of_node(struct users *u, struct users_user *usr, uint64_t node)
+{
+    for (uint32_t i = usr->n_conns; i-- > 0;)
+        if (usr->conns[i].node == node) {
+            conns_remove_at(usr, i);
+            u->remote_conns--;
+            return;
+        }
+}
+
+/*
+ * Replaces node's connections of usr with the entry's list. Of one node's
+ * list only the first max_conns in the limit's order are kept: the others
+ * are ranked after max_conns connections and change no decision here (a
+ * refusal, or which connection of this node is beyond the limit). Other
+ * nodes' connections are kept up to max_users in all (a node on the bus
+ * cannot make this one keep more); past it they do not count here.
+ */
 static void replace_node_conns(struct users *u, struct users_user *usr, struct users_node *nd,
                                const struct users_wire_msg *m, const struct users_wire_entry *e)
 {
     drop_node_conns(u, usr, nd->token, false, 0);
     struct users_wire_cursor c = {0};
     struct users_wire_conn wc;
-    while (users_wire_next_conn(m, e, &c, &wc))
-        if (conns_insert(usr, nd->token, wc.ts, wc.client, wc.client_len, 0, nd->full_epoch))
-            u->remote_conns++;
+    uint32_t kept = 0;
+    while (users_wire_next_conn(m, e, &c, &wc)) {
+        if (kept < u->max_conns && u->remote_conns >= u->max_users) {
+            u->st.conns_untracked++;
+            continue;
+        }
+        if (!conns_insert(usr, nd->token, wc.ts, wc.client, wc.client_len, 0, nd->full_epoch))
+            continue;
+        u->remote_conns++;
+        if (++kept > u->max_conns) {
+            drop_last_of_node(u, usr, nd->token);
+            kept--;
+        }
+    }
     evict_beyond_limit(u, usr);
 }
 
@@ -315,12 +344,13 @@ void users__on_conns(struct users *u, const struct users_wire_msg *m)
     uint64_t floor = (uint64_t)u->pub.burst * DEBT_BURSTS + u->pub.rate;
     while (users_wire_next_entry(m, &c, &e)) {
         struct users_user *usr = users__user_find(u, e.user, e.user_len);
-        bool stored = (e.has_conns && e.n_conns) || (e.pubs && u->pub.rate);
+        /* Connection lists are kept only for the limit. */
+        bool stored = (e.has_conns && e.n_conns && u->max_conns) || (e.pubs && u->pub.rate);
         if (!usr && stored)
             usr = user_get(u, e.user, e.user_len, false);
         if (!usr || usr->anonymous)
             continue;
-        if (e.has_conns)
+        if (e.has_conns && u->max_conns)
             replace_node_conns(u, usr, nd, m, &e);
         if (e.pubs)
             rt_bucket_charge(&usr->bucket, &u->pub, u->now, e.pubs, floor);

@@ -126,9 +126,21 @@ bool users__member_set(struct users *u, struct users_chan *ch, uint64_t node, co
     uint32_t before = m->clients;
     struct holder *h = holder_find(m, node);
     if (!clients) {
+        if (h && node != USERS_LOCAL) {
+            u->remote_holders--;
+            ch->remote_holders--;
+        }
         if (h)
             holder_remove(m, h);
     } else {
+        if (!h && node != USERS_LOCAL && u->remote_holders >= u->max_users) {
+            /* Other nodes' members are bounded like other nodes' users: a node
+             * on the bus cannot make this one keep more. */
+            u->st.members_untracked++;
+            if (fresh)
+                member_free(ch, m);
+            return true;
+        }
         if (!h) {
             if (!rt_grow((void **)&m->holders, &m->cap_holders, m->n_holders + 1,
                          sizeof(*m->holders))) {
@@ -139,6 +151,10 @@ bool users__member_set(struct users *u, struct users_chan *ch, uint64_t node, co
             h = &m->holders[m->n_holders++];
             memset(h, 0, sizeof(*h));
             h->node = node;
+            if (node != USERS_LOCAL) {
+                u->remote_holders++;
+                ch->remote_holders++;
+            }
         }
         holder_info(h, info, info_len); /* out of memory: the old info is shown */
         m->clients = m->clients - h->clients + clients;

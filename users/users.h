@@ -236,7 +236,9 @@ struct users_stats {
     uint64_t nodes_expired;
     uint64_t bad_messages;
     uint64_t publish_failures;
-    uint64_t users_untracked; /* remote users not kept: max_users */
+    uint64_t users_untracked;   /* remote users not kept: max_users */
+    uint64_t conns_untracked;   /* other nodes' connections not kept: max_users */
+    uint64_t members_untracked; /* members held by other nodes not kept: max_users */
 };
 
 void users_get_stats(const struct users *u, struct users_stats *st);

@@ -157,6 +157,7 @@ struct users_chan {
     uint32_t n_watchers, cap_watchers;
     uint64_t *waiters; /* tickets of wants */
     uint32_t n_waiters, cap_waiters;
+    uint32_t remote_holders; /* holders of other nodes here (part of users.remote_holders) */
     size_t name_len;
     char name[PROTO_CHANNEL_MAX + 1];
 };
@@ -205,7 +206,8 @@ struct users {
     uint64_t bus_gen;
     uint64_t lost_out; /* own publishes that failed: part of the generation others see */
     bool bus_gen_known, resync_wanted, full_wanted;
-    uint64_t remote_conns;
+    uint64_t remote_conns;   /* other nodes' connections kept: max_users at most */
+    uint64_t remote_holders; /* other nodes' holders of members kept: max_users at most */
 
     void *sub_hb, *sub_conns, *sub_ask, *sub_ask_me, *sub_answer;
     struct proto_buf out; /* the message being sent */
