@@ -93,7 +93,7 @@ struct auth_key;
 /*
  * Makes a key from the bytes of a key file. HS256: the bytes are the shared
  * secret (trailing CR/LF removed), at least AUTH_HMAC_KEY_MIN bytes, and must
- * not be a public key (PEM or DER): an HMAC secret that the world knows
+ * not be a public key (PEM, DER, base64 DER, JWK): an HMAC secret the world knows
  * would let anyone sign. RS256 / ES256: a PEM public key ("PUBLIC KEY") or
  * certificate, RSA of at least 2048 bits / EC on P-256; private keys are
  * refused (the gateway only verifies). alg AUTH_ALG_AUTO derives RS256 or
