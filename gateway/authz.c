@@ -217,10 +217,19 @@ static void refuse_connect(struct gw_session *s, const struct proto_msg *m, enum
     gw_session_close(s, 4001, expired ? "token_expired" : "unauthorized", true, expired, 0);
 }
 
+/*
+ * Refreshes a connection may make: each costs a signature check (ES256 ~75
+ * us, fifteen times a ping), which the message rate alone would let a
+ * client ask for 200 times a second. A client refreshes at 80% of a token's
+ * life (at least a second apart); a few in a row leave room for retries.
+ */
+static const struct rt_bucket_cfg REFRESH_BUCKET = {.rate = 1, .burst = 3};
+
 bool gw_authz_connect(struct gw_session *s, const struct proto_msg *m)
 {
     bool has_token = m->token.ptr && m->token.len;
     gw_authz_closed(s); /* a connect after one that failed later (503) starts afresh */
+    rt_bucket_init(&s->refresh_bucket, &REFRESH_BUCKET, rt_mono_ms());
     if (!s->srv->jwt_key || (!has_token && s->srv->cfg->allow_anonymous)) {
         snprintf(s->anon_user, sizeof s->anon_user, "%s%s", AUTH_ANON_PREFIX, s->client_id);
         return true;
@@ -245,9 +254,30 @@ void gw_authz_write_expiry(const struct gw_session *s, struct proto_writer *w)
     proto_w_kuint(w, "expires_in_ms", s->token_deadline_ms > now ? s->token_deadline_ms - now : 0);
 }
 
+/* True if the refresh may go on to the signature check; answers it otherwise. */
+static bool refresh_allowed(struct gw_session *s, const struct proto_msg *m)
+{
+    uint32_t retry = 0;
+    if (!s->claims) {
+        /* No token can name an anon- user: refused before any check. */
+        gw_session_reply_error(s, m, RT_E_FORBIDDEN,
+                               "an anonymous session cannot be refreshed: connect again with a "
+                               "token",
+                               0);
+        return false;
+    }
+    if (!rt_bucket_take(&s->refresh_bucket, &REFRESH_BUCKET, rt_mono_ms(), &retry)) {
+        gw_session_reply_error(s, m, RT_E_RATE_LIMITED, "refresh rate exceeded", retry);
+        return false;
+    }
+    return true;
+}
+
 void gw_authz_refresh(struct gw_session *s, const struct proto_msg *m)
 {
     if (s->srv->jwt_key) {
+        if (!refresh_allowed(s, m))
+            return; /* the session goes on as it is */
         struct auth_claims *c = NULL;
         enum auth_result r = verify(s, m, &c);
         if (r != AUTH_OK) {

@@ -328,6 +328,8 @@ struct gw_session {
     uint64_t token_deadline_ms; /* monotonic: past it the session closes 4001 (0: never) */
     char anon_user[40];         /* "anon-<client_id>": the user of an anonymous session */
     char peer[EDGE_ADDR_TEXT];  /* the client's address (peer.c), for log lines */
+
+    struct rt_bucket refresh_bucket; /* authz.c: refreshes (each a signature check) */
 };
 
 /* The connection table: ids stay valid after the session is gone (generation). */

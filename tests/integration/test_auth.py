@@ -186,6 +186,39 @@ def test_refresh_replaces_the_permissions(gateway, keys):
     run(go())
 
 
+def test_refreshes_are_limited_per_connection_and_anonymous_ones_cost_nothing(gateway, keys):
+    """A refresh costs a signature check (ES256: ~75 us of CPU, 15 times a
+    ping), so an open socket must not turn the message rate (200/s) into
+    signature checks: a connection gets 3 in a row, then one a second (429
+    with retry_after_ms past it, and nothing changes), and an anonymous
+    session's refresh is refused before any check (it could never succeed)."""
+    g = gateway(*keys.flags("ES256"), "--allow-anonymous", "--sub-allow", ">", *FAST)
+
+    async def go():
+        async with Client(g.url(), "json") as c:
+            first = await c.connect(token=keys.token("ES256", ttl=60))
+            fresh = keys.token("ES256", ttl=900)
+            ids = list(range(100, 106))
+            futs = [c.expect_reply(i) for i in ids]
+            await c.send_raw("\n".join('{"type":"refresh","id":%d,"token":"%s"}' % (i, fresh)
+                                       for i in ids))
+            replies = [await asyncio.wait_for(f, 10) for f in futs]
+            ok = [r for r in replies if r["ok"]]
+            limited = [r for r in replies if not r["ok"]]
+            assert 3 <= len(ok) <= 4 and replies[:3] == ok[:3], replies
+            assert limited and all(r["error"]["code"] == 429 and r["error"]["retry_after_ms"] > 0
+                                   for r in limited), replies
+            assert ok[0]["expires_in_ms"] > first["expires_in_ms"]
+            # The bucket refills: once retry_after_ms has passed, a refresh goes through.
+            await asyncio.sleep(limited[-1]["error"]["retry_after_ms"] / 1000 + 0.1)
+            assert (await c.request("refresh", token=fresh))["ok"]
+        async with Client(g.url(), "json") as anon:
+            await anon.connect()
+            r = await anon.request("refresh", token=keys.token("ES256"))
+            assert r["error"]["code"] == 403 and "anonymous" in r["error"]["message"], r
+    run(go())
+
+
 def test_permissions_on_sub_resume_pub_and_geo(gateway, keys, codec):
     g = gateway(*keys.flags("HS256"), "--ephemeral", "eph.>")
 
