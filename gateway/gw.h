@@ -409,6 +409,8 @@ struct gw_server {
     uint64_t users_flushed_ms;    /* last publish of users' changes */
     struct rt_htab presence_reqs; /* struct gw_presence_req waiting, by ticket */
     uint64_t presence_resuming;   /* conn whose waiting sub runs again now */
+
+    struct rt_log_budget refusal_log; /* refused handshakes' lines (gw_refusal_log_take) */
 };
 
 /* session.c: the session layer called by the lws callback in server.c. */
@@ -577,6 +579,9 @@ bool gw_connrate_take(struct gw_connrate *cr, uint64_t now_ms, uint32_t *retry_a
  * sorted list costs O(connections) per insert in lws 4.1.
  */
 void gw_server_sweep(struct gw_server *srv, uint64_t now_ms);
+/* True if a refused handshake or connection may be logged now (at most 20 lines a
+ * second; a later line counts the others). Loop thread. */
+bool gw_refusal_log_take(struct gw_server *srv);
 /* listener.c: binds --listen (SO_REUSEPORT) and hands accepted sockets to lws. */
 struct gw_listener;
 rt_status gw_listener_start(struct gw_server *srv);
