@@ -512,6 +512,15 @@ static bool add_cidr(struct gw_config *cfg, const char *v, size_t len)
                 (int)len, v, GW_MAX_TRUSTED_PROXIES);
         return false;
     }
+    if (cfg->trusted_proxy[cfg->n_trusted_proxy].prefix == 0) {
+        /* Every client's X-Forwarded-For and PROXY header believed: any client
+         * names any address, past every per-address limit, into every log line. */
+        fprintf(stderr,
+                "rtgate: --trusted-proxy '%.*s' trusts every address: list the load "
+                "balancers' addresses only\n",
+                (int)len, v);
+        return false;
+    }
     cfg->n_trusted_proxy++;
     return true;
 }
