@@ -280,10 +280,21 @@ rt_status auth_key_load(const char *path, enum auth_alg alg, char *err, size_t e
     return st;
 }
 
+rt_status auth_key_set_audience(struct auth_key *key, const char *audience)
+{
+    char *copy = NULL;
+    if (audience && !(copy = strdup(audience)))
+        return RT_NOMEM;
+    free(key->audience);
+    key->audience = copy;
+    return RT_OK;
+}
+
 void auth_key_destroy(struct auth_key *key)
 {
     if (!key)
         return;
+    free(key->audience);
     auth__hmac_free(key);
     EVP_PKEY_free(key->pkey);
     free(key);

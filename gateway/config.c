@@ -196,6 +196,9 @@ static const struct opt opts[] = {
      "default: from the PEM key's type)"},
     {"jwt-leeway-ms", OPT_U32, OFF(jwt_leeway_ms), 0,
      "clock skew allowed on the tokens' exp, nbf and iat (default 5000)"},
+    {"jwt-audience", OPT_STR, OFF(jwt_audience), sizeof(((struct gw_config *)0)->jwt_audience),
+     "AUD: tokens must be for this audience (their aud claim holds it). Default: tokens "
+     "with an aud claim (made for some other service) are refused"},
     {"allow-anonymous", OPT_FLAG, OFF(allow_anonymous), 0,
      "with --jwt-key: a connect without a token is anonymous (a bad token is still refused)"},
     {"sub-allow", OPT_POLICY, OFF(sub_allow), 0,

@@ -94,6 +94,7 @@ struct gw_config {
     char jwt_key_file[1024]; /* --jwt-key: non-empty turns authentication on */
     char jwt_alg[8];         /* "" = derived from a PEM public key */
     uint32_t jwt_leeway_ms;
+    char jwt_audience[256];   /* --jwt-audience: what a token's aud must hold; "" = no aud */
     uint32_t allow_anonymous; /* 1: a connect without a token is anonymous */
     struct gw_policy sub_allow, pub_allow, geo_allow;
     struct auth_key *jwt_key; /* loaded from jwt_key_file at start; NULL = no auth */

@@ -186,6 +186,35 @@ def test_refresh_replaces_the_permissions(gateway, keys):
     run(go())
 
 
+def test_a_token_made_for_another_service_is_refused(gateway, keys):
+    """An issuer signs every service's tokens with one key, and each names
+    its service in aud (RFC 7519 4.1.3: refuse a token whose aud does not
+    name you). Ignoring aud let whoever holds a token made for another
+    service (that service itself, say) in as its user. Without
+    --jwt-audience a token with any aud is refused; with it, aud must hold it."""
+    plain = gateway(*keys.flags("RS256"), "--sub-allow", ">")
+    named = gateway(*keys.flags("RS256", "--jwt-audience", "rtgate-test"), "--sub-allow", ">")
+
+    async def go():
+        for aud in ("billing-api", ["billing-api", "rtgate-test"]):
+            err, _ = await refused(plain.url(), "json", keys.token("RS256", aud=aud))
+            assert err["message"] == "token is not for this server (aud)", (aud, err)
+        async with Client(plain.url(), "json") as c:
+            assert (await c.connect(token=keys.token("RS256")))["user"] == "alice"
+        for aud in ("rtgate-test", ["billing-api", "rtgate-test"]):
+            async with Client(named.url(), "json") as c:
+                assert (await c.connect(token=keys.token("RS256", aud=aud)))["user"] == "alice"
+        for aud in (None, "billing-api", ["billing-api"], "rtgate-test2"):
+            err, _ = await refused(named.url(), "json", keys.token("RS256", aud=aud))
+            assert err["message"] == "token is not for this server (aud)", (aud, err)
+        async with Client(named.url(), "json") as c:
+            await c.connect(token=keys.token("RS256", aud="rtgate-test"))
+            r = await c.request("refresh", token=keys.token("RS256", aud="billing-api"))
+            assert r["error"]["code"] == 401, r
+    run(go())
+    assert "reason=wrong_aud" in plain.log()
+
+
 def test_refreshes_are_limited_per_connection_and_anonymous_ones_cost_nothing(gateway, keys):
     """A refresh costs a signature check (ES256: ~75 us of CPU, 15 times a
     ping), so an open socket must not turn the message rate (200/s) into
@@ -395,7 +424,8 @@ def test_sighup_reloads_the_key(gateway, keys, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["missing_file", "pem_as_hs256", "private_key", "secret_no_alg",
-                                  "short_secret", "bad_alg", "alg_without_key"])
+                                  "short_secret", "bad_alg", "alg_without_key",
+                                  "audience_without_key"])
 def test_bad_key_configuration_exits_2(keys, tmp_path, case):
     from cryptography.hazmat.primitives import serialization
     priv = tmp_path / "priv.pem"
@@ -412,6 +442,7 @@ def test_bad_key_configuration_exits_2(keys, tmp_path, case):
         "short_secret": ["--jwt-key", str(short), "--jwt-alg", "HS256"],
         "bad_alg": ["--jwt-key", keys.files["HS256"], "--jwt-alg", "none"],
         "alg_without_key": ["--jwt-alg", "HS256"],
+        "audience_without_key": ["--jwt-audience", "rtgate"],
     }[case]
     p = subprocess.run([rtgate_bin(), "--listen", "127.0.0.1:0"] + argv, capture_output=True,
                        timeout=30)
