@@ -71,6 +71,8 @@ bool auth_alg_parse(const char *name, enum auth_alg *out);
       "sub_allow, pub_allow, geo_allow and presence_allow must be arrays of at most 64 channel "   \
       "patterns")                                                                                  \
     X(BAD_INFO, "bad_info", "info must be a JSON object of at most 1024 bytes")                    \
+    X(BAD_AUD, "bad_aud", "aud must be a string or an array of at most 64 strings")                \
+    X(WRONG_AUD, "wrong_aud", "token is not for this server (aud)")                                \
     X(NOMEM, "nomem", "out of memory while checking the token")
 
 enum auth_result {
@@ -93,7 +95,7 @@ struct auth_key;
 /*
  * Makes a key from the bytes of a key file. HS256: the bytes are the shared
  * secret (trailing CR/LF removed), at least AUTH_HMAC_KEY_MIN bytes, and must
- * not be a public key (PEM or DER): an HMAC secret that the world knows
+ * not be a public key (PEM, DER, base64 DER, JWK): an HMAC secret the world knows
  * would let anyone sign. RS256 / ES256: a PEM public key ("PUBLIC KEY") or
  * certificate, RSA of at least 2048 bits / EC on P-256; private keys are
  * refused (the gateway only verifies). alg AUTH_ALG_AUTO derives RS256 or
@@ -109,6 +111,14 @@ rt_status auth_key_load(const char *path, enum auth_alg alg, char *err, size_t e
 void auth_key_destroy(struct auth_key *key); /* NULL is a no-op */
 /* The one algorithm this key accepts. */
 enum auth_alg auth_key_alg(const struct auth_key *key);
+/*
+ * The audience tokens must be for (RFC 7519 section 4.1.3), copied: with
+ * one, a token's aud (a string, or an array of strings) must hold it
+ * exactly; without one (NULL, the default), a token that has an aud is
+ * for some other service and is refused. AUTH_WRONG_AUD either way.
+ * Not thread-safe against auth_verify on the same key: set it before use.
+ */
+rt_status auth_key_set_audience(struct auth_key *key, const char *audience);
 
 /* ------------------------------------------------------------------ */
 /* Claims and permissions                                               */

@@ -15,6 +15,7 @@ struct auth_key {
     size_t sig_len;    /* the only signature length accepted */
     EVP_PKEY *pkey;    /* RS256, ES256 */
     EVP_MAC_CTX *hmac; /* HS256: keyed once, duplicated per token */
+    char *audience;    /* auth_key_set_audience; NULL: tokens with an aud are refused */
 };
 
 /* sig.c: keys the HMAC context with the secret (copied by OpenSSL). */
@@ -26,9 +27,10 @@ bool auth__sig_ok(const struct auth_key *key, const uint8_t *data, size_t len, c
                   size_t sig_len);
 
 /* claims.c: fills a new claims object from the verified claims object.
- * Checks types, times (now_ms, leeway_ms), sub, permissions and info. */
-enum auth_result auth__claims_from_json(const json_t *obj, int64_t now_ms, uint32_t leeway_ms,
-                                        struct auth_claims **out);
+ * Checks types, times (now_ms, leeway_ms), aud (audience: auth_key_set_audience),
+ * sub, permissions and info. */
+enum auth_result auth__claims_from_json(const json_t *obj, const char *audience, int64_t now_ms,
+                                        uint32_t leeway_ms, struct auth_claims **out);
 
 /* token.c: parses one JSON object of len bytes: depth at most
  * AUTH_JSON_DEPTH_MAX, no duplicate keys. NULL when it is anything else. */

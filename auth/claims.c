@@ -70,6 +70,34 @@ static enum auth_result check_times(struct auth_claims *c, const json_t *obj, in
     return AUTH_OK;
 }
 
+/*
+ * aud (RFC 7519 section 4.1.3): absent, a string, or an array of at most
+ * AUTH_PATTERNS_MAX strings. The token is for this server when one of them
+ * is exactly `audience`; a token with an aud is for someone else when the
+ * server has no audience, and one without an aud is not for a server that
+ * has one.
+ */
+static enum auth_result aud_claim(const json_t *obj, const char *audience)
+{
+    const json_t *v = json_object_get(obj, "aud");
+    if (!v)
+        return audience ? AUTH_WRONG_AUD : AUTH_OK;
+    bool found = false;
+    if (json_is_string(v)) {
+        found = audience && strcmp(json_string_value(v), audience) == 0;
+    } else if (json_is_array(v) && json_array_size(v) <= AUTH_PATTERNS_MAX) {
+        for (size_t i = 0; i < json_array_size(v); i++) {
+            const json_t *a = json_array_get(v, i);
+            if (!json_is_string(a))
+                return AUTH_BAD_AUD;
+            found = found || (audience && strcmp(json_string_value(a), audience) == 0);
+        }
+    } else {
+        return AUTH_BAD_AUD;
+    }
+    return found ? AUTH_OK : AUTH_WRONG_AUD;
+}
+
 static bool sub_char(char ch)
 {
     return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
@@ -148,15 +176,15 @@ static enum auth_result info_claim(struct auth_claims *c, const json_t *obj)
     return AUTH_OK;
 }
 
-enum auth_result auth__claims_from_json(const json_t *obj, int64_t now_ms, uint32_t leeway_ms,
-                                        struct auth_claims **out)
+enum auth_result auth__claims_from_json(const json_t *obj, const char *audience, int64_t now_ms,
+                                        uint32_t leeway_ms, struct auth_claims **out)
 {
     struct auth_claims *c = calloc(1, sizeof *c);
     if (!c)
         return AUTH_NOMEM;
     enum auth_result r;
     if ((r = check_times(c, obj, now_ms, leeway_ms)) != AUTH_OK ||
-        (r = check_sub(c, obj)) != AUTH_OK ||
+        (r = aud_claim(obj, audience)) != AUTH_OK || (r = check_sub(c, obj)) != AUTH_OK ||
         (r = pattern_claim(obj, "sub_allow", &c->has_sub_allow, &c->sub_allow)) != AUTH_OK ||
         (r = pattern_claim(obj, "pub_allow", &c->has_pub_allow, &c->pub_allow)) != AUTH_OK ||
         (r = pattern_claim(obj, "geo_allow", &c->has_geo_allow, &c->geo_allow)) != AUTH_OK ||

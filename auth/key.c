@@ -85,6 +85,50 @@ static bool is_der_public(const uint8_t *bytes, size_t len)
     return false;
 }
 
+/* True if the bytes, once blanks and line breaks are dropped, are base64
+ * (standard or URL alphabet, padded or not) of a DER public key or
+ * certificate: a PEM body without its BEGIN / END lines, the way some
+ * issuers show their public key (Keycloak's realm keys page, for one). */
+static bool is_base64_der_public(const uint8_t *bytes, size_t len)
+{
+    char *text = malloc(len + 4);
+    uint8_t *der = malloc(len + 4);
+    size_t n = 0;
+    bool ok = text && der;
+    for (size_t i = 0; ok && i < len; i++) {
+        uint8_t c = bytes[i];
+        if (c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '=')
+            continue;
+        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+            c == '+' || c == '/')
+            text[n++] = (char)c;
+        else if (c == '-' || c == '_')
+            text[n++] = c == '-' ? '+' : '/';
+        else
+            ok = false;
+    }
+    size_t pad = (4 - n % 4) % 4;
+    ok = ok && n && pad < 3;
+    for (size_t i = 0; ok && i < pad; i++)
+        text[n++] = '=';
+    int got = ok ? EVP_DecodeBlock(der, (const unsigned char *)text, (int)n) : -1;
+    bool public = got > (int)pad && is_der_public(der, (size_t)got - pad);
+    free(text);
+    free(der);
+    return public;
+}
+
+/* True if the bytes are a JSON Web Key or a key set ({"kty":...} or
+ * {"keys":[...]}): a JWKS endpoint's public keys, or an "oct" key whose
+ * secret is its decoded "k", never the JSON text. */
+static bool is_jwk(const uint8_t *bytes, size_t len)
+{
+    json_t *o = auth__json_object(bytes, len);
+    bool jwk = o && (json_object_get(o, "kty") || json_object_get(o, "keys"));
+    json_decref(o);
+    return jwk;
+}
+
 static rt_status make_hmac(struct auth_key *k, const uint8_t *bytes, size_t len, char *err,
                            size_t err_len)
 {
@@ -102,6 +146,17 @@ static rt_status make_hmac(struct auth_key *k, const uint8_t *bytes, size_t len,
         return fail(err, err_len,
                     "HS256 needs a shared secret, and this file holds a DER public key or "
                     "certificate: anyone could sign tokens with it");
+    if (is_base64_der_public(bytes, len))
+        return fail(err, err_len,
+                    "HS256 needs a shared secret, and this file holds a public key or "
+                    "certificate in base64 (a PEM body without its BEGIN / END lines): anyone "
+                    "could sign tokens with it (use --jwt-alg RS256 or ES256 with the PEM "
+                    "public key)");
+    if (is_jwk(bytes, len))
+        return fail(err, err_len,
+                    "HS256 needs a shared secret, and this file holds a JWK (JSON Web Key): "
+                    "give RS256 / ES256 the PEM public key, or HS256 the secret's own bytes "
+                    "(an \"oct\" JWK's decoded \"k\")");
     if (len < AUTH_HMAC_KEY_MIN)
         return fail(err, err_len, "an HS256 secret must have at least %d bytes, this one has %zu",
                     AUTH_HMAC_KEY_MIN, len);
@@ -225,10 +280,21 @@ rt_status auth_key_load(const char *path, enum auth_alg alg, char *err, size_t e
     return st;
 }
 
+rt_status auth_key_set_audience(struct auth_key *key, const char *audience)
+{
+    char *copy = NULL;
+    if (audience && !(copy = strdup(audience)))
+        return RT_NOMEM;
+    free(key->audience);
+    key->audience = copy;
+    return RT_OK;
+}
+
 void auth_key_destroy(struct auth_key *key)
 {
     if (!key)
         return;
+    free(key->audience);
     auth__hmac_free(key);
     EVP_PKEY_free(key->pkey);
     free(key);

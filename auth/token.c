@@ -175,7 +175,7 @@ static enum auth_result verify_parts(const struct auth_key *key, const char *tok
     json_t *claims = auth__json_object(buf->data + claims_at, buf->len - claims_at);
     if (!claims)
         return AUTH_BAD_CLAIMS;
-    r = auth__claims_from_json(claims, now_ms, leeway_ms, out);
+    r = auth__claims_from_json(claims, key->audience, now_ms, leeway_ms, out);
     json_decref(claims);
     return r;
 }

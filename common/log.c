@@ -43,3 +43,21 @@ void rt_log(enum rt_log_level level, const char *event, const char *fmt, ...)
     line[n++] = '\n';
     fwrite(line, 1, (size_t)n, stderr);
 }
+
+bool rt_log_budget_take(struct rt_log_budget *b, uint32_t per_second, uint64_t now_ms,
+                        const char *not_logged_event)
+{
+    if (now_ms - b->second_start_ms >= 1000) {
+        if (b->not_logged)
+            rt_log(RT_LOG_WARN, not_logged_event, "count=%llu", (unsigned long long)b->not_logged);
+        b->second_start_ms = now_ms;
+        b->in_second = 0;
+        b->not_logged = 0;
+    }
+    if (b->in_second >= per_second) {
+        b->not_logged++;
+        return false;
+    }
+    b->in_second++;
+    return true;
+}

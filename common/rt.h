@@ -214,4 +214,23 @@ bool rt_log_enabled(enum rt_log_level level);
 void rt_log(enum rt_log_level level, const char *event, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/*
+ * A budget of lines a second for a kind of line that clients can cause at
+ * will (a refused handshake, a warning of lws about a malformed request):
+ * without one, a client writes the log as fast as it can connect. Zeroed
+ * to start. The caller owns it (one thread).
+ */
+struct rt_log_budget {
+    uint64_t second_start_ms;
+    uint32_t in_second;
+    uint64_t not_logged;
+};
+/*
+ * True if one more line may be written at now_ms: at most per_second in a
+ * second. The first call of a later second first writes
+ * `event=<not_logged_event> count=N` (warn) for the lines refused before.
+ */
+bool rt_log_budget_take(struct rt_log_budget *b, uint32_t per_second, uint64_t now_ms,
+                        const char *not_logged_event);
+
 #endif

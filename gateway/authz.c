@@ -32,6 +32,21 @@ static rt_status add_open_default(struct gw_policy *p)
     return RT_OK;
 }
 
+/* The --jwt-key file as a key, with the --jwt-audience its tokens must be for. */
+static rt_status load_key(const struct gw_config *cfg, enum auth_alg alg, char *err, size_t err_len,
+                          struct auth_key **out)
+{
+    rt_status st = auth_key_load(cfg->jwt_key_file, alg, err, err_len, out);
+    if (st != RT_OK || !cfg->jwt_audience[0])
+        return st;
+    st = auth_key_set_audience(*out, cfg->jwt_audience);
+    if (st != RT_OK) {
+        auth_key_destroy(*out);
+        *out = NULL;
+    }
+    return st;
+}
+
 /*
  * Without --jwt-key nobody is authenticated and, unless a flag says
  * otherwise, anyone may use any channel and space (PROTOCOL.md section 2's
@@ -45,13 +60,13 @@ rt_status gw_authz_configure(struct gw_config *cfg)
         fprintf(stderr, "rtgate: --jwt-alg must be HS256, RS256 or ES256\n");
         return RT_INVAL;
     }
-    if (cfg->jwt_alg[0] && !cfg->jwt_key_file[0]) {
-        fprintf(stderr, "rtgate: --jwt-alg needs --jwt-key\n");
+    if ((cfg->jwt_alg[0] || cfg->jwt_audience[0]) && !cfg->jwt_key_file[0]) {
+        fprintf(stderr, "rtgate: --jwt-alg and --jwt-audience need --jwt-key\n");
         return RT_INVAL;
     }
     if (cfg->jwt_key_file[0]) {
         char err[512] = "";
-        if (auth_key_load(cfg->jwt_key_file, alg, err, sizeof err, &cfg->jwt_key) != RT_OK) {
+        if (load_key(cfg, alg, err, sizeof err, &cfg->jwt_key) != RT_OK) {
             fprintf(stderr, "rtgate: --jwt-key %s: %s\n", cfg->jwt_key_file,
                     err[0] ? err : "out of memory");
             return RT_INVAL;
@@ -105,7 +120,7 @@ static void on_sighup(uv_signal_t *h, int signum)
         auth_alg_parse(cfg->jwt_alg, &alg);
     char err[512] = "";
     struct auth_key *key = NULL;
-    if (auth_key_load(cfg->jwt_key_file, alg, err, sizeof err, &key) != RT_OK) {
+    if (load_key(cfg, alg, err, sizeof err, &key) != RT_OK) {
         /* The old key stays: a bad edit must not lock every client out. */
         rt_log(RT_LOG_ERROR, "jwt_key_reload_failed", "file=%s why=\"%s\"", cfg->jwt_key_file, err);
         return;
@@ -136,9 +151,10 @@ static void log_mode(const struct gw_server *srv)
     policy_text(&cfg->pub_allow, pub, sizeof pub);
     policy_text(&cfg->geo_allow, geo, sizeof geo);
     if (srv->jwt_key)
-        rt_log(RT_LOG_INFO, "auth", "tokens=%s alg=%s anonymous=%s leeway_ms=%u", cfg->jwt_key_file,
-               auth_alg_name(auth_key_alg(srv->jwt_key)),
-               cfg->allow_anonymous ? "allowed" : "refused", cfg->jwt_leeway_ms);
+        rt_log(RT_LOG_INFO, "auth", "tokens=%s alg=%s anonymous=%s leeway_ms=%u audience=%s",
+               cfg->jwt_key_file, auth_alg_name(auth_key_alg(srv->jwt_key)),
+               cfg->allow_anonymous ? "allowed" : "refused", cfg->jwt_leeway_ms,
+               cfg->jwt_audience[0] ? cfg->jwt_audience : "(none: tokens with aud refused)");
     else
         rt_log(RT_LOG_INFO, "auth", "tokens=off (every connect is anonymous)");
     rt_log(RT_LOG_INFO, "auth_default_policy", "sub_allow=%s pub_allow=%s geo_allow=%s", sub, pub,
@@ -217,10 +233,19 @@ static void refuse_connect(struct gw_session *s, const struct proto_msg *m, enum
     gw_session_close(s, 4001, expired ? "token_expired" : "unauthorized", true, expired, 0);
 }
 
+/*
+ * Refreshes a connection may make: each costs a signature check (ES256 ~75
+ * us, fifteen times a ping), which the message rate alone would let a
+ * client ask for 200 times a second. A client refreshes at 80% of a token's
+ * life (at least a second apart); a few in a row leave room for retries.
+ */
+static const struct rt_bucket_cfg REFRESH_BUCKET = {.rate = 1, .burst = 3};
+
 bool gw_authz_connect(struct gw_session *s, const struct proto_msg *m)
 {
     bool has_token = m->token.ptr && m->token.len;
     gw_authz_closed(s); /* a connect after one that failed later (503) starts afresh */
+    rt_bucket_init(&s->refresh_bucket, &REFRESH_BUCKET, rt_mono_ms());
     if (!s->srv->jwt_key || (!has_token && s->srv->cfg->allow_anonymous)) {
         snprintf(s->anon_user, sizeof s->anon_user, "%s%s", AUTH_ANON_PREFIX, s->client_id);
         return true;
@@ -245,9 +270,30 @@ void gw_authz_write_expiry(const struct gw_session *s, struct proto_writer *w)
     proto_w_kuint(w, "expires_in_ms", s->token_deadline_ms > now ? s->token_deadline_ms - now : 0);
 }
 
+/* True if the refresh may go on to the signature check; answers it otherwise. */
+static bool refresh_allowed(struct gw_session *s, const struct proto_msg *m)
+{
+    uint32_t retry = 0;
+    if (!s->claims) {
+        /* No token can name an anon- user: refused before any check. */
+        gw_session_reply_error(s, m, RT_E_FORBIDDEN,
+                               "an anonymous session cannot be refreshed: connect again with a "
+                               "token",
+                               0);
+        return false;
+    }
+    if (!rt_bucket_take(&s->refresh_bucket, &REFRESH_BUCKET, rt_mono_ms(), &retry)) {
+        gw_session_reply_error(s, m, RT_E_RATE_LIMITED, "refresh rate exceeded", retry);
+        return false;
+    }
+    return true;
+}
+
 void gw_authz_refresh(struct gw_session *s, const struct proto_msg *m)
 {
     if (s->srv->jwt_key) {
+        if (!refresh_allowed(s, m))
+            return; /* the session goes on as it is */
         struct auth_claims *c = NULL;
         enum auth_result r = verify(s, m, &c);
         if (r != AUTH_OK) {

@@ -196,6 +196,9 @@ static const struct opt opts[] = {
      "default: from the PEM key's type)"},
     {"jwt-leeway-ms", OPT_U32, OFF(jwt_leeway_ms), 0,
      "clock skew allowed on the tokens' exp, nbf and iat (default 5000)"},
+    {"jwt-audience", OPT_STR, OFF(jwt_audience), sizeof(((struct gw_config *)0)->jwt_audience),
+     "AUD: tokens must be for this audience (their aud claim holds it). Default: tokens "
+     "with an aud claim (made for some other service) are refused"},
     {"allow-anonymous", OPT_FLAG, OFF(allow_anonymous), 0,
      "with --jwt-key: a connect without a token is anonymous (a bad token is still refused)"},
     {"sub-allow", OPT_POLICY, OFF(sub_allow), 0,
@@ -510,6 +513,15 @@ static bool add_cidr(struct gw_config *cfg, const char *v, size_t len)
                 "rtgate: --trusted-proxy '%.*s': not an address or CIDR range "
                 "or more than %d of them\n",
                 (int)len, v, GW_MAX_TRUSTED_PROXIES);
+        return false;
+    }
+    if (cfg->trusted_proxy[cfg->n_trusted_proxy].prefix == 0) {
+        /* Every client's X-Forwarded-For and PROXY header believed: any client
+         * names any address, past every per-address limit, into every log line. */
+        fprintf(stderr,
+                "rtgate: --trusted-proxy '%.*s' trusts every address: list the load "
+                "balancers' addresses only\n",
+                (int)len, v);
         return false;
     }
     cfg->n_trusted_proxy++;

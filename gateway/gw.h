@@ -94,6 +94,7 @@ struct gw_config {
     char jwt_key_file[1024]; /* --jwt-key: non-empty turns authentication on */
     char jwt_alg[8];         /* "" = derived from a PEM public key */
     uint32_t jwt_leeway_ms;
+    char jwt_audience[256];   /* --jwt-audience: what a token's aud must hold; "" = no aud */
     uint32_t allow_anonymous; /* 1: a connect without a token is anonymous */
     struct gw_policy sub_allow, pub_allow, geo_allow;
     struct auth_key *jwt_key; /* loaded from jwt_key_file at start; NULL = no auth */
@@ -328,6 +329,8 @@ struct gw_session {
     uint64_t token_deadline_ms; /* monotonic: past it the session closes 4001 (0: never) */
     char anon_user[40];         /* "anon-<client_id>": the user of an anonymous session */
     char peer[EDGE_ADDR_TEXT];  /* the client's address (peer.c), for log lines */
+
+    struct rt_bucket refresh_bucket; /* authz.c: refreshes (each a signature check) */
 };
 
 /* The connection table: ids stay valid after the session is gone (generation). */
@@ -407,6 +410,8 @@ struct gw_server {
     uint64_t users_flushed_ms;    /* last publish of users' changes */
     struct rt_htab presence_reqs; /* struct gw_presence_req waiting, by ticket */
     uint64_t presence_resuming;   /* conn whose waiting sub runs again now */
+
+    struct rt_log_budget refusal_log; /* refused handshakes' lines (gw_refusal_log_take) */
 };
 
 /* session.c: the session layer called by the lws callback in server.c. */
@@ -575,6 +580,9 @@ bool gw_connrate_take(struct gw_connrate *cr, uint64_t now_ms, uint32_t *retry_a
  * sorted list costs O(connections) per insert in lws 4.1.
  */
 void gw_server_sweep(struct gw_server *srv, uint64_t now_ms);
+/* True if a refused handshake or connection may be logged now (at most 20 lines a
+ * second; a later line counts the others). Loop thread. */
+bool gw_refusal_log_take(struct gw_server *srv);
 /* listener.c: binds --listen (SO_REUSEPORT) and hands accepted sockets to lws. */
 struct gw_listener;
 rt_status gw_listener_start(struct gw_server *srv);

@@ -129,7 +129,8 @@ static void refuse_connection(struct gw_listener *l, int fd, const struct edge_a
     char text[EDGE_ADDR_TEXT];
     edge_addr_format(peer, text);
     l->srv->m.handshakes_refused[GW_REFUSE_PROXY]++;
-    rt_log(RT_LOG_INFO, "connection_refused", "peer=%s why=\"%s\"", text, why);
+    if (gw_refusal_log_take(l->srv))
+        rt_log(RT_LOG_INFO, "connection_refused", "peer=%s why=\"%s\"", text, why);
     close(fd);
 }
 

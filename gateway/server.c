@@ -120,8 +120,9 @@ static int refuse(struct lws *wsi, int cause, unsigned status, const char *body,
     char peer[EDGE_ADDR_TEXT];
     gw_peer_text(srv, wsi, peer);
     srv->m.handshakes_refused[cause]++;
-    rt_log(RT_LOG_INFO, "handshake_refused", "peer=%s status=%u why=\"%.*s\"", peer, status,
-           (int)strlen(body) - 1, body);
+    if (gw_refusal_log_take(srv))
+        rt_log(RT_LOG_INFO, "handshake_refused", "peer=%s status=%u why=\"%.*s\"", peer, status,
+               (int)strlen(body) - 1, body);
     char retry[48] = "";
     if (retry_after_ms)
         snprintf(retry, sizeof retry, "Retry-After: %u\r\n", (retry_after_ms + 999) / 1000);
@@ -134,6 +135,20 @@ static int refuse(struct lws *wsi, int cause, unsigned status, const char *body,
         return -1;
     lws_write(wsi, (unsigned char *)buf + LWS_PRE, (size_t)n, LWS_WRITE_HTTP_HEADERS);
     return -1; /* Connection: close: hang up once written */
+}
+
+#define REFUSAL_LINES_PER_S 20
+
+/*
+ * True if a refused handshake or connection may be logged now: at most
+ * REFUSAL_LINES_PER_S a second, then a line with the count of the others
+ * (the metrics count every one). A refusal costs its client one TCP
+ * connection; a line each would let one client fill the disk.
+ */
+bool gw_refusal_log_take(struct gw_server *srv)
+{
+    return rt_log_budget_take(&srv->refusal_log, REFUSAL_LINES_PER_S, rt_mono_ms(),
+                              "handshakes_refused_not_logged");
 }
 
 /* With --tls-cert, lws lets plain HTTP through (ALLOW_NON_SSL_ON_SSL_PORT)
@@ -547,19 +562,9 @@ static struct lws_protocols protocols[] = {
  */
 static void lws_log_emit(int level, const char *line)
 {
-    static uint64_t second_start, in_second, suppressed;
-    uint64_t now = rt_mono_ms();
-    if (now - second_start >= 1000) {
-        if (suppressed)
-            rt_log(RT_LOG_WARN, "lws_lines_suppressed", "count=%llu",
-                   (unsigned long long)suppressed);
-        second_start = now;
-        in_second = suppressed = 0;
-    }
-    if (++in_second > LWS_LINES_PER_S) {
-        suppressed++;
+    static struct rt_log_budget budget;
+    if (!rt_log_budget_take(&budget, LWS_LINES_PER_S, rt_mono_ms(), "lws_lines_suppressed"))
         return;
-    }
     size_t n = strlen(line);
     while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
         n--;

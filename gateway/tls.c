@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
@@ -87,6 +88,8 @@ static BIO *read_bounded(const char *path, char *why, size_t cap)
     close(fd);
     if (!data || have != (size_t)st.st_size) {
         snprintf(why, cap, "%s: could not be read whole", path);
+        if (data)
+            OPENSSL_cleanse(data, have);
         free(data);
         return NULL;
     }
@@ -96,6 +99,7 @@ static BIO *read_bounded(const char *path, char *why, size_t cap)
         BIO_free(bio);
         bio = NULL;
     }
+    OPENSSL_cleanse(data, have); /* the key file: the BIO's copy is cleared when freed */
     free(data);
     return bio;
 }

@@ -198,9 +198,62 @@ Test(claims, info_is_an_object_of_bounded_size)
 
 Test(claims, unknown_claims_are_ignored)
 {
-    cr_assert_eq(verdict("{\"sub\":\"u\",\"aud\":\"x\",\"iss\":\"y\",\"jti\":\"z\",\"custom\":"
-                         "{\"a\":[1]}}"),
+    cr_assert_eq(verdict("{\"sub\":\"u\",\"iss\":\"y\",\"jti\":\"z\",\"custom\":{\"a\":[1]}}"),
                  AUTH_OK);
+}
+
+/* Verifies claims under HS256 with the key's audience set to `audience` (NULL: none). */
+static enum auth_result verdict_for(const char *claims, const char *audience)
+{
+    struct auth_key *k = tk_key(AUTH_HS256);
+    if (audience)
+        cr_assert_eq(auth_key_set_audience(k, audience), RT_OK);
+    char *t = tk_token(AUTH_HS256, claims);
+    enum auth_result r = tk_verify(k, t, T0_MS, 0, NULL);
+    free(t);
+    auth_key_destroy(k);
+    return r;
+}
+
+/*
+ * RFC 7519 4.1.3: a token whose aud does not name the server MUST be
+ * refused. An issuer signs every service's tokens with one key: ignoring
+ * aud let a token made for another service (which that service holds, and
+ * may replay) in as its user.
+ */
+Test(claims, aud_must_name_this_server)
+{
+    /* No audience configured: a token made for someone (aud) is not for us. */
+    cr_assert_eq(verdict_for("{\"sub\":\"u\"}", NULL), AUTH_OK);
+    cr_assert_eq(verdict_for("{\"sub\":\"u\",\"aud\":\"billing-api\"}", NULL), AUTH_WRONG_AUD);
+    cr_assert_eq(verdict_for("{\"sub\":\"u\",\"aud\":[\"rtgate\"]}", NULL), AUTH_WRONG_AUD);
+    /* Configured: aud is required and must hold it exactly. */
+    cr_assert_eq(verdict_for("{\"sub\":\"u\",\"aud\":\"rtgate\"}", "rtgate"), AUTH_OK);
+    cr_assert_eq(verdict_for("{\"sub\":\"u\",\"aud\":[\"x\",\"rtgate\"]}", "rtgate"), AUTH_OK);
+    cr_assert_eq(verdict_for("{\"sub\":\"u\"}", "rtgate"), AUTH_WRONG_AUD);
+    cr_assert_eq(verdict_for("{\"sub\":\"u\",\"aud\":\"billing-api\"}", "rtgate"), AUTH_WRONG_AUD);
+    cr_assert_eq(verdict_for("{\"sub\":\"u\",\"aud\":\"rtgate2\"}", "rtgate"), AUTH_WRONG_AUD);
+    cr_assert_eq(verdict_for("{\"sub\":\"u\",\"aud\":\"RTGATE\"}", "rtgate"), AUTH_WRONG_AUD);
+    cr_assert_eq(verdict_for("{\"sub\":\"u\",\"aud\":[]}", "rtgate"), AUTH_WRONG_AUD);
+    /* A string or an array of strings, nothing else. */
+    const char *bad[] = {"{\"sub\":\"u\",\"aud\":5}", "{\"sub\":\"u\",\"aud\":[\"rtgate\",1]}",
+                         "{\"sub\":\"u\",\"aud\":{\"rtgate\":true}}",
+                         "{\"sub\":\"u\",\"aud\":null}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        cr_assert_eq(verdict_for(bad[i], "rtgate"), AUTH_BAD_AUD, "%s", bad[i]);
+    char many[1024] = "{\"sub\":\"u\",\"aud\":[";
+    for (int i = 0; i < 65; i++)
+        strcat(many, i ? ",\"a\"" : "\"rtgate\"");
+    strcat(many, "]}");
+    cr_assert_eq(verdict_for(many, "rtgate"), AUTH_BAD_AUD);
+    /* The audience is the key's until changed; NULL forgets it. */
+    struct auth_key *k = tk_key(AUTH_HS256);
+    cr_assert_eq(auth_key_set_audience(k, "rtgate"), RT_OK);
+    cr_assert_eq(auth_key_set_audience(k, NULL), RT_OK);
+    char *t = tk_token(AUTH_HS256, "{\"sub\":\"u\"}");
+    cr_assert_eq(tk_verify(k, t, T0_MS, 0, NULL), AUTH_OK);
+    free(t);
+    auth_key_destroy(k);
 }
 
 Test(claims, patterns_match_like_nats_subjects)

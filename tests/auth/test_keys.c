@@ -106,6 +106,78 @@ Test(keys, hs256_refuses_a_der_public_key_ending_in_a_newline_byte)
     }
 }
 
+/* Base64 text of n bytes (standard alphabet with padding, or base64url
+ * without), a newline every `wrap` characters (0: one line). Caller frees. */
+static char *b64_text(const unsigned char *der, size_t n, bool url, size_t wrap)
+{
+    size_t cap = 4 * ((n + 2) / 3) + 4 * ((n + 2) / 3) / (wrap ? wrap : SIZE_MAX) + 4;
+    char *flat = malloc(4 * ((n + 2) / 3) + 1), *out = malloc(cap);
+    cr_assert(flat && out);
+    EVP_EncodeBlock((unsigned char *)flat, der, (int)n);
+    size_t o = 0;
+    for (size_t i = 0; flat[i]; i++) {
+        char c = flat[i];
+        if (url && c == '=')
+            break;
+        out[o++] = url && c == '+' ? '-' : url && c == '/' ? '_' : c;
+        if (wrap && (i + 1) % wrap == 0)
+            out[o++] = '\n';
+    }
+    out[o] = '\0';
+    free(flat);
+    return out;
+}
+
+/*
+ * The same confusion in the other spellings a public key is handed around
+ * in: the PEM body without its BEGIN / END lines (Keycloak's realm page
+ * shows the RSA public key that way; one line, or 64-column lines), base64url,
+ * and a JWK (what an issuer's JWKS endpoint serves). Taken as an HS256 secret,
+ * any of them lets whoever can read the public key sign tokens.
+ */
+Test(keys, hs256_refuses_a_public_key_in_base64_or_as_a_jwk)
+{
+    EVP_PKEY *pks[] = {tk_rsa(), tk_ec()};
+    for (int i = 0; i < 2; i++) {
+        unsigned char *der = NULL;
+        int n = i2d_PUBKEY(pks[i], &der);
+        cr_assert_gt(n, 0);
+        char *texts[] = {b64_text(der, (size_t)n, false, 0), b64_text(der, (size_t)n, false, 64),
+                         b64_text(der, (size_t)n, true, 0)};
+        for (int t = 0; t < 3; t++) {
+            char *with_nl = malloc(strlen(texts[t]) + 2);
+            cr_assert(with_nl);
+            sprintf(with_nl, "%s\n", texts[t]);
+            expect_refused(texts[t], strlen(texts[t]), AUTH_HS256, "public key");
+            expect_refused(with_nl, strlen(with_nl), AUTH_HS256, "public key");
+            free(with_nl);
+            free(texts[t]);
+        }
+        OPENSSL_free(der);
+    }
+    /* A JWK (RSA, EC, or even a symmetric "oct" one: its secret is the
+     * decoded "k", not the JSON text) is refused with a word on what to give. */
+    char *n64 = tk_b64url(TK_SECRET, sizeof TK_SECRET);
+    const char *fmts[] = {
+        "{\"kty\":\"RSA\",\"e\":\"AQAB\",\"n\":\"%s%s%s%s%s%s\"}\n",
+        "  {\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"x\":\"%s\",\"y\":\"%s\"}]}"
+        "\n",
+        "{\"kty\":\"oct\",\"k\":\"%s%s%s%s%s%s\"}"};
+    for (size_t f = 0; f < sizeof fmts / sizeof fmts[0]; f++) {
+        char jwk[2048];
+        snprintf(jwk, sizeof jwk, fmts[f], n64, n64, n64, n64, n64, n64);
+        expect_refused(jwk, strlen(jwk), AUTH_HS256, "JWK");
+    }
+    free(n64);
+    /* A secret that happens to be base64 text (the README's way to make one) is fine. */
+    static const char b64_secret[] = "q3JkY2Zk0m9pZ2h0c2VjcmV0c2hvdWxkYmVsb25nZW5vdWdo\n";
+    struct auth_key *k = NULL;
+    char err[256] = "";
+    cr_assert_eq(make(b64_secret, strlen(b64_secret), AUTH_HS256, err, sizeof err, &k), RT_OK, "%s",
+                 err);
+    auth_key_destroy(k);
+}
+
 Test(keys, short_secrets_are_refused_and_newlines_trimmed)
 {
     expect_refused("0123456789012345678901234567890", 31, AUTH_HS256, "at least 32 bytes");

@@ -186,6 +186,68 @@ def test_refresh_replaces_the_permissions(gateway, keys):
     run(go())
 
 
+def test_a_token_made_for_another_service_is_refused(gateway, keys):
+    """An issuer signs every service's tokens with one key, and each names
+    its service in aud (RFC 7519 4.1.3: refuse a token whose aud does not
+    name you). Ignoring aud let whoever holds a token made for another
+    service (that service itself, say) in as its user. Without
+    --jwt-audience a token with any aud is refused; with it, aud must hold it."""
+    plain = gateway(*keys.flags("RS256"), "--sub-allow", ">")
+    named = gateway(*keys.flags("RS256", "--jwt-audience", "rtgate-test"), "--sub-allow", ">")
+
+    async def go():
+        for aud in ("billing-api", ["billing-api", "rtgate-test"]):
+            err, _ = await refused(plain.url(), "json", keys.token("RS256", aud=aud))
+            assert err["message"] == "token is not for this server (aud)", (aud, err)
+        async with Client(plain.url(), "json") as c:
+            assert (await c.connect(token=keys.token("RS256")))["user"] == "alice"
+        for aud in ("rtgate-test", ["billing-api", "rtgate-test"]):
+            async with Client(named.url(), "json") as c:
+                assert (await c.connect(token=keys.token("RS256", aud=aud)))["user"] == "alice"
+        for aud in (None, "billing-api", ["billing-api"], "rtgate-test2"):
+            err, _ = await refused(named.url(), "json", keys.token("RS256", aud=aud))
+            assert err["message"] == "token is not for this server (aud)", (aud, err)
+        async with Client(named.url(), "json") as c:
+            await c.connect(token=keys.token("RS256", aud="rtgate-test"))
+            r = await c.request("refresh", token=keys.token("RS256", aud="billing-api"))
+            assert r["error"]["code"] == 401, r
+    run(go())
+    assert "reason=wrong_aud" in plain.log()
+
+
+def test_refreshes_are_limited_per_connection_and_anonymous_ones_cost_nothing(gateway, keys):
+    """A refresh costs a signature check (ES256: ~75 us of CPU, 15 times a
+    ping), so an open socket must not turn the message rate (200/s) into
+    signature checks: a connection gets 3 in a row, then one a second (429
+    with retry_after_ms past it, and nothing changes), and an anonymous
+    session's refresh is refused before any check (it could never succeed)."""
+    g = gateway(*keys.flags("ES256"), "--allow-anonymous", "--sub-allow", ">", *FAST)
+
+    async def go():
+        async with Client(g.url(), "json") as c:
+            first = await c.connect(token=keys.token("ES256", ttl=60))
+            fresh = keys.token("ES256", ttl=900)
+            ids = list(range(100, 106))
+            futs = [c.expect_reply(i) for i in ids]
+            await c.send_raw("\n".join('{"type":"refresh","id":%d,"token":"%s"}' % (i, fresh)
+                                       for i in ids))
+            replies = [await asyncio.wait_for(f, 10) for f in futs]
+            ok = [r for r in replies if r["ok"]]
+            limited = [r for r in replies if not r["ok"]]
+            assert 3 <= len(ok) <= 4 and replies[:3] == ok[:3], replies
+            assert limited and all(r["error"]["code"] == 429 and r["error"]["retry_after_ms"] > 0
+                                   for r in limited), replies
+            assert ok[0]["expires_in_ms"] > first["expires_in_ms"]
+            # The bucket refills: once retry_after_ms has passed, a refresh goes through.
+            await asyncio.sleep(limited[-1]["error"]["retry_after_ms"] / 1000 + 0.1)
+            assert (await c.request("refresh", token=fresh))["ok"]
+        async with Client(g.url(), "json") as anon:
+            await anon.connect()
+            r = await anon.request("refresh", token=keys.token("ES256"))
+            assert r["error"]["code"] == 403 and "anonymous" in r["error"]["message"], r
+    run(go())
+
+
 def test_permissions_on_sub_resume_pub_and_geo(gateway, keys, codec):
     g = gateway(*keys.flags("HS256"), "--ephemeral", "eph.>")
 
@@ -362,7 +424,8 @@ def test_sighup_reloads_the_key(gateway, keys, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["missing_file", "pem_as_hs256", "private_key", "secret_no_alg",
-                                  "short_secret", "bad_alg", "alg_without_key"])
+                                  "short_secret", "bad_alg", "alg_without_key",
+                                  "audience_without_key"])
 def test_bad_key_configuration_exits_2(keys, tmp_path, case):
     from cryptography.hazmat.primitives import serialization
     priv = tmp_path / "priv.pem"
@@ -379,6 +442,7 @@ def test_bad_key_configuration_exits_2(keys, tmp_path, case):
         "short_secret": ["--jwt-key", str(short), "--jwt-alg", "HS256"],
         "bad_alg": ["--jwt-key", keys.files["HS256"], "--jwt-alg", "none"],
         "alg_without_key": ["--jwt-alg", "HS256"],
+        "audience_without_key": ["--jwt-audience", "rtgate"],
     }[case]
     p = subprocess.run([rtgate_bin(), "--listen", "127.0.0.1:0"] + argv, capture_output=True,
                        timeout=30)

@@ -5,8 +5,12 @@ headers from anyone else are ignored (X-Forwarded-For) or refused (PROXY).
 
 Loopback has every 127.0.0.0/8 address, so the tests play the load balancer
 from 127.0.0.2 and strangers from 127.0.0.3 and up."""
+import subprocess
 import time
 
+import pytest
+
+from conftest import rtgate_bin
 from edgekit import (SMALL_ASAN, STREAM_FLAGS, attack_checked, closed_by_peer, connect_from,
                      handshake, proxy_v2_header, upgrade_request, read_response, wait_for)
 
@@ -84,6 +88,18 @@ def test_spoofed_xff_from_strangers_cannot_dodge_the_limit(gateway):
         assert got.count(101) <= 10, got.count(101)
 
     attack_checked(g, attack, "300 handshakes with spoofed X-Forwarded-For")
+
+
+@pytest.mark.parametrize("everyone", ["0.0.0.0/0", "::/0", "10.0.0.5,0.0.0.0/0"])
+def test_a_trusted_proxy_range_of_everyone_refuses_to_start(everyone):
+    """--trusted-proxy 0.0.0.0/0 would believe every client's
+    X-Forwarded-For and PROXY header: any client could name any address,
+    walk around every per-address limit and forge the log's peer=. A
+    misconfiguration, never a setting: it stops the start (exit 2)."""
+    p = subprocess.run([rtgate_bin(), "--listen", "127.0.0.1:0", "--trusted-proxy", everyone],
+                       capture_output=True, timeout=30)
+    assert p.returncode == 2, p.stderr
+    assert "every" in p.stderr.decode(), p.stderr
 
 
 # ---- PROXY protocol v2 ----------------------------------------------------

@@ -101,6 +101,37 @@ def test_per_ip_handshake_rate_429_with_retry_after(gateway):
             s.close()
 
 
+def test_a_flood_of_refused_handshakes_writes_a_bounded_log(gateway):
+    """Refusing a handshake costs the client a TCP connection; a log line per
+    refusal would let one client write the gateway's log as fast as it can
+    connect (~650 KB/s from one Python process here). At most 20 refusal lines
+    a second; then a line counts the ones not written, and the metrics count
+    them all."""
+    from edgekit import handshake
+    g = gateway("--ip-conn-rate", "1", "--ip-conn-burst", "1")
+    t0 = time.monotonic()
+    for _ in range(600):
+        status, _, _, s = handshake(g.port)
+        s.close()
+    elapsed = time.monotonic() - t0
+    time.sleep(1.1)
+    # A refusal in a later second: the count of the lines skipped comes out.
+    for _ in range(3):
+        status, _, _, s = handshake(g.port)
+        s.close()
+        if status == 429:
+            break
+    assert status == 429
+    refused = g.metrics()['rtgate_handshakes_refused_total{cause="rate"}']
+    assert refused >= 599
+    log = g.log().splitlines()
+    lines = [l for l in log if "event=handshake_refused " in l]
+    assert len(lines) <= 20 * (elapsed + 3), (len(lines), elapsed)
+    counts = [int(l.split("count=")[1].split()[0]) for l in log
+              if "event=handshakes_refused_not_logged " in l]
+    assert len(lines) + sum(counts) == refused, (len(lines), counts, refused)
+
+
 def test_max_connections_503(gateway):
     g = gateway("--max-connections", "3")
 
