@@ -43,6 +43,11 @@ class Publisher:
                 await asyncio.sleep(r["error"]["retry_after_ms"] / 1000.0 / 4)
 
 
+# How long the gateway waits for JetStream to acknowledge a publish
+# (PUB_WAIT_MS in fanout/nats_int.h; docs/nats.md, "NATS outage").
+PUB_ACK_WAIT_S = 5.0
+
+
 def readyz(g):
     try:
         return g.http_get("/readyz", timeout=2)[0]
@@ -72,8 +77,13 @@ def test_nats_restart_under_traffic(nats, nodes, codec):
             await asyncio.sleep(0.5)
             assert not task.done()
             nats.kill()
-            # Outage: connections stay up, publishes are refused with 503.
-            deadline = time.monotonic() + 5
+            # Outage: connections stay up, publishes are refused with 503. The
+            # publisher sends one at a time: the one in flight when the server
+            # died is answered when its acknowledgement times out (PUB_ACK_WAIT_S,
+            # docs/nats.md "NATS outage"), the next one is refused at once. 10 s
+            # more for a loaded machine (a 5 s deadline, the ack timeout itself,
+            # failed now and then).
+            deadline = time.monotonic() + PUB_ACK_WAIT_S + 10
             while not pub.refusals and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
             assert pub.refusals, "no publish was refused during the outage"
