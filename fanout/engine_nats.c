@@ -430,8 +430,15 @@ static void free_handoff(struct nats_engine *e)
 /*
  * After every channel was closed. Stops the workers and the sender, closes
  * the connection and waits for nats.c to be done with the engine's
- * subscriptions (nats_close.c), then waits for nats.c's threads
+ * subscriptions (nats_close.c), frees every nats.c message the engine holds
+ * while nats.c still runs, then waits for nats.c's threads
  * (nats_CloseAndWait), so no callback can run when the engine's memory goes.
+ *
+ * JetStream publishes never acknowledged: jsCtx_Destroy frees the messages
+ * nats.c keeps for them; their pending_pub go with inflight (free_handoff).
+ * js_PublishAsyncGetPendingList is not needed for that, and nats.c 3.4.1
+ * crashes in it when no async publish was ever made (its table of pending
+ * publishes is made by the first one).
  */
 static void nats_destroy(void *eng)
 {
@@ -443,12 +450,14 @@ static void nats_destroy(void *eng)
     nats__workers_stop(e);
     nats__sender_stop(e);
     nats__close_connection(e);
-    natsSubscription_Destroy(e->inbox_sub);
+    pthread_mutex_lock(&e->lock); /* JetStream's ack thread may still be handing one over */
+    free_handoff(e);
+    pthread_mutex_unlock(&e->lock);
     jsCtx_Destroy(e->js);
+    natsSubscription_Destroy(e->inbox_sub);
     natsConnection_Destroy(e->conn);
     natsOptions_Destroy(e->opts);
     nats_CloseAndWait(5000);
-    free_handoff(e);
     pthread_mutex_destroy(&e->lock);
     pthread_mutex_destroy(&e->jobs_lock);
     pthread_cond_destroy(&e->jobs_cond);

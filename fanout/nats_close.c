@@ -7,8 +7,10 @@
  * delivery pool's threads. Messages the pool still held for a subscription
  * closed at shutdown (a flood on a bus subject the presence fleet had just
  * unsubscribed) were freed after the collector was gone, and leaked
- * (LeakSanitizer, 10044 messages, about one shutdown in 100 under the flood
- * of test_presence_fleet.py). So the engine:
+ * (LeakSanitizer, 10044 messages, about one shutdown in 100 under the flood of
+ * test_presence_fleet.py); a message the engine itself freed after
+ * nats_CloseAndWait crashed in nats.c, whose lock was gone (a msg_id
+ * publish in flight at shutdown, test_outage.py). So the engine:
  *
  *   1. drains the connection (bounded), or closes it, and waits for nats.c's
  *      closed callback, which comes once the connection's own threads are
@@ -16,6 +18,8 @@
  *   2. waits until every subscription on the delivery pool has run its
  *      completion callback, which nats.c calls after the last message queued
  *      for it: the pool holds nothing of ours any more;
+ *   3. frees what it holds (engine_nats.c), JetStream's context included,
+ *      which frees the async publishes never acknowledged,
  *
  * and only then calls nats_CloseAndWait. JetStream's reply subscription is
  * not on the pool (nats.c gives it a thread of its own, which ends at the
