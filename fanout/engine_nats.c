@@ -18,7 +18,8 @@
  * (JetStream reads from the loop), nats_jobs.c (blocking JetStream work on
  * workers), nats_stream.c (the stream), nats_publish.c (client publishes),
  * nats_sender.c (the thread that calls nats.c), nats_handoff.c (threads to
- * the loop), nats_bus.c (the bus), nats_msg.c (message conversion); the
+ * the loop), nats_bus.c (the bus), nats_close.c (the connection's end in an
+ * order that leaves nothing behind), nats_msg.c (message conversion); the
  * wire in nats_wire.c, the reader in nats_live.c. nats_int.h holds their
  * types, with the lock of each shared field.
  */
@@ -264,6 +265,8 @@ static natsStatus make_options(struct nats_engine *e, const char *node_id)
         s = natsOptions_SetDisconnectedCB(e->opts, nats__on_disconnected, e);
     if (!s)
         s = natsOptions_SetErrorHandler(e->opts, nats__on_nats_error, e);
+    if (!s)
+        s = natsOptions_SetClosedCB(e->opts, nats__on_closed, e);
     if (!s) /* TLS and credentials: the same as the loop reader's */
         s = nsec_natsc_options(e->opts, e->fo->cfg.nats_security, e->url);
     return s;
@@ -308,6 +311,7 @@ static rt_status engine_init(struct nats_engine *e, struct fo *fo)
     pthread_mutex_init(&e->lock, NULL);
     pthread_mutex_init(&e->jobs_lock, NULL);
     pthread_cond_init(&e->jobs_cond, NULL);
+    nats__close_init(e);
     return e->url && e->stream ? RT_OK : RT_NOMEM;
 }
 
@@ -424,9 +428,17 @@ static void free_handoff(struct nats_engine *e)
 }
 
 /*
- * After every channel was closed. Stops the workers, closes the connection
- * and waits for nats.c's threads (nats_CloseAndWait), so no callback can run
- * when the engine's memory goes.
+ * After every channel was closed. Stops the workers and the sender, closes
+ * the connection and waits for nats.c to be done with the engine's
+ * subscriptions (nats_close.c), frees every nats.c message the engine holds
+ * while nats.c still runs, then waits for nats.c's threads
+ * (nats_CloseAndWait), so no callback can run when the engine's memory goes.
+ *
+ * JetStream publishes never acknowledged: jsCtx_Destroy frees the messages
+ * nats.c keeps for them; their pending_pub go with inflight (free_handoff).
+ * js_PublishAsyncGetPendingList is not needed for that, and nats.c 3.4.1
+ * crashes in it when no async publish was ever made (its table of pending
+ * publishes is made by the first one).
  */
 static void nats_destroy(void *eng)
 {
@@ -437,27 +449,21 @@ static void nats_destroy(void *eng)
     e->lr = NULL;
     nats__workers_stop(e);
     nats__sender_stop(e);
-    /* Drain, then close: with the library's delivery pool, messages still
-     * queued for subscriptions closed just before (a burst at shutdown) were
-     * never freed when nats_CloseAndWait stopped the pool (LeakSanitizer, 2
-     * runs in 10 under a flood); a drain lets the pool work through them. */
-    if (e->conn && natsConnection_DrainTimeout(e->conn, 2000) == NATS_OK) {
-        for (int i = 0; i < 300 && !natsConnection_IsClosed(e->conn); i++)
-            nats_Sleep(10);
-    }
-    if (e->conn)
-        natsConnection_Close(e->conn);
-    natsSubscription_Destroy(e->inbox_sub);
+    nats__close_connection(e);
+    pthread_mutex_lock(&e->lock); /* JetStream's ack thread may still be handing one over */
+    free_handoff(e);
+    pthread_mutex_unlock(&e->lock);
     jsCtx_Destroy(e->js);
+    natsSubscription_Destroy(e->inbox_sub);
     natsConnection_Destroy(e->conn);
     natsOptions_Destroy(e->opts);
     nats_CloseAndWait(5000);
-    free_handoff(e);
     pthread_mutex_destroy(&e->lock);
     pthread_mutex_destroy(&e->jobs_lock);
     pthread_cond_destroy(&e->jobs_cond);
     pthread_mutex_destroy(&e->send_lock);
     pthread_cond_destroy(&e->send_cond);
+    pthread_cond_destroy(&e->closing_cond);
     free(e->confirmed);
     free(e->inbox);
     free(e->url);

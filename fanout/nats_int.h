@@ -282,6 +282,12 @@ struct nats_engine {
     size_t bus_bytes;                               /* {lock} */
     uint64_t bus_lost; /* {lock} times bus messages were lost: part of the generation */
     char server[256];  /* {lock} the server connected to, without user information */
+    /* The end (nats_close.c): nats.c's closed callback and the completion
+     * callbacks of the subscriptions on its delivery pool, waited for with
+     * closing_cond. */
+    pthread_cond_t closing_cond;
+    bool conn_closed;   /* {lock} nats.c's connection is closed, its threads joined */
+    uint32_t subs_open; /* {lock} pool subscriptions whose completion has not come */
 
     pthread_mutex_t send_lock;
     pthread_cond_t send_cond;
@@ -395,6 +401,28 @@ void nats__on_connected(natsConnection *conn, void *closure);
 void nats__on_disconnected(natsConnection *conn, void *closure);
 void nats__on_nats_error(natsConnection *conn, natsSubscription *sub, natsStatus err,
                          void *closure);
+
+/* -------------------------------------------------------------------- */
+/* nats_close.c: the end of nats.c's connection                            */
+
+/* Engine creation: closing_cond (on the monotonic clock). */
+void nats__close_init(struct nats_engine *e);
+/* nats.c's closed callback (natsOptions_SetClosedCB). */
+void nats__on_closed(natsConnection *conn, void *closure);
+/*
+ * Every subscription on nats.c's delivery pool is tracked, right after
+ * natsConnection_Subscribe on the thread that made it: the engine's end
+ * waits for its completion (the last message queued for it was delivered).
+ */
+void nats__sub_track(struct nats_engine *e, natsSubscription *sub);
+/*
+ * Engine end, loop thread, the sender and the workers stopped: drains or
+ * closes the connection, then waits (bounded) for its closed callback and
+ * for every tracked subscription's completion, so that nothing of the
+ * engine's is left in nats.c's threads. Then the engine frees what it holds,
+ * and only then may it call nats_CloseAndWait (nats_close.c says why).
+ */
+void nats__close_connection(struct nats_engine *e);
 
 /* -------------------------------------------------------------------- */
 /* nats_sender.c: the sender thread, every call into nats.c's connection   */

@@ -205,7 +205,10 @@ natsStatus nats__inbox_open(struct nats_engine *e)
     natsInbox_Destroy(inbox);
     char subj[128];
     snprintf(subj, sizeof(subj), "%s.*", e->inbox);
-    return natsConnection_Subscribe(&e->inbox_sub, e->conn, subj, nats__on_inbox_reply, e);
+    s = natsConnection_Subscribe(&e->inbox_sub, e->conn, subj, nats__on_inbox_reply, e);
+    if (s == NATS_OK)
+        nats__sub_track(e, e->inbox_sub);
+    return s;
 }
 
 /* See nats_int.h. Engine end, on the loop thread. */

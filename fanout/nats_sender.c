@@ -98,7 +98,9 @@ static void send_run(struct nats_engine *e, struct send_call *s)
         break;
     case SEND_SUB:
         st = natsConnection_Subscribe(&b->sub, e->conn, b->subject, nats__on_bus_msg, e);
-        if (st != NATS_OK)
+        if (st == NATS_OK)
+            nats__sub_track(e, b->sub);
+        else
             rt_log(RT_LOG_WARN, "nats_bus_subscribe_failed", "subject=%s error=\"%s\"", b->subject,
                    natsStatus_GetText(st));
         break;

@@ -309,6 +309,14 @@ void lt_enc_pub(struct lt_out *o, enum lt_codec c, int64_t id, const char *chann
     out_fill(o, 'x', pad);
 }
 
+/* See load.h. */
+bool lt_frame_has_room(size_t len, uint32_t msgs, size_t next, size_t max_bytes)
+{
+    if (msgs == 0)
+        return true;
+    return msgs < LT_FRAME_MAX_MSGS && len + next <= max_bytes;
+}
+
 /* ------------------------------------------------------------------ */
 /* Message types by name. */
 

@@ -262,6 +262,17 @@ struct lt_out {
     bool overflow;
 };
 
+/*
+ * Batching several requests into one frame: the gateway refuses a frame of
+ * more than LT_FRAME_MAX_MSGS messages with one error 400 for the rest of it
+ * (docs/protocol.md, "Transport"), so a batch is capped by count as well as by
+ * bytes. lt_frame_has_room says whether a frame of `msgs` messages and `len`
+ * bytes takes one more of at most `next` bytes within `max_bytes`; an empty
+ * frame takes any message.
+ */
+#define LT_FRAME_MAX_MSGS 100
+bool lt_frame_has_room(size_t len, uint32_t msgs, size_t next, size_t max_bytes);
+
 /* One message each; JSON messages end with '\n' so several can share a frame. */
 void lt_enc_connect(struct lt_out *o, enum lt_codec c, int64_t id, const char *name,
                     const char *token); /* token: a JWT ([A-Za-z0-9_.-]) or "" for none */
@@ -270,8 +281,7 @@ struct lt_config;
  * say: the one place both drivers (worker.c, scen.c) take their greeting from. */
 void lt_enc_hello(struct lt_out *o, const struct lt_config *cfg, uint32_t index);
 /* presence: "presence":true, the connection takes part in the channel's presence. */
-void lt_enc_sub(struct lt_out *o, enum lt_codec c, int64_t id, const char *channel,
-                bool presence);
+void lt_enc_sub(struct lt_out *o, enum lt_codec c, int64_t id, const char *channel, bool presence);
 void lt_enc_ack(struct lt_out *o, enum lt_codec c, const char *channel, uint64_t seq);
 /*
  * A pub whose data is {"s":s,"p":p,"t":t,"pad":"xx.."}, padded so the

@@ -372,6 +372,62 @@ static void test_encoders(void)
     }
 }
 
+/*
+ * A publisher that fell behind batches many due slots at once, as worker.c's
+ * publish_due does: with small messages the byte cap alone would put several
+ * hundred in one frame, which the gateway refuses (400). Every frame must
+ * hold at most LT_FRAME_MAX_MSGS whole messages, none lost; with large
+ * messages the byte cap still splits first.
+ */
+static void test_frame_batching(void)
+{
+    static uint8_t frame[64 * 1024];
+    const size_t max_bytes = 48 * 1024;
+    static const uint32_t payloads[] = {0, 16, 2000};
+    for (int codec = 0; codec < 2; codec++) {
+        enum lt_codec c = (enum lt_codec)codec;
+        lt_status (*scan)(const uint8_t *, size_t, size_t *, struct lt_smsg *) =
+            c == LT_CODEC_JSON ? lt_scan_json : lt_scan_msgpack;
+        for (size_t i = 0; i < sizeof payloads / sizeof payloads[0]; i++) {
+            const uint32_t due = 1000;
+            uint32_t sent = 0, read = 0, most = 0, frames = 0;
+            size_t biggest = 0;
+            bool scanned_all = true;
+            while (sent < due) {
+                struct lt_out o = {.p = frame, .len = 0, .cap = sizeof frame};
+                uint32_t in_frame = 0;
+                while (sent < due &&
+                       lt_frame_has_room(o.len, in_frame, payloads[i] + 256, max_bytes)) {
+                    lt_enc_pub(&o, c, (int64_t)sent + 1, "load.c0", sent, 0, 1, payloads[i]);
+                    sent++;
+                    in_frame++;
+                }
+                CHECK(!o.overflow);
+                frames++;
+                size_t pos = 0;
+                uint32_t n = 0;
+                struct lt_smsg m;
+                lt_status st;
+                while ((st = scan(frame, o.len, &pos, &m)) == LT_OK)
+                    n++;
+                scanned_all = scanned_all && st == LT_AGAIN;
+                read += n;
+                most = n > most ? n : most;
+                biggest = o.len > biggest ? o.len : biggest;
+            }
+            CHECK(scanned_all && read == due);
+            CHECK(most <= LT_FRAME_MAX_MSGS && biggest <= max_bytes);
+            if (payloads[i] < 100) /* the count is what splits small messages */
+                CHECK(most == LT_FRAME_MAX_MSGS && frames == due / LT_FRAME_MAX_MSGS);
+            else /* the bytes split large ones, well before 100 */
+                CHECK(most < LT_FRAME_MAX_MSGS && frames > due / LT_FRAME_MAX_MSGS);
+        }
+    }
+    CHECK(lt_frame_has_room(0, 0, 1u << 20, 10)); /* an empty frame takes any message */
+    CHECK(!lt_frame_has_room(10, LT_FRAME_MAX_MSGS, 1, 1000));
+    CHECK(lt_frame_has_room(10, LT_FRAME_MAX_MSGS - 1, 1, 1000));
+}
+
 /* msgpack bytes as a server would write them */
 static size_t mp_fixstr(uint8_t *p, const char *s)
 {
@@ -848,6 +904,7 @@ int lt_selftest(void)
     test_frames();
     test_json();
     test_encoders();
+    test_frame_batching();
     test_msgpack();
     test_hist();
     test_track();

@@ -600,12 +600,17 @@ static uint64_t slot_time(const struct worker *w, const struct pub *p)
     return w->times.t0 + (uint64_t)(j * 1e9 / w->cfg->rate);
 }
 
-/* Fills every slot of publisher p that is due, batched into frames below 48 KB. */
+/*
+ * Fills every slot of publisher p that is due, batched into frames below 48 KB
+ * and of at most LT_FRAME_MAX_MSGS messages (a publisher that fell behind has
+ * many slots due at once).
+ */
 static void publish_due(struct worker *w, struct pub *p)
 {
     const struct lt_config *cfg = w->cfg;
     struct conn *c = &w->conns[p->conn];
     struct lt_out o = tx_out(w);
+    uint32_t in_frame = 0;
     const uint32_t ring_size = 1u << RING_BITS;
     char ch[160];
     while (p->next_ns <= w->net.now && p->next_ns < w->times.t_end) {
@@ -616,10 +621,12 @@ static void publish_due(struct worker *w, struct pub *p)
         } else if (p->next_ns < p->backoff_until) {
             w->st.skipped_backoff++;
         } else {
-            /* A frame stays under PUB_FRAME_BYTES (the server caps message sizes). */
-            if (o.len && o.len + cfg->payload + 256 > PUB_FRAME_BYTES) {
+            /* A frame stays under PUB_FRAME_BYTES (the server caps message sizes)
+             * and the gateway's count of messages per frame. */
+            if (!lt_frame_has_room(o.len, in_frame, cfg->payload + 256, PUB_FRAME_BYTES)) {
                 send_tx(w, c, o.len);
                 o = tx_out(w);
+                in_frame = 0;
             }
             int64_t id = p->next_id++;
             struct inflight *f = &p->ring[(uint64_t)id & (ring_size - 1)];
@@ -633,6 +640,7 @@ static void publish_due(struct worker *w, struct pub *p)
             lt_channel_name(cfg, channel, ch, sizeof ch);
             lt_enc_pub(&o, cfg->codec, id, ch, p->seq[channel]++, p->index, p->next_ns,
                        cfg->payload);
+            in_frame++;
             w->st.published++;
             if (w->net.now - p->next_ns > w->st.pub_lag_max_ns)
                 w->st.pub_lag_max_ns = w->net.now - p->next_ns;

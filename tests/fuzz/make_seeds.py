@@ -128,6 +128,37 @@ def nats_wire_seeds():
         w("fuzz_nats_wire", k, v)
 
 
+def users_wire_seeds():
+    """One of each bus message of users/users_wire.h, and a few near misses."""
+    pk = lambda v: msgpack.packb(v, use_bin_type=True)
+    conns = [[1765000000000, "c1"], [1765000000001, "Zz9"]]
+    msgs = {
+        "heartbeat": {"n": "node-1", "g": 7},
+        "hello": {"n": "node_2", "g": 0, "hello": True},
+        "bye": {"n": "n3", "g": 12, "bye": True},
+        "conns_full": {"n": "node-1", "fs": True, "fe": True,
+                       "e": [{"u": "alice", "c": conns}, {"u": "bob@x.org", "c": [], "p": 3}]},
+        "conns_delta": {"n": "node-1", "e": [{"u": "alice", "p": 18446744073709551615}]},
+        "conns_chunk": {"n": "node-1", "fs": True, "e": [{"u": "u:1|2+3=4/5~6-7.8", "c": conns}]},
+        "presence": {"n": "node-1", "ch": "chat.room1",
+                     "e": [{"v": 1, "u": "alice", "k": 2, "i": b'{"name":"Al"}'},
+                           {"v": 2, "u": "bob", "k": 0}]},
+        "ask": {"n": "node-2", "r": 41, "ch": "chat.room1"},
+        "answer": {"n": "node-1", "r": 41, "w": 9, "ch": "chat.room1", "end": True,
+                   "e": [{"v": 9, "u": "alice", "k": 1, "i": '{"s":1}'}]},
+        "unknown_keys": {"n": "node-1", "zz": [1, {"a": None}], "g": 1,
+                         "e": [{"u": "a", "x": 1.5}]},
+        "bad_node": {"n": "no de", "g": 1},
+        "bad_client": {"n": "node-1", "e": [{"u": "alice", "c": [[1, "c-1"]]}]},
+        "bad_channel": {"n": "node-1", "ch": "a..b", "e": []},
+    }
+    for k, v in msgs.items():
+        w("fuzz_users_wire", k, pk(v))
+    w("fuzz_users_wire", "int_key", b"\x81\x01\xa1x")
+    w("fuzz_users_wire", "deep", pk({"n": "a", "z": [[[[[[[[[[1]]]]]]]]]]}))
+    w("fuzz_users_wire", "trailing", pk({"n": "a", "g": 1}) + b"\xc0")
+
+
 JWT_SECRET = b"fuzz-secret-0123456789abcdef-0123456789abcdef"  # fuzz_jwt.c's
 
 
@@ -182,4 +213,5 @@ if __name__ == "__main__":
     msgpack_seeds()
     channel_seeds()
     nats_wire_seeds()
+    users_wire_seeds()
     jwt_seeds()

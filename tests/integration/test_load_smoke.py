@@ -6,6 +6,7 @@ the numbers themselves are not judged here (BENCHMARKS.md is for that).
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -51,6 +52,42 @@ def test_channels_smoke_no_loss(gateway):
     assert r["delivered"] == r["expected"] > 0, r
     assert (r["lost"], r["dup"], r["ooo"], r["errors"]) == (0, 0, 0, 0), r
     assert rc == 0, r
+
+
+def test_publisher_behind_sends_at_most_100_messages_a_frame(gateway):
+    """A publisher that falls behind has many slots due at once: the tool is
+    stopped (SIGSTOP, its whole process group) for 0.4 s at 5000 messages/s,
+    so about 2000 small messages are due when it resumes. Its frames must hold
+    at most 100 messages each (the gateway answers a frame of more with 400,
+    docs/protocol.md), and nothing may be lost. Failed before the count cap:
+    the byte cap alone put about 300 of these messages in a frame."""
+    g = gateway(*UNLIMITED, "--ephemeral", "eph.>")
+    argv = [LOAD, "--url", g.url(), "--scenario", "fanout", "--subs", "2", "--rate", "5000",
+            "--payload", "16", "--duration", "2", "--warmup", "0.2", "--timeout", "60",
+            "--channel-prefix", "eph"]
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    try:
+        head = []  # its stderr up to "...; running": the connections are ready, slots start
+        while not head or "running" not in head[-1]:
+            head.append(p.stderr.readline())
+            assert head[-1], "rtgate-load ended before running: %s" % "".join(head)
+        time.sleep(0.6)  # inside the 2.2 s of publishing, with 1.6 s to spare
+        os.killpg(p.pid, signal.SIGSTOP)
+        time.sleep(0.4)
+        os.killpg(p.pid, signal.SIGCONT)
+        out, err = p.communicate(timeout=90)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    lines = [l for l in out.splitlines() if l.startswith("{")]
+    assert lines, "rtgate-load printed no JSON (rc %d): %s" % (p.returncode, err[-2000:])
+    r = json.loads(lines[-1])
+    assert r["detail"]["publish_lag_max_us"] > 300e3, r  # the stop did make it fall behind
+    assert "400" not in r["detail"]["error_codes"], r
+    assert r["published"] > 0 and r["delivered"] == r["expected"] == 2 * r["published"], r
+    assert (r["lost"], r["dup"], r["ooo"], r["errors"]) == (0, 0, 0, 0), r
 
 
 def run_scen(g, *args):

@@ -115,35 +115,76 @@ def ipv6_loopback():
         return False
 
 
+def dual_stack_free_port():
+    """A port free on IPv4 and IPv6 alike: bound on [::] with IPV6_V6ONLY off, so
+    the kernel avoids ports taken in either family. (A port picked on ::1 alone
+    may be some other test's 127.0.0.1 listener, and then --listen [::]:port,
+    which takes IPv4 too, fails.)"""
+    s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        s.bind(("::", 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
+def healthz_on(addr, port):
+    """True when addr:port answers GET /healthz with 200."""
+    try:
+        with socket.create_connection((addr, port), timeout=2) as c:
+            c.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            head = b""
+            while b"\r\n" not in head:
+                more = c.recv(200)
+                if not more:
+                    break
+                head += more
+            return head.startswith(b"HTTP/1.1 200 ")
+    except OSError:
+        return False
+
+
+def start_listening(host, tmp_path, start_timeout=30.0):
+    """rtgate --listen host:port on a free port; returns (process, port) once it
+    answers /healthz on [::1]. The port can still be taken between the pick and
+    rtgate's bind (other jobs on the machine): then rtgate says listen_failed
+    and exits, and a new port is tried, as the gateway fixture does."""
+    for attempt in range(3):
+        port = dual_stack_free_port()
+        log_path = tmp_path / ("rtgate-%s-%d.log" % (host.strip("[]").replace(":", "_") or "any",
+                                                      attempt))
+        with open(log_path, "wb") as log:
+            p = subprocess.Popen([rtgate_bin(), "--listen", "%s:%d" % (host, port)],
+                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                 env=dict(os.environ, ASAN_OPTIONS="detect_leaks=1"))
+        deadline = time.monotonic() + start_timeout
+        # Probe only while our process runs: once it has exited, whatever answers
+        # on that port is someone else's.
+        while p.poll() is None and time.monotonic() < deadline:
+            if healthz_on("::1", port):
+                return p, port
+            time.sleep(0.05)
+        text = log_path.read_text(errors="replace")
+        if p.poll() is None:
+            p.kill()
+            p.wait(10)
+            raise AssertionError("no /healthz on [::1]:%d within %.0f s with --listen %s\n%s"
+                                 % (port, start_timeout, host, text))
+        if "listen_failed" not in text:
+            raise AssertionError("rtgate --listen %s exited with %d\n%s" % (host, p.returncode, text))
+    raise AssertionError("rtgate --listen %s could not listen on 3 free ports\n%s" % (host, text))
+
+
 @pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback on this machine")
 def test_listen_on_ipv6_any_and_loopback(tmp_path):
     for host in ("[::]", "[::1]"):
-        s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-        s.bind(("::1", 0))
-        port = s.getsockname()[1]
-        s.close()
-        log = open(tmp_path / "rtgate.log", "wb")
-        p = subprocess.Popen([rtgate_bin(), "--listen", "%s:%d" % (host, port)],
-                             stdout=log, stderr=subprocess.STDOUT,
-                             env=dict(os.environ, ASAN_OPTIONS="detect_leaks=1"))
+        p, port = start_listening(host, tmp_path)
         try:
-            deadline = time.monotonic() + 10
-            healthy = False
-            while time.monotonic() < deadline and not healthy:
-                try:
-                    c = socket.create_connection(("::1", port), timeout=2)
-                    c.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-                    healthy = b" 200 " in c.recv(200)
-                    c.close()
-                except OSError:
-                    time.sleep(0.05)
-            assert healthy, "no /healthz on [::1]:%d with --listen %s" % (port, host)
             if host == "[::]":  # every address: IPv4 too
-                c = socket.create_connection(("127.0.0.1", port), timeout=2)
-                c.close()
+                assert healthz_on("127.0.0.1", port), "no /healthz on 127.0.0.1:%d" % port
         finally:
             p.terminate()
-            assert p.wait(10) == 0
-            log.close()
+            assert p.wait(15) == 0
     r = run_rtgate(["--listen", "::1:8080"], {})
     assert r.returncode == 2, "an IPv6 address without brackets is ambiguous"

@@ -43,6 +43,11 @@ class Publisher:
                 await asyncio.sleep(r["error"]["retry_after_ms"] / 1000.0 / 4)
 
 
+# How long the gateway waits for JetStream to acknowledge a publish
+# (PUB_WAIT_MS in fanout/nats_int.h; docs/nats.md, "NATS outage").
+PUB_ACK_WAIT_S = 5.0
+
+
 def readyz(g):
     try:
         return g.http_get("/readyz", timeout=2)[0]
@@ -72,8 +77,13 @@ def test_nats_restart_under_traffic(nats, nodes, codec):
             await asyncio.sleep(0.5)
             assert not task.done()
             nats.kill()
-            # Outage: connections stay up, publishes are refused with 503.
-            deadline = time.monotonic() + 5
+            # Outage: connections stay up, publishes are refused with 503. The
+            # publisher sends one at a time: the one in flight when the server
+            # died is answered when its acknowledgement times out (PUB_ACK_WAIT_S,
+            # docs/nats.md "NATS outage"), the next one is refused at once. 10 s
+            # more for a loaded machine (a 5 s deadline, the ack timeout itself,
+            # failed now and then).
+            deadline = time.monotonic() + PUB_ACK_WAIT_S + 10
             while not pub.refusals and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
             assert pub.refusals, "no publish was refused during the outage"
@@ -186,3 +196,65 @@ def test_no_jetstream_at_start_is_waited_for_not_fatal(tmp_path, gateway):
         run(after(), 30)
     finally:
         srv.kill()
+
+
+def stop_process(pid, timeout=10.0):
+    """SIGSTOP, then waits until every thread of pid is stopped: the signal
+    only asks, and a thread already running goes on for a moment (replies to
+    publishes sent after send_signal came back)."""
+    import os
+    import signal
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + timeout
+    while True:
+        states = []
+        for tid in os.listdir("/proc/%d/task" % pid):
+            try:
+                with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                    states.append(f.read().rsplit(")", 1)[1].split()[0])
+            except OSError:
+                pass
+        if states and all(st in "tT" for st in states):
+            return
+        assert time.monotonic() < deadline, "process %d not stopped: %s" % (pid, states)
+        time.sleep(0.01)
+
+
+def test_shutdown_with_publishes_in_flight_is_clean(nats, gateway):
+    """SIGTERM while JetStream publishes wait for acknowledgements that cannot
+    come (nats-server SIGSTOPped): durable pubs, and ephemeral pubs with a
+    msg_id (their claim in flight, the message itself held by the engine
+    until the claim's answer). The gateway exits 0 with no sanitizer report:
+    nats.c frees the messages it holds for JetStream (jsCtx_Destroy), the
+    engine frees its own before nats.c's library closes (a message freed
+    after nats_CloseAndWait leaks or crashes)."""
+    import signal
+    g = gateway("--nats", nats.url, "--ephemeral", "eph.>", "--drain-ms", "100", *FAST)
+
+    async def go():
+        c = await connected(g.url(), "json", name="publisher")
+        assert (await c.pub("dur.inflight", {"i": -1}))["ok"]  # the stream and claims work
+        assert (await c.pub("eph.inflight", {"i": -1}, msg_id="warm"))["ok"]
+        stop_process(nats.proc.pid)
+        try:
+            futs = []
+            for i in range(20):
+                for fields in ({"channel": "dur.inflight", "data": {"i": i}},
+                               {"channel": "eph.inflight", "data": {"i": i}, "msg_id": "m%d" % i}):
+                    _rid, fut, sending = c.request_nowait("pub", **fields)
+                    await sending
+                    futs.append(fut)
+            # Long enough for the loop and the sender to hand them to nats.c, well
+            # under the PUB_ACK_WAIT_S a JetStream publish waits for its acknowledgement.
+            await asyncio.sleep(0.5)
+            assert not any(f.done() for f in futs), [f.result() for f in futs if f.done()]
+            g.sigterm()
+            rc = await asyncio.get_running_loop().run_in_executor(None, g.wait_exit, 60)
+            assert rc == 0, g.log()[-3000:]
+        finally:
+            nats.proc.send_signal(signal.SIGCONT)
+        await c.close(check=False)
+
+    run(go(), 90)
+    problems = g.stop_and_check()
+    assert not problems, "\n".join(problems)
