@@ -133,25 +133,9 @@ static bool msg_pair(void *arg, const struct proto_mp_item *k, const struct prot
         return item_flag(v, &m->hello);
     if (peers_wire_key_is(k, "end"))
         return item_flag(v, &m->end);
-    if (peers_wire_key_is(k, "e")) {
-        if (v->kind != PROTO_MP_ARRAY || v->n > FLEET_WIRE_MAX_ELEMS)
-            return false;
-        m->entries_off = voff;
-        m->n_entries = (uint32_t)v->n;
-        return true;
-    }
+    if (peers_wire_key_is(k, "e"))
+        return peers_wire_array(v, voff, FLEET_WIRE_MAX_ELEMS, &m->entries_off, &m->n_entries);
     return true; /* unknown: skipped */
-}
-
-/* Every entry reads (so that a message is taken whole or not at all). */
-static bool entries_ok(const struct fleet_wire_msg *m)
-{
-    struct fleet_wire_cursor c = {0};
-    struct fleet_wire_entry e;
-    uint32_t n = 0;
-    while (fleet_wire_next_entry(m, &c, &e))
-        n++;
-    return n == m->n_entries;
 }
 
 bool fleet_wire_decode(const uint8_t *bytes, size_t len, struct fleet_wire_msg *out)
@@ -164,7 +148,9 @@ bool fleet_wire_decode(const uint8_t *bytes, size_t len, struct fleet_wire_msg *
     m->len = len;
     size_t off = 0;
     if (peers_wire_walk_map(bytes, len, &off, &LIMITS, msg_pair, m) &&
-        fleet_wire_token_ok(m->node, m->node_len, FLEET_WIRE_NODE_MAX) && entries_ok(m))
+        fleet_wire_token_ok(m->node, m->node_len, FLEET_WIRE_NODE_MAX) &&
+        peers_wire_all_read(bytes, len, m->entries_off, m->n_entries, read_entry,
+                            &(struct fleet_wire_entry){0}))
         return true;
     memset(m, 0, sizeof(*m));
     m->bytes = bytes;

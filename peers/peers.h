@@ -77,6 +77,10 @@ bool peers_wire_double(const struct proto_mp_item *it, double *out);
 bool peers_wire_str(const struct proto_mp_item *it, const char **s, size_t *len);
 bool peers_wire_bool(const struct proto_mp_item *it, bool *out);
 
+/* An array value of at most max elements: where its header is (value_off) and its count. */
+bool peers_wire_array(const struct proto_mp_item *it, size_t value_off, size_t max,
+                      size_t *array_off, uint32_t *n);
+
 /* Reads one element at p[*off..len) into out, advancing *off past it; false refuses it. */
 typedef bool (*peers_wire_read_fn)(const uint8_t *p, size_t len, size_t *off, void *out);
 /*
@@ -88,6 +92,10 @@ typedef bool (*peers_wire_read_fn)(const uint8_t *p, size_t len, size_t *off, vo
  */
 bool peers_wire_next(const uint8_t *p, size_t len, size_t array_off, uint32_t n, size_t *off,
                      uint32_t *done, peers_wire_read_fn read, void *out);
+/* Every one of the n elements of that array reads (scratch holds one), so that a message is
+ * taken whole or not at all. True for no array. */
+bool peers_wire_all_read(const uint8_t *p, size_t len, size_t array_off, uint32_t n,
+                         peers_wire_read_fn read, void *scratch);
 
 /* Replaces out's content with the start of a message: its map, the sender's id ("n") first. */
 void peers_wire_begin(struct proto_writer *w, struct proto_buf *out, const char *node,

@@ -106,6 +106,16 @@ bool peers_wire_bool(const struct proto_mp_item *it, bool *out)
     return true;
 }
 
+bool peers_wire_array(const struct proto_mp_item *it, size_t value_off, size_t max,
+                      size_t *array_off, uint32_t *n)
+{
+    if (it->kind != PROTO_MP_ARRAY || it->n > max)
+        return false;
+    *array_off = value_off;
+    *n = (uint32_t)it->n;
+    return true;
+}
+
 bool peers_wire_next(const uint8_t *p, size_t len, size_t array_off, uint32_t n, size_t *off,
                      uint32_t *done, peers_wire_read_fn read, void *out)
 {
@@ -121,6 +131,16 @@ bool peers_wire_next(const uint8_t *p, size_t len, size_t array_off, uint32_t n,
         return false;
     (*done)++;
     return true;
+}
+
+bool peers_wire_all_read(const uint8_t *p, size_t len, size_t array_off, uint32_t n,
+                         peers_wire_read_fn read, void *scratch)
+{
+    size_t off = 0;
+    uint32_t done = 0;
+    while (peers_wire_next(p, len, array_off, n, &off, &done, read, scratch))
+        ;
+    return done == n;
 }
 
 /* ------------------------------------------------------------------------ */

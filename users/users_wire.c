@@ -79,19 +79,11 @@ static bool entry_pair(void *arg, const struct proto_mp_item *k, const struct pr
         return true;
     }
     if (peers_wire_key_is(k, "c")) {
-        if (v->kind != PROTO_MP_ARRAY || v->n > USERS_WIRE_CONNS_MAX)
+        if (!peers_wire_array(v, voff, USERS_WIRE_CONNS_MAX, &e->conns_off, &e->n_conns))
             return false;
         e->has_conns = true;
-        e->n_conns = (uint32_t)v->n;
-        e->conns_off = voff;
-        size_t off = voff;
-        struct proto_mp_item arr;
-        struct users_wire_conn conn;
-        proto_mp_read(c->p, c->len, &off, &arr);
-        for (uint32_t i = 0; i < e->n_conns; i++)
-            if (!read_conn(c->p, c->len, &off, &conn))
-                return false;
-        return true;
+        return peers_wire_all_read(c->p, c->len, e->conns_off, e->n_conns, read_conn,
+                                   &(struct users_wire_conn){0});
     }
     return true; /* unknown: skipped */
 }
@@ -130,25 +122,9 @@ static bool msg_pair(void *arg, const struct proto_mp_item *k, const struct prot
         return peers_wire_bool(v, &m->full_end);
     if (peers_wire_key_is(k, "end"))
         return peers_wire_bool(v, &m->end);
-    if (peers_wire_key_is(k, "e")) {
-        if (v->kind != PROTO_MP_ARRAY || v->n > USERS_WIRE_MAX_ELEMS)
-            return false;
-        m->entries_off = voff;
-        m->n_entries = (uint32_t)v->n;
-        return true;
-    }
+    if (peers_wire_key_is(k, "e"))
+        return peers_wire_array(v, voff, USERS_WIRE_MAX_ELEMS, &m->entries_off, &m->n_entries);
     return true; /* unknown: skipped */
-}
-
-/* Every entry reads (so that a message is taken whole or not at all). */
-static bool entries_ok(const struct users_wire_msg *m)
-{
-    struct users_wire_cursor c = {0};
-    struct users_wire_entry e;
-    uint32_t n = 0;
-    while (users_wire_next_entry(m, &c, &e))
-        n++;
-    return n == m->n_entries;
 }
 
 bool users_wire_decode(const uint8_t *bytes, size_t len, struct users_wire_msg *out)
@@ -161,7 +137,9 @@ bool users_wire_decode(const uint8_t *bytes, size_t len, struct users_wire_msg *
     m->len = len;
     size_t off = 0;
     if (peers_wire_walk_map(bytes, len, &off, &LIMITS, msg_pair, m) &&
-        users_wire_node_ok(m->node, m->node_len) && entries_ok(m))
+        users_wire_node_ok(m->node, m->node_len) &&
+        peers_wire_all_read(bytes, len, m->entries_off, m->n_entries, read_entry,
+                            &(struct users_wire_entry){0}))
         return true;
     memset(m, 0, sizeof(*m));
     m->bytes = bytes;

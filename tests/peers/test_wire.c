@@ -191,6 +191,34 @@ Test(peers_wire, an_array_is_read_element_by_element_from_a_zeroed_cursor)
     proto_buf_free(&b);
 }
 
+Test(peers_wire, an_array_value_is_located_and_read_whole_or_refused)
+{
+    struct proto_buf b;
+    sample(&b);
+    size_t off = 0, e_off = 0;
+    uint32_t n = 0;
+    struct proto_mp_item map, k, v;
+    cr_assert(proto_mp_read(b.data, b.len, &off, &map));
+    for (int pair = 0; pair < 3; pair++) { /* to "e" */
+        cr_assert(proto_mp_read(b.data, b.len, &off, &k));
+        e_off = off;
+        cr_assert(proto_mp_read(b.data, b.len, &off, &v));
+    }
+    cr_assert(peers_wire_key_is(&k, "e"));
+    cr_assert_not(peers_wire_array(&v, e_off, 1, &e_off, &n), "more than max elements");
+    cr_assert_eq(n, 0, "untouched when refused");
+    cr_assert(peers_wire_array(&v, e_off, 2, &e_off, &n));
+    cr_assert_eq(n, 2);
+    uint64_t x;
+    cr_assert(peers_wire_all_read(b.data, b.len, e_off, 2, read_x, &x));
+    cr_assert_not(peers_wire_all_read(b.data, b.len, e_off, 3, read_x, &x),
+                  "a count the elements do not back");
+    cr_assert(peers_wire_all_read(b.data, b.len, 0, 0, read_x, &x), "no array: nothing to read");
+    struct proto_mp_item str = {.kind = PROTO_MP_STR};
+    cr_assert_not(peers_wire_array(&str, 5, 10, &e_off, &n));
+    proto_buf_free(&b);
+}
+
 static struct proto_mp_item one(const uint8_t *bytes, size_t len)
 {
     struct proto_mp_item it;
