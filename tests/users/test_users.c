@@ -524,6 +524,15 @@ Test(users_single, at_the_channel_cap_a_lingering_channel_makes_room_a_watched_o
 /* ---------------------------------------------------------------------- */
 /* Limits across the fleet                                                  */
 
+/* A bus (its draws from seed) with nodes 0..k-1 started and known to each other. */
+static void fleet_start(struct tbus *b, uint64_t seed, int k)
+{
+    bus_init(b, seed);
+    for (int i = 0; i < k; i++)
+        node_start(b, i);
+    settle(b, 50, 10);
+}
+
 /*
  * One user with a connection on each of k nodes publishes as fast as it
  * may for `secs` (one attempt per node per ms), reports flushed every
@@ -557,10 +566,7 @@ Test(users_fleet, a_users_publishes_hold_to_one_bucket_across_three_nodes)
     cfg_rate = 10;
     cfg_burst = 10;
     struct tbus b;
-    bus_init(&b, 1);
-    for (int i = 0; i < 3; i++)
-        node_start(&b, i);
-    settle(&b, 50, 10);
+    fleet_start(&b, 1, 3);
     struct tconn *alice[3], *bob;
     for (int i = 0; i < 3; i++)
         cr_assert_eq(open_conn(b.nodes[i], "alice", &alice[i]), RT_OK);
@@ -595,10 +601,7 @@ Test(users_fleet, without_reports_each_node_would_give_a_whole_bucket)
     cfg_rate = 10;
     cfg_burst = 10;
     struct tbus b;
-    bus_init(&b, 2);
-    for (int i = 0; i < 3; i++)
-        node_start(&b, i);
-    settle(&b, 50, 10);
+    fleet_start(&b, 2, 3);
     struct tconn *alice[3];
     for (int i = 0; i < 3; i++)
         cr_assert_eq(open_conn(b.nodes[i], "alice", &alice[i]), RT_OK);
@@ -619,10 +622,7 @@ Test(users_fleet, the_connection_limit_holds_across_nodes_and_races_are_settled)
     reset_cfg();
     cfg_max_conns = 3;
     struct tbus b;
-    bus_init(&b, 3);
-    for (int i = 0; i < 3; i++)
-        node_start(&b, i);
-    settle(&b, 50, 10);
+    fleet_start(&b, 3, 3);
     for (int i = 0; i < 3; i++) {
         cr_assert_eq(open_conn(b.nodes[i], "alice", NULL), RT_OK);
         settle(&b, 10, 2);
@@ -672,10 +672,7 @@ Test(users_fleet, a_joining_node_learns_the_limit_and_a_dead_nodes_places_free_a
     reset_cfg();
     cfg_max_conns = 2;
     struct tbus b;
-    bus_init(&b, 4);
-    node_start(&b, 0);
-    node_start(&b, 1);
-    settle(&b, 50, 10);
+    fleet_start(&b, 4, 2);
     cr_assert_eq(open_conn(b.nodes[0], "alice", NULL), RT_OK);
     cr_assert_eq(open_conn(b.nodes[1], "alice", NULL), RT_OK);
     settle(&b, 50, 4);
@@ -703,10 +700,7 @@ Test(users_fleet, lost_reports_are_repaired_by_the_full_state_after_a_hello)
     reset_cfg();
     cfg_max_conns = 4;
     struct tbus b;
-    bus_init(&b, 5);
-    for (int i = 0; i < 3; i++)
-        node_start(&b, i);
-    settle(&b, 50, 10);
+    fleet_start(&b, 5, 3);
     b.m.drop_pct = 100; /* node 2 hears nothing for a while */
     b.m.drop_port = 2;
     for (int i = 0; i < 2; i++)
@@ -726,10 +720,7 @@ Test(users_presence, joins_and_leaves_reach_every_node_once_per_user)
 {
     reset_cfg();
     struct tbus b;
-    bus_init(&b, 6);
-    for (int i = 0; i < 3; i++)
-        node_start(&b, i);
-    settle(&b, 50, 10);
+    fleet_start(&b, 6, 3);
     struct tconn *a0, *a1, *b2, *w2;
     cr_assert_eq(open_conn(b.nodes[0], "alice", &a0), RT_OK);
     cr_assert_eq(open_conn(b.nodes[1], "alice", &a1), RT_OK);
@@ -764,10 +755,7 @@ Test(users_presence, a_dead_nodes_members_leave_after_the_ttl)
 {
     reset_cfg();
     struct tbus b;
-    bus_init(&b, 7);
-    for (int i = 0; i < 3; i++)
-        node_start(&b, i);
-    settle(&b, 50, 10);
+    fleet_start(&b, 7, 3);
     struct tconn *c[3];
     const char *users[] = {"u0", "u1", "u2"};
     for (int i = 0; i < 3; i++) {
@@ -789,10 +777,7 @@ Test(users_presence, a_snapshot_without_an_answer_is_partial_and_completes_later
 {
     reset_cfg();
     struct tbus b;
-    bus_init(&b, 8);
-    for (int i = 0; i < 2; i++)
-        node_start(&b, i);
-    settle(&b, 50, 10);
+    fleet_start(&b, 8, 2);
     struct tconn *a, *w;
     cr_assert_eq(open_conn(b.nodes[0], "alice", &a), RT_OK);
     enter(&b, b.nodes[0], a, "room");
@@ -823,10 +808,7 @@ Test(users_presence, a_node_slow_to_answer_is_asked_again_until_the_channel_is_c
 {
     reset_cfg();
     struct tbus b;
-    bus_init(&b, 11);
-    for (int i = 0; i < 2; i++)
-        node_start(&b, i);
-    settle(&b, 50, 10);
+    fleet_start(&b, 11, 2);
     struct tconn *a, *w;
     cr_assert_eq(open_conn(b.nodes[0], "alice", &a), RT_OK);
     enter(&b, b.nodes[0], a, "room");
@@ -850,10 +832,7 @@ Test(users_presence, past_the_cap_a_channel_counts_and_lists_again_under_half)
     reset_cfg();
     cfg_max_members = 4;
     struct tbus b;
-    bus_init(&b, 9);
-    for (int i = 0; i < 2; i++)
-        node_start(&b, i);
-    settle(&b, 50, 10);
+    fleet_start(&b, 9, 2);
     struct tconn *c[8];
     for (int i = 0; i < 8; i++) {
         char name[8];
@@ -888,10 +867,7 @@ Test(users_presence, churn_with_reordering_and_loss_keeps_every_view_exact, .tim
 {
     reset_cfg();
     struct tbus b;
-    bus_init(&b, 10);
-    for (int i = 0; i < 4; i++)
-        node_start(&b, i);
-    settle(&b, 50, 10);
+    fleet_start(&b, 10, 4);
     const char *chans[] = {"room.a", "room.b"};
     for (int round = 0; round < 6; round++) {
         b.m.drop_pct = round % 2 ? 30 : 0;
