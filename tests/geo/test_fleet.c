@@ -722,24 +722,7 @@ Test(fleet, mutated_real_messages_are_survived)
         for (int round = 0; round < 400; round++) {
             size_t len = saved[i].len < sizeof(buf) ? saved[i].len : sizeof(buf);
             memcpy(buf, saved[i].data, len);
-            int edits = 1 + (int)tg_below(&r, 3);
-            for (int e = 0; e < edits; e++) {
-                size_t at = tg_below(&r, len);
-                switch (tg_below(&r, 4)) {
-                case 0:
-                    buf[at] = (uint8_t)tg_next(&r);
-                    break;
-                case 1:
-                    buf[at] ^= (uint8_t)(1u << tg_below(&r, 8));
-                    break;
-                case 2:
-                    len = at + 1; /* cut short */
-                    break;
-                default:
-                    buf[at] = (uint8_t)(buf[at] + 1); /* a length or count one off */
-                    break;
-                }
-            }
+            tg_mutate(&r, buf, &len, sizeof(buf), 3);
             const char *reply = saved[i].reply[0] ? saved[i].reply : NULL;
             geo_fleet_receive(b.nodes[1]->fl, saved[i].subject, reply, buf, len, now_ms);
         }
