@@ -18,7 +18,10 @@
  *
  * Each module keeps its own messages, subjects and rules; what only looks
  * alike stays there (the codecs' message shapes, how each answers a
- * heartbeat).
+ * heartbeat). Each codec's decode still spells the same four steps (check,
+ * walk the map, node id, every entry read) over its own message struct:
+ * sharing that too would need the structs to share a head, and they are
+ * the codecs' public API (the modules, the tests, the fuzz targets).
  */
 #ifndef PEERS_H
 #define PEERS_H
