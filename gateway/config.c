@@ -161,9 +161,10 @@ static const struct opt opts[] = {
      "and per write; adds up to this much latency to busy connections only; 0 = write at once "
      "(default 20)"},
     {"flush-window-max-ms", OPT_U32, OFF(flush_window_max_ms), 0,
-     "while the event loop is saturated (busy > 75% of the time) the window doubles every "
-     "250 ms up to this; below 45% busy it halves back to flush-window-ms; set it to "
-     "flush-window-ms to turn this off (default 500)"},
+     "while the event loop falls behind (most of its timers late by over half the window, "
+     "sweep after sweep, at least 50% busy) the window doubles, up to this; busy but on time "
+     "it stays; it halves back at once below 45% busy, else after 2 s on time (longer after a "
+     "try that fell behind again); set it to flush-window-ms to turn this off (default 500)"},
     {"rx-buffer", OPT_SIZE, OFF(rx_buffer), 0,
      "per-connection receive buffer in bytes (default 1024)"},
     {"log-level", OPT_LOGLEVEL, 0, 0, "debug, info, warn or error (default info)"},

@@ -8,6 +8,7 @@
 
 #include "edge.h"
 #include "fanout.h"
+#include "flush_window.h"
 #include "geo.h"
 #include "protocol.h"
 #include "rt.h"
@@ -381,10 +382,13 @@ struct gw_server {
     uint32_t n_held, held_cap;
     void *hold_timer;     /* uv_timer_t: fires when the earliest held window ends */
     uint64_t hold_due_us; /* when hold_timer fires (0: not armed) */
-    uint64_t window_us;   /* the flush window now: flush_window_ms, grown while saturated */
+    uint64_t window_us;   /* the flush window now: flush_window_ms, grown while behind */
+    struct gw_flush_window flush_window; /* decides window_us (flush_window.c) */
     uint64_t
         flush_wall_ms; /* wall clock of the flush running now (one read for its writes), or 0 */
-    uint64_t busy_at_us, idle_at_ns; /* the last saturation sample (gw_server_adapt_window) */
+    uint64_t busy_at_us, idle_at_ns;    /* the last busy sample (adapt_window) */
+    uint32_t timers_timed, timers_late; /* timer firings this sweep period, and late ones */
+    uint64_t sweep_due_us;              /* when the sweep timer should fire next */
     uint64_t client_seq;
     char client_prefix[12];
     struct auth_key *jwt_key; /* cfg->jwt_key, or the one SIGHUP reloaded (then owned) */
