@@ -58,8 +58,17 @@ bench_start() {
     trap 'echo "$BENCH_NAME.sh: interrupted" >&2; exit 130' INT TERM
 }
 
+# stop_all: TERM to every process in $PIDS, then reaps them; with STOP_GRACE_S set, one still
+# there that many seconds later gets KILL (c100k.sh: 100k connections take a while to close).
 stop_all() {
+    local p end=$((SECONDS + ${STOP_GRACE_S:-0}))
     for p in "${PIDS[@]}"; do kill "$p" 2> /dev/null; done
+    if [ -n "${STOP_GRACE_S:-}" ]; then
+        for p in "${PIDS[@]}"; do
+            while kill -0 "$p" 2> /dev/null && [ $SECONDS -lt $end ]; do sleep 0.2; done
+            kill -9 "$p" 2> /dev/null
+        done
+    fi
     for p in "${PIDS[@]}"; do wait "$p" 2> /dev/null; done
     PIDS=()
 }
@@ -75,13 +84,15 @@ forget_pid() {
 # pin_server CMD...: runs CMD on $SERVER_CPUS (start it with &).
 pin_server() { exec taskset -c "$SERVER_CPUS" "$@"; }
 
-# nats_conf DIR NPORT WSPORT: DIR/nats.conf for a nats-server on loopback with its WebSocket
-# listener on WSPORT and JetStream in a fresh DIR/js.
+# nats_conf DIR NPORT [WSPORT]: DIR/nats.conf for a nats-server on loopback with JetStream in a
+# fresh DIR/js, and with WSPORT its WebSocket listener there.
 nats_conf() {
     mkdir -p "$1/js"
     cat > "$1/nats.conf" << EOT
 listen: 127.0.0.1:$2
 jetstream { store_dir: "$1/js", max_memory_store: 64MB, max_file_store: 256MB }
-websocket { listen: "127.0.0.1:$3", no_tls: true, compression: false }
 EOT
+    if [ -n "${3:-}" ]; then
+        echo "websocket { listen: \"127.0.0.1:$3\", no_tls: true, compression: false }" >> "$1/nats.conf"
+    fi
 }

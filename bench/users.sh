@@ -50,15 +50,7 @@ for b in "$RTGATE" "$LOAD"; do
 done
 command -v "$NATS_SERVER" > /dev/null || { echo "users.sh: nats-server not found" >&2; exit 2; }
 
-TMP=$(mktemp -d /tmp/rtgate-users-bench.XXXXXX)
-PIDS=()
-stop_all() {
-    local p
-    for p in "${PIDS[@]}"; do kill "$p" 2> /dev/null; done
-    for p in "${PIDS[@]}"; do wait "$p" 2> /dev/null; done
-    PIDS=()
-}
-trap 'stop_all; rm -rf "$TMP"' EXIT
+bench_start users # TMP, PIDS, stop_all (lib.sh)
 mkdir -p "$OUT"
 RESULTS="$OUT/users.jsonl"
 : > "$RESULTS"
@@ -78,11 +70,7 @@ with open(os.path.join(d, "tokens"), "w") as f:
 EOF
 
 NPORT=$(free_port)
-mkdir -p "$TMP/js"
-cat > "$TMP/nats.conf" << EOT
-listen: 127.0.0.1:$NPORT
-jetstream { store_dir: "$TMP/js", max_memory_store: 64MB, max_file_store: 256MB }
-EOT
+nats_conf "$TMP" "$NPORT"
 "$NATS_SERVER" -c "$TMP/nats.conf" > "$TMP/nats.log" 2>&1 &
 NATS_PID=$!
 wait_port "$NPORT" 10 || { echo "users.sh: nats-server did not start" >&2; exit 1; }
