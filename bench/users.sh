@@ -72,7 +72,8 @@ EOF
 NPORT=$(free_port)
 nats_conf "$TMP" "$NPORT"
 "$NATS_SERVER" -c "$TMP/nats.conf" > "$TMP/nats.log" 2>&1 &
-NATS_PID=$!
+NATS_PID=$! # not in PIDS: it outlives each round's stop_all, and goes at exit
+trap 'stop_all; kill "$NATS_PID" 2> /dev/null; wait "$NATS_PID" 2> /dev/null; rm -rf "$TMP"' EXIT
 wait_port "$NPORT" 10 || { echo "users.sh: nats-server did not start" >&2; exit 1; }
 
 # start_gw NAME FLAGS...: an rtgate on a free port, pinned to SERVER_CPUS; sets PORT and PID.
