@@ -53,33 +53,16 @@ done
 command -v "$NATS_SERVER" > /dev/null || { echo "c100k.sh: nats-server not found (apt-get install nats-server)" >&2; exit 2; }
 
 mkdir -p "$OUT"
-TMP=$(mktemp -d /tmp/rtgate-c100k.XXXXXX)
+bench_start c100k # TMP, PIDS (everything started here, workers included), stop_all (lib.sh)
+STOP_GRACE_S=8
 STARTED=$SECONDS
-PIDS=() # everything started here, workers included
-stop_all() {
-    local p
-    for p in "${PIDS[@]}"; do kill "$p" 2> /dev/null; done
-    local end=$((SECONDS + 8))
-    for p in "${PIDS[@]}"; do
-        while kill -0 "$p" 2> /dev/null && [ $SECONDS -lt $end ]; do sleep 0.2; done
-        kill -9 "$p" 2> /dev/null
-    done
-    for p in "${PIDS[@]}"; do wait "$p" 2> /dev/null; done
-    PIDS=()
-}
-trap 'stop_all; rm -rf "$TMP"' EXIT
-trap 'echo "c100k.sh: interrupted" >&2; exit 130' INT TERM
 # The hard limit: a watchdog that interrupts this script (which then cleans up).
 (sleep "$LIMIT_S"; kill -TERM $$ 2> /dev/null) &
 WATCHDOG=$!
 
 
 NPORT=$(free_port)
-mkdir -p "$TMP/js"
-cat > "$TMP/nats.conf" << EOT
-listen: 127.0.0.1:$NPORT
-jetstream { store_dir: "$TMP/js", max_memory_store: 64MB, max_file_store: 256MB }
-EOT
+nats_conf "$TMP" "$NPORT"
 "$NATS_SERVER" -c "$TMP/nats.conf" > "$TMP/nats.log" 2>&1 &
 PIDS+=($!)
 wait_port "$NPORT" 10 || { echo "c100k.sh: nats-server did not start" >&2; exit 1; }

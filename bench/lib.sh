@@ -58,8 +58,17 @@ bench_start() {
     trap 'echo "$BENCH_NAME.sh: interrupted" >&2; exit 130' INT TERM
 }
 
+# stop_all: TERM to every process in $PIDS, then reaps them; with STOP_GRACE_S set, one still
+# there that many seconds later gets KILL (c100k.sh: 100k connections take a while to close).
 stop_all() {
+    local p end=$((SECONDS + ${STOP_GRACE_S:-0}))
     for p in "${PIDS[@]}"; do kill "$p" 2> /dev/null; done
+    if [ -n "${STOP_GRACE_S:-}" ]; then
+        for p in "${PIDS[@]}"; do
+            while kill -0 "$p" 2> /dev/null && [ $SECONDS -lt $end ]; do sleep 0.2; done
+            kill -9 "$p" 2> /dev/null
+        done
+    fi
     for p in "${PIDS[@]}"; do wait "$p" 2> /dev/null; done
     PIDS=()
 }
@@ -75,47 +84,15 @@ forget_pid() {
 # pin_server CMD...: runs CMD on $SERVER_CPUS (start it with &).
 pin_server() { exec taskset -c "$SERVER_CPUS" "$@"; }
 
-# nats_conf DIR NPORT WSPORT: DIR/nats.conf for a nats-server on loopback with its WebSocket
-# listener on WSPORT and JetStream in a fresh DIR/js.
+# nats_conf DIR NPORT [WSPORT]: DIR/nats.conf for a nats-server on loopback with JetStream in a
+# fresh DIR/js, and with WSPORT its WebSocket listener there.
 nats_conf() {
     mkdir -p "$1/js"
     cat > "$1/nats.conf" << EOT
 listen: 127.0.0.1:$2
 jetstream { store_dir: "$1/js", max_memory_store: 64MB, max_file_store: 256MB }
-websocket { listen: "127.0.0.1:$3", no_tls: true, compression: false }
 EOT
-}
-# start_nats DIR [LAUNCHER...]: a nats-server with JetStream (store under DIR/js, log in
-# DIR/nats.log) on a free port, run through LAUNCHER if given (e.g. taskset -c 0); sets
-# NATS_PORT and NATS_PID, appends the pid to PIDS (stop_pids stops it), and waits until it
-# accepts (1 after 15 s, with the log's tail on stderr).
-start_nats() {
-    local dir=$1
-    shift
-    mkdir -p "$dir/js"
-    NATS_PORT=$(free_port)
-    cat > "$dir/nats.conf" << EOT
-listen: 127.0.0.1:$NATS_PORT
-jetstream { store_dir: "$dir/js", max_memory_store: 64MB, max_file_store: 256MB }
-EOT
-    "$@" "$NATS_SERVER" -c "$dir/nats.conf" > "$dir/nats.log" 2>&1 &
-    NATS_PID=$!
-    PIDS+=("$NATS_PID")
-    wait_port "$NATS_PORT" 15 && return 0
-    echo "nats-server did not start:" >&2
-    tail -5 "$dir/nats.log" >&2
-    return 1
-}
-
-# stop_pids: SIGTERM to every pid in PIDS (the caller's array of what it started), up to 15 s
-# for them to exit, SIGKILL to those left, then reaps them and empties PIDS.
-stop_pids() {
-    local p end=$((SECONDS + 15))
-    for p in "${PIDS[@]}"; do kill "$p" 2> /dev/null; done
-    for p in "${PIDS[@]}"; do
-        while kill -0 "$p" 2> /dev/null && [ $SECONDS -lt $end ]; do sleep 0.1; done
-        kill -9 "$p" 2> /dev/null
-    done
-    for p in "${PIDS[@]}"; do wait "$p" 2> /dev/null; done
-    PIDS=()
+    if [ -n "${3:-}" ]; then
+        echo "websocket { listen: \"127.0.0.1:$3\", no_tls: true, compression: false }" >> "$1/nats.conf"
+    fi
 }

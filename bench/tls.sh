@@ -41,16 +41,7 @@ for b in "$RTGATE" "$LOAD"; do
 done
 
 mkdir -p "$OUT"
-TMP=$(mktemp -d /tmp/rtgate-tls.XXXXXX)
-PIDS=()
-stop_all() {
-    local p
-    for p in "${PIDS[@]}"; do kill "$p" 2> /dev/null; done
-    for p in "${PIDS[@]}"; do wait "$p" 2> /dev/null; done
-    PIDS=()
-}
-trap 'stop_all; rm -rf "$TMP"' EXIT
-trap 'echo "tls.sh: interrupted" >&2; exit 130' INT TERM
+bench_start tls # TMP, PIDS, stop_all (lib.sh)
 
 openssl req -x509 "${KEY[@]}" -nodes -subj /CN=localhost \
     -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -days 2 \

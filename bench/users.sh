@@ -24,7 +24,7 @@
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-. "$ROOT/bench/lib.sh" # free_port, wait_port, wait_ready, bench_paths, start_nats, stop_pids
+. "$ROOT/bench/lib.sh" # free_port, wait_port, bench_paths
 bench_paths build-rel
 ROUNDS=3
 PUBS=100
@@ -50,11 +50,7 @@ for b in "$RTGATE" "$LOAD"; do
 done
 command -v "$NATS_SERVER" > /dev/null || { echo "users.sh: nats-server not found" >&2; exit 2; }
 
-TMP=$(mktemp -d /tmp/rtgate-users-bench.XXXXXX)
-PIDS=()     # the gateways of the run under way (stop_pids)
-NATS=()     # nats-server, for the whole script
-trap 'stop_pids; PIDS=("${NATS[@]}"); stop_pids; rm -rf "$TMP"' EXIT
-trap 'echo "users.sh: interrupted" >&2; exit 130' INT TERM
+bench_start users # TMP, PIDS, stop_all (lib.sh)
 mkdir -p "$OUT"
 RESULTS="$OUT/users.jsonl"
 : > "$RESULTS"
@@ -73,9 +69,12 @@ with open(os.path.join(d, "tokens"), "w") as f:
                            algorithm="HS256") + "\n")
 EOF
 
-start_nats "$TMP" || exit 1 # NATS_PORT, NATS_PID
-NATS=("${PIDS[@]}")
-PIDS=()
+NPORT=$(free_port)
+nats_conf "$TMP" "$NPORT"
+"$NATS_SERVER" -c "$TMP/nats.conf" > "$TMP/nats.log" 2>&1 &
+NATS_PID=$! # not in PIDS: it outlives each round's stop_all, and goes at exit
+trap 'stop_all; kill "$NATS_PID" 2> /dev/null; wait "$NATS_PID" 2> /dev/null; rm -rf "$TMP"' EXIT
+wait_port "$NPORT" 10 || { echo "users.sh: nats-server did not start" >&2; exit 1; }
 
 # start_gw NAME FLAGS...: an rtgate on a free port, pinned to SERVER_CPUS; sets PORT and PID.
 start_gw() {
@@ -103,13 +102,13 @@ pub_run() {
     local variant=$1 round=$2 flags=() pids=() url=""
     [ "$variant" = fleet ] && flags=(--user-pub-rate 1000000 --user-pub-burst 1000000)
     for n in a b c; do
-        start_gw "$variant-$n" --nats "nats://127.0.0.1:$NATS_PORT" --ephemeral 'bench.>' \
+        start_gw "$variant-$n" --nats "nats://127.0.0.1:$NPORT" --ephemeral 'bench.>' \
             --jwt-key "$TMP/key" --jwt-alg HS256 --sub-allow '>' --pub-allow '>' \
             --pub-rate 100000 --pub-burst 100000 --msg-rate 100000 --msg-burst 100000 "${flags[@]}"
         pids+=("$PID")
-        wait_ready "$PORT" 30 || { echo "users.sh: rtgate $variant-$n not ready" >&2; exit 1; }
         [ -z "$url" ] && url="ws://127.0.0.1:$PORT/ws"
     done
+    sleep 1
     local t0=() t1=()
     for p in "${pids[@]}"; do t0+=("$(cpu_ticks "$p")"); done
     local out
@@ -119,7 +118,7 @@ pub_run() {
         --server-pid "$(IFS=,; echo "${pids[*]}")" --broker-pid "$NATS_PID" --timeout 120 \
         2> "$TMP/load.err")
     for p in "${pids[@]}"; do t1+=("$(cpu_ticks "$p")"); done
-    stop_pids
+    stop_all
     local us ok limited
     us=$(field "$out" 'r["server"]["cpu_us_per_delivery"]') || { echo "users.sh: no result: $(tail -3 "$TMP/load.err")" >&2; exit 1; }
     ok=$(field "$out" 'r["pub_ok"]')
@@ -147,7 +146,7 @@ storm_run() {
     out=$(taskset -c "$CLIENT_CPUS" "$LOAD" --url "ws://127.0.0.1:$PORT/ws" --scenario fanout \
         --subs "$n" --publishers 1 --rate 10 --duration 2 --warmup 1 --channel-prefix storm \
         --connect-rate 100000 "${pflag[@]}" --server-pid "$PID" --timeout 300 2> "$TMP/load.err")
-    stop_pids
+    stop_all
     local t cpu conn
     t=$(field "$out" 'r["time_to_connect_s"]') || { echo "users.sh: no result: $(tail -3 "$TMP/load.err")" >&2; exit 1; }
     cpu=$(field "$out" 'r["server"]["cpu_s_setup"]')

@@ -143,7 +143,7 @@ rt_status geo_fleet_create(const struct geo_fleet_config *cfg, uint64_t now_ms,
         free(f);
         return RT_INVAL;
     }
-    rt_htab_init(&f->nodes);
+    peers_table_init(&f->nodes, sizeof(struct peers_node), GEO_FLEET_CONN_BIT, FLEET_NODES_MAX);
     rt_htab_init(&f->follows);
     rt_htab_init(&f->wants);
     rt_htab_init(&f->owners);
@@ -176,7 +176,7 @@ void geo_fleet_destroy(struct geo_fleet *f)
     for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++)
         if (subs[i])
             f->bus.unsubscribe(f->bus.ctx, subs[i]);
-    fleet__free_nodes(f);
+    peers_table_free(&f->nodes);
     fleet__free_wants(f);
     fleet__free_dirty(f);
     rt_htab_free(&f->follows);
@@ -190,7 +190,7 @@ void geo_fleet_get_stats(const struct geo_fleet *f, struct geo_fleet_stats *st)
 {
     *st = f->st;
     st->follows = rt_htab_count(&f->follows);
-    st->nodes = rt_htab_count(&f->nodes);
+    st->nodes = peers_count(&f->nodes);
     st->follows_pending = 0;
     for (const struct fleet_follow *fo = f->follow_list; fo; fo = fo->next)
         st->follows_pending += fo->ready ? 0 : 1;

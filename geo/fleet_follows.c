@@ -154,7 +154,7 @@ void fleet__resync_all(struct geo_fleet *f)
         fleet__snapshot_start(f, fo, NULL);
 }
 
-void fleet__resync_node(struct geo_fleet *f, struct fleet_node *nd)
+void fleet__resync_node(struct geo_fleet *f, struct peers_node *nd)
 {
     if (!f->follow_list)
         return;

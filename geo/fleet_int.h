@@ -4,9 +4,10 @@
  *
  *   fleet_wire.c       the bus messages and subjects (pure; fleet_wire.h)
  *   fleet.c            create / destroy, receiving (dispatch by subject), time, stats
- *   fleet_nodes.c      the other nodes: table, heartbeats, silence
+ *   fleet_nodes.c      the other nodes: heartbeats, silence (the table: peers/peers_table.c)
  *   fleet_follows.c    the cells followed: subscriptions, merging, lingering, resyncs
  *   fleet_snapshots.c  snapshots: asking, the answers, completion and sweep; answering others
+ *                      (the nodes asked and their answers' progress: peers/peers_snapshot.c)
  *   fleet_remote.c     other nodes' members applied to the index (deltas, answers)
  *   fleet_local.c      this node's members: changes noted, published in batches
  *   fleet_wants.c      near queries and watches waiting for follows; the owners' shares
@@ -20,10 +21,12 @@
 #include "fleet.h"
 #include "fleet_wire.h"
 #include "geo_int.h"
+#include "peers.h"
 #include "protocol.h"
 
 _Static_assert(FLEET_WIRE_NODE_MAX == GEO_FLEET_NODE_MAX, "one node id size");
 _Static_assert(FLEET_WIRE_SUBJECT_MAX == GEO_FLEET_SUBJECT_MAX, "one subject size");
+_Static_assert(PEERS_NODE_MAX == GEO_FLEET_NODE_MAX, "one node id size");
 
 #define FLEET_CHUNK_BYTES   (256u * 1024u) /* a bus message with entries is split beyond this */
 #define FLEET_CHUNK_ENTRIES 2000u
@@ -34,24 +37,11 @@ _Static_assert(FLEET_WIRE_SUBJECT_MAX == GEO_FLEET_SUBJECT_MAX, "one subject siz
 #define FLEET_RESYNC_GAP_MS 1000u /* a wanted resync waits this long after the last */
 #define FLEET_NODES_MAX     4096u /* other nodes tracked; ids beyond are ignored (a flood) */
 
-/* Another node heard from. */
-struct fleet_node {
-    struct rt_hnode h; /* by id */
-    struct fleet_node *prev, *next;
-    uint64_t token; /* owner id of its members in the index (GEO_FLEET_CONN_BIT | serial) */
-    uint64_t last_seen;
-    uint64_t gen; /* its bus generation, from heartbeats */
-    size_t id_len;
-    char id[GEO_FLEET_NODE_MAX + 1];
-};
-
-/* A node asked for a snapshot, and how far its answer got. */
-struct snapshot_peer {
-    uint64_t token;
-    uint64_t watermark; /* its v when it answered */
-    bool answered;      /* first chunk in */
-    bool done;          /* last chunk in, or the node is gone */
-};
+/*
+ * Another node heard from is a struct peers_node of the table f->nodes
+ * (peers/peers_table.c, shared with users/): its token is the owner id of
+ * its members in the index (GEO_FLEET_CONN_BIT | serial).
+ */
 
 /* A client id named by a snapshot answer. */
 struct snapshot_name {
@@ -62,11 +52,8 @@ struct snapshot_name {
 
 /* A snapshot awaited for one follow. */
 struct fleet_snapshot {
-    uint64_t req;
-    uint64_t deadline;
-    struct snapshot_peer *peers;
-    uint32_t n_peers, cap_peers;
-    struct rt_htab named; /* struct snapshot_name: the clients the answers named */
+    struct peers_snapshot asked; /* the nodes asked, how far each answer got (peers/) */
+    struct rt_htab named;        /* struct snapshot_name: the clients the answers named */
 };
 
 /*
@@ -134,10 +121,8 @@ struct geo_fleet {
     size_t node_len;
     char reply_subject[GEO_FLEET_SUBJECT_MAX];
 
-    struct rt_htab nodes; /* struct fleet_node */
-    struct fleet_node *node_list;
-    uint64_t node_serial;
-    struct rt_htab follows; /* struct fleet_follow */
+    struct peers_table nodes; /* the other nodes */
+    struct rt_htab follows;   /* struct fleet_follow */
     struct fleet_follow *follow_list;
     struct rt_htab wants;  /* struct fleet_want */
     struct rt_htab owners; /* struct fleet_owner */
@@ -179,18 +164,14 @@ bool fleet__space_ok(const struct fleet_wire_msg *m);
 /* ------------------------------------------------------------------------ */
 /* fleet_nodes.c                                                              */
 
-struct fleet_node *fleet__node_find(const struct geo_fleet *f, const char *id, size_t len);
-/* The node of that id, made when new (*created) unless the table is full or the id bad. */
-struct fleet_node *fleet__node_get(struct geo_fleet *f, const char *id, size_t len, bool *created);
 /* The sender of m, its silence reset; NULL (counted as a bad message) when it cannot be
  * tracked (a bad id, or the table is full). */
-struct fleet_node *fleet__heard_from(struct geo_fleet *f, const struct fleet_wire_msg *m,
+struct peers_node *fleet__heard_from(struct geo_fleet *f, const struct fleet_wire_msg *m,
                                      bool *created);
 void fleet__send_heartbeat(struct geo_fleet *f, bool hello);
 void fleet__on_heartbeat(struct geo_fleet *f, const struct fleet_wire_msg *m);
 /* Drops the nodes silent for ttl_ms, with their members. */
 void fleet__expire_nodes(struct geo_fleet *f);
-void fleet__free_nodes(struct geo_fleet *f);
 
 /* ------------------------------------------------------------------------ */
 /* fleet_follows.c                                                            */
@@ -208,7 +189,7 @@ void fleet__tick_follows(struct geo_fleet *f);
 /* A fresh snapshot of every followed cell, from every node (own bus lost messages). */
 void fleet__resync_all(struct geo_fleet *f);
 /* Every followed cell from one node (it appeared, or lost messages). */
-void fleet__resync_node(struct geo_fleet *f, struct fleet_node *nd);
+void fleet__resync_node(struct geo_fleet *f, struct peers_node *nd);
 void fleet__free_follows(struct geo_fleet *f);
 
 /* ------------------------------------------------------------------------ */
@@ -216,11 +197,11 @@ void fleet__free_follows(struct geo_fleet *f);
 
 /* Asks every node (nd NULL: starts over) or one more node (nd) for fo's snapshot. */
 rt_status fleet__snapshot_start(struct geo_fleet *f, struct fleet_follow *fo,
-                                struct fleet_node *nd);
+                                struct peers_node *nd);
 /* Finishes fo's snapshot when every node answered (after the warm-up) or the deadline passed. */
 void fleet__snapshot_check(struct geo_fleet *f, struct fleet_follow *fo);
 /* The node is gone: no snapshot waits for it any longer. */
-void fleet__snapshot_forget_node(struct geo_fleet *f, const struct fleet_node *nd);
+void fleet__snapshot_forget_node(struct geo_fleet *f, const struct peers_node *nd);
 void fleet__snapshot_free(struct fleet_snapshot *s);
 /* Records a client an answer named (out of memory: it may be swept, and comes back with the
  * next delta or resync). */
@@ -234,7 +215,7 @@ void fleet__on_snapshot_ask(struct geo_fleet *f, const struct fleet_wire_msg *m,
 /* fleet_remote.c                                                             */
 
 /* Applies m's entries from node nd; named (snapshot answers) records the clients named. */
-void fleet__apply(struct geo_fleet *f, struct fleet_node *nd, const struct fleet_wire_msg *m,
+void fleet__apply(struct geo_fleet *f, struct peers_node *nd, const struct fleet_wire_msg *m,
                   struct fleet_snapshot *named);
 /* Removes a remote member if `owner` still holds it. */
 void fleet__remote_clear(struct geo_fleet *f, uint64_t owner, const char *space, size_t slen,

@@ -13,7 +13,7 @@
 /* What one message's entries are applied with. */
 struct apply_ctx {
     struct geo_fleet *f;
-    struct fleet_node *nd;
+    struct peers_node *nd;
     const char *space;
     size_t space_len;
     struct fleet_snapshot *named; /* snapshot answers: the clients named are recorded */
@@ -105,7 +105,7 @@ static bool apply_entry(struct apply_ctx *a, const struct fleet_wire_entry *e)
     return store(a, e, present);
 }
 
-void fleet__apply(struct geo_fleet *f, struct fleet_node *nd, const struct fleet_wire_msg *m,
+void fleet__apply(struct geo_fleet *f, struct peers_node *nd, const struct fleet_wire_msg *m,
                   struct fleet_snapshot *named)
 {
     struct apply_ctx a = {f, nd, m->space, m->space_len, named};
@@ -126,7 +126,7 @@ void fleet__on_delta(struct geo_fleet *f, const struct fleet_wire_msg *m, const 
         return;
     }
     bool created;
-    struct fleet_node *nd = fleet__heard_from(f, m, &created);
+    struct peers_node *nd = fleet__heard_from(f, m, &created);
     if (!nd)
         return;
     if (created)

@@ -4,6 +4,13 @@
  * answers as they come, and when all answered (or the wait is over) drops
  * the remote members the answers did not name: what was left of a lost
  * leave. It answers the others' asks with its own members only, in chunks.
+ *
+ * users/chans.c does the same for channels. Who was asked and how far each
+ * answer got is the same logic there and here: peers/peers_snapshot.c. The
+ * rest only looks alike and stays apart: what is asked (a cell prefix of a
+ * space, not a channel), what an answer lists (the index's members under
+ * the prefix, walked in cells), and what the end drops (members by their
+ * client ids named here, holders by the request that named them there).
  * Loop thread.
  */
 #include "fleet_int.h"
@@ -25,7 +32,7 @@ void fleet__snapshot_free(struct fleet_snapshot *s)
 {
     if (!s)
         return;
-    free(s->peers);
+    peers_snapshot_clear(&s->asked);
     rt_htab_each(&s->named, free_name_cb, NULL);
     rt_htab_free(&s->named);
     free(s);
@@ -62,56 +69,31 @@ void fleet__snapshot_name(struct fleet_snapshot *s, const char *client, size_t l
     rt_htab_insert(&s->named, &e->h);
 }
 
-static struct snapshot_peer *peer_find(struct fleet_snapshot *s, uint64_t token)
+void fleet__snapshot_forget_node(struct geo_fleet *f, const struct peers_node *nd)
 {
-    for (uint32_t i = 0; i < s->n_peers; i++)
-        if (s->peers[i].token == token)
-            return &s->peers[i];
-    return NULL;
-}
-
-static struct snapshot_peer *peer_add(struct fleet_snapshot *s, uint64_t token)
-{
-    struct snapshot_peer *p = peer_find(s, token);
-    if (p)
-        return p;
-    if (!rt_grow((void **)&s->peers, &s->cap_peers, s->n_peers + 1, sizeof(*s->peers)))
-        return NULL;
-    p = &s->peers[s->n_peers++];
-    memset(p, 0, sizeof(*p));
-    p->token = token;
-    return p;
-}
-
-void fleet__snapshot_forget_node(struct geo_fleet *f, const struct fleet_node *nd)
-{
-    for (struct fleet_follow *fo = f->follow_list; fo; fo = fo->next) {
-        struct snapshot_peer *p = fo->snap ? peer_find(fo->snap, nd->token) : NULL;
-        if (p && !p->done) {
-            p->done = true;
-            p->answered = false; /* nothing of it to keep or sweep */
-        }
-    }
+    for (struct fleet_follow *fo = f->follow_list; fo; fo = fo->next)
+        if (fo->snap)
+            peers_snapshot_forget(&fo->snap->asked, nd->token);
 }
 
 /* ------------------------------------------------------------------------ */
 /* Asking                                                                     */
 
 /* Sends a snapshot ask for fo (to one node, or to all when nd is NULL). */
-static void ask(struct geo_fleet *f, struct fleet_follow *fo, const struct fleet_node *nd)
+static void ask(struct geo_fleet *f, struct fleet_follow *fo, const struct peers_node *nd)
 {
     char subject[GEO_FLEET_SUBJECT_MAX];
     if (nd)
         snprintf(subject, sizeof(subject), FLEET_WIRE_SUBJ_SNAPSHOT ".%s", nd->id);
     else
         snprintf(subject, sizeof(subject), FLEET_WIRE_SUBJ_SNAPSHOT);
-    fleet_wire_snapshot_ask(&f->out, f->node, f->node_len, fo->snap->req, fo->space, fo->space_len,
-                            fo->prefix, fo->prefix_len);
+    fleet_wire_snapshot_ask(&f->out, f->node, f->node_len, fo->snap->asked.req, fo->space,
+                            fo->space_len, fo->prefix, fo->prefix_len);
     f->st.snapshots++;
     fleet__publish(f, subject, f->reply_subject, &f->out);
 }
 
-rt_status fleet__snapshot_start(struct geo_fleet *f, struct fleet_follow *fo, struct fleet_node *nd)
+rt_status fleet__snapshot_start(struct geo_fleet *f, struct fleet_follow *fo, struct peers_node *nd)
 {
     struct fleet_snapshot *s = fo->snap;
     if (!s) {
@@ -119,23 +101,13 @@ rt_status fleet__snapshot_start(struct geo_fleet *f, struct fleet_follow *fo, st
             return RT_NOMEM;
         rt_htab_init(&s->named);
         fo->snap = s;
-        s->req = ++f->next_req;
+        peers_snapshot_renew(&s->asked, ++f->next_req);
     } else if (!nd) {
-        s->req = ++f->next_req;
-        s->n_peers = 0;
+        peers_snapshot_renew(&s->asked, ++f->next_req);
         names_clear(s);
     }
-    s->deadline = f->now + f->wait_ms;
-    if (nd) {
-        struct snapshot_peer *p = peer_add(s, nd->token);
-        if (p)
-            p->answered = p->done = false;
-        ask(f, fo, nd);
-        return RT_OK;
-    }
-    for (struct fleet_node *n = f->node_list; n; n = n->next)
-        peer_add(s, n->token);
-    ask(f, fo, NULL);
+    peers_snapshot_ask(&s->asked, &f->nodes, nd, f->now + f->wait_ms);
+    ask(f, fo, nd);
     return RT_OK;
 }
 
@@ -156,7 +128,7 @@ static void sweep_visit(void *arg, const struct geo_member_view *m)
     if (!fleet__remote(m->conn))
         return;
     if (c->s) {
-        struct snapshot_peer *p = peer_find(c->s, m->conn);
+        const struct peers_answer *p = peers_snapshot_find(&c->s->asked, m->conn);
         if (!p || !p->answered || m->version > p->watermark ||
             named(c->s, m->client, m->client_len))
             return; /* named, or changed since the answer, or its node did not answer */
@@ -195,9 +167,7 @@ void fleet__sweep_uncovered(struct geo_fleet *f, struct fleet_follow *fo)
 static void snapshot_finish(struct geo_fleet *f, struct fleet_follow *fo)
 {
     struct fleet_snapshot *s = fo->snap;
-    bool partial = false;
-    for (uint32_t i = 0; i < s->n_peers; i++)
-        partial = partial || !s->peers[i].done;
+    bool partial = peers_snapshot_partial(&s->asked);
     if (partial)
         f->st.snapshots_partial++;
     sweep(f, fo, s);
@@ -209,13 +179,7 @@ static void snapshot_finish(struct geo_fleet *f, struct fleet_follow *fo)
 
 void fleet__snapshot_check(struct geo_fleet *f, struct fleet_follow *fo)
 {
-    struct fleet_snapshot *s = fo->snap;
-    if (!s)
-        return;
-    bool all = true;
-    for (uint32_t i = 0; i < s->n_peers && all; i++)
-        all = s->peers[i].done;
-    if ((all && f->now >= f->warm_until) || f->now >= s->deadline)
+    if (fo->snap && peers_snapshot_over(&fo->snap->asked, f->now, f->warm_until))
         snapshot_finish(f, fo);
 }
 
@@ -227,18 +191,15 @@ void fleet__on_snapshot_answer(struct geo_fleet *f, const struct fleet_wire_msg 
     }
     struct fleet_follow *fo =
         fleet__follow_find(f, m->space, m->space_len, m->prefix, m->prefix_len);
-    if (!fo || !fo->snap || fo->snap->req != m->req)
+    if (!fo || !fo->snap || fo->snap->asked.req != m->req)
         return; /* an answer to an earlier ask */
     bool created;
-    struct fleet_node *nd = fleet__node_get(f, m->node, m->node_len, &created);
-    struct snapshot_peer *p = nd ? peer_add(fo->snap, nd->token) : NULL;
-    if (!p || p->done)
+    struct peers_node *nd = peers_get(&f->nodes, m->node, m->node_len, f->now, &created);
+    struct peers_answer *p =
+        nd ? peers_snapshot_answer(&fo->snap->asked, nd->token, m->watermark) : NULL;
+    if (!p)
         return;
     nd->last_seen = f->now;
-    if (!p->answered) {
-        p->answered = true;
-        p->watermark = m->watermark;
-    }
     fleet__apply(f, nd, m, fo->snap);
     if (m->end)
         p->done = true;

@@ -1,113 +1,79 @@
 /*
  * fleet_wire.c: the fleet's bus messages and subjects (fleet_wire.h), in
- * and out. Pure; reads through protocol/'s bounded msgpack scanner, writes
- * through its proto_writer.
+ * and out: their keys and entries. Pure; the frame every bus message shares
+ * (the check, maps read pair by pair, typed values, a message's start) is
+ * peers/peers_wire.c.
  */
 #include "fleet_wire.h"
+#include "peers.h"
 
 #include <stdio.h>
 #include <string.h>
 
-#define MAX_DEPTH 16
+_Static_assert(FLEET_WIRE_NODE_MAX == PEERS_NODE_MAX, "one node id size");
+
+/* What fleet_wire_decode reads within. */
+static const struct peers_wire_limits LIMITS = {
+    .max_bytes = FLEET_WIRE_MAX_BYTES,
+    .max_depth = 16,
+    .max_elems = FLEET_WIRE_MAX_ELEMS,
+    .scan_flags = 0,
+};
 
 bool fleet_wire_token_ok(const char *s, size_t len, size_t max)
 {
-    if (!s || len < 1 || len > max)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '_' || c == '-'))
-            return false;
-    }
-    return true;
+    return peers_wire_chars_ok(s, len, max, "_-");
 }
 
 /* ------------------------------------------------------------------------ */
 /* Reading                                                                    */
 
-static bool key_is(const struct proto_mp_item *k, const char *name)
+/* A flag: anything but true reads as false (a geo message is not refused for it; users' codec
+ * refuses a flag that is not a bool). */
+static bool item_flag(const struct proto_mp_item *it, bool *out)
 {
-    size_t n = strlen(name);
-    return k->n == n && memcmp(k->ptr, name, n) == 0;
-}
-
-static bool item_u64(const struct proto_mp_item *it, uint64_t *out)
-{
-    if (it->kind == PROTO_MP_UINT)
-        *out = it->u;
-    else if (it->kind == PROTO_MP_INT && it->i >= 0)
-        *out = (uint64_t)it->i;
-    else
-        return false;
+    *out = it->kind == PROTO_MP_BOOL && it->b;
     return true;
 }
 
-static bool item_double(const struct proto_mp_item *it, double *out)
-{
-    if (it->kind == PROTO_MP_FLOAT)
-        *out = it->d;
-    else if (it->kind == PROTO_MP_INT)
-        *out = (double)it->i;
-    else
-        return false;
-    return true;
-}
+/* An entry as it is read: the fields that must be there are checked at its end. */
+struct entry_ctx {
+    struct fleet_wire_entry *e;
+    int op; /* o: -1 until read */
+    bool has_lat, has_lon;
+};
 
-static bool item_str(const struct proto_mp_item *it, const char **s, size_t *len)
+/* One key of an entry; false when its value has the wrong type or range. */
+static bool entry_pair(void *arg, const struct proto_mp_item *k, const struct proto_mp_item *v,
+                       size_t voff)
 {
-    if (it->kind != PROTO_MP_STR)
-        return false;
-    *s = (const char *)it->ptr;
-    *len = it->n;
-    return true;
-}
-
-static bool item_bool(const struct proto_mp_item *it, bool *out)
-{
-    *out = it->kind == PROTO_MP_BOOL && it->b; /* anything else reads as false */
-    return true;
-}
-
-/* Skips the value at *off (the message was scanned whole before). */
-static bool skip_value(const uint8_t *p, size_t len, size_t *off)
-{
-    struct proto_mp_scan sc;
-    proto_mp_scan(p + *off, len - *off, MAX_DEPTH, FLEET_WIRE_MAX_ELEMS, 0, &sc);
-    if (sc.structural)
-        return false;
-    *off += sc.end;
-    return true;
-}
-
-/* One key of an entry into e; false when its value has the wrong type or range. */
-static bool entry_field(const struct proto_mp_item *k, const struct proto_mp_item *v,
-                        struct fleet_wire_entry *e, int *op, bool *has_lat, bool *has_lon)
-{
+    (void)voff;
+    struct entry_ctx *c = arg;
+    struct fleet_wire_entry *e = c->e;
     uint64_t u = 0;
-    if (key_is(k, "v"))
-        return item_u64(v, &e->v);
-    if (key_is(k, "c"))
-        return item_str(v, &e->client, &e->client_len);
-    if (key_is(k, "o")) {
-        if (!item_u64(v, &u) || u > 1)
+    if (peers_wire_key_is(k, "v"))
+        return peers_wire_u64(v, &e->v);
+    if (peers_wire_key_is(k, "c"))
+        return peers_wire_str(v, &e->client, &e->client_len);
+    if (peers_wire_key_is(k, "o")) {
+        if (!peers_wire_u64(v, &u) || u > 1)
             return false;
-        *op = (int)u;
+        c->op = (int)u;
         return true;
     }
-    if (key_is(k, "u"))
-        return item_str(v, &e->user, &e->user_len);
-    if (key_is(k, "la"))
-        return (*has_lat = item_double(v, &e->lat));
-    if (key_is(k, "lo"))
-        return (*has_lon = item_double(v, &e->lon));
-    if (key_is(k, "me")) {
-        if (!item_u64(v, &u) || u < PROTO_PAYLOAD_JSON || u > PROTO_PAYLOAD_BINARY)
+    if (peers_wire_key_is(k, "u"))
+        return peers_wire_str(v, &e->user, &e->user_len);
+    if (peers_wire_key_is(k, "la"))
+        return (c->has_lat = peers_wire_double(v, &e->lat));
+    if (peers_wire_key_is(k, "lo"))
+        return (c->has_lon = peers_wire_double(v, &e->lon));
+    if (peers_wire_key_is(k, "me")) {
+        if (!peers_wire_u64(v, &u) || u < PROTO_PAYLOAD_JSON || u > PROTO_PAYLOAD_BINARY)
             return false;
         e->meta_enc = (int)u;
         return true;
     }
-    if (key_is(k, "m")) {
+    if (peers_wire_key_is(k, "m")) {
         if (v->kind != PROTO_MP_BIN)
             return false;
         e->meta = v->ptr;
@@ -117,28 +83,17 @@ static bool entry_field(const struct proto_mp_item *k, const struct proto_mp_ite
     return true; /* unknown: skipped */
 }
 
-/* Reads the entry map at *off (the message was scanned whole before). */
-static bool read_entry(const uint8_t *p, size_t len, size_t *off, struct fleet_wire_entry *e)
+/* Reads the entry map at *off (the message was checked whole before). */
+static bool read_entry(const uint8_t *p, size_t len, size_t *off, void *out)
 {
+    struct fleet_wire_entry *e = out;
     memset(e, 0, sizeof(*e));
-    int op = -1;
-    bool has_lat = false, has_lon = false;
-    struct proto_mp_item it, k, v;
-    if (!proto_mp_read(p, len, off, &it) || it.kind != PROTO_MP_MAP)
+    struct entry_ctx c = {.e = e, .op = -1};
+    if (!peers_wire_walk_map(p, len, off, &LIMITS, entry_pair, &c))
         return false;
-    for (size_t i = 0; i < it.n; i++) {
-        if (!proto_mp_read(p, len, off, &k))
-            return false;
-        size_t voff = *off;
-        if (!proto_mp_read(p, len, off, &v) || !entry_field(&k, &v, e, &op, &has_lat, &has_lon))
-            return false;
-        *off = voff;
-        if (!skip_value(p, len, off))
-            return false;
-    }
-    if (!e->client || op < 0)
+    if (!e->client || c.op < 0)
         return false;
-    e->set = op == 1;
+    e->set = c.op == 1;
     if (!e->set) { /* a clear names the member only */
         e->user = NULL;
         e->user_len = 0;
@@ -148,85 +103,55 @@ static bool read_entry(const uint8_t *p, size_t len, size_t *off, struct fleet_w
         e->meta_len = 0;
         return true;
     }
-    return has_lat && has_lon && (!e->meta_len || e->meta_enc);
+    return c.has_lat && c.has_lon && (!e->meta_len || e->meta_enc);
 }
 
 /* One key of the top-level map into m; false when its value is of the wrong type. */
-static bool msg_field(const struct proto_mp_item *k, const struct proto_mp_item *v, size_t voff,
-                      struct fleet_wire_msg *m)
+static bool msg_pair(void *arg, const struct proto_mp_item *k, const struct proto_mp_item *v,
+                     size_t voff)
 {
-    if (key_is(k, "n"))
-        return item_str(v, &m->node, &m->node_len);
-    if (key_is(k, "s"))
-        return item_str(v, &m->space, &m->space_len);
-    if (key_is(k, "p"))
-        return item_str(v, &m->prefix, &m->prefix_len);
-    if (key_is(k, "c"))
-        return item_str(v, &m->cell, &m->cell_len);
-    if (key_is(k, "v"))
-        return item_u64(v, &m->v);
-    if (key_is(k, "r"))
-        return item_u64(v, &m->req);
-    if (key_is(k, "g"))
-        return item_u64(v, &m->gen);
-    if (key_is(k, "w"))
-        return item_u64(v, &m->watermark);
-    if (key_is(k, "t"))
-        return item_u64(v, &m->ttl_ms);
-    if (key_is(k, "hello"))
-        return item_bool(v, &m->hello);
-    if (key_is(k, "end"))
-        return item_bool(v, &m->end);
-    if (key_is(k, "e")) {
-        if (v->kind != PROTO_MP_ARRAY || v->n > FLEET_WIRE_MAX_ELEMS)
-            return false;
-        m->entries_off = voff;
-        m->n_entries = (uint32_t)v->n;
-        return true;
-    }
+    struct fleet_wire_msg *m = arg;
+    if (peers_wire_key_is(k, "n"))
+        return peers_wire_str(v, &m->node, &m->node_len);
+    if (peers_wire_key_is(k, "s"))
+        return peers_wire_str(v, &m->space, &m->space_len);
+    if (peers_wire_key_is(k, "p"))
+        return peers_wire_str(v, &m->prefix, &m->prefix_len);
+    if (peers_wire_key_is(k, "c"))
+        return peers_wire_str(v, &m->cell, &m->cell_len);
+    if (peers_wire_key_is(k, "v"))
+        return peers_wire_u64(v, &m->v);
+    if (peers_wire_key_is(k, "r"))
+        return peers_wire_u64(v, &m->req);
+    if (peers_wire_key_is(k, "g"))
+        return peers_wire_u64(v, &m->gen);
+    if (peers_wire_key_is(k, "w"))
+        return peers_wire_u64(v, &m->watermark);
+    if (peers_wire_key_is(k, "t"))
+        return peers_wire_u64(v, &m->ttl_ms);
+    if (peers_wire_key_is(k, "hello"))
+        return item_flag(v, &m->hello);
+    if (peers_wire_key_is(k, "end"))
+        return item_flag(v, &m->end);
+    if (peers_wire_key_is(k, "e"))
+        return peers_wire_array(v, voff, FLEET_WIRE_MAX_ELEMS, &m->entries_off, &m->n_entries);
     return true; /* unknown: skipped */
-}
-
-/* Every entry reads (so that a message is taken whole or not at all). */
-static bool entries_ok(const struct fleet_wire_msg *m)
-{
-    struct fleet_wire_cursor c = {0};
-    struct fleet_wire_entry e;
-    uint32_t n = 0;
-    while (fleet_wire_next_entry(m, &c, &e))
-        n++;
-    return n == m->n_entries;
 }
 
 bool fleet_wire_decode(const uint8_t *bytes, size_t len, struct fleet_wire_msg *out)
 {
     struct fleet_wire_msg *m = out;
     memset(m, 0, sizeof(*m));
-    if (!bytes || len == 0 || len > FLEET_WIRE_MAX_BYTES)
-        return false;
-    struct proto_mp_scan sc;
-    proto_mp_scan(bytes, len, MAX_DEPTH, FLEET_WIRE_MAX_ELEMS, PROTO_MP_REJECT_NONSTR_K, &sc);
-    if (sc.structural || sc.content || sc.end != len)
-        return false;
-    size_t off = 0;
-    struct proto_mp_item it, k, v;
-    if (!proto_mp_read(bytes, len, &off, &it) || it.kind != PROTO_MP_MAP)
+    if (!peers_wire_check(bytes, len, &LIMITS))
         return false;
     m->bytes = bytes;
     m->len = len;
-    for (size_t i = 0; i < it.n; i++) {
-        if (!proto_mp_read(bytes, len, &off, &k))
-            goto bad;
-        size_t voff = off;
-        if (!proto_mp_read(bytes, len, &off, &v) || !msg_field(&k, &v, voff, m))
-            goto bad;
-        off = voff;
-        if (!skip_value(bytes, len, &off))
-            goto bad;
-    }
-    if (fleet_wire_token_ok(m->node, m->node_len, FLEET_WIRE_NODE_MAX) && entries_ok(m))
+    size_t off = 0;
+    if (peers_wire_walk_map(bytes, len, &off, &LIMITS, msg_pair, m) &&
+        fleet_wire_token_ok(m->node, m->node_len, FLEET_WIRE_NODE_MAX) &&
+        peers_wire_all_read(bytes, len, m->entries_off, m->n_entries, read_entry,
+                            &(struct fleet_wire_entry){0}))
         return true;
-bad:
     memset(m, 0, sizeof(*m));
     m->bytes = bytes;
     m->len = len;
@@ -236,18 +161,8 @@ bad:
 bool fleet_wire_next_entry(const struct fleet_wire_msg *m, struct fleet_wire_cursor *c,
                            struct fleet_wire_entry *e)
 {
-    if (!m->entries_off || c->done >= m->n_entries)
-        return false;
-    if (c->off == 0) { /* past the array's header */
-        struct proto_mp_item arr;
-        c->off = m->entries_off;
-        if (!proto_mp_read(m->bytes, m->len, &c->off, &arr) || arr.kind != PROTO_MP_ARRAY)
-            return false;
-    }
-    if (!read_entry(m->bytes, m->len, &c->off, e))
-        return false;
-    c->done++;
-    return true;
+    return peers_wire_next(m->bytes, m->len, m->entries_off, m->n_entries, &c->off, &c->done,
+                           read_entry, e);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -313,20 +228,11 @@ void fleet_wire_delta_subject(char *buf, size_t cap, const char *space, size_t s
 /* ------------------------------------------------------------------------ */
 /* Writing                                                                    */
 
-/* Starts a message: a map with the node's id first. */
-static void begin(struct proto_writer *w, struct proto_buf *out, const char *node, size_t node_len)
-{
-    proto_buf_reset(out);
-    proto_writer_init(w, PROTO_MSGPACK, out);
-    proto_w_map(w);
-    proto_w_kstr(w, "n", node, node_len);
-}
-
 void fleet_wire_heartbeat(struct proto_buf *out, const char *node, size_t node_len, uint64_t v,
                           uint64_t gen, uint64_t ttl_ms, bool hello)
 {
     struct proto_writer w;
-    begin(&w, out, node, node_len);
+    peers_wire_begin(&w, out, node, node_len);
     proto_w_kuint(&w, "v", v);
     proto_w_kuint(&w, "g", gen);
     proto_w_kuint(&w, "t", ttl_ms);
@@ -340,7 +246,7 @@ void fleet_wire_snapshot_ask(struct proto_buf *out, const char *node, size_t nod
                              size_t prefix_len)
 {
     struct proto_writer w;
-    begin(&w, out, node, node_len);
+    peers_wire_begin(&w, out, node, node_len);
     proto_w_kuint(&w, "r", req);
     proto_w_kstr(&w, "s", space, space_len);
     proto_w_kstr(&w, "p", prefix, prefix_len);
@@ -351,13 +257,12 @@ void fleet_wire_answer_begin(struct fleet_wire_writer *fw, struct proto_buf *out
                              size_t node_len, uint64_t req, uint64_t watermark, const char *space,
                              size_t space_len, const char *prefix, size_t prefix_len)
 {
-    begin(&fw->w, out, node, node_len);
+    peers_wire_begin(&fw->w, out, node, node_len);
     proto_w_kuint(&fw->w, "r", req);
     proto_w_kuint(&fw->w, "w", watermark);
     proto_w_kstr(&fw->w, "s", space, space_len);
     proto_w_kstr(&fw->w, "p", prefix, prefix_len);
-    proto_w_key(&fw->w, "e");
-    proto_w_array(&fw->w);
+    peers_wire_entries_begin(&fw->w);
     fw->entries = 0;
     fw->answer = true;
 }
@@ -365,11 +270,10 @@ void fleet_wire_answer_begin(struct fleet_wire_writer *fw, struct proto_buf *out
 void fleet_wire_delta_begin(struct fleet_wire_writer *fw, struct proto_buf *out, const char *node,
                             size_t node_len, const char *space, size_t space_len, const char *cell)
 {
-    begin(&fw->w, out, node, node_len);
+    peers_wire_begin(&fw->w, out, node, node_len);
     proto_w_kstr(&fw->w, "s", space, space_len);
     proto_w_kcstr(&fw->w, "c", cell);
-    proto_w_key(&fw->w, "e");
-    proto_w_array(&fw->w);
+    peers_wire_entries_begin(&fw->w);
     fw->entries = 0;
     fw->answer = false;
 }

@@ -262,7 +262,7 @@ bool proto_utf8_valid(const char *s, size_t len);
 
 /* -------------------------------------------------------------------- */
 /* Msgpack reader (mpread.c): a bounded, allocation-free scanner, also    */
-/* used for the fleet's own bus messages (geo/fleet.c).                  */
+/* used for the fleet's own bus messages (peers/peers_wire.c).           */
 
 #define PROTO_MP_REJECT_EXT      0x1u /* ext values are content errors */
 #define PROTO_MP_REJECT_NONSTR_K 0x2u /* map keys that are not str are content errors */

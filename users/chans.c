@@ -9,7 +9,10 @@
  * not name: what was left of a lost leave. It answers the others' asks with
  * its own holders only, and publishes its changes, batched per channel.
  * What the gateway calls (wants, entering, leaving, the view) is presence.c.
- * Loop thread.
+ *
+ * geo/fleet_snapshots.c does the same for cells of a space; who was asked
+ * and how far each answer got is shared (peers/peers_snapshot.c), the rest
+ * only looks alike (it says why there). Loop thread.
  */
 #include "users_int.h"
 
@@ -31,31 +34,10 @@ struct users_chan *users__chan_find(const struct users *u, const char *name, siz
 /* ------------------------------------------------------------------------ */
 /* Snapshots asked                                                            */
 
-static struct snap_peer *peer_find(struct chan_snapshot *s, uint64_t token)
-{
-    for (uint32_t i = 0; i < s->n_peers; i++)
-        if (s->peers[i].token == token)
-            return &s->peers[i];
-    return NULL;
-}
-
-static struct snap_peer *peer_add(struct chan_snapshot *s, uint64_t token)
-{
-    struct snap_peer *p = peer_find(s, token);
-    if (p)
-        return p;
-    if (!rt_grow((void **)&s->peers, &s->cap_peers, s->n_peers + 1, sizeof(*s->peers)))
-        return NULL;
-    p = &s->peers[s->n_peers++];
-    memset(p, 0, sizeof(*p));
-    p->token = token;
-    return p;
-}
-
-static void snapshot_free(struct chan_snapshot *s)
+static void snapshot_free(struct peers_snapshot *s)
 {
     if (s)
-        free(s->peers);
+        peers_snapshot_clear(s);
     free(s);
 }
 
@@ -64,7 +46,7 @@ static void ask(struct users *u, struct users_chan *ch, const struct users_node 
 {
     char subject[USERS_WIRE_SUBJECT_MAX];
     if (nd)
-        snprintf(subject, sizeof(subject), USERS_WIRE_SUBJ_ASK ".%s", nd->id);
+        snprintf(subject, sizeof(subject), USERS_WIRE_SUBJ_ASK ".%s", nd->peer.id);
     else
         snprintf(subject, sizeof(subject), USERS_WIRE_SUBJ_ASK);
     users_wire_ask(&u->out, u->node, u->node_len, ch->snap->req, ch->name, ch->name_len);
@@ -75,7 +57,7 @@ static void ask(struct users *u, struct users_chan *ch, const struct users_node 
 /* Starts ch's snapshot from every node (nd NULL: anew) or adds one node to it. */
 static void snapshot_start(struct users *u, struct users_chan *ch, struct users_node *nd)
 {
-    struct chan_snapshot *s = ch->snap;
+    struct peers_snapshot *s = ch->snap;
     if (!s) {
         if (!(s = calloc(1, sizeof(*s)))) {
             u->resync_wanted = true; /* the deltas still come; the next resync fills it */
@@ -84,35 +66,24 @@ static void snapshot_start(struct users *u, struct users_chan *ch, struct users_
             return;
         }
         ch->snap = s;
-        s->req = ++u->next_req;
+        peers_snapshot_renew(s, ++u->next_req);
     } else if (!nd) {
-        s->req = ++u->next_req;
-        s->n_peers = 0;
+        peers_snapshot_renew(s, ++u->next_req);
     }
-    s->deadline = u->now + u->wait_ms;
+    peers_snapshot_ask(s, &u->nodes, nd ? &nd->peer : NULL, u->now + u->wait_ms);
     ch->last_snapshot = u->now;
-    if (nd) {
-        struct snap_peer *p = peer_add(s, nd->token);
-        if (p)
-            p->answered = p->done = false;
-    } else {
-        for (struct users_node *n = u->node_list; n; n = n->next)
-            peer_add(s, n->token);
-    }
     ask(u, ch, nd);
 }
 
 static void snapshot_finish(struct users *u, struct users_chan *ch)
 {
-    struct chan_snapshot *s = ch->snap;
-    bool partial = false;
-    for (uint32_t i = 0; i < s->n_peers; i++)
-        partial = partial || !s->peers[i].done;
+    struct peers_snapshot *s = ch->snap;
+    bool partial = peers_snapshot_partial(s);
     if (partial)
         u->st.snapshots_partial++;
-    for (uint32_t i = 0; i < s->n_peers; i++)
-        if (s->peers[i].answered)
-            users__members_drop_node(u, ch, s->peers[i].token, s->req, s->peers[i].watermark);
+    for (uint32_t i = 0; i < s->n_answers; i++)
+        if (s->answers[i].answered)
+            users__members_drop_node(u, ch, s->answers[i].token, s->req, s->answers[i].watermark);
     ch->snap = NULL;
     snapshot_free(s);
     ch->ready = true;
@@ -122,13 +93,7 @@ static void snapshot_finish(struct users *u, struct users_chan *ch)
 
 static void snapshot_check(struct users *u, struct users_chan *ch)
 {
-    struct chan_snapshot *s = ch->snap;
-    if (!s)
-        return;
-    bool all = true;
-    for (uint32_t i = 0; i < s->n_peers && all; i++)
-        all = s->peers[i].done;
-    if ((all && u->now >= u->warm_until) || u->now >= s->deadline)
+    if (ch->snap && peers_snapshot_over(ch->snap, u->now, u->warm_until))
         snapshot_finish(u, ch);
 }
 
@@ -247,12 +212,9 @@ void users__chans_drop_node(struct users *u, struct users_node *nd)
 {
     for (struct users_chan *ch = u->chan_list, *next; ch; ch = next) {
         next = ch->next;
-        users__members_drop_node(u, ch, nd->token, 0, 0);
-        struct snap_peer *p = ch->snap ? peer_find(ch->snap, nd->token) : NULL;
-        if (p && !p->done) {
-            p->done = true;
-            p->answered = false; /* nothing of it to keep or sweep */
-        }
+        users__members_drop_node(u, ch, nd->peer.token, 0, 0);
+        if (ch->snap)
+            peers_snapshot_forget(ch->snap, nd->peer.token);
         snapshot_check(u, ch);
     }
 }
@@ -290,7 +252,7 @@ static void apply(struct users *u, struct users_chan *ch, struct users_node *nd,
         struct chan_member *mb = users__member_find(ch, e.user, e.user_len);
         struct holder *h = NULL;
         for (uint32_t i = 0; mb && i < mb->n_holders && !h; i++)
-            if (mb->holders[i].node == nd->token)
+            if (mb->holders[i].node == nd->peer.token)
                 h = &mb->holders[i];
         if (h && e.v <= h->v) {
             if (named)
@@ -306,8 +268,8 @@ static void apply(struct users *u, struct users_chan *ch, struct users_node *nd,
             text = (const char *)info.data;
             text_len = info.len;
         }
-        users__member_set(u, ch, nd->token, e.user, e.user_len, (uint32_t)e.clients, e.v, named,
-                          text, text_len);
+        users__member_set(u, ch, nd->peer.token, e.user, e.user_len, (uint32_t)e.clients, e.v,
+                          named, text, text_len);
     }
     proto_buf_free(&info);
     users__members_mode(u, ch);
@@ -339,13 +301,10 @@ void users__on_answer(struct users *u, const struct users_wire_msg *m)
         return; /* an answer to an earlier ask */
     bool created;
     struct users_node *nd = users__heard_from(u, m, &created);
-    struct snap_peer *p = nd ? peer_add(ch->snap, nd->token) : NULL;
-    if (!p || p->done)
+    struct peers_answer *p =
+        nd ? peers_snapshot_answer(ch->snap, nd->peer.token, m->watermark) : NULL;
+    if (!p)
         return;
-    if (!p->answered) {
-        p->answered = true;
-        p->watermark = m->watermark;
-    }
     apply(u, ch, nd, m, ch->snap->req);
     if (m->end)
         p->done = true;

@@ -151,8 +151,8 @@ static uint32_t retry_after(const struct users *u, const struct users_user *usr)
 {
     uint64_t best = 0;
     for (uint32_t i = 0; i < usr->n_conns; i++) {
-        const struct users_node *nd = NULL;
-        for (nd = u->node_list; nd && nd->token != usr->conns[i].node; nd = nd->next)
+        const struct peers_node *nd = NULL;
+        for (nd = u->nodes.list; nd && nd->token != usr->conns[i].node; nd = nd->next)
             ;
         uint64_t silent = nd ? u->now - nd->last_seen : 0;
         if (nd && silent > 2 * (uint64_t)u->hb_ms && silent < u->ttl_ms &&
@@ -291,7 +291,7 @@ static void drop_last_of_node(struct users *u, struct users_user *usr, uint64_t 
 static void replace_node_conns(struct users *u, struct users_user *usr, struct users_node *nd,
                                const struct users_wire_msg *m, const struct users_wire_entry *e)
 {
-    drop_node_conns(u, usr, nd->token, false, 0);
+    drop_node_conns(u, usr, nd->peer.token, false, 0);
     struct users_wire_cursor c = {0};
     struct users_wire_conn wc;
     uint32_t kept = 0;
@@ -300,11 +300,11 @@ static void replace_node_conns(struct users *u, struct users_user *usr, struct u
             u->st.conns_untracked++;
             continue;
         }
-        if (!conns_insert(usr, nd->token, wc.ts, wc.client, wc.client_len, 0, nd->full_epoch))
+        if (!conns_insert(usr, nd->peer.token, wc.ts, wc.client, wc.client_len, 0, nd->full_epoch))
             continue;
         u->remote_conns++;
         if (++kept > u->max_conns) {
-            drop_last_of_node(u, usr, nd->token);
+            drop_last_of_node(u, usr, nd->peer.token);
             kept--;
         }
     }
@@ -327,7 +327,7 @@ static void drop_cb(struct rt_hnode *n, void *arg)
 /* A full state of nd ended: what of it the state did not name is gone. */
 static void full_end(struct users *u, struct users_node *nd)
 {
-    struct drop_ctx d = {u, nd->token, true, nd->full_epoch};
+    struct drop_ctx d = {u, nd->peer.token, true, nd->full_epoch};
     rt_htab_each(&u->users, drop_cb, &d);
 }
 

@@ -200,7 +200,7 @@ rt_status users_create(const struct users_config *cfg, uint64_t now_ms, struct u
         free(u);
         return RT_INVAL;
     }
-    rt_htab_init(&u->nodes);
+    peers_table_init(&u->nodes, sizeof(struct users_node), 0, USERS_NODES_MAX);
     rt_htab_init(&u->users);
     rt_htab_init(&u->conns);
     rt_htab_init(&u->chans);
@@ -229,7 +229,7 @@ void users_destroy(struct users *u)
         if (subs[i])
             u->bus.unsubscribe(u->bus.ctx, subs[i]);
     users__free_users(u); /* and the connections */
-    users__free_nodes(u);
+    peers_table_free(&u->nodes);
     rt_htab_free(&u->chans);
     proto_buf_free(&u->out);
     free(u->readyq);
@@ -242,7 +242,7 @@ void users_get_stats(const struct users *u, struct users_stats *st)
     st->users = rt_htab_count(&u->users);
     st->local_conns = rt_htab_count(&u->conns);
     st->remote_conns = u->remote_conns;
-    st->nodes = rt_htab_count(&u->nodes);
+    st->nodes = peers_count(&u->nodes);
     st->channels = rt_htab_count(&u->chans);
     st->members = 0;
     for (const struct users_chan *ch = u->chan_list; ch; ch = ch->next)

@@ -4,12 +4,13 @@
  *
  *   users_wire.c   the bus messages and subjects (pure; users_wire.h)
  *   users.c        create / destroy, receiving (dispatch by subject), flush, time, stats
- *   nodes.c        the other nodes: table, heartbeats, silence, goodbyes
+ *   nodes.c        the other nodes: heartbeats, silence, goodbyes (the table:
+ *                  peers/peers_table.c, shared with geo presence)
  *   limits.c       users, their connections on every node and their publish buckets;
  *                  the reports and full states that carry them
  *   members.c      a channel's members: holders per node, join / leave, counting, events
- *   chans.c        the channels followed: subscriptions, snapshots asked and answered,
- *                  deltas, lingering
+ *   chans.c        the channels followed: subscriptions, snapshots asked and answered
+ *                  (the nodes asked: peers/peers_snapshot.c), deltas, lingering
  *   presence.c     what the gateway calls: wants, entering, leaving, the view
  *
  * Threads: all of it runs on the loop thread (users.h), so no field here is
@@ -18,11 +19,13 @@
 #ifndef USERS_INT_H
 #define USERS_INT_H
 
+#include "peers.h"
 #include "protocol.h"
 #include "users.h"
 #include "users_wire.h"
 
 _Static_assert(USERS_WIRE_NODE_MAX == USERS_NODE_MAX, "one node id size");
+_Static_assert(PEERS_NODE_MAX == USERS_NODE_MAX, "one node id size");
 _Static_assert(USERS_WIRE_USER_MAX == USERS_USER_MAX, "one user id size");
 _Static_assert(USERS_WIRE_CLIENT_MAX == USERS_CLIENT_MAX, "one client id size");
 _Static_assert(USERS_WIRE_INFO_MAX == USERS_INFO_MAX, "one info size");
@@ -39,16 +42,15 @@ _Static_assert(USERS_WIRE_INFO_MAX == USERS_INFO_MAX, "one info size");
 #define USERS_NODES_MAX      4096u /* other nodes tracked; ids beyond are ignored (a flood) */
 #define USERS_LOCAL          0u    /* the node token of this node's own entries */
 
-/* Another node heard from. */
+/*
+ * Another node heard from: the table's part (peers/peers_table.c, shared
+ * with geo presence: id, silence, generation, and the token that marks its
+ * connections and members, a serial never USERS_LOCAL), then what only
+ * users keep of it.
+ */
 struct users_node {
-    struct rt_hnode h; /* by id */
-    struct users_node *prev, *next;
-    uint64_t token; /* marks its connections and members (a serial, never USERS_LOCAL) */
-    uint64_t last_seen;
-    uint64_t gen;        /* its bus generation, from heartbeats */
-    uint32_t full_epoch; /* its latest full state: entries not in it go at its end */
-    size_t id_len;
-    char id[USERS_NODE_MAX + 1];
+    struct peers_node peer; /* first: the table allocates users_nodes */
+    uint32_t full_epoch;    /* its latest full state: entries not in it go at its end */
 };
 
 /* One connection of a user, on this node (node USERS_LOCAL) or another. */
@@ -120,22 +122,6 @@ struct chan_dirty {
     char user[];
 };
 
-/* A node asked for a snapshot, and how far its answer got. */
-struct snap_peer {
-    uint64_t token;
-    uint64_t watermark; /* its v when it answered */
-    bool answered;      /* first chunk in */
-    bool done;          /* last chunk in, or the node is gone */
-};
-
-/* A snapshot awaited for one channel. */
-struct chan_snapshot {
-    uint64_t req;
-    uint64_t deadline;
-    struct snap_peer *peers;
-    uint32_t n_peers, cap_peers;
-};
-
 /* A channel followed: its subscription, members, watchers and snapshot. */
 struct users_chan {
     struct rt_hnode h; /* by name */
@@ -149,7 +135,7 @@ struct users_chan {
     uint64_t last_used;
     uint64_t last_snapshot;        /* when the last one was asked for */
     uint64_t count_told, count_at; /* the last count event */
-    struct chan_snapshot *snap;    /* while one is awaited */
+    struct peers_snapshot *snap;   /* while one is awaited (peers/peers_snapshot.c) */
     struct rt_htab members;        /* struct chan_member */
     struct rt_htab dirty;          /* struct chan_dirty */
     struct chan_dirty *dirty_head;
@@ -188,10 +174,8 @@ struct users {
     size_t node_len;
     char reply_subject[USERS_WIRE_SUBJECT_MAX];
 
-    struct rt_htab nodes; /* struct users_node */
-    struct users_node *node_list;
-    uint64_t node_serial;
-    struct rt_htab users; /* struct users_user */
+    struct peers_table nodes; /* struct users_node */
+    struct rt_htab users;     /* struct users_user */
     struct users_user *dirty_head, *dirty_tail;
     struct rt_htab conns; /* struct users_conn */
     struct rt_htab chans; /* struct users_chan */
@@ -227,16 +211,12 @@ void users__publish(struct users *u, const char *subject, const char *reply,
 /* ------------------------------------------------------------------------ */
 /* nodes.c                                                                   */
 
-struct users_node *users__node_find(const struct users *u, const char *id, size_t len);
-/* Finds or makes (created) the node of id; NULL for a bad id or a full table. */
-struct users_node *users__node_get(struct users *u, const char *id, size_t len, bool *created);
 /* A message from m's node: it is alive; NULL (counted bad) when it cannot be tracked. */
 struct users_node *users__heard_from(struct users *u, const struct users_wire_msg *m,
                                      bool *created);
 void users__on_heartbeat(struct users *u, const struct users_wire_msg *m);
 void users__send_heartbeat(struct users *u, bool hello, bool bye);
 void users__expire_nodes(struct users *u);
-void users__free_nodes(struct users *u);
 
 /* ------------------------------------------------------------------------ */
 /* limits.c                                                                  */

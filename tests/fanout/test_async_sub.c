@@ -76,14 +76,41 @@ static rt_status sub_req(struct fo_client *c, const char *channel, int64_t req_i
     return fo_subscribe(c, &req, out);
 }
 
-/* Subscribes and expects it to wait; returns the engine's operation. */
-static uint64_t sub_waits(struct fo_client *c, const char *channel, int64_t req_id)
+/* Resumes from since of epoch and expects it to wait; returns the engine's operation. */
+static uint64_t resume_waits(struct fo_client *c, const char *channel, int64_t req_id,
+                             bool has_since, uint64_t since, const char *epoch)
 {
     struct fo_sub_result r;
     size_t before = stand.n_waiting;
-    cr_assert_eq(sub_req(c, channel, req_id, false, 0, NULL, &r), RT_AGAIN);
+    cr_assert_eq(sub_req(c, channel, req_id, has_since, since, epoch, &r), RT_AGAIN);
     cr_assert_eq(stand.n_waiting, before + 1);
     return stand.waiting[before];
+}
+
+/* Subscribes and expects it to wait; returns the engine's operation. */
+static uint64_t sub_waits(struct fo_client *c, const char *channel, int64_t req_id)
+{
+    return resume_waits(c, channel, req_id, false, 0, NULL);
+}
+
+/* Subscribes and expects a refusal with code at once; the result. */
+static struct fo_sub_result sub_refused(struct fo_client *c, const char *channel, int64_t req_id,
+                                        int code)
+{
+    struct fo_sub_result r;
+    cr_assert_eq(sub_req(c, channel, req_id, false, 0, NULL, &r), RT_OK);
+    cr_assert_eq(r.error, code);
+    return r;
+}
+
+/* A subscription the engine grants at once (the channel's epoch is in it). */
+static struct fo_sub_result sub_at_once(struct fo_client *c, const char *channel)
+{
+    stand.defer = false;
+    stand.answer = RT_OK;
+    struct fo_sub_result r = tf_sub(c, channel);
+    stand.defer = true;
+    return r;
 }
 
 static uint64_t pending_now(struct fo *fo)
@@ -132,16 +159,11 @@ Test(async_sub, resume_replays_after_the_reply_with_no_gap)
     tf_sink_init(&s);
     struct fo *fo = stand_fo(NULL, &s);
     struct fo_client *pub = tf_client(fo, 2);
-    stand.defer = false;
-    stand.answer = RT_OK;
-    struct fo_sub_result r0 = tf_sub(pub, "d.r"); /* learns the epoch */
-    stand.defer = true;
+    struct fo_sub_result r0 = sub_at_once(pub, "d.r"); /* learns the epoch */
     for (int i = 0; i < 5; i++)
         tf_pub(fo, "d.r", NULL, "1");
     struct fo_client *a = tf_client(fo, 1);
-    struct fo_sub_result r;
-    cr_assert_eq(sub_req(a, "d.r", 9, true, 2, r0.epoch, &r), RT_AGAIN);
-    uint64_t op = stand.waiting[stand.n_waiting - 1];
+    uint64_t op = resume_waits(a, "d.r", 9, true, 2, r0.epoch);
     tf_pub(fo, "d.r", NULL, "1"); /* 6 and 7 while it waits */
     tf_pub(fo, "d.r", NULL, "1");
     size_t before = s.n;
@@ -168,12 +190,9 @@ Test(async_sub, a_waiting_subscribe_counts_for_409_and_max_subs)
     struct fo *fo = stand_fo(&cfg, &s);
     struct fo_client *a = tf_client(fo, 1);
     sub_waits(a, "d.a", 1);
-    struct fo_sub_result r;
-    cr_assert_eq(sub_req(a, "d.a", 2, false, 0, NULL, &r), RT_OK);
-    cr_assert_eq(r.error, 409);
+    sub_refused(a, "d.a", 2, 409);
     sub_waits(a, "d.b", 3);
-    cr_assert_eq(sub_req(a, "d.c", 4, false, 0, NULL, &r), RT_OK);
-    cr_assert_eq(r.error, 403);
+    sub_refused(a, "d.c", 4, 403);
     cr_assert_eq(tf_unsub(a, "d.a"), RT_NOT_FOUND, "a waiting subscribe is not a subscription");
     fo_client_destroy(a);
     fo_destroy(fo);
@@ -189,9 +208,7 @@ Test(async_sub, per_client_bound_is_429_and_leaves_others_alone)
     struct fo_client *a = tf_client(fo, 1), *b = tf_client(fo, 2);
     sub_waits(a, "d.1", 1);
     uint64_t op = sub_waits(a, "d.2", 2);
-    struct fo_sub_result r;
-    cr_assert_eq(sub_req(a, "d.3", 3, false, 0, NULL, &r), RT_OK);
-    cr_assert_eq(r.error, 429);
+    struct fo_sub_result r = sub_refused(a, "d.3", 3, 429);
     cr_assert_gt(r.retry_after_ms, 0);
     sub_waits(b, "d.3", 1); /* another client is not refused */
     fo__sub_ready(fo, op, RT_OK);
@@ -217,9 +234,7 @@ Test(async_sub, node_bound_is_503)
         sub_waits(c[i], "e.x", 1);
     }
     c[3] = tf_client(fo, 4);
-    struct fo_sub_result r;
-    cr_assert_eq(sub_req(c[3], "e.y", 1, false, 0, NULL, &r), RT_OK);
-    cr_assert_eq(r.error, 503);
+    struct fo_sub_result r = sub_refused(c[3], "e.y", 1, 503);
     cr_assert_gt(r.retry_after_ms, 0);
     for (int i = 0; i < 4; i++)
         fo_client_destroy(c[i]);
@@ -273,9 +288,7 @@ Test(async_sub, engine_failure_answers_503)
     cr_assert_eq(stand.interest, 0);
     stand.defer = false;
     stand.answer = RT_UNAVAILABLE; /* refused at once: answered now */
-    struct fo_sub_result r;
-    cr_assert_eq(sub_req(a, "d.f", 4, false, 0, NULL, &r), RT_OK);
-    cr_assert_eq(r.error, 503);
+    sub_refused(a, "d.f", 4, 503);
     cr_assert_eq(stand.interest, 0);
     fo_client_destroy(a);
     fo_destroy(fo);
@@ -337,15 +350,10 @@ Test(async_sub, bad_since_found_when_ready_is_400)
     tf_sink_init(&s);
     struct fo *fo = stand_fo(NULL, &s);
     struct fo_client *pub = tf_client(fo, 2);
-    stand.defer = false;
-    stand.answer = RT_OK;
-    struct fo_sub_result r0 = tf_sub(pub, "d.s");
+    struct fo_sub_result r0 = sub_at_once(pub, "d.s");
     tf_pub(fo, "d.s", NULL, "1");
-    stand.defer = true;
     struct fo_client *a = tf_client(fo, 1);
-    struct fo_sub_result r;
-    cr_assert_eq(sub_req(a, "d.s", 3, true, 5, r0.epoch, &r), RT_AGAIN);
-    fo__sub_ready(fo, stand.waiting[stand.n_waiting - 1], RT_OK);
+    fo__sub_ready(fo, resume_waits(a, "d.s", 3, true, 5, r0.epoch), RT_OK);
     cr_assert_eq(s.sub_done[0].res.error, 400);
     cr_assert_eq(stand.interest, 1, "only pub's subscription holds it now");
     fo_client_destroy(a);

@@ -177,3 +177,31 @@ rt_status tg_set(struct geo *g, const char *space, const char *client, uint64_t 
     in.lon = lon;
     return geo_set(g, &in, cell);
 }
+
+void tg_mutate(struct tg_rng *r, uint8_t *buf, size_t *len, size_t cap, unsigned max_edits)
+{
+    for (int edits = 1 + (int)tg_below(r, max_edits); edits > 0 && *len; edits--) {
+        size_t at = tg_below(r, *len);
+        switch (tg_below(r, 5)) {
+        case 0:
+            buf[at] = (uint8_t)tg_next(r);
+            break;
+        case 1:
+            buf[at] ^= (uint8_t)(1u << tg_below(r, 8));
+            break;
+        case 2:
+            buf[at] = (uint8_t)(buf[at] + 1); /* a count or length one off */
+            break;
+        case 3:
+            *len = at + 1; /* cut short */
+            break;
+        default: /* a byte inserted */
+            if (*len < cap) {
+                memmove(buf + at + 1, buf + at, *len - at);
+                buf[at] = (uint8_t)tg_next(r);
+                ++*len;
+            }
+            break;
+        }
+    }
+}

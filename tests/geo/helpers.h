@@ -46,6 +46,13 @@ void tg_log_push(struct tg_log *log, const struct tg_event *e);
 void tg_log_sort(struct tg_log *log); /* by watch id, then client */
 void tg_log_free(struct tg_log *log);
 
+/*
+ * Mutates the len bytes at buf as a hostile or broken sender would: 1 to
+ * max_edits edits, each a byte changed, a bit flipped, a count or length
+ * one off, the message cut short, or a byte inserted (while len < cap).
+ */
+void tg_mutate(struct tg_rng *r, uint8_t *buf, size_t *len, size_t cap, unsigned max_edits);
+
 /* A set with a NUL-terminated space / client / user. */
 rt_status tg_set(struct geo *g, const char *space, const char *client, uint64_t conn, double lat,
                  double lon, char cell[GEO_CELL_BUF]);

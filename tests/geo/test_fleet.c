@@ -1,10 +1,12 @@
 /*
  * Presence across nodes (geo/fleet*.c): several fleets joined by an
- * in-memory bus with NATS's subject matching and per-publisher ordering,
- * where the tests choose the interleaving, lose messages, and kill nodes.
+ * in-memory bus with NATS's subject matching and per-publisher ordering
+ * (tests/support/membus.c), where the tests choose the interleaving, lose
+ * messages, and kill nodes.
  */
 #include "fleet.h"
 #include "helpers.h"
+#include "membus.h"
 
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -12,40 +14,17 @@
 #include <string.h>
 
 #define MAXN     4
-#define MAXSUBS  4096
 #define MAXW     16
 #define MAXM     200
 #define SUBJ_CAP GEO_FLEET_SUBJECT_MAX
 
 struct tnode;
 
-struct tsub {
-    struct tnode *node;
-    char subject[SUBJ_CAP];
-    bool live;
-};
-
-struct tmsg {
-    char subject[SUBJ_CAP];
-    char reply[SUBJ_CAP];
-    uint8_t *data;
-    size_t len;
-};
-
-struct tqueue {
-    struct tmsg *v;
-    size_t head, n, cap;
-};
-
+/* The bus and the nodes on it. */
 struct tbus {
+    struct membus m;
     struct tnode *nodes[MAXN];
-    struct tqueue q[MAXN]; /* per publisher: NATS keeps a publisher's order */
-    struct tsub *subs[MAXSUBS];
-    size_t nsubs;
     struct tg_rng rng;
-    unsigned drop_pct; /* per message to drop_node: lost, and that receiver's gen moves */
-    int drop_node;
-    uint64_t delivered, dropped;
 };
 
 struct twatch {
@@ -65,11 +44,9 @@ struct tmember {
 };
 
 struct tnode {
+    struct membus_port port; /* up, fail_publish, gen: how its bus is */
     struct tbus *bus;
     int idx;
-    bool up;
-    bool fail_publish; /* its publishes fail (and it is told) */
-    uint64_t gen;
     char id[24];
     struct geo *geo;
     struct geo_fleet *fl;
@@ -90,126 +67,38 @@ static unsigned restarts;
 /* ---------------------------------------------------------------------- */
 /* The bus                                                                  */
 
-static bool match(const char *pattern, const char *subject)
+static size_t rng_below(void *rng, size_t n)
 {
-    while (*pattern && *subject) {
-        const char *pe = strchr(pattern, '.'), *se = strchr(subject, '.');
-        size_t pl = pe ? (size_t)(pe - pattern) : strlen(pattern);
-        size_t sl = se ? (size_t)(se - subject) : strlen(subject);
-        if (pl == 1 && pattern[0] == '>')
-            return true;
-        if (!(pl == 1 && pattern[0] == '*') && (pl != sl || memcmp(pattern, subject, pl) != 0))
-            return false;
-        pattern += pl + (pe ? 1 : 0);
-        subject += sl + (se ? 1 : 0);
-        if (!pe || !se)
-            return !pe && !se;
-    }
-    return !*pattern && !*subject;
+    return tg_below(rng, n);
 }
 
-static rt_status bus_publish(void *ctx, const char *subject, const char *reply, const uint8_t *data,
-                             size_t len)
+/* A bus of MAXN nodes whose interleaving and losses follow seed. */
+static void bus_init(struct tbus *b, uint64_t seed)
 {
-    struct tnode *n = ctx;
-    if (!n->up)
-        return RT_OK; /* cut off: lost on the way */
-    if (n->fail_publish)
-        return RT_UNAVAILABLE;
-    struct tqueue *q = &n->bus->q[n->idx];
-    if (q->n == q->cap) {
-        size_t ncap = q->cap ? q->cap * 2 : 64;
-        struct tmsg *v = calloc(ncap, sizeof(*v));
-        cr_assert_not_null(v);
-        for (size_t i = 0; i < q->n; i++)
-            v[i] = q->v[(q->head + i) % q->cap];
-        free(q->v);
-        q->v = v;
-        q->head = 0;
-        q->cap = ncap;
-    }
-    struct tmsg *m = &q->v[(q->head + q->n++) % q->cap];
-    snprintf(m->subject, sizeof(m->subject), "%s", subject);
-    snprintf(m->reply, sizeof(m->reply), "%s", reply ? reply : "");
-    m->data = malloc(len);
-    cr_assert_not_null(m->data);
-    memcpy(m->data, data, len);
-    m->len = len;
-    return RT_OK;
+    memset(b, 0, sizeof(*b));
+    b->rng.s = seed;
+    membus_init(&b->m, MAXN, rng_below, &b->rng);
 }
 
-static void *bus_subscribe(void *ctx, const char *subject)
+static void node_receive(struct membus_port *to, const char *subject, const char *reply,
+                         const uint8_t *data, size_t len)
 {
-    struct tnode *n = ctx;
-    cr_assert_lt(n->bus->nsubs, MAXSUBS);
-    struct tsub *s = calloc(1, sizeof(*s));
-    s->node = n;
-    s->live = true;
-    snprintf(s->subject, sizeof(s->subject), "%s", subject);
-    n->bus->subs[n->bus->nsubs++] = s;
-    return s;
-}
-
-static void bus_unsubscribe(void *ctx, void *handle)
-{
-    (void)ctx;
-    ((struct tsub *)handle)->live = false;
-}
-
-/* Delivers the oldest message of publisher i to every matching subscription. */
-static bool deliver_one(struct tbus *b, int i)
-{
-    struct tqueue *q = &b->q[i];
-    if (!q->n)
-        return false;
-    struct tmsg m = q->v[q->head];
-    q->head = (q->head + 1) % q->cap;
-    q->n--;
-    for (size_t k = 0; k < b->nsubs; k++) {
-        struct tsub *s = b->subs[k];
-        if (!s->live || !s->node->up || !match(s->subject, m.subject))
-            continue;
-        if (b->drop_pct && s->node->idx == b->drop_node && tg_below(&b->rng, 100) < b->drop_pct) {
-            s->node->gen++; /* the receiver learns it lost something (slow consumer) */
-            b->dropped++;
-            continue;
-        }
-        b->delivered++;
-        geo_fleet_receive(s->node->fl, m.subject, m.reply[0] ? m.reply : NULL, m.data, m.len,
-                          now_ms);
-    }
-    free(m.data);
-    return true;
-}
-
-static size_t pending(const struct tbus *b)
-{
-    size_t n = 0;
-    for (int i = 0; i < MAXN; i++)
-        n += b->q[i].n;
-    return n;
-}
-
-/* Delivers everything, publishers interleaved at random. */
-static void pump(struct tbus *b)
-{
-    for (int guard = 0; pending(b) && guard < 1000000; guard++)
-        deliver_one(b, (int)tg_below(&b->rng, MAXN));
-    cr_assert_eq(pending(b), 0);
+    struct tnode *n = RT_CONTAINER(to, struct tnode, port);
+    geo_fleet_receive(n->fl, subject, reply, data, len, now_ms);
 }
 
 static void flush_all(struct tbus *b)
 {
     for (int i = 0; i < MAXN; i++)
-        if (b->nodes[i] && b->nodes[i]->fl && b->nodes[i]->up)
+        if (b->nodes[i] && b->nodes[i]->fl && b->nodes[i]->port.up)
             geo_fleet_flush(b->nodes[i]->fl);
 }
 
 static void tick_all(struct tbus *b)
 {
     for (int i = 0; i < MAXN; i++)
-        if (b->nodes[i] && b->nodes[i]->fl && b->nodes[i]->up)
-            geo_fleet_tick(b->nodes[i]->fl, now_ms, b->nodes[i]->gen);
+        if (b->nodes[i] && b->nodes[i]->fl && b->nodes[i]->port.up)
+            geo_fleet_tick(b->nodes[i]->fl, now_ms, b->nodes[i]->port.gen);
 }
 
 /* Flushes, delivers and ticks until the fleet is quiet (time moves by step_ms). */
@@ -217,10 +106,10 @@ static void settle(struct tbus *b, uint64_t step_ms, int rounds)
 {
     for (int r = 0; r < rounds; r++) {
         flush_all(b);
-        pump(b);
+        membus_pump(&b->m);
         now_ms += step_ms;
         tick_all(b);
-        pump(b);
+        membus_pump(&b->m);
     }
 }
 
@@ -278,7 +167,7 @@ static void node_start(struct tbus *b, int idx)
     }
     n->bus = b;
     n->idx = idx;
-    n->up = true;
+    membus_attach(&b->m, &n->port, idx, node_receive);
     snprintf(n->id, sizeof(n->id), "n%d-%u", idx, restarts++);
     struct geo_config gc;
     memset(&gc, 0, sizeof(gc));
@@ -295,7 +184,7 @@ static void node_start(struct tbus *b, int idx)
     fc.resync_ms = resync_ms;
     fc.max_follows = max_follows;
     fc.max_owner_follows = max_owner;
-    fc.bus = (struct geo_fleet_bus){bus_publish, bus_subscribe, bus_unsubscribe, n};
+    fc.bus = (struct geo_fleet_bus){membus_publish, membus_subscribe, membus_unsubscribe, &n->port};
     fc.on_ready = on_ready;
     fc.arg = n;
     cr_assert_eq(geo_fleet_create(&fc, now_ms, &n->fl), RT_OK);
@@ -309,11 +198,9 @@ static void node_kill(struct tbus *b, int idx)
     geo_destroy(n->geo);
     n->fl = NULL;
     n->geo = NULL;
-    n->up = false;
+    n->port.up = false;
     n->nw = n->nm = n->n_ready = 0;
-    for (size_t k = 0; k < b->q[idx].n; k++) /* what it had not sent yet dies with it */
-        free(b->q[idx].v[(b->q[idx].head + k) % b->q[idx].cap].data);
-    b->q[idx].n = 0;
+    membus_drop_queue(&n->port); /* what it had not sent yet dies with it */
 }
 
 static void bus_free(struct tbus *b)
@@ -323,12 +210,8 @@ static void bus_free(struct tbus *b)
         if (n && n->fl)
             node_kill(b, i);
         free(n);
-        for (size_t k = 0; k < b->q[i].n; k++)
-            free(b->q[i].v[(b->q[i].head + k) % b->q[i].cap].data);
-        free(b->q[i].v);
     }
-    for (size_t k = 0; k < b->nsubs; k++)
-        free(b->subs[k]);
+    membus_free(&b->m);
 }
 
 static struct tmember *member_at(struct tnode *n, const char *client)
@@ -421,7 +304,7 @@ static size_t truth(struct tbus *b, double lat, double lon, double radius,
     size_t k = 0;
     for (int i = 0; i < MAXN; i++) {
         struct tnode *n = b->nodes[i];
-        if (!n || !n->fl || !n->up)
+        if (!n || !n->fl || !n->port.up)
             continue;
         for (size_t j = 0; j < n->nm; j++) {
             double d;
@@ -526,7 +409,8 @@ static struct geo_fleet_stats fstats(const struct tnode *n)
 
 Test(fleet, near_sees_members_of_other_nodes_with_their_meta)
 {
-    struct tbus b = {.rng = {1}};
+    struct tbus b;
+    bus_init(&b, 1);
     node_start(&b, 0);
     node_start(&b, 1);
     settle(&b, 400, 1); /* hellos, heartbeats, past the warm-up: each knows the other */
@@ -535,12 +419,12 @@ Test(fleet, near_sees_members_of_other_nodes_with_their_meta)
     set(b.nodes[0], "a2", 52.5210, 13.4060, NULL);
     set(b.nodes[0], "far", 48.85, 2.35, NULL);
     geo_fleet_flush(b.nodes[0]->fl);
-    pump(&b); /* nobody follows yet: nothing kept */
+    membus_pump(&b.m); /* nobody follows yet: nothing kept */
     cr_assert_eq(fstats(b.nodes[1]).remote_members, 0);
 
     uint64_t t;
     cr_assert_not(want(b.nodes[1], 52.5201, 13.4049, 500, false, &t), "needs a snapshot first");
-    pump(&b);
+    membus_pump(&b.m);
     bool partial = true;
     cr_assert(ready_has(b.nodes[1], t, &partial));
     cr_assert_not(partial);
@@ -574,7 +458,8 @@ Test(fleet, near_sees_members_of_other_nodes_with_their_meta)
 
 Test(fleet, watch_events_across_nodes)
 {
-    struct tbus b = {.rng = {2}};
+    struct tbus b;
+    bus_init(&b, 2);
     node_start(&b, 0);
     node_start(&b, 1);
     settle(&b, 400, 1);
@@ -603,7 +488,8 @@ Test(fleet, watch_events_across_nodes)
 
 Test(fleet, a_dead_node_expires_and_its_restart_brings_nothing_back)
 {
-    struct tbus b = {.rng = {3}};
+    struct tbus b;
+    bus_init(&b, 3);
     node_start(&b, 0);
     node_start(&b, 1);
     settle(&b, 400, 1);
@@ -640,7 +526,8 @@ Test(fleet, a_dead_node_expires_and_its_restart_brings_nothing_back)
 
 Test(fleet, a_partitioned_node_comes_back_whole)
 {
-    struct tbus b = {.rng = {4}};
+    struct tbus b;
+    bus_init(&b, 4);
     node_start(&b, 0);
     node_start(&b, 1);
     settle(&b, 400, 1);
@@ -651,14 +538,14 @@ Test(fleet, a_partitioned_node_comes_back_whole)
     arm_ready_watches(b.nodes[1]);
     cr_assert_eq(w->n_inside, 2);
 
-    b.nodes[0]->up = false; /* cut off: B hears nothing, A's changes are lost */
+    b.nodes[0]->port.up = false; /* cut off: B hears nothing, A's changes are lost */
     now_ms += 3500;
     tick_all(&b);
     cr_assert_eq(w->n_inside, 0, "expired");
-    b.nodes[0]->up = true;
+    b.nodes[0]->port.up = true;
     clear(b.nodes[0], "goes");
     set(b.nodes[0], "meanwhile", 52.5202, 13.405, NULL);
-    b.nodes[0]->gen++; /* A's bus reconnected */
+    b.nodes[0]->port.gen++; /* A's bus reconnected */
     settle(&b, 10, 3);
     check_watch(&b, w);
     cr_assert_eq(w->n_inside, 2);
@@ -668,7 +555,8 @@ Test(fleet, a_partitioned_node_comes_back_whole)
 /* Publishes that fail are announced in the next heartbeat; the others resync from the node. */
 Test(fleet, a_node_whose_publishes_failed_is_resynced_from)
 {
-    struct tbus b = {.rng = {12}};
+    struct tbus b;
+    bus_init(&b, 12);
     node_start(&b, 0);
     node_start(&b, 1);
     settle(&b, 400, 1);
@@ -676,10 +564,10 @@ Test(fleet, a_node_whose_publishes_failed_is_resynced_from)
     settle(&b, 10, 1);
     arm_ready_watches(b.nodes[1]);
     cr_assert(w->ready);
-    b.nodes[0]->fail_publish = true;
+    b.nodes[0]->port.fail_publish = true;
     set(b.nodes[0], "lost", 52.5201, 13.405, NULL);
     geo_fleet_flush(b.nodes[0]->fl);
-    b.nodes[0]->fail_publish = false;
+    b.nodes[0]->port.fail_publish = false;
     cr_assert_eq(fstats(b.nodes[0]).publish_failures, 1);
     settle(&b, 10, 2);
     cr_assert_eq(w->n_inside, 0, "the delta was lost");
@@ -695,7 +583,8 @@ Test(fleet, a_node_whose_publishes_failed_is_resynced_from)
  */
 Test(fleet, a_member_moving_in_while_a_snapshot_waits_stays)
 {
-    struct tbus b = {.rng = {8}};
+    struct tbus b;
+    bus_init(&b, 8);
     for (int i = 0; i < 3; i++)
         node_start(&b, i);
     settle(&b, 400, 1);
@@ -707,16 +596,16 @@ Test(fleet, a_member_moving_in_while_a_snapshot_waits_stays)
     check_near(&b, b.nodes[1], 52.52, 13.405, 200);
 
     cr_assert_not(want(b.nodes[1], 52.60, 13.405, 200, false, &t)); /* ~9 km north */
-    while (deliver_one(&b, 1)) /* the request reaches nodes 0 and 2 */
+    while (membus_deliver_one(&b.m, 1)) /* the request reaches nodes 0 and 2 */
         ;
-    while (deliver_one(&b, 0)) /* node 0 answers; node 2's answer is slow */
+    while (membus_deliver_one(&b.m, 0)) /* node 0 answers; node 2's answer is slow */
         ;
     cr_assert_not(ready_has(b.nodes[1], t, NULL));
     set(b.nodes[0], "x", 52.60, 13.405, NULL); /* x moves into the cells awaited */
     geo_fleet_flush(b.nodes[0]->fl);
-    while (deliver_one(&b, 0))
+    while (membus_deliver_one(&b.m, 0))
         ;
-    while (deliver_one(&b, 2)) /* node 2's answer: the snapshot is complete */
+    while (membus_deliver_one(&b.m, 2)) /* node 2's answer: the snapshot is complete */
         ;
     cr_assert(ready_has(b.nodes[1], t, NULL));
     check_near(&b, b.nodes[1], 52.60, 13.405, 200);
@@ -728,7 +617,8 @@ Test(fleet, a_member_moving_in_while_a_snapshot_waits_stays)
 
 Test(fleet, many_joins_at_once_go_out_in_few_messages)
 {
-    struct tbus b = {.rng = {5}};
+    struct tbus b;
+    bus_init(&b, 5);
     node_start(&b, 0);
     node_start(&b, 1);
     settle(&b, 400, 1);
@@ -754,14 +644,15 @@ Test(fleet, many_joins_at_once_go_out_in_few_messages)
     geo_fleet_flush(b.nodes[0]->fl);
     uint64_t sent = fstats(b.nodes[0]).messages_out - before;
     cr_assert_leq(sent, 4, "%lu bus messages for 5,000 joins", (unsigned long)sent);
-    pump(&b);
+    membus_pump(&b.m);
     cr_assert_eq(fstats(b.nodes[1]).remote_members, 5000);
     bus_free(&b);
 }
 
 Test(fleet, garbage_on_the_bus_is_counted_and_ignored)
 {
-    struct tbus b = {.rng = {6}};
+    struct tbus b;
+    bus_init(&b, 6);
     node_start(&b, 0);
     struct tg_rng r = {7};
     const char *subjects[] = {"rtgate.geo.hb",  "rtgate.geo.s",
@@ -804,7 +695,8 @@ Test(fleet, garbage_on_the_bus_is_counted_and_ignored)
  */
 Test(fleet, mutated_real_messages_are_survived)
 {
-    struct tbus b = {.rng = {10}};
+    struct tbus b;
+    bus_init(&b, 10);
     resync_ms = 2000; /* what forged ids left behind goes with the periodic resync */
     node_start(&b, 0);
     node_start(&b, 1);
@@ -818,23 +710,10 @@ Test(fleet, mutated_real_messages_are_survived)
     }
     geo_fleet_flush(b.nodes[0]->fl);
     /* Capture what is queued now (node 1's snapshot request, node 0's deltas). */
-    struct tmsg saved[64];
-    size_t ns = 0;
-    for (int i = 0; i < MAXN; i++)
-        for (size_t k = 0; k < b.q[i].n && ns < 64; k++) {
-            struct tmsg *m = &b.q[i].v[(b.q[i].head + k) % b.q[i].cap];
-            saved[ns] = *m;
-            saved[ns].data = malloc(m->len);
-            memcpy(saved[ns++].data, m->data, m->len);
-        }
-    pump(&b); /* answers come too: capture them on the next round */
-    for (int i = 0; i < MAXN; i++)
-        for (size_t k = 0; k < b.q[i].n && ns < 64; k++) {
-            struct tmsg *m = &b.q[i].v[(b.q[i].head + k) % b.q[i].cap];
-            saved[ns] = *m;
-            saved[ns].data = malloc(m->len);
-            memcpy(saved[ns++].data, m->data, m->len);
-        }
+    struct membus_msg saved[64];
+    size_t ns = membus_copy_queued(&b.m, saved, 64);
+    membus_pump(&b.m); /* answers come too: capture them on the next round */
+    ns += membus_copy_queued(&b.m, saved + ns, 64 - ns);
     settle(&b, 10, 2);
     cr_assert_geq(ns, 3);
     struct tg_rng r = {11};
@@ -843,24 +722,7 @@ Test(fleet, mutated_real_messages_are_survived)
         for (int round = 0; round < 400; round++) {
             size_t len = saved[i].len < sizeof(buf) ? saved[i].len : sizeof(buf);
             memcpy(buf, saved[i].data, len);
-            int edits = 1 + (int)tg_below(&r, 3);
-            for (int e = 0; e < edits; e++) {
-                size_t at = tg_below(&r, len);
-                switch (tg_below(&r, 4)) {
-                case 0:
-                    buf[at] = (uint8_t)tg_next(&r);
-                    break;
-                case 1:
-                    buf[at] ^= (uint8_t)(1u << tg_below(&r, 8));
-                    break;
-                case 2:
-                    len = at + 1; /* cut short */
-                    break;
-                default:
-                    buf[at] = (uint8_t)(buf[at] + 1); /* a length or count one off */
-                    break;
-                }
-            }
+            tg_mutate(&r, buf, &len, sizeof(buf), 3);
             const char *reply = saved[i].reply[0] ? saved[i].reply : NULL;
             geo_fleet_receive(b.nodes[1]->fl, saved[i].subject, reply, buf, len, now_ms);
         }
@@ -938,7 +800,8 @@ static void follow_berlin(struct tbus *b, char subject[SUBJ_CAP])
 
 Test(fleet, an_entry_without_user_or_meta_is_stored_once)
 {
-    struct tbus b = {.rng = {9}};
+    struct tbus b;
+    bus_init(&b, 9);
     char subject[SUBJ_CAP];
     follow_berlin(&b, subject);
     uint8_t m[128];
@@ -968,7 +831,8 @@ Test(fleet, an_entry_without_user_or_meta_is_stored_once)
  */
 Test(fleet, a_message_with_one_bad_entry_applies_none)
 {
-    struct tbus b = {.rng = {12}};
+    struct tbus b;
+    bus_init(&b, 12);
     char subject[SUBJ_CAP];
     follow_berlin(&b, subject);
     uint8_t m[160];
@@ -1011,12 +875,14 @@ static void dense_point(struct tg_rng *r, double *lat, double *lon)
 
 static void random_fleet(uint64_t seed, unsigned drop_pct)
 {
-    struct tbus b = {.rng = {seed}, .drop_pct = 0, .drop_node = (int)(seed % 3)};
+    struct tbus b;
+    bus_init(&b, seed);
+    b.m.drop_port = (int)(seed % 3);
     struct tg_rng r = {seed * 31 + 7};
     for (int i = 0; i < 3; i++)
         node_start(&b, i);
     settle(&b, 400, 1);
-    b.drop_pct = drop_pct;
+    b.m.drop_pct = drop_pct;
     for (int step = 0; step < 3000; step++) {
         struct tnode *n = b.nodes[tg_below(&r, 3)];
         unsigned op = (unsigned)tg_below(&r, 100);
@@ -1045,7 +911,7 @@ static void random_fleet(uint64_t seed, unsigned drop_pct)
             geo_fleet_flush(n->fl);
         else if (op < 95) {
             for (int k = (int)tg_below(&r, 8); k >= 0; k--)
-                deliver_one(&b, (int)tg_below(&r, MAXN));
+                membus_deliver_one(&b.m, (int)tg_below(&r, MAXN));
         } else {
             now_ms += tg_below(&r, 400);
             tick_all(&b);
@@ -1068,8 +934,8 @@ static void random_fleet(uint64_t seed, unsigned drop_pct)
         }
     }
     flush_all(&b);
-    pump(&b);
-    b.drop_pct = 0;
+    membus_pump(&b.m);
+    b.m.drop_pct = 0;
     size_t inside_total = 0;
     settle(&b, 600, 8); /* resyncs (1 s apart at most) and snapshot deadlines run out */
     for (int i = 0; i < 3; i++) {
@@ -1083,10 +949,10 @@ static void random_fleet(uint64_t seed, unsigned drop_pct)
         }
     }
     if (drop_pct)
-        cr_assert_gt(b.dropped, 0);
+        cr_assert_gt(b.m.dropped, 0);
     cr_log_info("seed %lu: %zu members inside watches at the end, %lu delivered, %lu lost",
-                (unsigned long)seed, inside_total, (unsigned long)b.delivered,
-                (unsigned long)b.dropped);
+                (unsigned long)seed, inside_total, (unsigned long)b.m.delivered,
+                (unsigned long)b.m.dropped);
     cr_assert_gt(inside_total, 50, "the watches must see enough to be a test");
     bus_free(&b);
 }
@@ -1116,7 +982,8 @@ static double area_lon(int i)
 
 Test(fleet, one_owner_uses_its_share_not_the_nodes)
 {
-    struct tbus b = {.rng = {21}};
+    struct tbus b;
+    bus_init(&b, 21);
     max_follows = 12;
     max_owner = 4;
     node_start(&b, 0);
@@ -1170,7 +1037,8 @@ Test(fleet, one_owner_uses_its_share_not_the_nodes)
 
 Test(fleet, a_watch_takes_over_the_charge_of_the_cells_it_holds)
 {
-    struct tbus b = {.rng = {22}};
+    struct tbus b;
+    bus_init(&b, 22);
     max_owner = 2;
     node_start(&b, 0);
     node_start(&b, 1);

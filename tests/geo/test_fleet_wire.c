@@ -235,28 +235,7 @@ Test(fleet_wire, random_mutations_are_refused_or_read_within_bounds)
             size_t len = s[i].buf.len;
             uint8_t *buf = malloc(len + 8);
             memcpy(buf, s[i].buf.data, len);
-            for (int edits = 1 + (int)tg_below(&r, 4); edits > 0 && len; edits--) {
-                size_t at = tg_below(&r, len);
-                switch (tg_below(&r, 5)) {
-                case 0:
-                    buf[at] = (uint8_t)tg_next(&r);
-                    break;
-                case 1:
-                    buf[at] ^= (uint8_t)(1u << tg_below(&r, 8));
-                    break;
-                case 2:
-                    buf[at] = (uint8_t)(buf[at] + 1); /* a count or length one off */
-                    break;
-                case 3:
-                    len = at + 1; /* cut short */
-                    break;
-                default: /* a byte inserted */
-                    memmove(buf + at + 1, buf + at, len - at);
-                    buf[at] = (uint8_t)tg_next(&r);
-                    len++;
-                    break;
-                }
-            }
+            tg_mutate(&r, buf, &len, s[i].buf.len + 8, 4);
             uint8_t *exact = malloc(len ? len : 1); /* ASan sees any read past len */
             memcpy(exact, buf, len);
             struct fleet_wire_msg m;

@@ -1,12 +1,14 @@
 /*
  * Users across the fleet (users/): several nodes joined by an in-memory
- * bus with NATS's subject matching and per-publisher ordering, where the
- * tests choose the interleaving, lose messages, and kill nodes. Every
+ * bus with NATS's subject matching and per-publisher ordering
+ * (tests/support/membus.c), where the tests choose the interleaving, lose
+ * messages, and kill nodes. Every
  * watching connection is a self-checking client: it rebuilds the channel's
  * members from its reply and the events after it, refusing a join of a
  * member it has or a leave of one it has not, and is compared with the
  * truth at the end.
  */
+#include "membus.h"
 #include "users.h"
 
 #include <criterion/criterion.h>
@@ -14,40 +16,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAXN    5
-#define MAXSUBS 4096
-#define MAXC    64 /* connections per node */
-#define MAXU    64 /* members a view holds */
-#define SUBJ    192
+#define MAXN 5
+#define MAXC 64 /* connections per node */
+#define MAXU 64 /* members a view holds */
 
 struct tnode;
 
-struct tsub {
-    struct tnode *node;
-    char subject[SUBJ];
-    bool live;
-};
-
-struct tmsg {
-    char subject[SUBJ];
-    char reply[SUBJ];
-    uint8_t *data;
-    size_t len;
-};
-
-struct tqueue {
-    struct tmsg *v;
-    size_t head, n, cap;
-};
-
+/* The bus and the nodes on it. */
 struct tbus {
+    struct membus m;
     struct tnode *nodes[MAXN];
-    struct tqueue q[MAXN]; /* per publisher: NATS keeps a publisher's order */
-    struct tsub *subs[MAXSUBS];
-    size_t nsubs;
     uint64_t rng;
-    unsigned drop_pct; /* of the messages to drop_node: lost, and its generation moves */
-    int drop_node;
 };
 
 /* What one watching connection believes the channel holds. */
@@ -68,10 +47,9 @@ struct tconn {
 };
 
 struct tnode {
+    struct membus_port port; /* up, gen: how its bus is */
     struct tbus *bus;
     int idx;
-    bool up;
-    uint64_t gen;
     char id[24];
     struct users *u;
     struct tconn c[MAXC];
@@ -87,105 +65,39 @@ static uint64_t wall_ms = 1764000000000ull;
 static unsigned restarts;
 static uint32_t cfg_rate, cfg_burst, cfg_max_conns, cfg_max_members;
 
+static uint64_t lcg_next(uint64_t *state)
+{
+    *state = *state * 6364136223846793005ull + 1442695040888963407ull;
+    return *state >> 33;
+}
+
 static uint64_t rnd(struct tbus *b)
 {
-    b->rng = b->rng * 6364136223846793005ull + 1442695040888963407ull;
-    return b->rng >> 33;
+    return lcg_next(&b->rng);
 }
 
 /* ---------------------------------------------------------------------- */
 /* The bus                                                                  */
 
-static bool match(const char *pattern, const char *subject)
+static size_t rng_below(void *rng, size_t n)
 {
-    size_t pl = strlen(pattern);
-    if (pl >= 2 && strcmp(pattern + pl - 2, ".>") == 0)
-        return strncmp(pattern, subject, pl - 1) == 0;
-    return strcmp(pattern, subject) == 0;
+    return (size_t)(lcg_next(rng) % n);
 }
 
-static rt_status bus_publish(void *ctx, const char *subject, const char *reply, const uint8_t *data,
-                             size_t len)
+/* A bus of MAXN nodes whose interleaving and losses follow seed. */
+static void bus_init(struct tbus *b, uint64_t seed)
 {
-    struct tnode *n = ctx;
-    if (!n->up)
-        return RT_OK;
-    struct tqueue *q = &n->bus->q[n->idx];
-    if (q->n == q->cap) {
-        size_t ncap = q->cap ? q->cap * 2 : 64;
-        struct tmsg *v = calloc(ncap, sizeof(*v));
-        cr_assert_not_null(v);
-        for (size_t i = 0; i < q->n; i++)
-            v[i] = q->v[(q->head + i) % q->cap];
-        free(q->v);
-        q->v = v;
-        q->head = 0;
-        q->cap = ncap;
-    }
-    struct tmsg *m = &q->v[(q->head + q->n++) % q->cap];
-    snprintf(m->subject, sizeof(m->subject), "%s", subject);
-    snprintf(m->reply, sizeof(m->reply), "%s", reply ? reply : "");
-    m->data = malloc(len);
-    cr_assert_not_null(m->data);
-    memcpy(m->data, data, len);
-    m->len = len;
-    return RT_OK;
+    memset(b, 0, sizeof(*b));
+    b->rng = seed;
+    membus_init(&b->m, MAXN, rng_below, &b->rng);
 }
 
-static void *bus_subscribe(void *ctx, const char *subject)
+static void node_receive(struct membus_port *to, const char *subject, const char *reply,
+                         const uint8_t *data, size_t len)
 {
-    struct tnode *n = ctx;
-    cr_assert_lt(n->bus->nsubs, MAXSUBS);
-    struct tsub *s = calloc(1, sizeof(*s));
-    s->node = n;
-    s->live = true;
-    snprintf(s->subject, sizeof(s->subject), "%s", subject);
-    n->bus->subs[n->bus->nsubs++] = s;
-    return s;
-}
-
-static void bus_unsubscribe(void *ctx, void *handle)
-{
-    (void)ctx;
-    ((struct tsub *)handle)->live = false;
-}
-
-static bool deliver_one(struct tbus *b, int i)
-{
-    struct tqueue *q = &b->q[i];
-    if (!q->n)
-        return false;
-    struct tmsg m = q->v[q->head];
-    q->head = (q->head + 1) % q->cap;
-    q->n--;
-    for (size_t k = 0; k < b->nsubs; k++) {
-        struct tsub *s = b->subs[k];
-        if (!s->live || !s->node->up || !s->node->u || !match(s->subject, m.subject))
-            continue;
-        if (b->drop_pct && s->node->idx == b->drop_node && rnd(b) % 100 < b->drop_pct) {
-            s->node->gen++; /* the receiver learns it lost something (slow consumer) */
-            continue;
-        }
-        users_receive(s->node->u, m.subject, m.reply[0] ? m.reply : NULL, m.data, m.len, now_ms);
-    }
-    free(m.data);
-    return true;
-}
-
-static size_t pending(const struct tbus *b)
-{
-    size_t n = 0;
-    for (int i = 0; i < MAXN; i++)
-        n += b->q[i].n;
-    return n;
-}
-
-/* Delivers everything, publishers interleaved at random. */
-static void pump(struct tbus *b)
-{
-    for (int guard = 0; pending(b) && guard < 10000000; guard++)
-        deliver_one(b, (int)(rnd(b) % MAXN));
-    cr_assert_eq(pending(b), 0);
+    struct tnode *n = RT_CONTAINER(to, struct tnode, port);
+    if (n->u)
+        users_receive(n->u, subject, reply, data, len, now_ms);
 }
 
 static void flush_all(struct tbus *b)
@@ -199,7 +111,7 @@ static void tick_all(struct tbus *b)
 {
     for (int i = 0; i < MAXN; i++)
         if (b->nodes[i] && b->nodes[i]->u)
-            users_tick(b->nodes[i]->u, now_ms, b->nodes[i]->gen);
+            users_tick(b->nodes[i]->u, now_ms, b->nodes[i]->port.gen);
 }
 
 /* Flushes, delivers and ticks until the fleet is quiet (time moves by step_ms). */
@@ -207,11 +119,11 @@ static void settle(struct tbus *b, uint64_t step_ms, int rounds)
 {
     for (int r = 0; r < rounds; r++) {
         flush_all(b);
-        pump(b);
+        membus_pump(&b->m);
         now_ms += step_ms;
         wall_ms += step_ms;
         tick_all(b);
-        pump(b);
+        membus_pump(&b->m);
     }
 }
 
@@ -336,12 +248,12 @@ static struct tnode *node_start(struct tbus *b, int idx)
     memset(n, 0, sizeof(*n));
     n->bus = b;
     n->idx = idx;
-    n->up = true;
+    membus_attach(&b->m, &n->port, idx, node_receive);
     snprintf(n->id, sizeof(n->id), "n%d-%u", idx, restarts++);
     struct users_config cfg;
     memset(&cfg, 0, sizeof(cfg));
     cfg.node = n->id;
-    cfg.bus = (struct users_bus){bus_publish, bus_subscribe, bus_unsubscribe, n};
+    cfg.bus = (struct users_bus){membus_publish, membus_subscribe, membus_unsubscribe, &n->port};
     cfg.pub_rate = cfg_rate;
     cfg.pub_burst = cfg_burst;
     cfg.max_conns = cfg_max_conns;
@@ -361,13 +273,11 @@ static struct tnode *node_start(struct tbus *b, int idx)
 static void node_kill(struct tbus *b, int idx)
 {
     struct tnode *n = b->nodes[idx];
-    n->up = false; /* users_destroy's goodbye is lost on the way */
+    n->port.up = false; /* users_destroy's goodbye is lost on the way */
     users_destroy(n->u);
     n->u = NULL;
     n->nc = 0;
-    for (size_t k = 0; k < b->q[idx].n; k++)
-        free(b->q[idx].v[(b->q[idx].head + k) % b->q[idx].cap].data);
-    b->q[idx].n = 0;
+    membus_drop_queue(&n->port); /* what it had not sent yet dies with it */
 }
 
 static void bus_free(struct tbus *b)
@@ -376,12 +286,8 @@ static void bus_free(struct tbus *b)
         if (b->nodes[i] && b->nodes[i]->u)
             node_kill(b, i);
         free(b->nodes[i]);
-        for (size_t k = 0; k < b->q[i].n; k++)
-            free(b->q[i].v[(b->q[i].head + k) % b->q[i].cap].data);
-        free(b->q[i].v);
     }
-    for (size_t k = 0; k < b->nsubs; k++)
-        free(b->subs[k]);
+    membus_free(&b->m);
 }
 
 static uint64_t conn_seq = 1;
@@ -618,6 +524,15 @@ Test(users_single, at_the_channel_cap_a_lingering_channel_makes_room_a_watched_o
 /* ---------------------------------------------------------------------- */
 /* Limits across the fleet                                                  */
 
+/* A bus (its draws from seed) with nodes 0..k-1 started and known to each other. */
+static void fleet_start(struct tbus *b, uint64_t seed, int k)
+{
+    bus_init(b, seed);
+    for (int i = 0; i < k; i++)
+        node_start(b, i);
+    settle(b, 50, 10);
+}
+
 /*
  * One user with a connection on each of k nodes publishes as fast as it
  * may for `secs` (one attempt per node per ms), reports flushed every
@@ -639,7 +554,7 @@ static uint32_t saturate(struct tbus *b, struct tconn **conns, int k, uint32_t s
         now_ms++;
         if (t % flush_ms == flush_ms - 1) {
             flush_all(b);
-            pump(b);
+            membus_pump(&b->m);
         }
     }
     return ok;
@@ -650,10 +565,8 @@ Test(users_fleet, a_users_publishes_hold_to_one_bucket_across_three_nodes)
     reset_cfg();
     cfg_rate = 10;
     cfg_burst = 10;
-    struct tbus b = {.rng = 1};
-    for (int i = 0; i < 3; i++)
-        node_start(&b, i);
-    settle(&b, 50, 10);
+    struct tbus b;
+    fleet_start(&b, 1, 3);
     struct tconn *alice[3], *bob;
     for (int i = 0; i < 3; i++)
         cr_assert_eq(open_conn(b.nodes[i], "alice", &alice[i]), RT_OK);
@@ -687,17 +600,15 @@ Test(users_fleet, without_reports_each_node_would_give_a_whole_bucket)
     reset_cfg();
     cfg_rate = 10;
     cfg_burst = 10;
-    struct tbus b = {.rng = 2};
-    for (int i = 0; i < 3; i++)
-        node_start(&b, i);
-    settle(&b, 50, 10);
+    struct tbus b;
+    fleet_start(&b, 2, 3);
     struct tconn *alice[3];
     for (int i = 0; i < 3; i++)
         cr_assert_eq(open_conn(b.nodes[i], "alice", &alice[i]), RT_OK);
     settle(&b, 50, 4);
     for (int i = 0; i < MAXN; i++)
         if (b.nodes[i])
-            b.nodes[i]->up = false; /* their reports are lost */
+            b.nodes[i]->port.up = false; /* their reports are lost */
     uint32_t ok = 0, retry;
     for (uint32_t t = 0; t < 5000; t++, now_ms++)
         for (int i = 0; i < 3; i++)
@@ -710,10 +621,8 @@ Test(users_fleet, the_connection_limit_holds_across_nodes_and_races_are_settled)
 {
     reset_cfg();
     cfg_max_conns = 3;
-    struct tbus b = {.rng = 3};
-    for (int i = 0; i < 3; i++)
-        node_start(&b, i);
-    settle(&b, 50, 10);
+    struct tbus b;
+    fleet_start(&b, 3, 3);
     for (int i = 0; i < 3; i++) {
         cr_assert_eq(open_conn(b.nodes[i], "alice", NULL), RT_OK);
         settle(&b, 10, 2);
@@ -762,10 +671,8 @@ Test(users_fleet, a_joining_node_learns_the_limit_and_a_dead_nodes_places_free_a
 {
     reset_cfg();
     cfg_max_conns = 2;
-    struct tbus b = {.rng = 4};
-    node_start(&b, 0);
-    node_start(&b, 1);
-    settle(&b, 50, 10);
+    struct tbus b;
+    fleet_start(&b, 4, 2);
     cr_assert_eq(open_conn(b.nodes[0], "alice", NULL), RT_OK);
     cr_assert_eq(open_conn(b.nodes[1], "alice", NULL), RT_OK);
     settle(&b, 50, 4);
@@ -783,7 +690,7 @@ Test(users_fleet, a_joining_node_learns_the_limit_and_a_dead_nodes_places_free_a
     users_destroy(b.nodes[0]->u);
     b.nodes[0]->u = NULL;
     b.nodes[0]->nc = 0;
-    pump(&b);
+    membus_pump(&b.m);
     cr_assert_eq(open_conn(b.nodes[2], "alice", NULL), RT_OK);
     bus_free(&b);
 }
@@ -792,17 +699,15 @@ Test(users_fleet, lost_reports_are_repaired_by_the_full_state_after_a_hello)
 {
     reset_cfg();
     cfg_max_conns = 4;
-    struct tbus b = {.rng = 5};
-    for (int i = 0; i < 3; i++)
-        node_start(&b, i);
-    settle(&b, 50, 10);
-    b.drop_pct = 100; /* node 2 hears nothing for a while */
-    b.drop_node = 2;
+    struct tbus b;
+    fleet_start(&b, 5, 3);
+    b.m.drop_pct = 100; /* node 2 hears nothing for a while */
+    b.m.drop_port = 2;
     for (int i = 0; i < 2; i++)
         for (int k = 0; k < 2; k++)
             cr_assert_eq(open_conn(b.nodes[i], "alice", NULL), RT_OK);
     settle(&b, 10, 2);
-    b.drop_pct = 0;
+    b.m.drop_pct = 0;
     settle(&b, 100, 30); /* its generation moved: hello, full states */
     cr_assert_eq(open_conn(b.nodes[2], "alice", NULL), RT_LIMIT);
     bus_free(&b);
@@ -814,10 +719,8 @@ Test(users_fleet, lost_reports_are_repaired_by_the_full_state_after_a_hello)
 Test(users_presence, joins_and_leaves_reach_every_node_once_per_user)
 {
     reset_cfg();
-    struct tbus b = {.rng = 6};
-    for (int i = 0; i < 3; i++)
-        node_start(&b, i);
-    settle(&b, 50, 10);
+    struct tbus b;
+    fleet_start(&b, 6, 3);
     struct tconn *a0, *a1, *b2, *w2;
     cr_assert_eq(open_conn(b.nodes[0], "alice", &a0), RT_OK);
     cr_assert_eq(open_conn(b.nodes[1], "alice", &a1), RT_OK);
@@ -851,10 +754,8 @@ Test(users_presence, joins_and_leaves_reach_every_node_once_per_user)
 Test(users_presence, a_dead_nodes_members_leave_after_the_ttl)
 {
     reset_cfg();
-    struct tbus b = {.rng = 7};
-    for (int i = 0; i < 3; i++)
-        node_start(&b, i);
-    settle(&b, 50, 10);
+    struct tbus b;
+    fleet_start(&b, 7, 3);
     struct tconn *c[3];
     const char *users[] = {"u0", "u1", "u2"};
     for (int i = 0; i < 3; i++) {
@@ -875,16 +776,14 @@ Test(users_presence, a_dead_nodes_members_leave_after_the_ttl)
 Test(users_presence, a_snapshot_without_an_answer_is_partial_and_completes_later)
 {
     reset_cfg();
-    struct tbus b = {.rng = 8};
-    for (int i = 0; i < 2; i++)
-        node_start(&b, i);
-    settle(&b, 50, 10);
+    struct tbus b;
+    fleet_start(&b, 8, 2);
     struct tconn *a, *w;
     cr_assert_eq(open_conn(b.nodes[0], "alice", &a), RT_OK);
     enter(&b, b.nodes[0], a, "room");
     settle(&b, 10, 2);
-    b.drop_pct = 100; /* node 0 hears nothing: node 1's ask is not answered */
-    b.drop_node = 0;
+    b.m.drop_pct = 100; /* node 0 hears nothing: node 1's ask is not answered */
+    b.m.drop_port = 0;
     cr_assert_eq(open_conn(b.nodes[1], "walt", &w), RT_OK);
     uint64_t ticket;
     bool ready;
@@ -898,7 +797,7 @@ Test(users_presence, a_snapshot_without_an_answer_is_partial_and_completes_later
     snprintf(w->chan, sizeof(w->chan), "room");
     view_load(b.nodes[1], w);
     cr_assert_eq(w->view.n, 1, "only itself yet");
-    b.drop_pct = 0;
+    b.m.drop_pct = 0;
     settle(&b, 100, 30); /* node 0 lost messages: it resyncs, node 1 gets alice */
     check_views(&b, "room");
     cr_assert_eq(w->view.n, 2);
@@ -908,19 +807,17 @@ Test(users_presence, a_snapshot_without_an_answer_is_partial_and_completes_later
 Test(users_presence, a_node_slow_to_answer_is_asked_again_until_the_channel_is_complete)
 {
     reset_cfg();
-    struct tbus b = {.rng = 11};
-    for (int i = 0; i < 2; i++)
-        node_start(&b, i);
-    settle(&b, 50, 10);
+    struct tbus b;
+    fleet_start(&b, 11, 2);
     struct tconn *a, *w;
     cr_assert_eq(open_conn(b.nodes[0], "alice", &a), RT_OK);
     enter(&b, b.nodes[0], a, "room");
     settle(&b, 10, 2);
-    b.nodes[0]->up = false; /* cut off, but back before the ttl: nobody's generation moves */
+    b.nodes[0]->port.up = false; /* cut off, but back before the ttl: nobody's generation moves */
     cr_assert_eq(open_conn(b.nodes[1], "walt", &w), RT_OK);
     enter(&b, b.nodes[1], w, "room"); /* completes partial after the wait */
     cr_assert_eq(w->view.n, 1);
-    b.nodes[0]->up = true;
+    b.nodes[0]->port.up = true;
     settle(&b, 100, 20);
     check_views(&b, "room");
     cr_assert_eq(w->view.n, 2, "alice came as a join once node 0 answered");
@@ -934,10 +831,8 @@ Test(users_presence, past_the_cap_a_channel_counts_and_lists_again_under_half)
 {
     reset_cfg();
     cfg_max_members = 4;
-    struct tbus b = {.rng = 9};
-    for (int i = 0; i < 2; i++)
-        node_start(&b, i);
-    settle(&b, 50, 10);
+    struct tbus b;
+    fleet_start(&b, 9, 2);
     struct tconn *c[8];
     for (int i = 0; i < 8; i++) {
         char name[8];
@@ -971,14 +866,12 @@ Test(users_presence, past_the_cap_a_channel_counts_and_lists_again_under_half)
 Test(users_presence, churn_with_reordering_and_loss_keeps_every_view_exact, .timeout = 60)
 {
     reset_cfg();
-    struct tbus b = {.rng = 10};
-    for (int i = 0; i < 4; i++)
-        node_start(&b, i);
-    settle(&b, 50, 10);
+    struct tbus b;
+    fleet_start(&b, 10, 4);
     const char *chans[] = {"room.a", "room.b"};
     for (int round = 0; round < 6; round++) {
-        b.drop_pct = round % 2 ? 30 : 0;
-        b.drop_node = round % 4;
+        b.m.drop_pct = round % 2 ? 30 : 0;
+        b.m.drop_port = round % 4;
         for (int op = 0; op < 60; op++) {
             struct tnode *n = b.nodes[rnd(&b) % 4];
             uint64_t r = rnd(&b) % 10;
@@ -998,7 +891,7 @@ Test(users_presence, churn_with_reordering_and_loss_keeps_every_view_exact, .tim
             if (rnd(&b) % 3 == 0)
                 settle(&b, 5, 1);
         }
-        b.drop_pct = 0;
+        b.m.drop_pct = 0;
         settle(&b, 200, 15); /* resyncs are spaced 1 s apart */
         check_views(&b, chans[0]);
         check_views(&b, chans[1]);

@@ -149,19 +149,6 @@ Test(users_wire, random_mutations_never_crash_and_decoded_values_stay_in_range)
     free_all(out);
 }
 
-/* Builds {"n":"nodeA", <key>: <value written by fn>} by hand. */
-static void one_field(struct proto_buf *b, const char *key, void (*fn)(struct proto_writer *))
-{
-    proto_buf_reset(b);
-    struct proto_writer w;
-    proto_writer_init(&w, PROTO_MSGPACK, b);
-    proto_w_map(&w);
-    proto_w_kcstr(&w, "n", "nodeA");
-    proto_w_key(&w, key);
-    fn(&w);
-    proto_w_end(&w);
-}
-
 static void bad_channel(struct proto_writer *w)
 {
     proto_w_cstr(w, "chat..room");
@@ -174,129 +161,111 @@ static void str_hello(struct proto_writer *w)
 {
     proto_w_cstr(w, "yes");
 }
-static void entry_bad_user(struct proto_writer *w)
+
+/* The pairs of one entry: */
+static void user_with_space(struct proto_writer *w)
 {
-    proto_w_array(w);
-    proto_w_map(w);
     proto_w_kcstr(w, "u", "has space");
-    proto_w_end(w);
-    proto_w_end(w);
 }
-static void entry_no_user(struct proto_writer *w)
+static void no_user(struct proto_writer *w)
 {
-    proto_w_array(w);
-    proto_w_map(w);
     proto_w_kuint(w, "p", 3);
-    proto_w_end(w);
-    proto_w_end(w);
 }
-static void entry_bad_client(struct proto_writer *w)
+/* alice with n connections [5, client] (or [5, client, 1] with a third item). */
+static void alice_conns(struct proto_writer *w, int n, const char *client, bool third)
 {
-    proto_w_array(w);
-    proto_w_map(w);
     proto_w_kcstr(w, "u", "alice");
     proto_w_key(w, "c");
     proto_w_array(w);
-    proto_w_array(w);
-    proto_w_uint(w, 5);
-    proto_w_cstr(w, "c-1"); /* '-' is not in a client id */
-    proto_w_end(w);
-    proto_w_end(w);
-    proto_w_end(w);
+    for (int i = 0; i < n; i++) {
+        proto_w_array(w);
+        proto_w_uint(w, 5);
+        proto_w_cstr(w, client);
+        if (third)
+            proto_w_uint(w, 1);
+        proto_w_end(w);
+    }
     proto_w_end(w);
 }
-static void entry_conn_triple(struct proto_writer *w)
+static void bad_client(struct proto_writer *w)
 {
-    proto_w_array(w);
-    proto_w_map(w);
-    proto_w_kcstr(w, "u", "alice");
-    proto_w_key(w, "c");
-    proto_w_array(w);
-    proto_w_array(w);
-    proto_w_uint(w, 5);
-    proto_w_cstr(w, "c1");
-    proto_w_uint(w, 1);
-    proto_w_end(w);
-    proto_w_end(w);
-    proto_w_end(w);
-    proto_w_end(w);
+    alice_conns(w, 1, "c-1", false); /* '-' is not in a client id */
 }
-static void entry_big_info(struct proto_writer *w)
+static void conn_triple(struct proto_writer *w)
+{
+    alice_conns(w, 1, "c1", true);
+}
+static void too_many_conns(struct proto_writer *w)
+{
+    alice_conns(w, USERS_WIRE_CONNS_MAX + 1, "c1", false);
+}
+static void big_info(struct proto_writer *w)
 {
     static char big[USERS_WIRE_INFO_MAX + 2];
     memset(big, 'a', sizeof(big) - 1);
-    proto_w_array(w);
-    proto_w_map(w);
     proto_w_kcstr(w, "u", "alice");
     proto_w_kcstr(w, "i", big);
-    proto_w_end(w);
-    proto_w_end(w);
 }
-static void entry_huge_clients(struct proto_writer *w)
+static void huge_clients(struct proto_writer *w)
 {
-    proto_w_array(w);
-    proto_w_map(w);
     proto_w_kcstr(w, "u", "alice");
     proto_w_kuint(w, "k", (uint64_t)UINT32_MAX + 1);
-    proto_w_end(w);
-    proto_w_end(w);
+}
+
+/* A message written by hand: {"n": node, key: value} or {"n": node, "e": [{entry}]}. */
+struct hand_msg {
+    const char *node;                     /* NULL: "nodeA" */
+    const char *key;                      /* NULL: no field but n */
+    void (*value)(struct proto_writer *); /* key's value */
+    void (*entry)(struct proto_writer *); /* or the pairs of the one entry of "e" */
+    bool accepted;
+};
+
+static void write_hand_msg(struct proto_buf *b, const struct hand_msg *h)
+{
+    proto_buf_reset(b);
+    struct proto_writer w;
+    proto_writer_init(&w, PROTO_MSGPACK, b);
+    proto_w_map(&w);
+    proto_w_kcstr(&w, "n", h->node ? h->node : "nodeA");
+    if (h->entry) {
+        proto_w_key(&w, "e");
+        proto_w_array(&w);
+        proto_w_map(&w);
+        h->entry(&w);
+        proto_w_end(&w);
+        proto_w_end(&w);
+    } else if (h->key) {
+        proto_w_key(&w, h->key);
+        h->value(&w);
+    }
+    proto_w_end(&w);
+    cr_assert_eq(proto_writer_status(&w), RT_OK);
 }
 
 Test(users_wire, hostile_fields_refuse_the_whole_message)
 {
-    struct {
-        const char *key;
-        void (*fn)(struct proto_writer *);
-    } cases[] = {
-        {"ch", bad_channel},      {"g", neg_gen},        {"hello", str_hello},
-        {"e", entry_bad_user},    {"e", entry_no_user},  {"e", entry_bad_client},
-        {"e", entry_conn_triple}, {"e", entry_big_info}, {"e", entry_huge_clients},
+    static const struct hand_msg cases[] = {
+        {.key = "ch", .value = bad_channel},
+        {.key = "g", .value = neg_gen},
+        {.key = "hello", .value = str_hello},
+        {.entry = user_with_space},
+        {.entry = no_user},
+        {.entry = bad_client},
+        {.entry = conn_triple},
+        {.entry = big_info},
+        {.entry = huge_clients},
+        {.entry = too_many_conns}, /* too many connections in one entry */
+        {.node = "bad node"},      /* the node id is checked too */
+        {.key = "future", .value = str_hello, .accepted = true}, /* unknown keys are skipped */
     };
     struct proto_buf b;
     proto_buf_init(&b, 0);
     struct users_wire_msg m;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        one_field(&b, cases[i].key, cases[i].fn);
-        cr_assert_not(users_wire_decode(b.data, b.len, &m), "case %zu accepted", i);
+        write_hand_msg(&b, &cases[i]);
+        cr_assert_eq(users_wire_decode(b.data, b.len, &m), cases[i].accepted, "case %zu", i);
     }
-    /* The node id is checked too; unknown keys are skipped. */
-    proto_buf_reset(&b);
-    struct proto_writer w;
-    proto_writer_init(&w, PROTO_MSGPACK, &b);
-    proto_w_map(&w);
-    proto_w_kcstr(&w, "n", "bad node");
-    proto_w_end(&w);
-    cr_assert_not(users_wire_decode(b.data, b.len, &m));
-    proto_buf_reset(&b);
-    proto_writer_init(&w, PROTO_MSGPACK, &b);
-    proto_w_map(&w);
-    proto_w_kcstr(&w, "n", "nodeA");
-    proto_w_kcstr(&w, "future", "x");
-    proto_w_end(&w);
-    cr_assert(users_wire_decode(b.data, b.len, &m));
-    /* Too many connections in one entry. */
-    proto_buf_reset(&b);
-    proto_writer_init(&w, PROTO_MSGPACK, &b);
-    proto_w_map(&w);
-    proto_w_kcstr(&w, "n", "nodeA");
-    proto_w_key(&w, "e");
-    proto_w_array(&w);
-    proto_w_map(&w);
-    proto_w_kcstr(&w, "u", "alice");
-    proto_w_key(&w, "c");
-    proto_w_array(&w);
-    for (int i = 0; i < USERS_WIRE_CONNS_MAX + 1; i++) {
-        proto_w_array(&w);
-        proto_w_uint(&w, 1);
-        proto_w_cstr(&w, "c1");
-        proto_w_end(&w);
-    }
-    proto_w_end(&w);
-    proto_w_end(&w);
-    proto_w_end(&w);
-    proto_w_end(&w);
-    cr_assert_eq(proto_writer_status(&w), RT_OK);
-    cr_assert_not(users_wire_decode(b.data, b.len, &m));
     proto_buf_free(&b);
 }
 
