@@ -1,6 +1,7 @@
 /*
  * gw.h: internals of the gateway executable. The only module that includes
- * libwebsockets.h (in server.c and session.c). Everything here runs on the
+ * libwebsockets.h (in server.c, ws.c and the files of the HTTP listener;
+ * never session.c, which knows no transport). Everything here runs on the
  * loop thread unless a comment says otherwise.
  */
 #ifndef GW_H
@@ -249,11 +250,49 @@ enum gw_state {
 };
 
 struct gw_server;
+struct gw_session;
 struct gw_geo_req;
 struct geo_fleet;
 struct lws;
 
-/* Per-connection state, lws's per-session user data (lws owns the memory). */
+/*
+ * How a session's bytes travel (ws.c, and the HTTP transports). The session
+ * layer (session.c) knows nothing of sockets: it queues replies and
+ * deliveries in the outbox and calls these; the transport drains the outbox
+ * and reports what it wrote (gw_session_sent). Loop thread.
+ */
+enum gw_transport_kind {
+    GW_TRANSPORT_WS = 0, /* WebSocket: the session is lws's per-connection data (ws.c) */
+    GW_TRANSPORT_N
+};
+
+struct gw_transport {
+    const char *name; /* the label on the metrics: "websocket", ... */
+    /* The server's flush: writes what the outbox holds, as far as the connection takes it
+     * now; the rest waits for the connection (want_write). */
+    void (*flush)(struct gw_session *s);
+    /* A write outside the flush: closes, heartbeats, or a full flush list. */
+    void (*want_write)(struct gw_session *s);
+    /* The session is closing (s->close_code, s->close_reason): what the outbox holds goes
+     * out, then the connection ends with that code. */
+    void (*close)(struct gw_session *s);
+    /* Ends the connection at once, nothing more written: the peer is presumed dead. */
+    void (*cut)(struct gw_session *s);
+    /* The sweep's part for a session that is not closing: the transport's liveness and
+     * keep-alive (WebSocket: the idle timeout and pings). */
+    void (*heartbeat)(struct gw_session *s, uint64_t now_ms);
+};
+
+extern const struct gw_transport gw_ws_transport;
+
+/*
+ * Bytes every outbox item and fan-out frame keeps free before its data: a
+ * transport may write its own frame header there (lws needs LWS_PRE, which
+ * ws.c checks is not more).
+ */
+#define GW_FRAME_HEADROOM 16
+
+/* A session, whatever its transport: each transport's connection struct begins with one. */
 struct gw_session {
     /* The fan-out's per-delivery path (sink_deliver, want_write) reads only
      * the fields up to the flags: kept together, first. */
@@ -262,17 +301,13 @@ struct gw_session {
     struct gw_outbox outbox;
     uint8_t codec;          /* enum proto_codec */
     uint8_t state;          /* enum gw_state */
-    bool write_pending;     /* a WRITEABLE callback is already asked for */
+    uint8_t transport;      /* enum gw_transport_kind */
     bool fo_stalled;        /* fan-out was refused for a full outbox: pump when drained */
     bool closing;           /* close after the outbox is flushed */
-    bool close_now;         /* flushed: the close frame goes out from the timer */
-    bool ping_due;          /* the sweep asked for a WebSocket ping */
-    bool cut;               /* the socket was shut down under lws */
     bool dirty;             /* on the server's flush list or held by the flush window */
     bool held;              /* dirty and waiting on the server's held list */
     bool reply_queued;      /* a reply is queued: flush now, not after the window */
     uint64_t last_write_us; /* monotonic (gw_now_us): the flush window starts here */
-    struct lws *wsi;
     struct fo_client *fo;
     struct rt_bucket pub_bucket;
     struct rt_bucket msg_bucket;
@@ -283,14 +318,11 @@ struct gw_session {
     struct gw_geo_req *geo_reqs; /* presence.c: its waiting requests and watch holds */
     uint64_t abuse_window_start;
     uint64_t opened_ms;  /* monotonic */
-    uint64_t last_rx_ms; /* monotonic: any frame or pong from the client */
-    uint64_t last_ping_ms;
+    uint64_t last_rx_ms; /* monotonic: anything from the client (a frame, a pong, a request) */
     uint64_t closing_since_ms;
     uint32_t abuse_count;
     uint16_t close_code;
     const char *close_reason;
-    uint8_t *rx_buf; /* reassembly of a message split over callbacks */
-    size_t rx_len;
     uint16_t peer_close_code; /* the code of the client's close frame, 0 before one */
     char client_id[28];
     struct auth_claims *claims; /* authz.c: the session's token, NULL when anonymous */
@@ -298,6 +330,15 @@ struct gw_session {
     char anon_user[40];         /* "anon-<client_id>": the user of an anonymous session */
     char peer[EDGE_ADDR_TEXT];  /* the client's address (peer.c), for log lines */
 };
+
+/* Every transport, by enum gw_transport_kind (session.c). */
+extern const struct gw_transport *const gw_transports[GW_TRANSPORT_N];
+
+/* The transport of a session. */
+static inline const struct gw_transport *gw_transport_of(const struct gw_session *s)
+{
+    return gw_transports[s->transport];
+}
 
 /* The connection table: ids stay valid after the session is gone (generation). */
 struct gw_conns {
@@ -366,20 +407,28 @@ struct gw_server {
     struct gw_tls *tls; /* tls.c: NULL without --tls-cert */
 };
 
-/* session.c: the session layer called by the lws callback in server.c. */
-int gw_session_open(struct gw_server *srv, struct gw_session *s, struct lws *wsi,
-                    enum proto_codec codec);
-int gw_session_rx(struct gw_session *s, const uint8_t *in, size_t len, bool final,
-                  size_t remaining);
-int gw_session_writable(struct gw_session *s);
-/* The session's lws timer fired; non-zero asks lws to close politely. */
-int gw_session_timer(struct gw_session *s);
+/*
+ * session.c: the session layer, the same under every transport: connect,
+ * requests, limits, replies and deliveries through the outbox, closes.
+ * Called by the transports (ws.c, ...).
+ */
+/* Sets a new session up (the transport's struct zeroed but for its own
+ * fields); peer is the client's address as text. -1 when the connection
+ * table is full. */
+int gw_session_open(struct gw_server *srv, struct gw_session *s, enum gw_transport_kind transport,
+                    enum proto_codec codec, const char *peer);
+/* Decodes one frame of requests (a WebSocket message, a POST body) and handles them in order. */
+void gw_session_frame(struct gw_session *s, const uint8_t *frame, size_t len);
+/* The transport wrote the first n items of the outbox (bytes of them): pops them, counts them,
+ * and lets the fan-out go on when the outbox has room again. */
+void gw_session_sent(struct gw_session *s, uint32_t n, size_t bytes);
+/* The connection is gone: the session's state is freed (not the transport's struct). */
 void gw_session_closed(struct gw_session *s);
-/* The client sent a close frame (payload: its code, big-endian, and reason). */
-void gw_session_peer_close(struct gw_session *s, const uint8_t *payload, size_t len);
 /* Asks the session to close with code after flushing (optionally telling it first). */
 void gw_session_close(struct gw_session *s, uint16_t code, const char *reason, bool tell,
                       bool reconnect, uint32_t after_ms);
+/* A transport found the client silent past its deadline (half-open): counted, logged, cut. */
+void gw_session_idle_cut(struct gw_session *s, uint64_t silent_ms);
 /* Replies, for the other request handlers (presence.c). */
 void gw_session_reply_error(struct gw_session *s, const struct proto_msg *m, int code,
                             const char *message, uint32_t retry_after_ms);
@@ -507,14 +556,29 @@ bool gw_server_mark_dirty(struct gw_server *srv, uint64_t conn_id);
  * A session that wrote less than flush_window_ms ago is held until its window
  * ends, so a busy connection gets many messages per frame and per write. */
 void gw_server_flush(struct gw_server *srv);
-/* One session's part of the flush. Outside lws's service. */
+/* One session's part of the flush (its transport writes). Outside lws's service. */
 void gw_session_flush(struct gw_session *s);
-/* Shuts the socket down under lws (peer presumed dead); lws then closes it. */
+/* Ends the session's connection at once (its transport's cut). */
 void gw_session_cut(struct gw_session *s);
 /* One session's part of the sweep. */
 void gw_session_sweep(struct gw_session *s, uint64_t now_ms);
-/* Requests a WRITEABLE callback for the session. */
+/* The session has output: on the flush list, or straight to its transport when urgent. */
 void gw_session_want_write(struct gw_session *s);
+
+/*
+ * ws.c: the WebSocket transport, called by the lws callback in server.c.
+ * The session lives in lws's per-connection data (gw_ws_session_size bytes).
+ */
+size_t gw_ws_session_size(void);
+int gw_ws_open(struct gw_server *srv, void *user, struct lws *wsi, enum proto_codec codec);
+int gw_ws_rx(void *user, const uint8_t *in, size_t len, bool final, size_t remaining);
+int gw_ws_writable(void *user);
+/* The connection's lws timer fired; non-zero asks lws to close politely. */
+int gw_ws_timer(void *user);
+void gw_ws_pong(void *user);
+/* The client sent a close frame (payload: its code, big-endian, and reason). */
+void gw_ws_peer_close(void *user, const uint8_t *payload, size_t len);
+void gw_ws_closed(void *user);
 
 /* static.c: the --static folder, in memory, answered on the listener (GET, HEAD). */
 struct gw_static;

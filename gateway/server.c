@@ -467,7 +467,6 @@ static enum proto_codec codec_of(struct lws *wsi)
 static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                     size_t len)
 {
-    struct gw_session *s = user;
     switch (reason) {
     case LWS_CALLBACK_HTTP:
         if (plain_on_tls_port(wsi))
@@ -480,22 +479,22 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     case LWS_CALLBACK_OPENSSL_LOAD_EXTRA_SERVER_VERIFY_CERTS:
         return gw_tls_attach(server_of(wsi), user);
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
-        gw_session_peer_close(s, in, len);
+        gw_ws_peer_close(user, in, len);
         return on_peer_close(wsi, in, len);
     case LWS_CALLBACK_ESTABLISHED:
-        return gw_session_open(server_of(wsi), s, wsi, codec_of(wsi));
+        return gw_ws_open(server_of(wsi), user, wsi, codec_of(wsi));
     case LWS_CALLBACK_RECEIVE:
-        return gw_session_rx(s, in, len, lws_is_final_fragment(wsi),
-                             lws_remaining_packet_payload(wsi));
+        return gw_ws_rx(user, in, len, lws_is_final_fragment(wsi),
+                        lws_remaining_packet_payload(wsi));
     case LWS_CALLBACK_SERVER_WRITEABLE:
-        return gw_session_writable(s);
+        return gw_ws_writable(user);
     case LWS_CALLBACK_TIMER:
-        return gw_session_timer(s);
+        return gw_ws_timer(user);
     case LWS_CALLBACK_RECEIVE_PONG:
-        s->last_rx_ms = rt_mono_ms();
+        gw_ws_pong(user);
         return 0;
     case LWS_CALLBACK_CLOSED:
-        gw_session_closed(s);
+        gw_ws_closed(user);
         return 0;
     default:
         return 0;
@@ -503,10 +502,11 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 }
 
 /* protocols[0] also takes HTTP and WebSocket clients that offer no
- * subprotocol (PROTOCOL.md: they get JSON, and no header back). */
+ * subprotocol (PROTOCOL.md: they get JSON, and no header back). The
+ * per-session data (a WebSocket's session, ws.c) is sized in make_context. */
 static struct lws_protocols protocols[] = {
-    {PROTO_SUBPROTOCOL_JSON, callback, sizeof(struct gw_session), 0, PROTO_JSON, NULL, 0},
-    {PROTO_SUBPROTOCOL_MSGPACK, callback, sizeof(struct gw_session), 0, PROTO_MSGPACK, NULL, 0},
+    {PROTO_SUBPROTOCOL_JSON, callback, 0, 0, PROTO_JSON, NULL, 0},
+    {PROTO_SUBPROTOCOL_MSGPACK, callback, 0, 0, PROTO_MSGPACK, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
@@ -580,7 +580,7 @@ static rt_status make_fanout(struct gw_server *srv, const struct gw_config *cfg)
         .dedup_window_ms = cfg->dedup_window_ms,
         .max_unacked = cfg->max_unacked,
         .max_subs = cfg->max_subs,
-        .frame_headroom = LWS_PRE,
+        .frame_headroom = GW_FRAME_HEADROOM,
     };
     struct fo_sink sink = gw_session_sink(srv);
     return fo_create(&fc, &sink, &srv->fo);
@@ -596,6 +596,7 @@ static rt_status make_context(struct gw_server *srv, const struct gw_config *cfg
      * frames; lws still buffers what a full socket does not take.
      */
     for (int i = 0; i < 2; i++) {
+        protocols[i].per_session_data_size = gw_ws_session_size();
         protocols[i].rx_buffer_size = cfg->rx_buffer;
         protocols[i].tx_packet_size = TX_PACKET_BYTES;
     }
