@@ -165,16 +165,29 @@ static inline void gw_hist_observe(struct gw_histogram *h, uint64_t v)
     h->sum += v;
 }
 
-struct gw_metrics {
-    uint64_t connections;                     /* open WebSocket connections (gauge) */
-    uint64_t connections_total;               /* accepted */
-    uint64_t handshakes_refused[GW_REFUSE_N]; /* by cause (enum above) */
+/* The transports a session can have (struct gw_transport below): the label on the metrics. */
+enum gw_transport_kind {
+    GW_TRANSPORT_WS = 0, /* WebSocket: the session is lws's per-connection data (ws.c) */
+    GW_TRANSPORT_N
+};
+
+/* What is counted per transport (rtgate_*{transport="..."}). */
+struct gw_transport_metrics {
+    uint64_t connections;       /* open sessions (gauge) */
+    uint64_t connections_total; /* accepted */
     uint64_t messages_in;
     uint64_t messages_out;
-    uint64_t frames_in;
-    uint64_t frames_out;
     uint64_t bytes_in;
     uint64_t bytes_out;
+    uint64_t closes[2][GW_CLOSE_CODES]; /* ended sessions by [initiator][close code] */
+};
+
+struct gw_metrics {
+    uint64_t connections;                     /* open sessions of every transport (gauge) */
+    uint64_t handshakes_refused[GW_REFUSE_N]; /* by cause (enum above) */
+    struct gw_transport_metrics transport[GW_TRANSPORT_N];
+    uint64_t frames_in;           /* WebSocket frames */
+    uint64_t frames_out;          /* WebSocket frames */
     uint64_t errors[RT_N_ERRORS]; /* replies with an error, by code */
     uint64_t closes_1008;
     uint64_t closes_1009;
@@ -184,7 +197,6 @@ struct gw_metrics {
     uint64_t closes_idle;
     uint64_t slow_consumer_closes;
     uint64_t outbox_bytes;                /* gauge: bytes queued in all outboxes */
-    uint64_t closes[2][GW_CLOSE_CODES];   /* ended connections by [initiator][close code] */
     struct gw_histogram delivery_latency; /* publish accept (fo_msg.ts_ms) to write, in ms */
     struct gw_histogram pub_latency;      /* pub received to its reply, in 100 us units */
     double loop_busy_ratio;               /* the loop's busy fraction over the last second */
@@ -261,11 +273,6 @@ struct lws;
  * deliveries in the outbox and calls these; the transport drains the outbox
  * and reports what it wrote (gw_session_sent). Loop thread.
  */
-enum gw_transport_kind {
-    GW_TRANSPORT_WS = 0, /* WebSocket: the session is lws's per-connection data (ws.c) */
-    GW_TRANSPORT_N
-};
-
 struct gw_transport {
     const char *name; /* the label on the metrics: "websocket", ... */
     /* The server's flush: writes what the outbox holds, as far as the connection takes it

@@ -18,6 +18,12 @@ static const struct gw_config *cfg_of(const struct gw_session *s)
     return s->srv->cfg;
 }
 
+/* The counters of the session's transport. */
+static struct gw_transport_metrics *tm_of(const struct gw_session *s)
+{
+    return &s->srv->m.transport[s->transport];
+}
+
 const struct gw_transport *const gw_transports[GW_TRANSPORT_N] = {
     [GW_TRANSPORT_WS] = &gw_ws_transport,
 };
@@ -68,7 +74,7 @@ static void queue_reply(struct gw_session *s)
         rt_log(RT_LOG_ERROR, "outbox_nomem", "conn=%s peer=%s", s->client_id, s->peer);
         gw_session_close(s, 1011, "internal_error", false, true, 1000);
     }
-    srv->m.messages_out++;
+    tm_of(s)->messages_out++;
     proto_buf_reset(&srv->reply);
     /* Replies answer the client's own requests: the flush window, meant for
      * streams of deliveries, does not delay them (nor what is queued before). */
@@ -273,7 +279,7 @@ static void handle_msg(struct gw_session *s, const struct proto_msg *m)
 {
     const struct gw_config *cfg = cfg_of(s);
     uint32_t retry = 0;
-    s->srv->m.messages_in++;
+    tm_of(s)->messages_in++;
     if (!rt_bucket_take(&s->msg_bucket, &cfg->msg_bucket, rt_mono_ms(), &retry)) {
         gw_session_reply_error(s, m, RT_E_RATE_LIMITED, "message rate exceeded", retry);
         return;
@@ -327,8 +333,7 @@ void gw_session_frame(struct gw_session *s, const uint8_t *frame, size_t len)
 {
     struct proto_msg *msgs;
     size_t n = 0;
-    s->srv->m.frames_in++;
-    s->srv->m.bytes_in += len;
+    tm_of(s)->bytes_in += len;
     rt_status st = proto_decode(s->srv->dec, (enum proto_codec)s->codec, frame, len, &msgs, &n);
     if (st != RT_OK) {
         gw_session_reply_error(s, NULL, st == RT_TOO_BIG ? RT_E_TOO_LARGE : RT_E_BAD_REQUEST,
@@ -342,8 +347,7 @@ void gw_session_frame(struct gw_session *s, const uint8_t *frame, size_t len)
 void gw_session_sent(struct gw_session *s, uint32_t n, size_t bytes)
 {
     struct gw_server *srv = s->srv;
-    srv->m.frames_out++;
-    srv->m.bytes_out += bytes;
+    tm_of(s)->bytes_out += bytes;
     gw_metrics_delivered(&srv->m, &s->outbox, n,
                          srv->flush_wall_ms ? srv->flush_wall_ms : rt_wall_ms());
     if (srv->window_us)
@@ -399,7 +403,8 @@ int gw_session_open(struct gw_server *srv, struct gw_session *s, enum gw_transpo
     snprintf(s->client_id, sizeof s->client_id, "%s%llx", srv->client_prefix,
              (unsigned long long)++srv->client_seq);
     srv->m.connections++;
-    srv->m.connections_total++;
+    tm_of(s)->connections++;
+    tm_of(s)->connections_total++;
     s->opened_ms = s->last_rx_ms = now;
     if (srv->draining)
         gw_session_close(s, 1001, "draining", true, true, srv->cfg->drain_ms);
@@ -454,6 +459,7 @@ void gw_session_closed(struct gw_session *s)
     gw_conns_remove(&srv->conns, s->conn_id);
     s->conn_id = 0;
     srv->m.connections--;
+    tm_of(s)->connections--;
     rt_log(RT_LOG_DEBUG, "session_closed", "conn=%s peer=%s", s->client_id, s->peer);
 }
 
@@ -483,7 +489,7 @@ static rt_status sink_deliver(void *ctx, uint64_t conn_id, struct fo_msg *msg)
         s->fo_stalled = true;
         return RT_AGAIN;
     }
-    srv->m.messages_out++;
+    tm_of(s)->messages_out++;
     gw_session_want_write(s);
     return RT_OK;
 }

@@ -70,6 +70,7 @@ static int write_frame(struct gw_ws *c)
     enum lws_write_protocol kind = s->codec == PROTO_JSON ? LWS_WRITE_TEXT : LWS_WRITE_BINARY;
     if (lws_write(c->wsi, data, len, kind) < (int)len)
         return -1;
+    srv->m.frames_out++;
     gw_session_sent(s, n, len);
     return 0;
 }
@@ -213,6 +214,8 @@ int gw_ws_rx(void *user, const uint8_t *in, size_t len, bool final, size_t remai
         gw_session_close(s, 1009, "message_too_big", true, true, 0);
         return 0;
     }
+    if (final)
+        s->srv->m.frames_in++;
     if (final && !c->rx_len) {
         gw_session_frame(s, in, len);
         return 0;
