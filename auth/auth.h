@@ -108,6 +108,13 @@ rt_status auth_key_load(const char *path, enum auth_alg alg, char *err, size_t e
 void auth_key_destroy(struct auth_key *key); /* NULL is a no-op */
 /* The one algorithm this key accepts. */
 enum auth_alg auth_key_alg(const struct auth_key *key);
+/*
+ * A 32-byte key for another use, derived from an HS256 secret:
+ * HMAC-SHA256(secret, label), so the secret itself is never reused and
+ * different labels give unrelated keys. RT_INVAL for a public key (RS256,
+ * ES256: nothing secret to derive from).
+ */
+rt_status auth_key_derive(const struct auth_key *key, const char *label, uint8_t out[32]);
 
 /* ------------------------------------------------------------------ */
 /* Claims and permissions                                               */

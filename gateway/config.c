@@ -224,6 +224,20 @@ static const struct opt opts[] = {
     {"nats-nkey", OPT_STR, OFF(nats_security.nkey_file),
      sizeof(((struct gw_config *)0)->nats_security.nkey_file),
      "file holding an NKey user seed (SU...) to sign in with"},
+    {"http-transports", OPT_U32, OFF(http_transports), 0,
+     "1 (default): Server-Sent Events (GET /sse), long-polling (GET /poll) and their "
+     "requests (POST /send) for clients that cannot use WebSocket; 0: not served (404)"},
+    {"session-secret", OPT_STR, OFF(session_secret_file),
+     sizeof(((struct gw_config *)0)->session_secret_file),
+     "file with the fleet's secret (32+ bytes) for the session tokens of SSE and "
+     "long-polling, so any node can check them; default: derived from an HS256 --jwt-key, "
+     "else random per run (tokens then work on this node only)"},
+    {"sse-heartbeat-ms", OPT_U32, OFF(sse_heartbeat_ms), 0,
+     "a comment line on an SSE stream quiet this long, under load balancers' idle timeouts "
+     "(default 15000)"},
+    {"poll-hold-ms", OPT_U32, OFF(poll_hold_ms), 0,
+     "a long-poll with nothing to answer is held this long, then answered empty "
+     "(default 20000)"},
 };
 
 #define N_OPTS (sizeof opts / sizeof opts[0])
@@ -276,6 +290,9 @@ static void set_defaults(struct gw_config *cfg)
     cfg->jwt_leeway_ms = 5000;
     cfg->static_max_bytes = 16u << 20;
     cfg->handshake_timeout_ms = 10000;
+    cfg->http_transports = 1;
+    cfg->sse_heartbeat_ms = 15000;
+    cfg->poll_hold_ms = 20000;
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur > 512)
         cfg->max_connections = (uint32_t)(rl.rlim_cur > 1000000 ? 1000000 : rl.rlim_cur - 256);
@@ -705,7 +722,9 @@ static rt_status check(struct gw_config *cfg)
         cfg->nats_replicas == 0 || cfg->presence_ttl_ms < 300 || cfg->geo_share_precision < 1 ||
         cfg->geo_share_precision > cfg->geo_precision || cfg->geo_snapshot_wait_ms == 0 ||
         cfg->geo_max_follows == 0 || cfg->geo_publish_ms > 1000 || cfg->nats_loop_reader > 1 ||
-        cfg->nats_read_window_ms > 100 || cfg->conn_bucket.burst == 0 ||
+        cfg->nats_read_window_ms > 100 || cfg->conn_bucket.burst == 0 || cfg->http_transports > 1 ||
+        cfg->sse_heartbeat_ms < 100 || cfg->sse_heartbeat_ms > 300000 || cfg->poll_hold_ms < 100 ||
+        cfg->poll_hold_ms > 300000 ||
         (uint64_t)cfg->drain_timeout_ms < (uint64_t)cfg->drain_grace_ms + cfg->drain_ms) {
         fprintf(stderr,
                 "rtgate: inconsistent options (bursts >= 1, max-message-bytes >= 64, "
@@ -713,7 +732,8 @@ static rt_status check(struct gw_config *cfg)
                 "flush-window-ms and -max-ms <= 1000, workers 1..64 and > 1 only with --nats, "
                 "ws-path starting with /, nats-replicas >= 1, presence-ttl-ms >= 300, "
                 "geo-share-precision 1..geo-precision, geo-publish-ms <= 1000, "
-                "nats-loop-reader 0 or 1, nats-read-window-ms <= 100, "
+                "nats-loop-reader 0 or 1, nats-read-window-ms <= 100, http-transports 0 or 1, "
+                "sse-heartbeat-ms and poll-hold-ms 100..300000, "
                 "drain-timeout-ms >= drain-grace-ms + drain-ms)\n");
         return RT_INVAL;
     }
@@ -780,7 +800,8 @@ rt_status gw_config_load(struct gw_config *cfg, int argc, char **argv)
         host[sizeof host - 1] = '\0';
         snprintf(cfg->node_id, sizeof cfg->node_id, "%s-%d", host, (int)getpid());
     }
-    if (check(cfg) != RT_OK || gw_authz_configure(cfg) != RT_OK)
+    if (check(cfg) != RT_OK || gw_authz_configure(cfg) != RT_OK ||
+        gw_sesstoken_configure(cfg) != RT_OK)
         return RT_INVAL;
     return RT_OK;
 }

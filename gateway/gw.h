@@ -23,6 +23,7 @@
 #define GW_GEO_WAITING_MAX     16 /* near / watch requests of one connection waiting for the fleet */
 #define GW_MAX_ORIGINS         64
 #define GW_MAX_TRUSTED_PROXIES 64
+#define GW_NODE_KEY_BYTES      8 /* names one gateway process in session tokens and subjects */
 
 struct auth_key;
 struct auth_claims;
@@ -107,7 +108,25 @@ struct gw_config {
     bool proxy_v2; /* derived: proxy_protocol is "v2" */
     /* --nats-ca, --nats-tls-cert, --nats-tls-key, --nats-creds, --nats-nkey */
     struct fo_nats_security nats_security;
+    /* The HTTP transports: SSE, long-polling, POST (http.h, docs/protocol.md). */
+    uint32_t http_transports;       /* 1: /sse, /poll and /send are served */
+    char session_secret_file[1024]; /* --session-secret: the fleet's key for session tokens */
+    uint32_t sse_heartbeat_ms;      /* a comment on a quiet stream this often */
+    uint32_t poll_hold_ms;          /* a poll with nothing to answer is held this long */
+    uint8_t session_key[32];        /* sesstoken.c: derived at start, shared by the workers */
+    uint8_t session_key_source;     /* enum gw_session_key_source */
 };
+
+/* Where the key of the session tokens came from (sesstoken.c). */
+enum gw_session_key_source {
+    GW_SESSION_KEY_SECRET, /* --session-secret */
+    GW_SESSION_KEY_JWT,    /* derived from an HS256 --jwt-key */
+    GW_SESSION_KEY_RANDOM, /* this run's own: checked by its processes only */
+};
+
+/* Main thread, before the loop and any fork: the session tokens' key. RT_INVAL after
+ * printing why (a --session-secret that cannot serve). */
+rt_status gw_sesstoken_configure(struct gw_config *cfg);
 
 /*
  * Fills cfg from defaults, the file named by --config (if any) and the flags.
@@ -168,6 +187,8 @@ static inline void gw_hist_observe(struct gw_histogram *h, uint64_t v)
 /* The transports a session can have (struct gw_transport below): the label on the metrics. */
 enum gw_transport_kind {
     GW_TRANSPORT_WS = 0, /* WebSocket: the session is lws's per-connection data (ws.c) */
+    GW_TRANSPORT_SSE,    /* Server-Sent Events + POST (sse.c, http.h) */
+    GW_TRANSPORT_POLL,   /* long-polling + POST (longpoll.c, http.h) */
     GW_TRANSPORT_N
 };
 
@@ -288,9 +309,13 @@ struct gw_transport {
     /* The sweep's part for a session that is not closing: the transport's liveness and
      * keep-alive (WebSocket: the idle timeout and pings). */
     void (*heartbeat)(struct gw_session *s, uint64_t now_ms);
+    /* Optional: adds the transport's fields to the `connected` reply being written. */
+    void (*describe)(struct gw_session *s, struct proto_writer *w);
 };
 
 extern const struct gw_transport gw_ws_transport;
+extern const struct gw_transport gw_sse_transport;  /* sse.c */
+extern const struct gw_transport gw_poll_transport; /* longpoll.c */
 
 /*
  * Bytes every outbox item and fan-out frame keeps free before its data: a
@@ -412,6 +437,15 @@ struct gw_server {
     struct gw_peer *peers;     /* peer.c: who each connection is from, by fd */
     uint32_t peers_cap;
     struct gw_tls *tls; /* tls.c: NULL without --tls-cert */
+    /* The HTTP transports (http.h). */
+    uint8_t node_key[GW_NODE_KEY_BYTES]; /* random per process: session tokens, relay subjects */
+    char node_key_hex[2 * GW_NODE_KEY_BYTES + 1];
+    uint64_t *reap; /* ids of HTTP sessions to free at the next safe point (hsession.c) */
+    uint32_t n_reap, reap_cap;
+    size_t http_body_bytes;    /* POST bodies being read, all requests together */
+    struct gw_relay *relay;    /* relay.c: POSTs and polls across nodes; NULL without a bus */
+    uint64_t http_refused;     /* HTTP transport requests refused before reaching a session */
+    struct proto_buf http_out; /* sse.c: the events of one write (GW_FRAME_HEADROOM before) */
 };
 
 /*
@@ -426,6 +460,10 @@ int gw_session_open(struct gw_server *srv, struct gw_session *s, enum gw_transpo
                     enum proto_codec codec, const char *peer);
 /* Decodes one frame of requests (a WebSocket message, a POST body) and handles them in order. */
 void gw_session_frame(struct gw_session *s, const uint8_t *frame, size_t len);
+/* Handles one request made by a transport (the `connect` and subs an SSE URL asks for). */
+void gw_session_request(struct gw_session *s, const struct proto_msg *m);
+/* True if the session's message bucket has a token now (taking none); else *retry_after_ms. */
+bool gw_session_may_send(struct gw_session *s, uint32_t *retry_after_ms);
 /* The transport wrote the first n items of the outbox (bytes of them): pops them, counts them,
  * and lets the fan-out go on when the outbox has room again. */
 void gw_session_sent(struct gw_session *s, uint32_t n, size_t bytes);
@@ -522,6 +560,43 @@ bool gw_connrate_take(struct gw_connrate *cr, uint64_t now_ms, uint32_t *retry_a
  * sorted list costs O(connections) per insert in lws 4.1.
  */
 void gw_server_sweep(struct gw_server *srv, uint64_t now_ms);
+/* Why a new session is refused before it starts (gw_server_admit). */
+struct gw_refusal {
+    int cause;           /* GW_REFUSE_*, for the metrics */
+    unsigned status;     /* HTTP: 429 or 503 */
+    const char *message; /* one line, ending with a newline */
+    uint32_t retry_after_ms;
+};
+/* The admission of a new session, whatever its transport: draining, the client address's
+ * handshake rate, --max-connections, --conn-rate. False with *out saying why. */
+bool gw_server_admit(struct gw_server *srv, struct lws *wsi, const struct edge_addr *client,
+                     struct gw_refusal *out);
+/* True when the request has no Origin (not a browser), no --allow-origin is set, or its
+ * normalised Origin is on the list. */
+bool gw_server_origin_allowed(struct gw_server *srv, struct lws *wsi);
+/* Takes a token from the client address's handshake bucket; false with *retry_after_ms. */
+bool gw_server_address_rate_ok(struct gw_server *srv, struct lws *wsi, uint32_t *retry_after_ms);
+
+/* httpapi.c: the endpoints of the HTTP transports (/sse, /poll, /send), for server.c.
+ * route: false when uri is none of them (or they are off); else *rc is lws's return. */
+bool gw_httpapi_route(struct gw_server *srv, struct lws *wsi, const char *uri, void *user, int *rc);
+int gw_httpapi_body(struct gw_server *srv, struct lws *wsi, void *user, const void *in, size_t len);
+int gw_httpapi_body_done(struct gw_server *srv, struct lws *wsi, void *user);
+/* HTTP_WRITEABLE: false when the transaction is not ours (static.c's then). */
+bool gw_httpapi_writable(struct gw_server *srv, struct lws *wsi, void *user, int *rc);
+void gw_httpapi_closed(struct gw_server *srv, struct lws *wsi, void *user);
+
+/* The HTTP transports' parts the rest of the server calls (http.h has the others). */
+/* relay.c: true if the bus message is the relay's (rtgate.sess.*); then it was handled. */
+bool gw_relay_receive(struct gw_server *srv, const char *subject, const char *reply,
+                      const uint8_t *data, size_t len);
+rt_status gw_relay_start(struct gw_server *srv);
+void gw_relay_stop(struct gw_server *srv);
+void gw_relay_sweep(struct gw_server *srv, uint64_t now_ms);
+/* hsession.c: frees the HTTP sessions that are done; at shutdown, all of them. */
+void gw_hsession_reap(struct gw_server *srv);
+void gw_hsession_free_all(struct gw_server *srv);
+
 /* listener.c: binds --listen (SO_REUSEPORT) and hands accepted sockets to lws. */
 struct gw_listener;
 rt_status gw_listener_start(struct gw_server *srv);

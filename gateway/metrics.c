@@ -330,10 +330,10 @@ void gw_metrics_closed(struct gw_metrics *m, const struct gw_session *s)
     if (s->close_code) {
         by = GW_BY_SERVER;
         code = s->close_code;
-    } else if (s->closing) {
-        by = GW_BY_SERVER; /* cut without a close frame (idle) */
     } else if (s->peer_close_code) {
         code = s->peer_close_code;
+    } else if (s->closing) {
+        by = GW_BY_SERVER; /* cut without a close frame (idle) */
     }
     int i = 0;
     while (i < GW_CLOSE_CODES - 1 && close_codes[i] != code)

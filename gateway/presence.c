@@ -506,6 +506,8 @@ static void on_bus(void *arg, const char *subject, const char *reply, const uint
                    size_t len)
 {
     struct gw_server *srv = arg;
+    if (gw_relay_receive(srv, subject, reply, data, len))
+        return; /* rtgate.sess.*: POSTs and polls between nodes (relay.c) */
     geo_fleet_receive(srv->fleet, subject, reply, data, len, rt_mono_ms());
 }
 

@@ -26,6 +26,8 @@ static struct gw_transport_metrics *tm_of(const struct gw_session *s)
 
 const struct gw_transport *const gw_transports[GW_TRANSPORT_N] = {
     [GW_TRANSPORT_WS] = &gw_ws_transport,
+    [GW_TRANSPORT_SSE] = &gw_sse_transport,
+    [GW_TRANSPORT_POLL] = &gw_poll_transport,
 };
 
 /*
@@ -167,6 +169,8 @@ static void on_connect(struct gw_session *s, const struct proto_msg *m)
     proto_w_kuint(&w, "max_unacked", cfg->max_unacked);
     proto_w_end(&w);
     gw_authz_write_expiry(s, &w);
+    if (gw_transport_of(s)->describe)
+        gw_transport_of(s)->describe(s, &w);
     gw_session_finish_reply(s, &w);
     rt_log(RT_LOG_DEBUG, "session_connected", "conn=%s peer=%s", s->client_id, s->peer);
 }
@@ -327,6 +331,19 @@ static void handle_msg(struct gw_session *s, const struct proto_msg *m)
         gw_session_reply_error(s, m, RT_E_BAD_REQUEST, "unknown type", 0);
         break;
     }
+}
+
+void gw_session_request(struct gw_session *s, const struct proto_msg *m)
+{
+    handle_msg(s, m);
+}
+
+bool gw_session_may_send(struct gw_session *s, uint32_t *retry_after_ms)
+{
+    if (!rt_bucket_take(&s->msg_bucket, &cfg_of(s)->msg_bucket, rt_mono_ms(), retry_after_ms))
+        return false;
+    s->msg_bucket.milli += 1000; /* only looked: each message takes its own token */
+    return true;
 }
 
 void gw_session_frame(struct gw_session *s, const uint8_t *frame, size_t len)

@@ -45,6 +45,12 @@ void proto_buf_reset(struct proto_buf *b)
     b->len = 0;
 }
 
+/* Appends n bytes (RT_NOMEM leaves the buffer as it was). */
+rt_status proto_buf_append(struct proto_buf *b, const void *p, size_t n)
+{
+    return proto__put(b, p, n);
+}
+
 /* Frees the allocation; the buffer is empty and reusable afterwards. */
 void proto_buf_free(struct proto_buf *b)
 {

@@ -164,6 +164,7 @@ struct proto_buf {
 void proto_buf_init(struct proto_buf *b, size_t headroom);
 rt_status proto_buf_reserve(struct proto_buf *b, size_t extra);
 void proto_buf_reset(struct proto_buf *b); /* len = 0, keeps memory */
+rt_status proto_buf_append(struct proto_buf *b, const void *p, size_t n);
 void proto_buf_free(struct proto_buf *b);
 /* Hands the allocation to the caller (free(data - headroom)); b is re-initialised. */
 uint8_t *proto_buf_take(struct proto_buf *b, size_t *len);
