@@ -15,6 +15,25 @@ wait_port() {
     return 1
 }
 
+# wait_ready PORT SECONDS: until 127.0.0.1:PORT answers /readyz 200 (a gateway on NATS checks
+# its stream after it listens), or the time is up (1).
+wait_ready() {
+    python3 - "$1" "$2" << 'PY'
+import http.client, sys, time
+end = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end:
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=1)
+        c.request("GET", "/readyz")
+        if c.getresponse().status == 200:
+            sys.exit(0)
+    except OSError:
+        pass
+    time.sleep(0.1)
+sys.exit(1)
+PY
+}
+
 # bench_paths DIR: the binaries and places every script takes from the environment, with
 # DIR (below the tree) as the default build: BUILD, RTGATE, LOAD, NATS_SERVER, OUT,
 # SERVER_CPUS (0) and CLIENT_CPUS (1).

@@ -127,7 +127,7 @@ EOT
         > "$dir/rtgate-mem.log" 2>&1 &
     GWM_PID=$!
     PIDS+=("$GWM_PID")
-    wait_port "$GWN_PORT" 10 || { echo "run.sh: rtgate --nats did not start:" >&2; tail -5 "$dir/rtgate-nats.log" >&2; return 1; }
+    wait_ready "$GWN_PORT" 10 || { echo "run.sh: rtgate --nats did not get ready:" >&2; tail -5 "$dir/rtgate-nats.log" >&2; return 1; }
     wait_port "$GWM_PORT" 10 || { echo "run.sh: rtgate did not start:" >&2; tail -5 "$dir/rtgate-mem.log" >&2; return 1; }
     return 0
 }

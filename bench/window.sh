@@ -15,7 +15,8 @@
 #               is many channels (SUBS subscribers, one channel each, RATE msg/s in all);
 #               durSUBS-RATE is fan-out on a durable channel, the subscribers acking
 #   --variants  instead of one rtgate per window, one per LABEL with those rtgate options, e.g.
-#               "nats.c=--nats-loop-reader 0;loop=--nats-read-window-ms 0;loop-w2=" (bench/out/reader.md)
+#               "w0=--nats-read-window-ms 0;w2=--nats-read-window-ms 2"; options starting with
+#               @PATH run that rtgate binary instead of $RTGATE, e.g. "main=@/tmp/main/rtgate;new="
 #   --memory   rtgate with the memory engine instead (publishes with `pub` over WebSocket)
 # Environment: BUILD (default build-rel), RTGATE, LOAD, NATS_SERVER, OUT, RTGATE_ARGS (more
 # rtgate options, e.g. "--flush-window-max-ms 20"), LOAD_ARGS (more rtgate-load options, e.g.
@@ -118,15 +119,18 @@ EOT
     fi
     for i in "${!labels[@]}"; do
         read -r -a vopts <<< "${options[$i]}"
+        bin=$RTGATE
+        v0=${vopts[0]:-}
+        if [ "${v0#@}" != "$v0" ]; then bin=${v0#@}; vopts=("${vopts[@]:1}"); fi
         w=${labels[$i]}
         GWPORT=$(free_port)
         engine=(--nats "nats://127.0.0.1:$NPORT")
         pub=(--publish-via nats --nats "nats://127.0.0.1:$NPORT" --broker-pid "$NATS")
         if [ "$MEMORY" = 1 ]; then engine=(); pub=(); fi
-        pin_server "$RTGATE" --listen "127.0.0.1:$GWPORT" "${engine[@]}" "${GW_OPTS[@]}" \
+        pin_server "$bin" --listen "127.0.0.1:$GWPORT" "${engine[@]}" "${GW_OPTS[@]}" \
             "${vopts[@]}" "${EXTRA[@]}" > "$dir/rtgate-$w.log" 2>&1 &
         GW=$!
-        wait_port "$GWPORT" 10 || { echo "window.sh: rtgate did not start" >&2; kill "$GW"; continue; }
+        wait_ready "$GWPORT" 10 || { echo "window.sh: rtgate did not get ready" >&2; kill "$GW"; continue; }
         load "$name" "${VARIANT}$w" --url "ws://127.0.0.1:$GWPORT/ws" "${pub[@]}" --server-pid "$GW" "${args[@]}"
         kill "$GW" 2> /dev/null
         wait "$GW" 2> /dev/null

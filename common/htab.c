@@ -1,6 +1,6 @@
 /*
- * htab.c: the intrusive chained hash table of rt.h and the hashes it is
- * used with. The owner embeds an rt_hnode, sets its hash and compares keys
+ * htab.c: the intrusive chained hash table of rt.h (the hashes it is used
+ * with are in hash.c). The owner embeds an rt_hnode, sets its hash and compares keys
  * itself while walking a chain, so one table type serves every kind of key.
  * Buckets double when the load reaches 1 and never shrink.
  */
@@ -9,32 +9,6 @@
 #include <stdlib.h>
 
 #define HTAB_MIN_BUCKETS 8u
-
-/*
- * FNV-1a, 64 bit, then the splitmix64 mixer: the low bits (the bucket index)
- * depend on every input byte.
- */
-uint64_t rt_hash_bytes(const void *key, size_t len)
-{
-    const uint8_t *p = key;
-    uint64_t h = 14695981039346656037ull;
-    for (size_t i = 0; i < len; i++) {
-        h ^= p[i];
-        h *= 1099511628211ull;
-    }
-    return rt_hash_u64(h);
-}
-
-/* The splitmix64 finaliser: keys that differ in a few bits spread evenly. */
-uint64_t rt_hash_u64(uint64_t x)
-{
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ull;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebull;
-    x ^= x >> 31;
-    return x;
-}
 
 void rt_htab_init(struct rt_htab *t)
 {
@@ -123,4 +97,16 @@ void rt_htab_each(struct rt_htab *t, void (*fn)(struct rt_hnode *n, void *arg), 
 size_t rt_htab_count(const struct rt_htab *t)
 {
     return t->count;
+}
+
+size_t rt_htab_max_chain(const struct rt_htab *t)
+{
+    size_t longest = 0;
+    for (size_t i = 0; i < t->nbuckets; i++) {
+        size_t n = 0;
+        for (const struct rt_hnode *c = t->buckets[i]; c; c = c->next)
+            n++;
+        longest = n > longest ? n : longest;
+    }
+    return longest;
 }

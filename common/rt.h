@@ -1,8 +1,8 @@
 /*
  * rt.h: what every rtgate module shares. The status enum, the protocol
- * error table (PROTOCOL.md section 5), clocks, the token bucket, the
- * intrusive hash table and the key=value logger. A leaf: no I/O beyond
- * stderr, no other module.
+ * error table (PROTOCOL.md section 5), clocks, the token bucket, keyed
+ * hashes, the intrusive hash table and the key=value logger. A leaf: no I/O
+ * beyond stderr (and the kernel's random bytes), no other module.
  */
 #ifndef RT_H
 #define RT_H
@@ -84,6 +84,44 @@ bool rt_bucket_take(struct rt_bucket *b, const struct rt_bucket_cfg *cfg, uint64
                     uint32_t *retry_after_ms);
 
 /* -------------------------------------------------------------------- */
+/* Hashes (hash.c)                                                        */
+
+/*
+ * A 128-bit SipHash key. rt_hash_key_from_bytes reads it the way the
+ * SipHash paper does: k0 is bytes 0..7 little-endian, k1 bytes 8..15.
+ */
+struct rt_hash_key {
+    uint64_t k0, k1;
+};
+void rt_hash_key_from_bytes(const uint8_t bytes[16], struct rt_hash_key *key);
+
+/* SipHash-2-4 and SipHash-1-3 of the len bytes at data under key. Any thread. */
+uint64_t rt_siphash24(const struct rt_hash_key *key, const void *data, size_t len);
+uint64_t rt_siphash13(const struct rt_hash_key *key, const void *data, size_t len);
+
+/*
+ * This process's hash key: random (getrandom), drawn on first use, so a
+ * process forked before any hashing (--workers) draws its own. Any thread.
+ */
+const struct rt_hash_key *rt_hash_process_key(void);
+
+/*
+ * SipHash-1-3 of the len bytes at key under the process key. For every
+ * table whose keys a client (or another node) can choose: nobody outside
+ * the process can compute which keys collide. Differs between processes
+ * and runs: never store it or send it anywhere. Any thread.
+ */
+uint64_t rt_hash_bytes(const void *key, size_t len);
+/* The same for an integer key a client can choose (e.g. a cell code). */
+uint64_t rt_hash_u64_keyed(uint64_t x);
+/*
+ * The splitmix64 finaliser of x, unkeyed: integer keys that differ in a few
+ * bits (ids, tickets) get unrelated hashes. A bijection; 0 maps to 0. Only
+ * for keys the server makes up itself: anyone can invert it.
+ */
+uint64_t rt_hash_u64(uint64_t x);
+
+/* -------------------------------------------------------------------- */
 /* Intrusive hash table (htab.c)                                          */
 
 /*
@@ -107,18 +145,6 @@ struct rt_htab {
 
 /* The struct of type `type` whose member `member` is at ptr. */
 #define RT_CONTAINER(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
-
-/*
- * FNV-1a (64 bit) of the len bytes at key, finished with rt_hash_u64 so that
- * every bit of the result depends on every byte. Not keyed: do not use it
- * where an attacker choosing keys to collide would matter.
- */
-uint64_t rt_hash_bytes(const void *key, size_t len);
-/*
- * The splitmix64 finaliser of x: integer keys that differ in a few bits
- * (ids, cell codes) get unrelated hashes. A bijection; 0 maps to 0.
- */
-uint64_t rt_hash_u64(uint64_t x);
 
 /* Makes t an empty table. Allocates nothing: the first reserve does. */
 void rt_htab_init(struct rt_htab *t);
@@ -160,6 +186,8 @@ void rt_htab_remove(struct rt_htab *t, struct rt_hnode *n);
 void rt_htab_each(struct rt_htab *t, void (*fn)(struct rt_hnode *n, void *arg), void *arg);
 /* The number of nodes in t. */
 size_t rt_htab_count(const struct rt_htab *t);
+/* The length of the longest chain: O(nodes), for tests and diagnostics. */
+size_t rt_htab_max_chain(const struct rt_htab *t);
 
 /* Logging: one line per event, `ts=... level=... event=... key=value ...`. */
 enum rt_log_level { RT_LOG_DEBUG, RT_LOG_INFO, RT_LOG_WARN, RT_LOG_ERROR };

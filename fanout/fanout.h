@@ -10,9 +10,10 @@
  *
  * Engines: "memory" (single node, the default and the reference model) and
  * "nats" (a fleet: core NATS for ephemeral channels, JetStream for durable
- * ones; docs/nats.md). Same interface above both: publish may complete later
- * (RT_AGAIN + sink->pub_done), interest is added/removed per channel, and
- * history is fetched on catch-up.
+ * ones; docs/nats.md). Same interface above both: publish and subscribe may
+ * complete later (RT_AGAIN, then sink->pub_done / sink->sub_done) instead of
+ * making the loop wait for a round trip, interest is added/removed per
+ * channel, and history is fetched on catch-up.
  *
  * Threads: everything here runs on the gateway's loop thread, including the
  * sink callbacks. Engines that have their own threads hand over to it: they
@@ -88,16 +89,23 @@ struct fo_config {
                                    * are remembered, so they go on numbering; default 100000 */
     uint32_t max_unacked;         /* per client; default 1024 */
     uint32_t max_subs;            /* per client; default 256 */
-    size_t frame_headroom;        /* bytes before each encoded frame (LWS_PRE) */
+    /*
+     * Subscribes that wait for the engine (fo_subscribe answered RT_AGAIN):
+     * at most this many on the node (more: 503) and per client (more: 429),
+     * each answered 503 after sub_timeout_ms. Defaults 4096, max_subs, 5000.
+     */
+    uint32_t max_pending_subs;
+    uint32_t max_pending_subs_per_client;
+    uint32_t sub_timeout_ms;
+    size_t frame_headroom; /* bytes before each encoded frame (LWS_PRE) */
     /* Engine "nats" only (docs/nats.md); the strings are copied. */
     const char *nats_url;    /* "nats://host:port[,nats://...]" */
     const char *nats_stream; /* JetStream stream of the durable channels; default "RTGATE" */
     uint32_t nats_replicas;  /* stream replicas; default 1 */
     const struct fo_nats_security *nats_security; /* NULL: no TLS options, no credentials */
     /*
-     * The gateway's uv_loop_t: the nats engine then reads the live subjects
-     * of all channels on it (nats_live.h) instead of through nats.c's
-     * threads. NULL: nats.c for everything.
+     * The gateway's uv_loop_t, required by the nats engine: it reads the
+     * live subjects of all channels on it (nats_live.h).
      */
     void *uv_loop;
     uint32_t nats_read_window_ms; /* nats_live.h's read window; 0: read on readiness */
@@ -121,6 +129,8 @@ struct fo_pub_result {
     bool dup;
 };
 
+struct fo_sub_result;
+
 /* Callbacks into the gateway. All run on the loop thread. */
 struct fo_sink {
     void *ctx;
@@ -136,6 +146,14 @@ struct fo_sink {
     rt_status (*gap)(void *ctx, uint64_t conn_id, const char *channel, uint64_t from, uint64_t to);
     /* A publish that returned RT_AGAIN has completed. */
     void (*pub_done)(void *ctx, uint64_t conn_id, int64_t req_id, const struct fo_pub_result *res);
+    /*
+     * A subscribe that returned RT_AGAIN has completed: queue the reply. If
+     * it succeeded, the registry pumps the client right after (replay after
+     * the reply). Do not call back into the fan-out from here: a request
+     * that waited behind this one runs later (gateway/pending.c). Needed by
+     * engines that wait for round trips (nats).
+     */
+    void (*sub_done)(void *ctx, uint64_t conn_id, int64_t req_id, const struct fo_sub_result *res);
 };
 
 struct fo;
@@ -160,6 +178,7 @@ struct fo_sub_req {
     uint64_t since;
     const char *epoch; /* NULL when absent */
     size_t epoch_len;
+    int64_t req_id; /* echoed to sink->sub_done */
 };
 
 struct fo_sub_result {
@@ -174,10 +193,15 @@ struct fo_sub_result {
 };
 
 /*
- * Subscribes. Delivers nothing by itself: the caller queues the reply, then
- * calls fo_client_pump, which replays history after `since` (when recovered)
- * before live messages, with no gap or duplicate at the seam. Returns RT_OK
- * with *out filled (out->error says whether it was refused).
+ * Subscribes. RT_OK: *out is the answer now (out->error says whether it was
+ * refused); the subscription delivers nothing by itself: the caller queues
+ * the reply, then calls fo_client_pump, which replays history after `since`
+ * (when recovered) before live messages, with no gap or duplicate at the
+ * seam. RT_AGAIN: the engine needs a round trip first; the answer comes
+ * through sink->sub_done (at the latest sub_timeout_ms later, as a 503),
+ * and the registry pumps after it. Until then the request is not a
+ * subscription (unsubscribe answers RT_NOT_FOUND) but counts against
+ * max_subs, and a second subscribe to the channel is a 409.
  */
 rt_status fo_subscribe(struct fo_client *c, const struct fo_sub_req *req,
                        struct fo_sub_result *out);
@@ -237,20 +261,67 @@ struct fo_stats {
     uint64_t history_bytes;
     /* Engine "nats" (0 with the memory engine). */
     uint64_t upstream_subscriptions; /* NATS subscriptions held for local interest (gauge) */
-    uint64_t upstream_dropped;       /* ephemeral NATS messages dropped on a full hand-off queue */
     uint64_t upstream_invalid;       /* NATS messages dropped for an invalid payload or header */
     uint64_t upstream_fetched;       /* durable messages read back from JetStream */
     uint64_t upstream_quiet_probes;  /* quiet durable channels probed for a lost last message */
+    /* Subscribes that waited for the engine. */
+    uint64_t subs_pending;         /* waiting now (gauge) */
+    uint64_t subs_waited;          /* answered after waiting */
+    uint64_t sub_timeouts;         /* of them, answered 503 because the engine took too long */
+    uint64_t subs_refused_pending; /* refused because too many were waiting (429 / 503) */
     /* The loop reader of the live subjects (nats_live.h); all 0 without it. */
-    uint64_t reader_up;       /* 1 while connected (gauge) */
-    uint64_t reader_connects; /* handshakes completed */
-    uint64_t reader_reads;    /* socket reads: one loop wake-up each */
-    uint64_t reader_messages; /* messages read */
-    uint64_t reader_bad;      /* connections dropped for a protocol error from the server */
-    uint64_t reader_flush_timeouts;
+    uint64_t reader_up;               /* 1 while connected (gauge) */
+    uint64_t reader_connects;         /* handshakes completed */
+    uint64_t reader_reads;            /* socket reads: one loop wake-up each */
+    uint64_t reader_messages;         /* messages read */
+    uint64_t reader_bad;              /* connections dropped for a protocol error from the server */
+    uint64_t reader_confirm_failures; /* subscriptions the server did not confirm in time */
 };
 
 void fo_get_stats(const struct fo *fo, struct fo_stats *out);
+
+/* ------------------------------------------------------------------------ */
+/* Introspection (introspect.c): what the server API shows. Loop thread.    */
+
+/* One channel as this node knows it. name points into the registry (or the
+ * caller's string): use it before the registry changes. */
+struct fo_channel_view {
+    const char *name;
+    size_t name_len;
+    bool durable;         /* by the configured patterns */
+    bool active;          /* the node holds state for it (subscribers, history, dedup) */
+    uint32_t subscribers; /* local subscriptions */
+    uint64_t latest;      /* durable and active: the latest seq this node knows, 0 if none */
+    uint64_t oldest;      /* durable and active: the oldest seq still retained */
+    char epoch[PROTO_EPOCH_MAX + 1]; /* durable and active */
+};
+
+/*
+ * The channel `name` (valid): RT_OK with *out filled, or RT_NOT_FOUND when
+ * the node holds no state for it (out then has name and durable only).
+ */
+rt_status fo_channel_get(const struct fo *fo, const char *name, size_t len,
+                         struct fo_channel_view *out);
+
+#define FO_LIST_MAX 1000 /* channels per page */
+
+struct fo_list_req {
+    const char *prefix; /* only names starting with it; NULL or "" for all */
+    size_t prefix_len;
+    const char *after; /* only names after it (the last name of the previous page); NULL first */
+    size_t after_len;
+    size_t limit; /* 1..FO_LIST_MAX */
+};
+
+/*
+ * One page of the channels with state on this node, in byte order of their
+ * names: at most req->limit into out[], *n of them, *more when more follow
+ * (ask again with after = the last name). One pass over the table:
+ * O(channels x log limit), bounded by fo_config.max_channels. RT_INVAL for
+ * a limit outside 1..FO_LIST_MAX.
+ */
+rt_status fo_channel_list(const struct fo *fo, const struct fo_list_req *req,
+                          struct fo_channel_view *out, size_t *n, bool *more);
 
 /*
  * Drops expired history and dedup entries and frees channels left with no

@@ -5,12 +5,15 @@
  *
  * Pieces:
  *   - fo__htab: byte-string keys on top of rt_htab (htab.c).
- *   - struct fo / fo_chan / fo_sub / fo_client: the registry (registry.c).
- *   - struct fo_engine_ops: what an engine (memory now, NATS later) provides
- *     under the registry (engine_memory.c).
+ *   - struct fo / fo_chan / fo_sub / fo_client: the registry (registry.c),
+ *     subscribe and the subscribes that wait for the engine (subscribe.c),
+ *     delivery (delivery.c).
+ *   - struct fo_engine_ops: what an engine provides under the registry
+ *     (engine_memory.c; the nats engine's files say what they do in
+ *     nats_int.h).
  *
  * Threads: everything runs on the gateway's loop thread, except inside an
- * engine that says otherwise (engine_nats.c).
+ * engine that says otherwise (the nats engine).
  */
 #ifndef FANOUT_INT_H
 #define FANOUT_INT_H
@@ -22,7 +25,8 @@
 
 /*
  * Tables keyed by byte strings: an rt_htab (common/rt.h) of fo_hnodes whose
- * hash is rt_hash_bytes of the key. Embed one in the hashed struct; key
+ * hash is rt_hash_bytes of the key (keyed per process: channel names and
+ * msg_ids are the clients' choice). Embed one in the hashed struct; key
  * points into that struct. Init, free, remove and each are rt_htab's.
  */
 struct fo_hnode {
@@ -99,7 +103,11 @@ struct fo_engine_ops {
     void (*chan_close)(void *eng, struct fo_chan *ch);
     /* True when the engine keeps nothing for ch (no history, no dedup). */
     bool (*chan_idle)(void *eng, const struct fo_chan *ch);
-    /* First local subscriber arrived / last one left. RT_UNAVAILABLE: 503. */
+    /*
+     * The channel's first party arrived (a subscription, or a subscribe
+     * waiting for sub_prepare) / the last one left. Never waits for the
+     * network. RT_UNAVAILABLE: 503.
+     */
     rt_status (*interest_add)(void *eng, struct fo_chan *ch);
     void (*interest_remove)(void *eng, struct fo_chan *ch);
     /*
@@ -115,11 +123,17 @@ struct fo_engine_ops {
     rt_status (*fetch)(void *eng, struct fo_chan *ch, uint64_t after, struct fo_fetch *out);
     void (*tick)(void *eng, uint64_t now_ms);
     /*
-     * Optional. Called by fo_subscribe on a durable channel before
-     * chan_info: brings the engine's view of ch up to date for this request
-     * (may block the loop briefly). RT_UNAVAILABLE (or any error): 503.
+     * Optional (ready at once when absent). Called by fo_subscribe, with
+     * interest held, before chan_info: brings the engine's view of ch up to
+     * date for this request (the first subscriber's confirmation and sync
+     * point, a resume's latest and oldest retained seqs). RT_OK: ready now.
+     * RT_AGAIN: the engine calls fo__sub_ready(fo, op, status) exactly once
+     * later, on the loop thread, never from inside one of these operations;
+     * it may do so after the registry forgot op (timed out, client gone):
+     * that call is ignored. Anything else: 503. Must not wait for the network.
      */
-    rt_status (*chan_prepare)(void *eng, struct fo_chan *ch, const struct fo_sub_req *req);
+    rt_status (*sub_prepare)(void *eng, struct fo_chan *ch, const struct fo_sub_req *req,
+                             uint64_t op);
     /* Optional. Runs what the engine's threads handed over (fo_service). */
     void (*service)(void *eng);
     /* Optional. fo_ready; true when absent. */
@@ -163,6 +177,7 @@ struct fo_chan {
     struct fo_sub **subs; /* NULL slots while dispatching (removed subs) */
     uint32_t n_slots, cap;
     uint32_t n_subs;    /* subs that are not dead */
+    uint32_t n_waiting; /* subscribes waiting for the engine (fo_sub_op) */
     uint32_t holes;     /* NULL slots left by removals during a dispatch */
     uint32_t iterating; /* dispatch loops running over subs: do not reorder */
     uint32_t pins;      /* users outside the loops (queued dispatch, publish) */
@@ -173,11 +188,32 @@ struct fo_chan {
     char name[]; /* NUL-terminated */
 };
 
+/*
+ * A subscribe waiting for the engine (fo_subscribe answered RT_AGAIN). It
+ * holds interest in its channel (chan->n_waiting) until it is answered.
+ */
+struct fo_sub_op {
+    struct fo_hnode node; /* in fo->sub_ops, key = the bytes of id */
+    uint64_t id;
+    struct fo_client *client;
+    struct fo_chan *chan;
+    struct fo_sub_op *cprev, *cnext; /* the client's */
+    struct fo_sub_op *older, *newer; /* the node's, oldest (first to time out) first */
+    uint64_t deadline_ms;            /* on fo's clock */
+    int64_t req_id;
+    bool has_since;
+    uint64_t since;
+    size_t epoch_len; /* 0: no epoch given */
+    char epoch[PROTO_EPOCH_MAX + 1];
+};
+
 struct fo_client {
     struct fo *fo;
     uint64_t conn_id;
     struct fo_sub *head, *tail;
     uint32_t n_subs;
+    struct fo_sub_op *ops; /* its subscribes waiting for the engine */
+    uint32_t n_pending;
     uint32_t unacked;  /* durable messages delivered, not acked, all subs */
     uint32_t n_paused; /* durable subs that are not live */
     bool pumping, repump, dead;
@@ -211,7 +247,18 @@ struct fo {
     struct fo_chan *idle_chans;
     fo_bus_fn bus_fn; /* receiver of bus messages (fo_bus_open) */
     void *bus_arg;
+    /* Subscribes waiting for the engine (subscribe.c). */
+    struct rt_htab sub_ops;
+    struct fo_sub_op *ops_oldest, *ops_newest;
+    uint64_t next_op_id;
 };
+
+/*
+ * Creates the fan-out on an engine given by its operations rather than by
+ * name: the unit tests' stand-in engines. As fo_create otherwise.
+ */
+rt_status fo__create_with(const struct fo_config *cfg, const struct fo_sink *sink,
+                          const struct fo_engine_ops *ops, struct fo **out);
 
 /* Callback regions: see registry.c. Leaving the outermost one settles. */
 void fo__busy_enter(struct fo *fo);
@@ -220,6 +267,37 @@ void fo__busy_leave(struct fo *fo);
 void fo__chan_compact(struct fo_chan *ch);
 /* The client's subscription to channel, or NULL. */
 struct fo_sub *fo__find_sub(const struct fo_client *c, const char *channel, size_t len);
+
+/* Registry internals subscribe.c uses (registry.c). */
+/* The channel's state, created when `create` (RT_LIMIT past max_channels). */
+rt_status fo__chan_lookup(struct fo *fo, const char *name, size_t len, bool create,
+                          struct fo_chan **out);
+/* ch may have become idle: free it now, or when the current callback region ends. */
+void fo__chan_release(struct fo *fo, struct fo_chan *ch);
+rt_status fo__chan_add_slot(struct fo_chan *ch, struct fo_sub *s);
+void fo__chan_remove_slot(struct fo_chan *ch, struct fo_sub *s);
+/* Frees s now, or after the current callback region. */
+void fo__sub_bury(struct fo *fo, struct fo_sub *s);
+
+/* subscribe.c */
+/*
+ * Removes s from its channel and client (freed later when busy) and drops
+ * the channel's interest if s was its last party. Returns the window space
+ * s held. The channel is left for fo__chan_release.
+ */
+uint32_t fo__sub_detach(struct fo *fo, struct fo_sub *s);
+/* Forgets c's waiting subscribes without answering them (the client is going). */
+void fo__client_drop_ops(struct fo_client *c);
+/*
+ * The engine finished preparing waiting subscribe `op` (sub_prepare said
+ * RT_AGAIN): answers it through sink->sub_done (503 unless st is RT_OK) and,
+ * on success, pumps the client. Unknown ops are ignored. Loop thread.
+ */
+void fo__sub_ready(struct fo *fo, uint64_t op, rt_status st);
+/* Answers 503 to the waiting subscribes whose time is up (fo_tick). */
+void fo__sub_expire(struct fo *fo, uint64_t now_ms);
+/* Frees every waiting subscribe without answering (fo_destroy). */
+void fo__sub_ops_free(struct fo *fo);
 
 /* Now in ms from the injected clock (rt_wall_ms by default). */
 uint64_t fo__now(const struct fo *fo);

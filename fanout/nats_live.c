@@ -20,7 +20,6 @@
 #include <errno.h>
 #include <jansson.h>
 #include <openssl/crypto.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +55,14 @@ struct lr_server {
     char tls_name[256];  /* announced by IP: the name its certificate is checked against */
 };
 
+/* An lr_confirm waiting for the PONG numbered `pong` (see lr.pongs). */
+struct lr_confirm_wait {
+    struct lr_confirm_wait *next;
+    uint64_t pong;
+    lr_confirm_fn fn;
+    void *arg;
+};
+
 struct lrc {
     uv_tcp_t tcp;
     uv_connect_t creq;
@@ -86,7 +93,7 @@ struct lr {
     struct addrinfo *ai;               /* the current server's addresses, while connecting */
     const struct addrinfo *ai_untried; /* those after the one being tried */
     uv_timer_t ctl_timer;              /* retry, connect timeout */
-    uv_timer_t io_timer;               /* read window, and a kick after lr_flush */
+    uv_timer_t io_timer;               /* read window */
     uv_timer_t ping_timer;             /* keepalive while UP */
     int refs;                          /* open handles and pending requests, +1 until destroy */
     bool dying;
@@ -105,6 +112,11 @@ struct lr {
     bool windowed; /* reading on io_timer */
     uint64_t last_read_ms;
     uint64_t next_sid;
+    /* lr_confirm: waiters in PING order; PONGs answer PINGs in order, so the
+     * one answering a PING is numbered pongs + pings_out when it is sent. On
+     * a lost connection the waiters are answered from the retry timer. */
+    struct lr_confirm_wait *confirm_head, *confirm_tail;
+    uint64_t pongs; /* PONGs to our PINGs, counted over every connection */
     struct lr_stats stats;
 };
 
@@ -664,6 +676,35 @@ static void log_server_error(struct lr *lr, const char *arg, size_t len)
     lr->err_log_ms = lr->st == LR_UP ? now : 0;
 }
 
+/* Answers the lr_confirm waiters whose PONG came (in order; fn may add more). */
+static void confirm_answered(struct lr *lr)
+{
+    while (lr->confirm_head && lr->confirm_head->pong <= lr->pongs) {
+        struct lr_confirm_wait *w = lr->confirm_head;
+        lr->confirm_head = w->next;
+        if (!lr->confirm_head)
+            lr->confirm_tail = NULL;
+        lr_confirm_fn fn = w->fn;
+        void *arg = w->arg;
+        free(w);
+        fn(arg, RT_OK);
+    }
+}
+
+/* The connection the waiters' PINGs went out on is gone: each fails (fn may add more). */
+static void confirm_fail_all(struct lr *lr)
+{
+    struct lr_confirm_wait *w = lr->confirm_head;
+    lr->confirm_head = lr->confirm_tail = NULL;
+    while (w) {
+        struct lr_confirm_wait *next = w->next;
+        lr->stats.confirm_failures++;
+        w->fn(w->arg, RT_UNAVAILABLE);
+        free(w);
+        w = next;
+    }
+}
+
 /* Handles every complete op in the input buffer; keeps the rest. */
 static void lr_process(struct lr *lr)
 {
@@ -702,8 +743,11 @@ static void lr_process(struct lr *lr)
             if (lr->pings_out == 0)
                 break;
             lr->pings_out--;
+            lr->pongs++;
             if (lr->st == LR_HANDSHAKE && lr->pings_out == 0)
                 became_up(lr);
+            else
+                confirm_answered(lr);
             break;
         case NW_INFO:
             on_info(lr, arg, arg_len);
@@ -888,14 +932,14 @@ static ssize_t read_now(struct lr *lr, size_t limit)
     return (ssize_t)got;
 }
 
-/* Window tick (or a kick after lr_flush): read what came, handle it, and decide the mode. */
+/* Window tick: read what came, handle it, and decide the mode. */
 static void on_io_timer(uv_timer_t *t)
 {
     struct lr *lr = t->data;
     struct lrc *c = lr->c;
     if (!c || lr->st != LR_UP)
         return;
-    lr_process(lr); /* what lr_flush read, first */
+    lr_process(lr);
     if (lr->c != c || (c->tls && !tls_drain(lr)))
         return;
     ssize_t got = lr->windowed ? read_now(lr, LR_WINDOW_READ) : 0;
@@ -933,6 +977,8 @@ static const char *handshake_stage(const struct lr *lr)
 static void on_retry(uv_timer_t *t)
 {
     struct lr *lr = t->data;
+    if (lr->st == LR_IDLE && !lr->dying)
+        confirm_fail_all(lr); /* lr_fail ran: the confirmations' connection is gone */
     if (lr->st == LR_IDLE && !lr->dying)
         lr_connect_next(lr);
     else if (lr->st != LR_UP && lr->st != LR_IDLE)
@@ -1178,6 +1224,12 @@ void lr_destroy(struct lr *lr)
     uv_close((uv_handle_t *)&lr->ctl_timer, handle_closed);
     uv_close((uv_handle_t *)&lr->io_timer, handle_closed);
     uv_close((uv_handle_t *)&lr->ping_timer, handle_closed);
+    while (lr->confirm_head) { /* the owner is going: nobody to tell */
+        struct lr_confirm_wait *w = lr->confirm_head;
+        lr->confirm_head = w->next;
+        free(w);
+    }
+    lr->confirm_tail = NULL;
     lr_unref(lr);
 }
 
@@ -1212,80 +1264,29 @@ void lr_unsub(struct lr *lr, uint64_t sid)
         lr_send(lr, buf, n);
 }
 
-/* PONGs in the unprocessed input from byte *off on, counted into *pongs; false on bad input. */
-static bool count_pongs(struct lr *lr, size_t *off, uint32_t *pongs)
-{
-    while (*off < lr->in_len) {
-        size_t used = 0;
-        struct nw_msg m;
-        enum nw_op op =
-            nw_scan(lr->in + *off, lr->in_len - *off, lr->max_payload, &used, &m, NULL, NULL);
-        if (op == NW_MORE)
-            return true;
-        if (op == NW_BAD)
-            return false; /* lr_process will drop the connection */
-        if (op == NW_PONG)
-            (*pongs)++;
-        *off += used;
-    }
-    return true;
-}
-
-rt_status lr_flush(struct lr *lr, uint32_t timeout_ms)
+/* See nats_live.h. Loop thread. */
+rt_status lr_confirm(struct lr *lr, lr_confirm_fn fn, void *arg)
 {
     if (lr->st != LR_UP || !lr->c)
         return RT_UNAVAILABLE;
-    uv_stream_t *s = (uv_stream_t *)&lr->c->tcp;
-    if (uv_stream_get_write_queue_size(s) > 0)
-        return RT_UNAVAILABLE; /* the server is not reading: it would not answer in time */
-    int fd = -1;
-    if (uv_fileno((uv_handle_t *)s, &fd) != 0)
-        return RT_UNAVAILABLE;
+    struct lr_confirm_wait *w = malloc(sizeof(*w));
+    if (!w)
+        return RT_NOMEM;
     lr->pings_out++;
-    if (!lr_send(lr, "PING\r\n", 6))
+    w->pong = lr->pongs + lr->pings_out;
+    w->fn = fn;
+    w->arg = arg;
+    w->next = NULL;
+    if (!lr_send(lr, "PING\r\n", 6)) {
+        free(w); /* lr_fail dropped the connection: older waiters fail from the retry timer */
         return RT_UNAVAILABLE;
-    uint32_t need = lr->pings_out, pongs = 0;
-    size_t off = 0;
-    uint64_t deadline = rt_mono_ms() + timeout_ms;
-    rt_status st = RT_OK;
-    for (;;) {
-        if (!count_pongs(lr, &off, &pongs)) {
-            st = RT_UNAVAILABLE; /* no use waiting out the timeout */
-            break;
-        }
-        if (pongs >= need)
-            break;
-        uint64_t now = rt_mono_ms();
-        if (now >= deadline || uv_stream_get_write_queue_size(s) > 0) {
-            st = RT_UNAVAILABLE;
-            lr->stats.flush_timeouts++;
-            break;
-        }
-        struct pollfd pfd = {fd, POLLIN, 0};
-        int r = poll(&pfd, 1, (int)(deadline - now));
-        if (r < 0 && errno != EINTR) {
-            st = RT_UNAVAILABLE;
-            break;
-        }
-        if (r > 0) {
-            size_t before = lr->in_len;
-            if (!lr_room(lr, LR_READ_CHUNK / 4)) {
-                st = RT_UNAVAILABLE;
-                break;
-            }
-            ssize_t got = lr_recv_plain(lr, fd, lr->in_cap - lr->in_len);
-            if (got > 0) {
-                lr->in_len = before + (size_t)got;
-            } else if (got == 0 || (errno != EAGAIN && errno != EINTR)) {
-                st = RT_UNAVAILABLE; /* EOF or error: the loop sees it next */
-                break;
-            }
-        }
     }
-    /* What was read here is handled from the loop, in order, right after. */
-    if (lr->in_len > 0 || st != RT_OK)
-        uv_timer_start(&lr->io_timer, on_io_timer, 0, 0);
-    return st;
+    if (lr->confirm_tail)
+        lr->confirm_tail->next = w;
+    else
+        lr->confirm_head = w;
+    lr->confirm_tail = w;
+    return RT_OK;
 }
 
 bool lr_up(const struct lr *lr)

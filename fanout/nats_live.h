@@ -18,9 +18,8 @@
  * client certificate is given, or the server requires it; the server's
  * certificate must name the host. A .creds file or an NKey seed
  * (nats_creds.h) signs the server's nonce in CONNECT.
- * Subscribing and publishing stay ordered through lr_flush, which waits
- * (blocking the loop, like nats.c's flush did) for the server to answer a
- * PING sent after the SUB.
+ * lr_confirm tells, without waiting, when the server has seen every SUB so
+ * far: it sends a PING and calls back once its PONG is read.
  *
  * Read window: while reads come less than window_ms apart, the socket is
  * read on a timer every window_ms instead of on readiness, so a stream of
@@ -46,18 +45,19 @@ struct lr_hooks {
 };
 
 struct lr_stats {
-    uint64_t msgs, bytes;    /* MSG / HMSG received, payload bytes */
-    uint64_t wakeups;        /* reads on readiness or on the window timer */
-    uint64_t connects;       /* handshakes completed */
-    uint64_t bad;            /* connections dropped for a protocol error */
-    uint64_t flush_timeouts; /* lr_flush that did not see its PONG in time */
+    uint64_t msgs, bytes;      /* MSG / HMSG received, payload bytes */
+    uint64_t wakeups;          /* reads on readiness or on the window timer */
+    uint64_t connects;         /* handshakes completed */
+    uint64_t bad;              /* connections dropped for a protocol error */
+    uint64_t confirm_failures; /* lr_confirm answered RT_UNAVAILABLE (connection lost) */
 };
 
 /*
  * urls: "(nats|tls)://[user:pass@|token@]host[:port][,...]" (the --nats
  * value); security: TLS and credential files (NULL: none), read here, once.
- * RT_INVAL for a URL it cannot use (ws://, no host): the caller keeps
- * nats.c's subscriptions instead; RT_INVAL too for a security file it cannot
+ * RT_INVAL for a URL it cannot use (ws://, no host): the nats engine then
+ * does not start (it has no other path for live messages); RT_INVAL too for
+ * a security file it cannot
  * use, after a log line (nats_security_invalid) that names it. Starts
  * connecting at once. Loop thread, like every function here.
  */
@@ -72,12 +72,19 @@ uint64_t lr_sub(struct lr *lr, const char *subject);
 /* In the replay hook: subscribe again with the same sid. */
 void lr_resub(struct lr *lr, const char *subject, uint64_t sid);
 void lr_unsub(struct lr *lr, uint64_t sid);
+/* The answer to lr_confirm: RT_OK, or RT_UNAVAILABLE when the connection was lost first. */
+typedef void (*lr_confirm_fn)(void *arg, rt_status st);
 /*
- * Blocks up to timeout_ms until the server has seen everything sent so far.
- * RT_UNAVAILABLE if not connected, or on timeout. Messages read meanwhile are
- * handed to the msg hook later, from the loop, in order.
+ * Sends a PING and returns at once; fn(arg, RT_OK) runs on the loop once the
+ * server has answered it, i.e. has handled everything sent before it (SUBs
+ * included). If the connection is lost first, fn(arg, RT_UNAVAILABLE) runs
+ * from the loop's retry timer. fn is never called from inside lr_confirm;
+ * it may call lr_* functions. Waiters are answered in the order they came.
+ * RT_UNAVAILABLE (fn not called) when not connected; RT_NOMEM. There is no
+ * timeout of its own: a server that stops answering is dropped by the
+ * keepalive (two PINGs 5 s apart), which fails the waiters.
  */
-rt_status lr_flush(struct lr *lr, uint32_t timeout_ms);
+rt_status lr_confirm(struct lr *lr, lr_confirm_fn fn, void *arg);
 bool lr_up(const struct lr *lr);
 void lr_get_stats(const struct lr *lr, struct lr_stats *out);
 

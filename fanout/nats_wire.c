@@ -190,6 +190,27 @@ bool nw_hdr_get(const uint8_t *hdr, size_t len, const char *key, const char **va
     return false;
 }
 
+size_t nw_claim_subject(char *out, size_t cap, const char *channel, size_t channel_len,
+                        const char *msg_id, size_t msg_id_len)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t pl = sizeof(NW_KV_PREFIX) - 1;
+    size_t need = pl + channel_len + 1 + 2 * msg_id_len;
+    if (need >= cap)
+        return 0;
+    memcpy(out, NW_KV_PREFIX, pl);
+    for (size_t i = 0; i < channel_len; i++)
+        out[pl + i] = channel[i] == ':' ? '=' : channel[i];
+    size_t o = pl + channel_len;
+    out[o++] = '.';
+    for (size_t i = 0; i < msg_id_len; i++) {
+        out[o++] = hex[(unsigned char)msg_id[i] >> 4];
+        out[o++] = hex[(unsigned char)msg_id[i] & 15];
+    }
+    out[o] = 0;
+    return o;
+}
+
 size_t nw_enc_sub(char *out, size_t cap, const char *subject, uint64_t sid)
 {
     int n = snprintf(out, cap, "SUB %s %llu\r\n", subject, (unsigned long long)sid);

@@ -1,8 +1,10 @@
 /*
  * nats_wire.h: the client side of NATS's core text protocol, as bytes, with
- * no I/O (nats_wire.c). The loop-thread reader of the nats engine
- * (nats_live.c) feeds it what it read and keeps what NW_MORE leaves over;
- * the unit tests feed it hostile bytes.
+ * no I/O (nats_wire.c), and rtgate's own names on NATS: its subjects and
+ * headers. The loop-thread reader of the nats engine (nats_live.c) feeds it
+ * what it read and keeps what NW_MORE leaves over; the unit tests feed it
+ * hostile bytes; the engine, rtgate-pub and rtgate-load take the names from
+ * here.
  *
  * Server to client: INFO {json}, MSG, HMSG, PING, PONG, +OK, -ERR 'text'.
  * Ops are matched without regard to case, lines end in CRLF (a bare LF is
@@ -17,6 +19,32 @@
 #include <stdint.h>
 
 #define NW_LINE_MAX ((size_t)64 << 10) /* longest control line (INFO can be long) */
+
+/*
+ * rtgate's subjects and headers on NATS (docs/nats.md): the one spelling
+ * the engine, rtgate-pub and the load tool share. A channel's subject is the
+ * prefix followed by the channel name (a valid NATS subject as it is).
+ */
+#define NW_SUBJ_EPH       "rtgate.eph."  /* an ephemeral channel: core NATS */
+#define NW_SUBJ_DUR       "rtgate.dur."  /* a durable channel: stored in the stream */
+#define NW_SUBJ_LIVE      "rtgate.live." /* the stream's republish of a durable channel */
+#define NW_STREAM_DEFAULT "RTGATE"       /* the stream of the durable channels */
+#define NW_KV_BUCKET      "rtgate_dedup" /* ephemeral msg_id claims */
+#define NW_KV_PREFIX      "$KV." NW_KV_BUCKET "."
+#define NW_JS_DIRECT_GET  "$JS.API.DIRECT.GET."  /* + stream */
+#define NW_JS_STREAM_INFO "$JS.API.STREAM.INFO." /* + stream */
+
+#define NW_H_CHANNEL     "Rtgate-Channel"  /* the channel */
+#define NW_H_USER        "Rtgate-User"     /* the publishing user */
+#define NW_H_CLIENT      "Rtgate-Client"   /* the publishing connection */
+#define NW_H_ENCODING    "Rtgate-Encoding" /* json (default), msgpack, binary */
+#define NW_H_MSG_ID      "Rtgate-Msg-Id"   /* the client's msg_id, percent-encoded */
+#define NW_H_TS          "Rtgate-Ts"       /* ms since the epoch when a gateway accepted it */
+#define NW_H_NATS_MSG_ID "Nats-Msg-Id"     /* JetStream's idempotency key */
+#define NW_H_SEQ         "Nats-Sequence"   /* JetStream: the stream seq (republish, direct get) */
+#define NW_H_LAST_SEQ    "Nats-Last-Sequence" /* republish: the subject's previous seq */
+#define NW_H_TIME        "Nats-Time-Stamp"    /* JetStream: when it was stored */
+#define NW_H_STATUS      "Status"             /* a reply's status (404: no such message) */
 
 enum nw_op {
     NW_MORE, /* an incomplete op: read more, scan again from the same byte */
@@ -57,6 +85,14 @@ enum nw_op nw_scan(const uint8_t *p, size_t n, size_t max_payload, size_t *used,
  * or if the block is not a NATS/1.0 header block.
  */
 bool nw_hdr_get(const uint8_t *hdr, size_t len, const char *key, const char **val, size_t *val_len);
+
+/*
+ * The KV subject that claims an ephemeral msg_id:
+ * $KV.rtgate_dedup.<channel, ':' as '='>.<msg_id in hex> (':' is not a KV key
+ * character). Written into out; its length, or 0 if it does not fit in cap.
+ */
+size_t nw_claim_subject(char *out, size_t cap, const char *channel, size_t channel_len,
+                        const char *msg_id, size_t msg_id_len);
 
 /* Client ops, written into out (at most cap bytes); the length, or 0 if it does not fit. */
 size_t nw_enc_sub(char *out, size_t cap, const char *subject, uint64_t sid);

@@ -1,7 +1,6 @@
 /*
  * registry.c: who is subscribed to what on this node. The channel table,
- * clients and their subscriptions, subscribe / unsubscribe / publish, and the
- * re-entrancy rules every other file relies on:
+ * clients, publish, and the re-entrancy rules every other file relies on:
  *
  *   - fo->busy counts sink callbacks in progress (dispatch, pump). While it
  *     is non-zero nothing is freed: removed subscriptions and destroyed
@@ -11,7 +10,8 @@
  *   - A channel's subscription array is never reordered while a dispatch
  *     iterates it: removed entries become NULL and are compacted afterwards.
  *
- * Delivery itself (dispatch, window, pump, ack) is in delivery.c.
+ * Subscribe and unsubscribe are in subscribe.c, delivery itself (dispatch,
+ * window, pump, ack) in delivery.c.
  */
 #include "fanout_int.h"
 
@@ -43,6 +43,12 @@ static void config_defaults(struct fo_config *c)
         c->max_unacked = 1024;
     if (!c->max_subs)
         c->max_subs = 256;
+    if (!c->max_pending_subs)
+        c->max_pending_subs = 4096;
+    if (!c->max_pending_subs_per_client)
+        c->max_pending_subs_per_client = c->max_subs;
+    if (!c->sub_timeout_ms)
+        c->sub_timeout_ms = 5000;
 }
 
 static char *dup_str(const char *s)
@@ -97,7 +103,19 @@ static uint64_t default_clock(void *ctx)
 rt_status fo_create(const struct fo_config *cfg, const struct fo_sink *sink, struct fo **out)
 {
     *out = NULL;
-    if (!cfg || !sink || !sink->deliver || !sink->gap)
+    const struct fo_engine_ops *ops =
+        cfg ? engine_by_name(cfg->engine ? cfg->engine : "memory") : NULL;
+    if (!ops)
+        return RT_INVAL;
+    return fo__create_with(cfg, sink, ops, out);
+}
+
+/* See fanout_int.h. Loop thread. */
+rt_status fo__create_with(const struct fo_config *cfg, const struct fo_sink *sink,
+                          const struct fo_engine_ops *ops, struct fo **out)
+{
+    *out = NULL;
+    if (!cfg || !sink || !sink->deliver || !sink->gap || !ops)
         return RT_INVAL;
     struct fo *fo = calloc(1, sizeof(*fo));
     if (!fo)
@@ -108,13 +126,12 @@ rt_status fo_create(const struct fo_config *cfg, const struct fo_sink *sink, str
     fo->clock = default_clock;
     config_defaults(&fo->cfg);
     rt_htab_init(&fo->chans);
+    rt_htab_init(&fo->sub_ops);
+    fo->next_op_id = 1;
     rt_status st = copy_patterns(fo, cfg);
     if (st != RT_OK)
         goto err;
-    fo->ops = engine_by_name(fo->cfg.engine);
-    st = RT_INVAL;
-    if (!fo->ops)
-        goto err;
+    fo->ops = ops;
     fo->cfg.engine = fo->ops->name;
     st = fo->ops->create(fo, &fo->eng);
     /* The engine copied what it keeps; the caller's strings may go now. */
@@ -162,7 +179,7 @@ bool fo_channel_durable(const struct fo *fo, const char *channel, size_t len)
 
 static bool chan_is_idle(struct fo *fo, struct fo_chan *ch)
 {
-    return ch->n_subs == 0 && ch->pins == 0 && ch->iterating == 0 &&
+    return ch->n_subs == 0 && ch->n_waiting == 0 && ch->pins == 0 && ch->iterating == 0 &&
            fo->ops->chan_idle(fo->eng, ch);
 }
 
@@ -199,8 +216,8 @@ static void settle_idle_chans(struct fo *fo)
     }
 }
 
-/* Checks ch now, or at the end of the current callback region. */
-static void chan_release(struct fo *fo, struct fo_chan *ch)
+/* Checks ch now, or at the end of the current callback region (fanout_int.h). */
+void fo__chan_release(struct fo *fo, struct fo_chan *ch)
 {
     fo__chan_check_idle(fo, ch);
     if (fo->busy == 0 && !fo->draining)
@@ -233,8 +250,8 @@ static rt_status chan_new(struct fo *fo, const char *name, size_t len, struct fo
 }
 
 /* The channel's state, created when `create` (RT_LIMIT past max_channels). */
-static rt_status chan_lookup(struct fo *fo, const char *name, size_t len, bool create,
-                             struct fo_chan **out)
+rt_status fo__chan_lookup(struct fo *fo, const char *name, size_t len, bool create,
+                          struct fo_chan **out)
 {
     struct fo_hnode *n = fo__htab_find(&fo->chans, name, len);
     if (n) {
@@ -245,7 +262,8 @@ static rt_status chan_lookup(struct fo *fo, const char *name, size_t len, bool c
     return create ? chan_new(fo, name, len, out) : RT_NOT_FOUND;
 }
 
-static rt_status chan_add_slot(struct fo_chan *ch, struct fo_sub *s)
+/* Appends s to ch's subscriptions. */
+rt_status fo__chan_add_slot(struct fo_chan *ch, struct fo_sub *s)
 {
     if (ch->n_slots == ch->cap) {
         uint32_t cap = ch->cap ? ch->cap * 2 : 4;
@@ -261,7 +279,7 @@ static rt_status chan_add_slot(struct fo_chan *ch, struct fo_sub *s)
 }
 
 /* Swap-remove, or leave a hole while a dispatch iterates the array. */
-static void chan_remove_slot(struct fo_chan *ch, struct fo_sub *s)
+void fo__chan_remove_slot(struct fo_chan *ch, struct fo_sub *s)
 {
     if (ch->iterating) {
         ch->subs[s->slot] = NULL;
@@ -297,6 +315,17 @@ static void sub_free(struct fo_sub *s)
 {
     free(s->unacked);
     free(s);
+}
+
+/* Frees a removed subscription, or queues it while callbacks run (fanout_int.h). */
+void fo__sub_bury(struct fo *fo, struct fo_sub *s)
+{
+    if (fo->busy || fo->draining) {
+        s->grave_next = fo->grave_subs;
+        fo->grave_subs = s;
+    } else {
+        sub_free(s);
+    }
 }
 
 static void reap(struct fo *fo)
@@ -368,67 +397,13 @@ rt_status fo_client_create(struct fo *fo, uint64_t conn_id, struct fo_client **o
 struct fo_sub *fo__find_sub(const struct fo_client *c, const char *channel, size_t len)
 {
     struct fo_chan *ch = NULL;
-    if (chan_lookup(c->fo, channel, len, false, &ch) != RT_OK)
+    if (fo__chan_lookup(c->fo, channel, len, false, &ch) != RT_OK)
         return NULL;
     for (struct fo_sub *s = c->head; s; s = s->next) {
         if (s->chan == ch && !s->dead)
             return s;
     }
     return NULL;
-}
-
-static void client_link(struct fo_client *c, struct fo_sub *s)
-{
-    s->prev = c->tail;
-    s->next = NULL;
-    if (c->tail)
-        c->tail->next = s;
-    else
-        c->head = s;
-    c->tail = s;
-    c->n_subs++;
-}
-
-/* Unlinks s; s->next stays as it was, so an iterator holding s can go on. */
-static void client_unlink(struct fo_client *c, struct fo_sub *s)
-{
-    if (s->prev)
-        s->prev->next = s->next;
-    else
-        c->head = s->next;
-    if (s->next)
-        s->next->prev = s->prev;
-    else
-        c->tail = s->prev;
-    c->n_subs--;
-}
-
-/*
- * Removes s from its channel and client and frees it (later, when busy).
- * Returns the window space it held. The channel is left for chan_release.
- */
-static uint32_t sub_detach(struct fo *fo, struct fo_sub *s)
-{
-    struct fo_client *c = s->client;
-    struct fo_chan *ch = s->chan;
-    uint32_t held = s->ua_len;
-    c->unacked -= held;
-    s->ua_len = 0;
-    if (s->durable && !s->live)
-        c->n_paused--;
-    chan_remove_slot(ch, s);
-    if (--ch->n_subs == 0)
-        fo->ops->interest_remove(fo->eng, ch);
-    client_unlink(c, s);
-    fo->stats.subscriptions--;
-    s->dead = true;
-    if (fo->busy || fo->draining) {
-        s->grave_next = fo->grave_subs;
-        fo->grave_subs = s;
-    } else {
-        sub_free(s);
-    }
-    return held;
 }
 
 /*
@@ -440,10 +415,11 @@ void fo_client_destroy(struct fo_client *c)
     if (!c || c->dead)
         return;
     struct fo *fo = c->fo;
+    fo__client_drop_ops(c);
     while (c->head) {
         struct fo_chan *ch = c->head->chan;
-        sub_detach(fo, c->head);
-        chan_release(fo, ch);
+        fo__sub_detach(fo, c->head);
+        fo__chan_release(fo, ch);
     }
     c->dead = true;
     if (fo->busy || fo->draining) {
@@ -452,177 +428,6 @@ void fo_client_destroy(struct fo_client *c)
     } else {
         free(c);
     }
-}
-
-/* -------------------------------------------------------------------- */
-/* Subscribe                                                              */
-
-/* Where a new subscription starts. */
-struct sub_plan {
-    uint64_t cursor;
-    bool live;
-};
-
-static rt_status sub_refuse(struct fo_sub_result *out, int code, const char *why,
-                            uint32_t retry_after_ms)
-{
-    out->error = code;
-    out->error_message = why;
-    out->retry_after_ms = retry_after_ms;
-    return RT_OK;
-}
-
-/* Checks that need no channel state: 409, 400 (since on ephemeral), 403. */
-static int sub_precheck(const struct fo_client *c, const struct fo_sub_req *req, bool durable,
-                        const char **why)
-{
-    if (req->channel_len == 0 || req->channel_len > PROTO_CHANNEL_MAX) {
-        *why = "invalid channel";
-        return RT_E_BAD_REQUEST;
-    }
-    if (fo__find_sub(c, req->channel, req->channel_len)) {
-        *why = "already subscribed";
-        return RT_E_CONFLICT;
-    }
-    if (!durable && req->has_since) {
-        *why = "since on an ephemeral channel";
-        return RT_E_BAD_REQUEST;
-    }
-    if (req->epoch && (req->epoch_len == 0 || req->epoch_len > PROTO_EPOCH_MAX)) {
-        *why = "invalid epoch";
-        return RT_E_BAD_REQUEST;
-    }
-    if (c->n_subs >= c->fo->cfg.max_subs) {
-        *why = "too many subscriptions";
-        return RT_E_FORBIDDEN;
-    }
-    return 0;
-}
-
-static bool epoch_matches(const struct fo_sub_req *req, const struct fo_chan_info *info)
-{
-    return req->epoch && req->epoch_len == strlen(info->epoch) &&
-           memcmp(req->epoch, info->epoch, req->epoch_len) == 0;
-}
-
-/*
- * PROTOCOL.md section 3 for a durable sub: fills seq/epoch/recovered and the
- * plan. Returns 0 or 400 (since above latest in the same epoch).
- */
-static int sub_plan_durable(struct fo *fo, struct fo_chan *ch, const struct fo_sub_req *req,
-                            struct fo_sub_result *out, struct sub_plan *plan)
-{
-    if (fo->ops->chan_prepare && fo->ops->chan_prepare(fo->eng, ch, req) != RT_OK)
-        return RT_E_UNAVAILABLE;
-    struct fo_chan_info info;
-    fo->ops->chan_info(fo->eng, ch, &info);
-    out->seq = info.latest;
-    memcpy(out->epoch, info.epoch, sizeof(out->epoch));
-    plan->cursor = info.latest;
-    plan->live = true;
-    if (!req->has_since)
-        return 0;
-    out->has_recovered = true;
-    if (!epoch_matches(req, &info))
-        return 0; /* other numbering: recovered false, live from now */
-    if (req->since > info.latest)
-        return RT_E_BAD_REQUEST;
-    if (req->since < info.trimmed_through)
-        return 0; /* messages after since are gone: recovered false */
-    out->recovered = true;
-    plan->cursor = req->since;
-    plan->live = req->since == info.latest;
-    return 0;
-}
-
-/* Creates and links the subscription. RT_UNAVAILABLE if the engine refused interest. */
-static rt_status sub_attach(struct fo_client *c, struct fo_chan *ch, const struct sub_plan *plan)
-{
-    struct fo *fo = c->fo;
-    struct fo_sub *s = calloc(1, sizeof(*s));
-    if (!s)
-        return RT_NOMEM;
-    if (chan_add_slot(ch, s) != RT_OK) {
-        free(s);
-        return RT_NOMEM;
-    }
-    if (ch->n_subs == 0) {
-        rt_status st = fo->ops->interest_add(fo->eng, ch);
-        if (st != RT_OK) {
-            chan_remove_slot(ch, s);
-            free(s);
-            return st;
-        }
-    }
-    ch->n_subs++;
-    s->conn_id = c->conn_id;
-    s->client = c;
-    s->chan = ch;
-    s->durable = ch->durable;
-    s->cursor = plan->cursor;
-    s->live = !ch->durable || plan->live;
-    if (!s->live)
-        c->n_paused++;
-    client_link(c, s);
-    fo->stats.subscriptions++;
-    return RT_OK;
-}
-
-/*
- * Subscribes c to req->channel (PROTOCOL.md section 3); delivers nothing:
- * call fo_client_pump after queueing the reply. RT_OK with out->error 0 or
- * 400/403/409/503; RT_INVAL for a NULL or destroyed client. Loop thread.
- */
-rt_status fo_subscribe(struct fo_client *c, const struct fo_sub_req *req, struct fo_sub_result *out)
-{
-    memset(out, 0, sizeof(*out));
-    if (!c || c->dead || !req || !req->channel)
-        return RT_INVAL;
-    struct fo *fo = c->fo;
-    bool durable = fo_channel_durable(fo, req->channel, req->channel_len);
-    out->durable = durable;
-    const char *why = NULL;
-    int code = sub_precheck(c, req, durable, &why);
-    if (code)
-        return sub_refuse(out, code, why, 0);
-    struct fo_chan *ch = NULL;
-    if (chan_lookup(fo, req->channel, req->channel_len, true, &ch) != RT_OK)
-        return sub_refuse(out, RT_E_UNAVAILABLE, "too many channels", FO_RETRY_AFTER_MS);
-    struct sub_plan plan = {0, true};
-    code = durable ? sub_plan_durable(fo, ch, req, out, &plan) : 0;
-    if (code == RT_E_UNAVAILABLE) {
-        chan_release(fo, ch);
-        return sub_refuse(out, code, "channel state unavailable", FO_RETRY_AFTER_MS);
-    }
-    if (code != 0) {
-        chan_release(fo, ch);
-        return sub_refuse(out, RT_E_BAD_REQUEST, "since is above the channel's latest seq", 0);
-    }
-    if (sub_attach(c, ch, &plan) != RT_OK) {
-        chan_release(fo, ch);
-        return sub_refuse(out, RT_E_UNAVAILABLE, "subscription unavailable", FO_RETRY_AFTER_MS);
-    }
-    return RT_OK;
-}
-
-/*
- * Unsubscribes. If that freed window space another paused subscription of
- * this client was waiting for, delivers it (as fo_client_pump). Returns
- * RT_NOT_FOUND if not subscribed. Loop thread.
- */
-rt_status fo_unsubscribe(struct fo_client *c, const char *channel, size_t len)
-{
-    if (!c || c->dead)
-        return RT_INVAL;
-    struct fo_sub *s = fo__find_sub(c, channel, len);
-    if (!s)
-        return RT_NOT_FOUND;
-    struct fo_chan *ch = s->chan;
-    uint32_t freed = sub_detach(c->fo, s);
-    chan_release(c->fo, ch);
-    if (freed && c->n_paused)
-        fo_client_pump(c);
-    return RT_OK;
 }
 
 /* -------------------------------------------------------------------- */
@@ -673,7 +478,7 @@ rt_status fo_publish(struct fo *fo, const struct fo_pub_req *req, struct fo_pub_
     }
     out->durable = fo_channel_durable(fo, req->channel, req->channel_len);
     struct fo_chan *ch = NULL;
-    if (chan_lookup(fo, req->channel, req->channel_len, true, &ch) != RT_OK) {
+    if (fo__chan_lookup(fo, req->channel, req->channel_len, true, &ch) != RT_OK) {
         pub_refuse(out, RT_E_UNAVAILABLE, "too many channels");
         return RT_OK;
     }
@@ -690,7 +495,7 @@ rt_status fo_publish(struct fo *fo, const struct fo_pub_req *req, struct fo_pub_
     if (st == RT_OK)
         pub_count(fo, out);
     ch->pins--;
-    chan_release(fo, ch);
+    fo__chan_release(fo, ch);
     return st;
 }
 
@@ -710,6 +515,7 @@ void fo_get_stats(const struct fo *fo, struct fo_stats *out)
 {
     *out = fo->stats;
     out->channels = fo->chans.count;
+    out->subs_pending = fo->sub_ops.count;
     if (fo->ops->stats)
         fo->ops->stats(fo->eng, out);
 }
@@ -723,7 +529,9 @@ void fo_get_stats(const struct fo *fo, struct fo_stats *out)
 void fo_tick(struct fo *fo, uint64_t now_ms)
 {
     (void)now_ms;
-    fo->ops->tick(fo->eng, fo__now(fo));
+    uint64_t now = fo__now(fo);
+    fo->ops->tick(fo->eng, now);
+    fo__sub_expire(fo, now);
     if (fo->ops->service)
         fo->ops->service(fo->eng);
     if (fo->busy == 0 && !fo->draining)
@@ -774,12 +582,14 @@ void fo_destroy(struct fo *fo)
     if (!fo)
         return;
     drop_pending(fo);
+    fo__sub_ops_free(fo);
     reap(fo);
     if (fo->ops) {
         rt_htab_each(&fo->chans, chan_free_cb, fo);
         fo->ops->destroy(fo->eng);
     }
     rt_htab_free(&fo->chans);
+    rt_htab_free(&fo->sub_ops);
     for (size_t i = 0; fo->ephemeral && i < fo->cfg.n_ephemeral; i++)
         free(fo->ephemeral[i]);
     free(fo->ephemeral);

@@ -157,13 +157,19 @@ static const struct opt opts[] = {
      "JetStream stream holding the durable channels (default RTGATE)"},
     {"nats-replicas", OPT_U32, OFF(nats_replicas), 0,
      "replicas of that stream, created or updated at start (default 1)"},
-    {"nats-loop-reader", OPT_U32, OFF(nats_loop_reader), 0,
-     "1: channels' live messages are read from NATS on the event loop's own "
-     "connection (one wake-up per read); 0: through nats.c's threads (default 1)"},
     {"nats-read-window-ms", OPT_U32, OFF(nats_read_window_ms), 0,
-     "with the loop reader: while NATS reads come this close together, read every this many "
-     "ms instead of on each arrival (fewer wake-ups for a stream, up to this much latency); "
-     "0 = always at once (default 1)"},
+     "with --nats: while NATS reads of live messages come this close together, read every this "
+     "many ms instead of on each arrival (fewer wake-ups for a stream, up to this much "
+     "latency); 0 = always at once (default 1)"},
+    {"sub-timeout-ms", OPT_U32, OFF(sub_timeout_ms), 0,
+     "with --nats: a sub waiting for NATS (a new channel's confirmation and sync point, a "
+     "resume's reads) is answered 503 after this (default 5000)"},
+    {"max-pending-subs", OPT_U32, OFF(max_pending_subs), 0,
+     "with --nats: subs waiting for NATS on this node; past it a sub that would wait gets 503 "
+     "(default 4096)"},
+    {"max-pending-subs-per-conn", OPT_U32, OFF(max_pending_subs_per_conn), 0,
+     "with --nats: subs one connection may have waiting for NATS; past it 429 (default: "
+     "max-subs)"},
     {"jwt-key", OPT_STR, OFF(jwt_key_file), sizeof(((struct gw_config *)0)->jwt_key_file),
      "FILE: connect needs a JWT verified with this key: an HS256 shared secret or a PEM public "
      "key (RS256, ES256); re-read on SIGHUP. Default: no tokens, every connect is anonymous"},
@@ -238,6 +244,20 @@ static const struct opt opts[] = {
     {"poll-hold-ms", OPT_U32, OFF(poll_hold_ms), 0,
      "a long-poll with nothing to answer is held this long, then answered empty "
      "(default 20000)"},
+    {"api-key-file", OPT_STR, OFF(api_key_file), sizeof(((struct gw_config *)0)->api_key_file),
+     "turns the server API on (docs/api.md): /api/v1/... on this port, for requests with "
+     "`Authorization: Bearer <the key in FILE>`; without it every /api/ path is a 404"},
+    {"api-max-body-bytes", OPT_SIZE, OFF(api_max_body_bytes), 0,
+     "largest API request body, 1024..67108864 (default 1048576)"},
+    {"api-pub-rate", OPT_U32, OFF(api_pub_bucket.rate), 0,
+     "messages per second published through the API, whole node, 0 = unlimited "
+     "(default 10000)"},
+    {"api-pub-burst", OPT_U32, OFF(api_pub_bucket.burst), 0, "API publish burst (default 20000)"},
+    {"api-auth-fail-rate", OPT_U32, OFF(api_auth_bucket.rate), 0,
+     "failed API keys per second per remote address before its requests get 429 "
+     "(default 1)"},
+    {"api-auth-fail-burst", OPT_U32, OFF(api_auth_bucket.burst), 0,
+     "failed API key burst per address (default 10)"},
 };
 
 #define N_OPTS (sizeof opts / sizeof opts[0])
@@ -285,7 +305,8 @@ static void set_defaults(struct gw_config *cfg)
     cfg->log_level = RT_LOG_INFO;
     strcpy(cfg->nats_stream, "RTGATE");
     cfg->nats_replicas = 1;
-    cfg->nats_loop_reader = 1;
+    cfg->sub_timeout_ms = 5000;
+    cfg->max_pending_subs = 4096;
     cfg->nats_read_window_ms = 1;
     cfg->jwt_leeway_ms = 5000;
     cfg->static_max_bytes = 16u << 20;
@@ -293,6 +314,9 @@ static void set_defaults(struct gw_config *cfg)
     cfg->http_transports = 1;
     cfg->sse_heartbeat_ms = 15000;
     cfg->poll_hold_ms = 20000;
+    cfg->api_max_body_bytes = 1u << 20;
+    cfg->api_pub_bucket = (struct rt_bucket_cfg){.rate = 10000, .burst = 20000};
+    cfg->api_auth_bucket = (struct rt_bucket_cfg){.rate = 1, .burst = 10};
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur > 512)
         cfg->max_connections = (uint32_t)(rl.rlim_cur > 1000000 ? 1000000 : rl.rlim_cur - 256);
@@ -670,7 +694,8 @@ void gw_config_usage(FILE *out)
     fprintf(out, "Usage: rtgate [--config FILE] [--OPTION VALUE]...\n\n"
                  "rtgate is a WebSocket realtime gateway: clients connect at ws://HOST:PORT/ws,\n"
                  "subscribe to channels and publish; see README.md and docs/protocol.md.\n"
-                 "HTTP on the same port: /healthz, /readyz, /metrics (Prometheus).\n\n"
+                 "HTTP on the same port: /healthz, /readyz, /metrics (Prometheus), and the\n"
+                 "server API /api/v1/... with --api-key-file (docs/api.md).\n\n"
                  "Options: also `name = value` lines in the --config file, and environment\n"
                  "variables RTGATE_<NAME> (--max-subs is RTGATE_MAX_SUBS; RTGATE_EPHEMERAL is a\n"
                  "comma-separated list). Precedence: defaults < file < environment < flags.\n");
@@ -721,8 +746,11 @@ static rt_status check(struct gw_config *cfg)
         cfg->idle_timeout_ms <= cfg->ping_interval_ms || cfg->ws_path[0] != '/' ||
         cfg->nats_replicas == 0 || cfg->presence_ttl_ms < 300 || cfg->geo_share_precision < 1 ||
         cfg->geo_share_precision > cfg->geo_precision || cfg->geo_snapshot_wait_ms == 0 ||
-        cfg->geo_max_follows == 0 || cfg->geo_publish_ms > 1000 || cfg->nats_loop_reader > 1 ||
-        cfg->nats_read_window_ms > 100 || cfg->conn_bucket.burst == 0 || cfg->http_transports > 1 ||
+        cfg->geo_max_follows == 0 || cfg->geo_publish_ms > 1000 || cfg->nats_read_window_ms > 100 ||
+        cfg->sub_timeout_ms < 100 || cfg->max_pending_subs == 0 || cfg->conn_bucket.burst == 0 ||
+        cfg->api_max_body_bytes < 1024 || cfg->api_max_body_bytes > (64u << 20) ||
+        cfg->api_pub_bucket.burst == 0 || cfg->api_auth_bucket.rate == 0 ||
+        cfg->api_auth_bucket.burst == 0 || cfg->http_transports > 1 ||
         cfg->sse_heartbeat_ms < 100 || cfg->sse_heartbeat_ms > 300000 || cfg->poll_hold_ms < 100 ||
         cfg->poll_hold_ms > 300000 ||
         (uint64_t)cfg->drain_timeout_ms < (uint64_t)cfg->drain_grace_ms + cfg->drain_ms) {
@@ -732,9 +760,10 @@ static rt_status check(struct gw_config *cfg)
                 "flush-window-ms and -max-ms <= 1000, workers 1..64 and > 1 only with --nats, "
                 "ws-path starting with /, nats-replicas >= 1, presence-ttl-ms >= 300, "
                 "geo-share-precision 1..geo-precision, geo-publish-ms <= 1000, "
-                "nats-loop-reader 0 or 1, nats-read-window-ms <= 100, http-transports 0 or 1, "
-                "sse-heartbeat-ms and poll-hold-ms 100..300000, "
-                "drain-timeout-ms >= drain-grace-ms + drain-ms)\n");
+                "nats-read-window-ms <= 100, sub-timeout-ms >= 100, max-pending-subs >= 1, "
+                "drain-timeout-ms >= drain-grace-ms + drain-ms, api-max-body-bytes 1024..67108864, "
+                "api bursts and api-auth-fail-rate >= 1, http-transports 0 or 1, "
+                "sse-heartbeat-ms and poll-hold-ms 100..300000)\n");
         return RT_INVAL;
     }
     return RT_OK;
@@ -757,7 +786,12 @@ static const char *config_path(int argc, char **argv)
     return path;
 }
 
-rt_status gw_config_load(struct gw_config *cfg, int argc, char **argv)
+/*
+ * Defaults, the --config file, the RTGATE_* variables and the flags,
+ * checked; no key is loaded (gw_config_load, in authz.c, does that).
+ * rtgate-pub reads the gateways' file with it.
+ */
+rt_status gw_config_parse(struct gw_config *cfg, int argc, char **argv)
 {
     set_defaults(cfg);
     for (int i = 1; i < argc; i++) {
@@ -800,15 +834,18 @@ rt_status gw_config_load(struct gw_config *cfg, int argc, char **argv)
         host[sizeof host - 1] = '\0';
         snprintf(cfg->node_id, sizeof cfg->node_id, "%s-%d", host, (int)getpid());
     }
-    if (check(cfg) != RT_OK || gw_authz_configure(cfg) != RT_OK ||
-        gw_sesstoken_configure(cfg) != RT_OK)
-        return RT_INVAL;
-    return RT_OK;
+    return check(cfg);
 }
 
-void gw_config_free(struct gw_config *cfg)
+/* Frees the lists gw_config_parse (and authz.c's defaults) allocated. */
+void gw_config_free_parsed(struct gw_config *cfg)
 {
     clear_patterns(cfg);
     clear_origins(cfg);
-    gw_authz_config_free(cfg);
+    struct gw_policy *ps[] = {&cfg->sub_allow, &cfg->pub_allow, &cfg->geo_allow};
+    for (size_t i = 0; i < 3; i++) {
+        for (size_t j = 0; j < ps[i]->n; j++)
+            free(ps[i]->pat[j]);
+        ps[i]->n = 0;
+    }
 }

@@ -84,8 +84,10 @@ struct gw_config {
     char nats_url[1024];  /* --nats: non-empty selects the nats engine */
     char nats_stream[64]; /* JetStream stream of durable channels (default RTGATE) */
     uint32_t nats_replicas;
-    uint32_t nats_loop_reader;    /* 1: ephemeral live subjects read on the loop */
-    uint32_t nats_read_window_ms; /* the loop reader's read window */
+    uint32_t nats_read_window_ms;       /* the loop reader's read window */
+    uint32_t sub_timeout_ms;            /* a sub waiting for NATS gets 503 after this */
+    uint32_t max_pending_subs;          /* subs waiting for NATS on the node (503 past it) */
+    uint32_t max_pending_subs_per_conn; /* of them, per connection (429); 0: max_subs */
     /* Tokens and permissions (authz.c, docs/protocol.md "Authentication"). */
     char jwt_key_file[1024]; /* --jwt-key: non-empty turns authentication on */
     char jwt_alg[8];         /* "" = derived from a PEM public key */
@@ -109,12 +111,16 @@ struct gw_config {
     /* --nats-ca, --nats-tls-cert, --nats-tls-key, --nats-creds, --nats-nkey */
     struct fo_nats_security nats_security;
     /* The HTTP transports: SSE, long-polling, POST (http.h, docs/protocol.md). */
-    uint32_t http_transports;       /* 1: /sse, /poll and /send are served */
-    char session_secret_file[1024]; /* --session-secret: the fleet's key for session tokens */
-    uint32_t sse_heartbeat_ms;      /* a comment on a quiet stream this often */
-    uint32_t poll_hold_ms;          /* a poll with nothing to answer is held this long */
-    uint8_t session_key[32];        /* sesstoken.c: derived at start, shared by the workers */
-    uint8_t session_key_source;     /* enum gw_session_key_source */
+    uint32_t http_transports;             /* 1: /sse, /poll and /send are served */
+    char session_secret_file[1024];       /* --session-secret: the fleet's key for session tokens */
+    uint32_t sse_heartbeat_ms;            /* a comment on a quiet stream this often */
+    uint32_t poll_hold_ms;                /* a poll with nothing to answer is held this long */
+    uint8_t session_key[32];              /* sesstoken.c: derived at start, shared by the workers */
+    uint8_t session_key_source;           /* enum gw_session_key_source */
+    char api_key_file[1024];              /* --api-key-file: "" = the server API is off */
+    size_t api_max_body_bytes;            /* largest API request body (413 past it) */
+    struct rt_bucket_cfg api_pub_bucket;  /* API publishes, node-wide */
+    struct rt_bucket_cfg api_auth_bucket; /* failed API keys per remote address */
 };
 
 /* Where the key of the session tokens came from (sesstoken.c). */
@@ -135,6 +141,9 @@ rt_status gw_sesstoken_configure(struct gw_config *cfg);
  */
 rt_status gw_config_load(struct gw_config *cfg, int argc, char **argv);
 void gw_config_free(struct gw_config *cfg);
+/* gw_config_load without the key (no authz.c): the file's and flags' values, checked. */
+rt_status gw_config_parse(struct gw_config *cfg, int argc, char **argv);
+void gw_config_free_parsed(struct gw_config *cfg);
 /*
  * Logs every RTGATE_* environment variable that is no option: a misspelt one
  * would be ignored in silence. Called once the gateway has started, so that a
@@ -225,6 +234,15 @@ struct gw_metrics {
     uint64_t loop_idle_at_start_ns;       /* uv_metrics_idle_time then */
 };
 
+/* Sessions accepted since the start, every transport together. */
+static inline uint64_t gw_metrics_connections_total(const struct gw_metrics *m)
+{
+    uint64_t n = 0;
+    for (int t = 0; t < GW_TRANSPORT_N; t++)
+        n += m->transport[t].connections_total;
+    return n;
+}
+
 /* ------------------------------------------------------------------ */
 /* Outbox: the bounded per-connection send queue. */
 
@@ -273,6 +291,9 @@ void gw_iplimit_destroy(struct gw_iplimit *ipl);
 /* Takes a token for `ip`; false with *retry_after_ms when over the rate. */
 bool gw_iplimit_take(struct gw_iplimit *ipl, const char *ip, uint64_t now_ms,
                      uint32_t *retry_after_ms);
+/* True (with *retry_after_ms) when `ip` has no token left; takes nothing. */
+bool gw_iplimit_blocked(struct gw_iplimit *ipl, const char *ip, uint64_t now_ms,
+                        uint32_t *retry_after_ms);
 
 /* ------------------------------------------------------------------ */
 /* Connections and the server. */
@@ -284,6 +305,7 @@ enum gw_state {
 
 struct gw_server;
 struct gw_session;
+struct gw_api;
 struct gw_geo_req;
 struct geo_fleet;
 struct lws;
@@ -355,7 +377,8 @@ struct gw_session {
     uint32_t abuse_count;
     uint16_t close_code;
     const char *close_reason;
-    uint16_t peer_close_code; /* the code of the client's close frame, 0 before one */
+    struct gw_pending *pending; /* pending.c: requests behind subs waiting for NATS */
+    uint16_t peer_close_code;   /* the code of the client's close frame, 0 before one */
     char client_id[28];
     struct auth_claims *claims; /* authz.c: the session's token, NULL when anonymous */
     uint64_t token_deadline_ms; /* monotonic: past it the session closes 4001 (0: never) */
@@ -446,6 +469,7 @@ struct gw_server {
     struct gw_relay *relay;    /* relay.c: POSTs and polls across nodes; NULL without a bus */
     uint64_t http_refused;     /* HTTP transport requests refused before reaching a session */
     struct proto_buf http_out; /* sse.c: the events of one write (GW_FRAME_HEADROOM before) */
+    struct gw_api *api;        /* the server API (api.h), NULL when off */
 };
 
 /*
@@ -480,6 +504,19 @@ void gw_session_reply_error(struct gw_session *s, const struct proto_msg *m, int
 void gw_session_begin_reply(struct gw_session *s, struct proto_writer *w, int64_t id);
 /* Ends the message begun on srv->reply and queues it (also for events). */
 void gw_session_finish_reply(struct gw_session *s, struct proto_writer *w);
+
+/* Runs one request of a connected session (the switch behind handle_msg). */
+void gw_session_dispatch(struct gw_session *s, const struct proto_msg *m);
+
+/* pending.c: requests that wait behind this connection's subs waiting for NATS. */
+struct gw_pending;
+/* True if m was taken (queued behind a sub of its channel, or answered 429). */
+bool gw_pending_defer(struct gw_session *s, const struct proto_msg *m);
+void gw_pending_sub_started(struct gw_session *s, int64_t req_id, const char *channel, size_t len);
+void gw_pending_sub_done(struct gw_session *s, int64_t req_id);
+/* Runs what may run now (from gw_session_flush). */
+void gw_pending_run(struct gw_session *s);
+void gw_pending_free(struct gw_session *s);
 
 /*
  * authz.c: tokens and permissions (docs/protocol.md, Authentication).
@@ -520,6 +557,11 @@ void gw_presence_closed(struct gw_session *s);
 /* Fleet heartbeats, expiry and deadlines (the sweep timer); publishing (each loop iteration). */
 void gw_presence_tick(struct gw_server *srv, uint64_t now_ms);
 void gw_presence_flush(struct gw_server *srv);
+/* Writes one member as geo.near answers it ({"client","user","lat","lon"
+ * [,"dist_m"][,"meta"]}), with "local" (on this node, not another's) for
+ * the server API. */
+void gw_presence_write_member(struct proto_writer *w, const struct geo_member_view *m,
+                              bool with_dist, double dist_m, bool with_local);
 
 /* The fan-out sink, bound to the server. */
 struct fo_sink gw_session_sink(struct gw_server *srv);
@@ -580,6 +622,8 @@ bool gw_server_address_rate_ok(struct gw_server *srv, struct lws *wsi, uint32_t 
 /* httpapi.c: the endpoints of the HTTP transports (/sse, /poll, /send), for server.c.
  * route: false when uri is none of them (or they are off); else *rc is lws's return. */
 bool gw_httpapi_route(struct gw_server *srv, struct lws *wsi, const char *uri, void *user, int *rc);
+/* True when the transaction's user data is one of httpapi.c's requests. */
+bool gw_httpapi_owns(void *user);
 int gw_httpapi_body(struct gw_server *srv, struct lws *wsi, void *user, const void *in, size_t len);
 int gw_httpapi_body_done(struct gw_server *srv, struct lws *wsi, void *user);
 /* HTTP_WRITEABLE: false when the transaction is not ours (static.c's then). */

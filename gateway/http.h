@@ -146,6 +146,7 @@ struct gw_http_req {
     uint32_t magic;
     uint8_t kind;    /* enum gw_http_kind */
     bool deferred;   /* its answer is written from HTTP_WRITEABLE (status, body) */
+    bool closes;     /* the connection ends with the answer (a request with a body) */
     bool counted;    /* its body counts in srv->http_body_bytes */
     bool end;        /* POST close=1: the session ends after this body */
     uint16_t status; /* the deferred answer */

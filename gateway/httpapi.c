@@ -21,6 +21,7 @@
  * `error` body, Retry-After when there is one to give, and the CORS headers
  * for an allowed Origin. Loop thread.
  */
+#include "api.h"
 #include "http.h"
 
 #include <libwebsockets.h>
@@ -75,6 +76,10 @@ int gw_http_answer(struct lws *wsi, struct gw_http_req *r, unsigned status, cons
         return -1;
     if (add(wsi, "cache-control:", "no-store", &p, end) || add_cors(wsi, r, &p, end))
         return -1;
+    bool hang_up = r && r->closes; /* a request with a body: api.h, gw_http_has_body */
+    if (hang_up && lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (const uint8_t *)"close",
+                                                5, &p, end))
+        return -1;
     if (retry_after_ms) {
         snprintf(v, sizeof v, "%u", (retry_after_ms + 999) / 1000);
         if (add(wsi, "retry-after:", v, &p, end))
@@ -97,6 +102,8 @@ int gw_http_answer(struct lws *wsi, struct gw_http_req *r, unsigned status, cons
         if (n < 0)
             return -1;
     }
+    if (hang_up)
+        return -1;
     lws_rx_flow_control(wsi, 1); /* a held request stopped reading: the next one may come */
     return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
@@ -444,6 +451,9 @@ bool gw_httpapi_route(struct gw_server *srv, struct lws *wsi, const char *uri, v
     memset(r, 0, sizeof *r);
     r->magic = GW_HTTP_MAGIC;
     r->kind = (uint8_t)kind;
+    /* lws 4.1 hangs on a body followed by a pipelined request: a request with
+     * a body ends its connection with its answer (api.h). */
+    r->closes = gw_http_has_body(wsi);
     bool get = lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) > 0;
     bool post = lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0;
     bool options = lws_hdr_total_length(wsi, WSI_TOKEN_OPTIONS_URI) > 0;
@@ -474,6 +484,11 @@ static struct gw_http_req *ours(void *user)
 {
     struct gw_http_req *r = user;
     return r && r->magic == GW_HTTP_MAGIC ? r : NULL;
+}
+
+bool gw_httpapi_owns(void *user)
+{
+    return ours(user) != NULL;
 }
 
 int gw_httpapi_body(struct gw_server *srv, struct lws *wsi, void *user, const void *in, size_t len)

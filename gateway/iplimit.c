@@ -1,6 +1,6 @@
 /*
  * iplimit.c: handshakes per remote IP. A fixed table of buckets indexed by a
- * hash of the address: memory does not grow with the number of addresses
+ * keyed hash of the address: memory does not grow with the number of addresses
  * seen. A slot held by another address is taken over once that address has
  * been quiet for a minute; until then the two share it (stricter, never
  * looser).
@@ -49,12 +49,19 @@ void gw_iplimit_destroy(struct gw_iplimit *ipl)
     free(ipl);
 }
 
-static uint64_t hash(const char *s)
+/* The slot of ip, taken over (full bucket) if another address held it and
+ * has been quiet long enough. */
+static struct ip_slot *slot_of(struct gw_iplimit *ipl, const char *ip, uint64_t now_ms)
 {
-    uint64_t h = 1469598103934665603ull;
-    while (*s)
-        h = (h ^ (uint8_t)*s++) * 1099511628211ull;
-    return h;
+    /* Keyed: an unkeyed hash would let a client pick addresses (an IPv6
+     * /64 holds plenty) that share a victim's slot and spend its budget. */
+    struct ip_slot *s = &ipl->slots[rt_hash_bytes(ip, strlen(ip)) % ipl->n];
+    if (strncmp(s->ip, ip, IP_KEY_MAX - 1) != 0 &&
+        (!s->ip[0] || now_ms - s->bucket.last_ms > TAKEOVER_MS)) {
+        snprintf(s->ip, sizeof s->ip, "%s", ip);
+        rt_bucket_init(&s->bucket, &ipl->cfg, now_ms);
+    }
+    return s;
 }
 
 bool gw_iplimit_take(struct gw_iplimit *ipl, const char *ip, uint64_t now_ms,
@@ -62,11 +69,14 @@ bool gw_iplimit_take(struct gw_iplimit *ipl, const char *ip, uint64_t now_ms,
 {
     if (!ipl->cfg.rate)
         return true;
-    struct ip_slot *s = &ipl->slots[hash(ip) % ipl->n];
-    if (strncmp(s->ip, ip, IP_KEY_MAX - 1) != 0 &&
-        (!s->ip[0] || now_ms - s->bucket.last_ms > TAKEOVER_MS)) {
-        snprintf(s->ip, sizeof s->ip, "%s", ip);
-        rt_bucket_init(&s->bucket, &ipl->cfg, now_ms);
-    }
-    return rt_bucket_take(&s->bucket, &ipl->cfg, now_ms, retry_after_ms);
+    return rt_bucket_take(&slot_of(ipl, ip, now_ms)->bucket, &ipl->cfg, now_ms, retry_after_ms);
+}
+
+bool gw_iplimit_blocked(struct gw_iplimit *ipl, const char *ip, uint64_t now_ms,
+                        uint32_t *retry_after_ms)
+{
+    if (!ipl->cfg.rate)
+        return false;
+    struct rt_bucket probe = slot_of(ipl, ip, now_ms)->bucket; /* a copy: nothing is taken */
+    return !rt_bucket_take(&probe, &ipl->cfg, now_ms, retry_after_ms);
 }

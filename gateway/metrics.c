@@ -4,6 +4,7 @@
  * accept to write; publish: request to reply), closes by code, build info,
  * the loop's busy time and readiness.
  */
+#include "api.h"
 #include "fleet.h"
 #include "gw.h"
 
@@ -226,8 +227,6 @@ char *gw_metrics_render(const struct gw_server *srv, size_t *len)
     metric(&o, "history_bytes", "gauge", "Bytes retained in history", fs.history_bytes);
     metric(&o, "upstream_subscriptions", "gauge",
            "NATS subscriptions held for local interest (nats engine)", fs.upstream_subscriptions);
-    metric(&o, "upstream_dropped_total", "counter",
-           "NATS messages dropped on a full hand-off queue", fs.upstream_dropped);
     metric(&o, "upstream_invalid_total", "counter", "NATS messages dropped for an invalid payload",
            fs.upstream_invalid);
     metric(&o, "upstream_fetched_total", "counter", "Durable messages read back from JetStream",
@@ -245,9 +244,19 @@ char *gw_metrics_render(const struct gw_server *srv, size_t *len)
            fs.reader_messages);
     metric(&o, "upstream_reader_bad_total", "counter",
            "Loop reader connections dropped for a protocol error from the server", fs.reader_bad);
-    metric(&o, "upstream_reader_flush_timeouts_total", "counter",
-           "Subscriptions the loop reader could not confirm with the server in time",
-           fs.reader_flush_timeouts);
+    metric(&o, "upstream_reader_confirm_failures_total", "counter",
+           "Subscriptions the loop reader could not confirm with the server (connection lost)",
+           fs.reader_confirm_failures);
+    metric(&o, "subs_pending", "gauge", "Subscribes waiting for the backend (nats engine)",
+           fs.subs_pending);
+    metric(&o, "subs_waited_total", "counter", "Subscribes answered after waiting for the backend",
+           fs.subs_waited);
+    metric(&o, "sub_timeouts_total", "counter",
+           "Subscribes answered 503 because the backend did not answer in time", fs.sub_timeouts);
+    metric(&o, "subs_refused_pending_total", "counter",
+           "Subscribes refused because too many waited for the backend (429 per connection, "
+           "503 per node)",
+           fs.subs_refused_pending);
     struct geo_stats gs;
     geo_get_stats(srv->geo, &gs);
     struct geo_fleet_stats fl = {0};
@@ -295,6 +304,14 @@ char *gw_metrics_render(const struct gw_server *srv, size_t *len)
     metric(&o, "geo_sets_total", "counter", "geo.set updates stored", gs.sets);
     metric(&o, "geo_events_total", "counter", "Watch events (join, move, leave) reported",
            gs.events);
+    uint64_t api_requests, api_in_progress, api_failed_keys;
+    gw_api_counts(srv, &api_requests, &api_in_progress, &api_failed_keys);
+    metric(&o, "api_requests_total", "counter", "Server API requests (--api-key-file)",
+           api_requests);
+    metric(&o, "api_in_progress", "gauge",
+           "Server API requests reading a body or waiting for the engine", api_in_progress);
+    metric(&o, "api_failed_keys_total", "counter",
+           "Server API requests with a missing or wrong key", api_failed_keys);
     metric(&o, "draining", "gauge", "1 while draining", srv->draining);
     closes(&o, m);
     histogram(&o, "delivery_latency_seconds",

@@ -14,9 +14,9 @@
 #include <string.h>
 #include <uv.h>
 
-/* Writes one member ({"client","user","lat","lon"[,"dist_m"][,"meta"]}). */
-static void write_member(struct proto_writer *w, const struct geo_member_view *m, bool with_dist,
-                         double dist_m)
+/* See gw.h. */
+void gw_presence_write_member(struct proto_writer *w, const struct geo_member_view *m,
+                              bool with_dist, double dist_m, bool with_local)
 {
     proto_w_map(w);
     proto_w_kstr(w, "client", m->client, m->client_len);
@@ -29,6 +29,8 @@ static void write_member(struct proto_writer *w, const struct geo_member_view *m
         struct proto_payload p = {(enum proto_payload_enc)m->meta_enc, m->meta, m->meta_len, false};
         proto_w_payload(w, "meta", &p);
     }
+    if (with_local)
+        proto_w_kbool(w, "local", !(m->conn & GEO_FLEET_CONN_BIT));
     proto_w_end(w);
 }
 
@@ -133,7 +135,7 @@ static rt_status write_near(struct gw_session *s, struct proto_writer *w, const 
     proto_w_key(w, "members");
     proto_w_array(w);
     for (size_t i = 0; i < n; i++)
-        write_member(w, &srv->geo_hits[i].member, true, srv->geo_hits[i].dist_m);
+        gw_presence_write_member(w, &srv->geo_hits[i].member, true, srv->geo_hits[i].dist_m, false);
     proto_w_end(w);
     return RT_OK;
 }
@@ -480,7 +482,7 @@ static void on_geo_event(void *arg, uint64_t watch_id, uint64_t watch_conn, enum
     proto_w_kcstr(&w, "watch", name);
     proto_w_kcstr(&w, "event", geo_event_name(ev));
     proto_w_key(&w, "member");
-    write_member(&w, member, false, 0);
+    gw_presence_write_member(&w, member, false, 0, false);
     srv->geo_events++;
     gw_session_finish_reply(s, &w);
 }

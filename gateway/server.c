@@ -4,6 +4,7 @@
  * (TLS port, path, Origin, drain, subprotocol, per-client-address rate,
  * capacity, node rate) and the hand-off of WebSocket events to the session layer.
  */
+#include "api.h"
 #include "gw.h"
 
 #include <libwebsockets.h>
@@ -52,6 +53,8 @@ static int on_http(struct lws *wsi, const char *uri, void *user)
     int r;
     if (gw_httpapi_route(srv, wsi, uri, user, &r)) /* /sse, /poll, /send: httpapi.c */
         return r;
+    if (srv->api && gw_api_path(uri))
+        return gw_api_http(srv, wsi, uri); /* the server API: answers and completes itself */
     if (!strcmp(uri, "/healthz")) {
         r = http_respond(wsi, 200, "text/plain", "ok\n", 3, 0);
     } else if (!strcmp(uri, "/readyz") && !srv->draining && !fo_ready(srv->fo)) {
@@ -67,12 +70,13 @@ static int on_http(struct lws *wsi, const char *uri, void *user)
     } else if (!strcmp(uri, srv->cfg->ws_path)) {
         r = http_respond(wsi, 426, "text/plain", "websocket upgrade required\n", 27, 0);
     } else if (srv->statics) {
-        return gw_static_serve(srv->statics, wsi, uri);
+        r = gw_static_serve(srv->statics, wsi, uri); /* completes or starts its transfer */
+        return r || gw_http_has_body(wsi) ? -1 : 0;  /* a body ends the connection */
     } else {
         r = http_respond(wsi, 404, "text/plain", "not found\n", 10, 0);
     }
-    if (r || lws_http_transaction_completed(wsi))
-        return -1;
+    if (r || gw_http_has_body(wsi) || lws_http_transaction_completed(wsi))
+        return -1; /* a body ends the connection (api.h: gw_http_has_body) */
     return 0;
 }
 
@@ -278,6 +282,7 @@ static void adapt_window(struct gw_server *srv)
 void gw_server_sweep(struct gw_server *srv, uint64_t now_ms)
 {
     gw_presence_tick(srv, now_ms);
+    gw_api_sweep(srv, now_ms);
     adapt_window(srv);
     for (uint32_t i = 0; i < srv->conns.used; i++)
         if (srv->conns.slots[i])
@@ -494,18 +499,25 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         if (plain_on_tls_port(wsi))
             return refuse_plain(wsi);
         return on_http(wsi, in ? (const char *)in : "", user);
-    case LWS_CALLBACK_HTTP_BODY:
-        return gw_httpapi_body(server_of(wsi), wsi, user, in, len);
+    case LWS_CALLBACK_HTTP_BODY: /* a POST /send (httpapi.c), or an API request */
+        if (gw_httpapi_owns(user))
+            return gw_httpapi_body(server_of(wsi), wsi, user, in, len);
+        return gw_api_body(server_of(wsi), wsi, in, len);
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
-        return gw_httpapi_body_done(server_of(wsi), wsi, user);
-    case LWS_CALLBACK_HTTP_WRITEABLE: {
+        if (gw_httpapi_owns(user))
+            return gw_httpapi_body_done(server_of(wsi), wsi, user);
+        return gw_api_body_done(server_of(wsi), wsi);
+    case LWS_CALLBACK_HTTP_WRITEABLE: { /* a static file's next chunk, or a deferred answer */
         int r;
         if (gw_httpapi_writable(server_of(wsi), wsi, user, &r))
             return r;
-        return gw_static_writable(server_of(wsi)->statics, wsi, user);
+        if (gw_static_writable(server_of(wsi)->statics, wsi, user) < 0)
+            return -1;
+        return gw_api_writable(server_of(wsi), wsi);
     }
     case LWS_CALLBACK_CLOSED_HTTP:
         gw_httpapi_closed(server_of(wsi), wsi, user);
+        gw_api_closed(server_of(wsi), wsi);
         return 0;
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
         return on_confirm_upgrade(wsi);
@@ -601,8 +613,11 @@ static rt_status make_fanout(struct gw_server *srv, const struct gw_config *cfg)
         .nats_stream = cfg->nats_stream,
         .nats_replicas = cfg->nats_replicas,
         .nats_security = &cfg->nats_security,
-        .uv_loop = cfg->nats_loop_reader ? srv->loop : NULL,
+        .uv_loop = srv->loop,
         .nats_read_window_ms = cfg->nats_read_window_ms,
+        .sub_timeout_ms = cfg->sub_timeout_ms,
+        .max_pending_subs = cfg->max_pending_subs,
+        .max_pending_subs_per_client = cfg->max_pending_subs_per_conn,
         .wake = fo_wake,
         .wake_ctx = &fo_wakeup,
         .node_id = cfg->node_id,
@@ -705,7 +720,7 @@ rt_status gw_server_start(struct gw_server *srv, const struct gw_config *cfg, vo
         gw_connrate_create(&cfg->conn_bucket, &srv->connrate) != RT_OK ||
         gw_pubtimes_create(&srv->pubtimes) != RT_OK || make_fanout(srv, cfg) != RT_OK ||
         gw_presence_create(srv) != RT_OK || gw_relay_start(srv) != RT_OK ||
-        gw_static_create(cfg, &srv->statics) != RT_OK) {
+        gw_static_create(cfg, &srv->statics) != RT_OK || gw_api_create(srv) != RT_OK) {
         free(scratch);
         gw_server_free(srv);
         return RT_NOMEM;
@@ -744,6 +759,7 @@ void gw_server_free(struct gw_server *srv)
     gw_server_stop(srv);
     gw_hsession_free_all(srv); /* long-polls: no connection of theirs closed them */
     gw_relay_stop(srv);
+    gw_api_destroy(srv);
     gw_presence_destroy(srv);
     gw_static_destroy(srv->statics);
     srv->statics = NULL;

@@ -6,6 +6,7 @@
  * (gw.h, struct gw_transport); nothing here knows how bytes travel.
  * Everything runs on the loop thread.
  */
+#include "api.h"
 #include "gw.h"
 
 #include <stdlib.h>
@@ -175,6 +176,33 @@ static void on_connect(struct gw_session *s, const struct proto_msg *m)
     rt_log(RT_LOG_DEBUG, "session_connected", "conn=%s peer=%s", s->client_id, s->peer);
 }
 
+/* An error answer to request `id`, given by its id alone (the request may be gone). */
+static void reply_error_to(struct gw_session *s, int64_t id, int error, const char *message,
+                           uint32_t retry_after_ms)
+{
+    struct proto_msg m = {.has_id = true, .id = id};
+    gw_session_reply_error(s, &m, error, message, retry_after_ms);
+}
+
+/* The answer to a sub, now (on_sub) or once it stopped waiting for NATS (sink_sub_done). */
+static void reply_sub(struct gw_session *s, int64_t id, const struct fo_sub_result *res)
+{
+    if (res->error) {
+        reply_error_to(s, id, res->error, res->error_message, res->retry_after_ms);
+        return;
+    }
+    struct proto_writer w;
+    gw_session_begin_reply(s, &w, id);
+    proto_w_kbool(&w, "durable", res->durable);
+    if (res->durable) {
+        proto_w_kuint(&w, "seq", res->seq);
+        proto_w_kcstr(&w, "epoch", res->epoch);
+    }
+    if (res->has_recovered)
+        proto_w_kbool(&w, "recovered", res->recovered);
+    gw_session_finish_reply(s, &w);
+}
+
 static void on_sub(struct gw_session *s, const struct proto_msg *m)
 {
     if (!gw_authz_may_sub(s, m))
@@ -186,28 +214,22 @@ static void on_sub(struct gw_session *s, const struct proto_msg *m)
         .since = m->since,
         .epoch = m->epoch.ptr,
         .epoch_len = m->epoch.len,
+        .req_id = m->id,
     };
     struct fo_sub_result res;
-    if (fo_subscribe(s->fo, &req, &res) != RT_OK) {
-        gw_session_reply_error(s, m, RT_E_UNAVAILABLE, "subscribe failed", 1000);
+    rt_status st = fo_subscribe(s->fo, &req, &res);
+    if (st == RT_AGAIN) {
+        /* Answered by sink_sub_done; requests on this channel wait (pending.c). */
+        gw_pending_sub_started(s, m->id, m->channel.ptr, m->channel.len);
         return;
     }
-    if (res.error) {
-        gw_session_reply_error(s, m, res.error, res.error_message, res.retry_after_ms);
-        return;
-    }
-    struct proto_writer w;
-    gw_session_begin_reply(s, &w, m->id);
-    proto_w_kbool(&w, "durable", res.durable);
-    if (res.durable) {
-        proto_w_kuint(&w, "seq", res.seq);
-        proto_w_kcstr(&w, "epoch", res.epoch);
-    }
-    if (res.has_recovered)
-        proto_w_kbool(&w, "recovered", res.recovered);
-    gw_session_finish_reply(s, &w);
+    if (st != RT_OK)
+        res = (struct fo_sub_result){
+            .error = RT_E_UNAVAILABLE, .error_message = "subscribe failed", .retry_after_ms = 1000};
+    reply_sub(s, m->id, &res);
     /* Replay (when recovered) goes out after the reply. */
-    fo_client_pump(s->fo);
+    if (!res.error)
+        fo_client_pump(s->fo);
 }
 
 static void on_unsub(struct gw_session *s, const struct proto_msg *m)
@@ -224,8 +246,7 @@ static void on_unsub(struct gw_session *s, const struct proto_msg *m)
 static void reply_pub(struct gw_session *s, int64_t id, const struct fo_pub_result *res)
 {
     if (res->error) {
-        struct proto_msg m = {.has_id = true, .id = id};
-        gw_session_reply_error(s, &m, res->error, res->error_message, res->retry_after_ms);
+        reply_error_to(s, id, res->error, res->error_message, res->retry_after_ms);
         return;
     }
     struct proto_writer w;
@@ -278,29 +299,12 @@ static void on_ping(struct gw_session *s)
         queue_reply(s);
 }
 
-/* One decoded message, in order. */
-static void handle_msg(struct gw_session *s, const struct proto_msg *m)
+/*
+ * Runs a request of a connected session (or answers 401 / connect): from
+ * handle_msg, or later from pending.c for one that waited behind a sub.
+ */
+void gw_session_dispatch(struct gw_session *s, const struct proto_msg *m)
 {
-    const struct gw_config *cfg = cfg_of(s);
-    uint32_t retry = 0;
-    tm_of(s)->messages_in++;
-    if (!rt_bucket_take(&s->msg_bucket, &cfg->msg_bucket, rt_mono_ms(), &retry)) {
-        gw_session_reply_error(s, m, RT_E_RATE_LIMITED, "message rate exceeded", retry);
-        return;
-    }
-    if (m->error) {
-        gw_session_reply_error(s, m, m->error, m->error_message, 0);
-        return;
-    }
-    if (m->type == PROTO_T_PING) {
-        on_ping(s);
-        return;
-    }
-    if (s->state != GW_S_READY && m->type != PROTO_T_CONNECT) {
-        if (m->type != PROTO_T_ACK)
-            gw_session_reply_error(s, m, RT_E_UNAUTHORIZED, "send connect first", 0);
-        return;
-    }
     switch (m->type) {
     case PROTO_T_CONNECT:
         on_connect(s, m);
@@ -331,6 +335,34 @@ static void handle_msg(struct gw_session *s, const struct proto_msg *m)
         gw_session_reply_error(s, m, RT_E_BAD_REQUEST, "unknown type", 0);
         break;
     }
+}
+
+/* One decoded message, in order. */
+static void handle_msg(struct gw_session *s, const struct proto_msg *m)
+{
+    const struct gw_config *cfg = cfg_of(s);
+    uint32_t retry = 0;
+    tm_of(s)->messages_in++;
+    if (!rt_bucket_take(&s->msg_bucket, &cfg->msg_bucket, rt_mono_ms(), &retry)) {
+        gw_session_reply_error(s, m, RT_E_RATE_LIMITED, "message rate exceeded", retry);
+        return;
+    }
+    if (m->error) {
+        gw_session_reply_error(s, m, m->error, m->error_message, 0);
+        return;
+    }
+    if (m->type == PROTO_T_PING) {
+        on_ping(s);
+        return;
+    }
+    if (s->state != GW_S_READY && m->type != PROTO_T_CONNECT) {
+        if (m->type != PROTO_T_ACK)
+            gw_session_reply_error(s, m, RT_E_UNAUTHORIZED, "send connect first", 0);
+        return;
+    }
+    if (gw_pending_defer(s, m))
+        return; /* behind this connection's sub of the same channel (pending.c) */
+    gw_session_dispatch(s, m);
 }
 
 void gw_session_request(struct gw_session *s, const struct proto_msg *m)
@@ -380,6 +412,8 @@ void gw_session_sent(struct gw_session *s, uint32_t n, size_t bytes)
 
 void gw_session_flush(struct gw_session *s)
 {
+    if (s->pending)
+        gw_pending_run(s); /* requests that waited behind a sub answered meanwhile */
     s->dirty = false;
     s->held = false;
     gw_transport_of(s)->flush(s);
@@ -472,6 +506,7 @@ void gw_session_closed(struct gw_session *s)
     gw_authz_closed(s);
     fo_client_destroy(s->fo);
     s->fo = NULL;
+    gw_pending_free(s);
     gw_outbox_clear(&s->outbox, GW_FRAME_HEADROOM);
     gw_conns_remove(&srv->conns, s->conn_id);
     s->conn_id = 0;
@@ -532,9 +567,25 @@ static void sink_pub_done(void *ctx, uint64_t conn_id, int64_t req_id,
                           const struct fo_pub_result *res)
 {
     gw_pubtimes_done(ctx, conn_id, req_id);
+    if (gw_api_is_request(conn_id)) {
+        gw_api_pub_done(ctx, conn_id, req_id, res); /* a publish of the server API */
+        return;
+    }
     struct gw_session *s = sink_session(ctx, conn_id);
     if (s)
         reply_pub(s, req_id, res);
+}
+
+/* A sub that waited for NATS is answered; the fan-out pumps its replay right after. */
+static void sink_sub_done(void *ctx, uint64_t conn_id, int64_t req_id,
+                          const struct fo_sub_result *res)
+{
+    struct gw_session *s = sink_session(ctx, conn_id);
+    if (!s)
+        return;
+    reply_sub(s, req_id, res);
+    gw_pending_sub_done(s, req_id);
+    gw_session_want_write(s); /* the flush runs what waited behind it */
 }
 
 struct fo_sink gw_session_sink(struct gw_server *srv)
@@ -544,5 +595,6 @@ struct fo_sink gw_session_sink(struct gw_server *srv)
         .deliver = sink_deliver,
         .gap = sink_gap,
         .pub_done = sink_pub_done,
+        .sub_done = sink_sub_done,
     };
 }

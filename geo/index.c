@@ -210,7 +210,7 @@ void geo__conn_release(struct geo *g, struct geo_conn *c)
 
 struct geo_cell *geo__cell_find(const struct geo_space *sp, uint64_t code)
 {
-    uint64_t h = rt_hash_u64(code);
+    uint64_t h = rt_hash_u64_keyed(code);
     for (struct rt_hnode *n = rt_htab_chain(&sp->cells, h); n; n = n->next) {
         struct geo_cell *c = GEO__CONTAINER(n, struct geo_cell, hnode);
         if (c->code == code)
@@ -231,7 +231,7 @@ static rt_status cell_get(struct geo *g, struct geo_space *sp, uint64_t code, st
         return RT_NOMEM;
     c->code = code;
     geo__deinterleave(code, g->precision, &c->row, &c->col);
-    c->hnode.hash = rt_hash_u64(code);
+    c->hnode.hash = rt_hash_u64_keyed(code);
     rt_htab_insert(&sp->cells, &c->hnode);
     sp->tree = geo__tree_insert(sp->tree, c);
     g->st.cells++;

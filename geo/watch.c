@@ -20,7 +20,7 @@
 
 static struct geo_wcell *wcell_find(const struct geo_space *sp, uint64_t key)
 {
-    uint64_t h = rt_hash_u64(key);
+    uint64_t h = rt_hash_u64_keyed(key);
     for (struct rt_hnode *n = rt_htab_chain(&sp->wcells, h); n; n = n->next) {
         struct geo_wcell *c = GEO__CONTAINER(n, struct geo_wcell, hnode);
         if (c->key == key)
@@ -41,7 +41,7 @@ static rt_status wcell_get(struct geo *g, struct geo_space *sp, uint64_t key,
     if (!c)
         return RT_NOMEM;
     c->key = key;
-    c->hnode.hash = rt_hash_u64(key);
+    c->hnode.hash = rt_hash_u64_keyed(key);
     rt_htab_insert(&sp->wcells, &c->hnode);
     g->st.watch_cells++;
     *out = c;

@@ -24,6 +24,8 @@
 #ifndef LT_LOAD_H
 #define LT_LOAD_H
 
+#include "nats_wire.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -383,8 +385,9 @@ enum lt_pubvia {
     LT_PV_NATS,   /* PUB over plain NATS TCP connections (as a backend would) */
 };
 
-#define LT_SUBJ_EPH "rtgate.eph."
-#define LT_SUBJ_DUR "rtgate.dur."
+/* rtgate's subjects: the gateway's own spelling (fanout/nats_wire.h). */
+#define LT_SUBJ_EPH NW_SUBJ_EPH
+#define LT_SUBJ_DUR NW_SUBJ_DUR
 
 /* Options of the scen*.c scenarios (presence, churn, storm); 0 = the preset. */
 struct lt_scen_config {

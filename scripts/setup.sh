@@ -7,7 +7,8 @@ PKGS=(build-essential cmake pkg-config
       libwebsockets-dev libwebsockets-evlib-uv libuv1-dev
       libnats-dev nats-server libmsgpack-dev libjansson-dev libcriterion-dev libssl-dev
       python3 python3-websockets python3-msgpack python3-pytest python3-jwt python3-cryptography
-      openssl python3-yaml haproxy procps curl)
+      openssl python3-yaml haproxy procps curl
+      clang libclang-rt-14-dev) # the fuzz targets (libFuzzer, ASan, UBSan)
 # The JavaScript tests (tests/js): node + npm and Debian's chromium. Debian 12's
 # nodejs is 18 (tests/js runs on it with the ws package); a node already on the
 # machine (e.g. NodeSource's 20, which ships npm and conflicts with Debian's) is kept.

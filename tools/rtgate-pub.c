@@ -2,23 +2,36 @@
  * rtgate-pub: publishes one message to an rtgate channel through NATS, the
  * way a backend does (docs/nats.md).
  *
- *   rtgate-pub --nats URL [--msg-id ID] [--encoding json|msgpack|binary]
- *              [--ephemeral] [--nats-ca FILE] [--nats-tls-cert FILE --nats-tls-key FILE]
+ *   rtgate-pub [--config FILE] [--nats URL] [--msg-id ID]
+ *              [--encoding json|msgpack|binary] [--ephemeral | --durable]
+ *              [--nats-ca FILE] [--nats-tls-cert FILE --nats-tls-key FILE]
  *              [--nats-creds FILE | --nats-nkey FILE] CHANNEL [DATA]
  *
  * DATA (or stdin when absent) is the raw payload. A durable channel goes
  * through JetStream (subject rtgate.dur.CHANNEL) and prints `seq=N dup=B`;
- * --ephemeral publishes with core NATS on rtgate.eph.CHANNEL and prints
- * `dup=B` (an --msg-id is claimed in the rtgate_dedup bucket first, as the
- * gateways do). The headers are the gateways' own, so a msg_id is
+ * an ephemeral one is published with core NATS on rtgate.eph.CHANNEL and
+ * prints `dup=B` (an --msg-id is claimed in the rtgate_dedup bucket first, as
+ * the gateways do). The headers are the gateways' own, so a msg_id is
  * deduplicated against client publishes of the same id on that channel.
- * The TLS and credential flags are the gateway's (nats_security.h).
+ *
+ * Which kind a channel is comes from the gateways' own config file
+ * (--config: its `ephemeral` patterns, read by the gateway's parser,
+ * gateway/config.c), so that a publish cannot go to the subject of the other
+ * kind, where no gateway would ever deliver it; --ephemeral / --durable
+ * then only confirm it (a contradiction is an error). Without --config the
+ * channel is durable unless --ephemeral. The URL: --nats, else $NATS_URL,
+ * else the file's `nats`. The TLS and credential flags are the gateway's
+ * (nats_security.h), from the command line, else from the file.
+ *
  * Exit status: 0 published (or duplicate), 1 failed, 2 bad usage.
  */
+#include "gw.h"
 #include "nats_security.h"
+#include "nats_wire.h"
 #include "protocol.h"
 
 #include <nats/nats.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,8 +39,8 @@
 #define MAX_DATA (64u << 20)
 
 struct args {
-    const char *url, *msg_id, *encoding, *channel, *data;
-    bool ephemeral;
+    const char *url, *msg_id, *encoding, *channel, *data, *config;
+    bool ephemeral, durable; /* as asked on the command line */
     struct fo_nats_security sec;
 };
 
@@ -36,11 +49,13 @@ static int usage(const char *why)
     if (why)
         fprintf(stderr, "rtgate-pub: %s\n", why);
     fprintf(stderr,
-            "usage: rtgate-pub --nats URL [--msg-id ID] [--encoding json|msgpack|binary]\n"
-            "                  [--ephemeral] [--nats-ca FILE] [--nats-tls-cert FILE\n"
-            "                  --nats-tls-key FILE] [--nats-creds FILE | --nats-nkey FILE]\n"
-            "                  CHANNEL [DATA]\n"
-            "DATA is read from stdin when absent. Durable channels print seq=N dup=B.\n");
+            "usage: rtgate-pub [--config FILE] [--nats URL] [--msg-id ID]\n"
+            "                  [--encoding json|msgpack|binary] [--ephemeral | --durable]\n"
+            "                  [--nats-ca FILE] [--nats-tls-cert FILE --nats-tls-key FILE]\n"
+            "                  [--nats-creds FILE | --nats-nkey FILE] CHANNEL [DATA]\n"
+            "DATA is read from stdin when absent. Durable channels print seq=N dup=B.\n"
+            "FILE: the gateways' config; its ephemeral patterns decide the channel's kind.\n"
+            "URL: --nats, else $NATS_URL, else the file's nats.\n");
     return 2;
 }
 
@@ -51,8 +66,9 @@ static int parse_args(int argc, char **argv, struct args *a)
     int i = 1;
     for (; i < argc && !strncmp(argv[i], "--", 2); i++) {
         const char *o = argv[i];
-        if (!strcmp(o, "--ephemeral")) {
-            a->ephemeral = true;
+        if (!strcmp(o, "--ephemeral") || !strcmp(o, "--durable")) {
+            a->ephemeral = a->ephemeral || !strcmp(o, "--ephemeral");
+            a->durable = a->durable || !strcmp(o, "--durable");
             continue;
         }
         if (!strcmp(o, "--help"))
@@ -66,6 +82,8 @@ static int parse_args(int argc, char **argv, struct args *a)
             a->msg_id = v;
         else if (!strcmp(o, "--encoding"))
             a->encoding = v;
+        else if (!strcmp(o, "--config"))
+            a->config = v;
         else if (nsec_set_flag(&a->sec, o, v) <= 0)
             return usage("unknown option, or a file name that is empty or too long");
     }
@@ -73,8 +91,46 @@ static int parse_args(int argc, char **argv, struct args *a)
         return usage("give CHANNEL and at most one DATA");
     a->channel = argv[i];
     a->data = i + 1 < argc ? argv[i + 1] : NULL;
-    if (!a->url)
-        return usage("--nats URL is required");
+    if (a->ephemeral && a->durable)
+        return usage("--ephemeral and --durable contradict each other");
+    return 0;
+}
+
+/*
+ * With --config: the URL (when neither --nats nor $NATS_URL gave one) and
+ * the channel's kind, from the gateways' file, read by the gateway's own
+ * parser. A kind asked on the command line that the file contradicts is a
+ * usage error: that publish would never reach a client.
+ */
+static int apply_config(struct args *a, char *url, size_t url_cap)
+{
+    if (!a->config)
+        return 0;
+    struct gw_config cfg;
+    char prog[] = "rtgate-pub", flag[] = "--config";
+    char *argv[] = {prog, flag, (char *)(uintptr_t)a->config, NULL};
+    if (gw_config_parse(&cfg, 3, argv) != RT_OK) {
+        gw_config_free_parsed(&cfg);
+        return usage("the config file cannot be used (see above)");
+    }
+    bool ephemeral = false;
+    for (size_t i = 0; i < cfg.n_ephemeral && !ephemeral; i++)
+        ephemeral = proto_pattern_match(cfg.ephemeral[i], a->channel, strlen(a->channel));
+    if (!a->url && cfg.nats_url[0]) {
+        snprintf(url, url_cap, "%s", cfg.nats_url);
+        a->url = url;
+    }
+    struct fo_nats_security none;
+    memset(&none, 0, sizeof(none));
+    if (!memcmp(&a->sec, &none, sizeof(none))) /* no --nats-* flag: the file's, if any */
+        a->sec = cfg.nats_security;
+    gw_config_free_parsed(&cfg);
+    if ((a->ephemeral && !ephemeral) || (a->durable && ephemeral)) {
+        fprintf(stderr, "rtgate-pub: %s is %s under %s's ephemeral patterns\n", a->channel,
+                ephemeral ? "ephemeral" : "durable", a->config);
+        return 2;
+    }
+    a->ephemeral = ephemeral;
     return 0;
 }
 
@@ -116,15 +172,15 @@ static char *read_stdin(size_t *len)
 static natsStatus set_headers(natsMsg *m, const struct args *a, bool durable)
 {
     char id[3 * PROTO_MSG_ID_MAX + 1], scoped[PROTO_CHANNEL_MAX + sizeof(id) + 2];
-    natsStatus s = natsMsgHeader_Set(m, "Rtgate-Encoding", a->encoding);
+    natsStatus s = natsMsgHeader_Set(m, NW_H_ENCODING, a->encoding);
     if (!s)
-        s = natsMsgHeader_Set(m, "Rtgate-Channel", a->channel);
+        s = natsMsgHeader_Set(m, NW_H_CHANNEL, a->channel);
     if (!s && a->msg_id) {
         proto_pct_encode(a->msg_id, strlen(a->msg_id), id, sizeof(id));
         snprintf(scoped, sizeof(scoped), "%s:%s", a->channel, id);
-        s = natsMsgHeader_Set(m, "Rtgate-Msg-Id", id);
+        s = natsMsgHeader_Set(m, NW_H_MSG_ID, id);
         if (!s && durable)
-            s = natsMsgHeader_Set(m, "Nats-Msg-Id", scoped);
+            s = natsMsgHeader_Set(m, NW_H_NATS_MSG_ID, scoped);
     }
     return s;
 }
@@ -149,11 +205,9 @@ static int publish_durable(natsConnection *nc, jsCtx *js, natsMsg *m)
 static int claim_id(jsCtx *js, const struct args *a)
 {
     char subj[512];
-    int o = snprintf(subj, sizeof(subj), "$KV.rtgate_dedup.%s.", a->channel);
-    for (char *p = subj + sizeof("$KV.rtgate_dedup.") - 1; *p; p++)
-        *p = *p == ':' ? '=' : *p;
-    for (const char *p = a->msg_id; *p && o + 3 < (int)sizeof(subj); p++)
-        o += snprintf(subj + o, sizeof(subj) - (size_t)o, "%02x", (unsigned char)*p);
+    if (!nw_claim_subject(subj, sizeof(subj), a->channel, strlen(a->channel), a->msg_id,
+                          strlen(a->msg_id)))
+        return -1;
     jsPubOptions po;
     jsPubOptions_Init(&po);
     po.ExpectNoMessage = true;
@@ -197,7 +251,7 @@ static int publish(const struct args *a, const char *data, size_t len)
     jsCtx *js = NULL;
     natsMsg *m = NULL;
     char subj[PROTO_CHANNEL_MAX + 32];
-    snprintf(subj, sizeof(subj), "%s%s", a->ephemeral ? "rtgate.eph." : "rtgate.dur.", a->channel);
+    snprintf(subj, sizeof(subj), "%s%s", a->ephemeral ? NW_SUBJ_EPH : NW_SUBJ_DUR, a->channel);
     int rc = 1;
     natsOptions *o = NULL;
     char where[1024];
@@ -248,7 +302,14 @@ static int check_input(const struct args *a, const char *data, size_t len)
 int main(int argc, char **argv)
 {
     struct args a;
+    char url[sizeof(((struct gw_config *)0)->nats_url)];
     int rc = parse_args(argc, argv, &a);
+    if (!rc && !a.url && getenv("NATS_URL") && *getenv("NATS_URL"))
+        a.url = getenv("NATS_URL");
+    if (!rc)
+        rc = apply_config(&a, url, sizeof(url));
+    if (!rc && !a.url)
+        rc = usage("no NATS URL: give --nats URL, set NATS_URL, or a --config with nats");
     if (rc)
         return rc;
     size_t len = a.data ? strlen(a.data) : 0;

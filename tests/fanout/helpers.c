@@ -96,9 +96,24 @@ static void tf_pub_done(void *ctx, uint64_t conn, int64_t req_id, const struct f
     ((struct tf_sink *)ctx)->pub_done++;
 }
 
+static void tf_sub_done(void *ctx, uint64_t conn, int64_t req_id, const struct fo_sub_result *res)
+{
+    struct tf_sink *s = ctx;
+    cr_assert_lt(s->n_sub_done, TF_MAX_SUB_DONE);
+    struct tf_sub_done *d = &s->sub_done[s->n_sub_done++];
+    d->conn = conn;
+    d->req_id = req_id;
+    d->res = *res;
+    d->events_before = s->n;
+}
+
 struct fo_sink tf_sink_ops(struct tf_sink *s)
 {
-    struct fo_sink k = {.ctx = s, .deliver = tf_deliver, .gap = tf_gap, .pub_done = tf_pub_done};
+    struct fo_sink k = {.ctx = s,
+                        .deliver = tf_deliver,
+                        .gap = tf_gap,
+                        .pub_done = tf_pub_done,
+                        .sub_done = tf_sub_done};
     return k;
 }
 

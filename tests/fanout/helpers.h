@@ -28,6 +28,16 @@ struct tf_event {
     size_t frame_len;
 };
 
+/* A sub_done the sink got: the answer, and how many events came before it. */
+struct tf_sub_done {
+    uint64_t conn;
+    int64_t req_id;
+    struct fo_sub_result res;
+    size_t events_before;
+};
+
+#define TF_MAX_SUB_DONE 64
+
 struct tf_sink {
     struct tf_event *ev;
     size_t n, cap;
@@ -37,6 +47,8 @@ struct tf_sink {
     enum proto_codec codec[TF_MAX_CONN];
     size_t refused; /* RT_AGAIN answers */
     size_t pub_done;
+    struct tf_sub_done sub_done[TF_MAX_SUB_DONE];
+    size_t n_sub_done;
     /* Runs inside deliver after recording (re-entrancy tests). */
     void (*hook)(struct tf_sink *s, uint64_t conn, struct fo_msg *m);
     void *hook_ctx;

@@ -1,10 +1,9 @@
 /*
  * The loop reader (fanout/nats_live.c) against a scripted fake NATS server
  * on a loopback socket. The test thread plays the server with non-blocking
- * sockets between steps of the uv loop, so everything is deterministic; a
- * reply lr_flush waits for is written before lr_flush is called. The fake
- * server speaks TLS (OpenSSL on its side, certificates from certs.c) once
- * a test starts it after the clear-text INFO, as nats-server does.
+ * sockets between steps of the uv loop, so everything is deterministic. The
+ * fake server speaks TLS (OpenSSL on its side, certificates from certs.c)
+ * once a test starts it after the clear-text INFO, as nats-server does.
  */
 #define _GNU_SOURCE /* memmem */
 #include <criterion/criterion.h>
@@ -48,8 +47,26 @@ struct ctx {
     uint64_t sids[8];
     char subjects[8][64];
     size_t n_subs;
-    char connect[4096]; /* what the reader sent during the last handshake */
+    char connect[4096];      /* what the reader sent during the last handshake */
+    rt_status confirmed[16]; /* lr_confirm answers, in the order they came */
+    int confirm_tag[16];
+    size_t n_confirmed;
 };
+
+/* An lr_confirm callback: records which confirmation (arg) got which answer. */
+struct confirm_arg {
+    struct ctx *c;
+    int tag;
+};
+
+static void on_confirm(void *arg, rt_status st)
+{
+    struct confirm_arg *a = arg;
+    struct ctx *c = a->c;
+    cr_assert_lt(c->n_confirmed, 16);
+    c->confirm_tag[c->n_confirmed] = a->tag;
+    c->confirmed[c->n_confirmed++] = st;
+}
 
 static void nonblock(int fd)
 {
@@ -354,10 +371,9 @@ Test(nats_live, unsolicited_pong_is_not_a_handshake)
 
 /*
  * A message over 256 KiB grows the input buffer, which is freed once empty;
- * a flush that times out then kicks the io timer, which handles the (empty,
- * NULL) buffer.
+ * a confirmation after that is answered by the PONG read into a new one.
  */
-Test(nats_live, flush_timeout_after_the_buffer_was_freed)
+Test(nats_live, confirm_after_the_buffer_was_freed)
 {
     struct ctx c;
     start(&c, "nats://127.0.0.1:%d", 0, 0);
@@ -371,14 +387,60 @@ Test(nats_live, flush_timeout_after_the_buffer_was_freed)
     free(m);
     RUN_UNTIL(&c, c.msgs == 1, 3000);
     cr_assert_eq(c.msgs, 1);
-    cr_assert_eq(lr_flush(c.lr, 50), RT_UNAVAILABLE); /* no PONG */
-    RUN_UNTIL(&c, false, 50);
+    struct confirm_arg a = {&c, 1};
+    cr_assert_eq(lr_confirm(c.lr, on_confirm, &a), RT_OK);
+    RUN_UNTIL(&c, got_has(&c.fs, "PING\r\n"), 2000);
+    RUN_UNTIL(&c, false, 30);
+    cr_assert_eq(c.n_confirmed, 0, "answered without a PONG");
     fake_say(&c.fs, "PONG\r\n");
-    RUN_UNTIL(&c, false, 50);
+    RUN_UNTIL(&c, c.n_confirmed == 1, 2000);
+    cr_assert_eq(c.n_confirmed, 1);
+    cr_assert_eq(c.confirmed[0], RT_OK);
     cr_assert(lr_up(c.lr));
-    struct lr_stats st;
-    lr_get_stats(c.lr, &st);
-    cr_assert_eq(st.flush_timeouts, 1);
+    finish(&c);
+}
+
+/*
+ * Each confirmation is answered by the PONG to its own PING: PONGs come in
+ * the order of the PINGs, so a PONG to an earlier one answers nothing newer.
+ */
+Test(nats_live, confirmations_are_answered_in_order_by_their_own_pong)
+{
+    struct ctx c;
+    start(&c, "nats://127.0.0.1:%d", 0, 0);
+    handshake(&c);
+    struct confirm_arg a[3] = {{&c, 0}, {&c, 1}, {&c, 2}};
+    sub(&c, "a.b");
+    cr_assert_eq(lr_confirm(c.lr, on_confirm, &a[0]), RT_OK);
+    sub(&c, "c.d");
+    cr_assert_eq(lr_confirm(c.lr, on_confirm, &a[1]), RT_OK);
+    cr_assert_eq(lr_confirm(c.lr, on_confirm, &a[2]), RT_OK);
+    RUN_UNTIL(&c, got_has(&c.fs, "SUB c.d "), 2000);
+    /* The SUB goes out before the PING that confirms it. */
+    char *sub2 = memmem(c.fs.got, c.fs.got_len, "SUB c.d ", 8);
+    cr_assert_not_null(sub2);
+    cr_assert_not_null(memmem(sub2, c.fs.got_len - (size_t)(sub2 - c.fs.got), "PING\r\n", 6));
+    for (size_t k = 1; k <= 3; k++) {
+        fake_say(&c.fs, "PONG\r\n");
+        RUN_UNTIL(&c, c.n_confirmed == k, 2000);
+        RUN_UNTIL(&c, false, 20);
+        cr_assert_eq(c.n_confirmed, k, "one PONG answered %zu confirmations", c.n_confirmed);
+        cr_assert_eq(c.confirm_tag[k - 1], (int)k - 1);
+        cr_assert_eq(c.confirmed[k - 1], RT_OK);
+    }
+    finish(&c);
+}
+
+/* Not connected: refused at once, and the callback never runs. */
+Test(nats_live, confirm_before_the_handshake_is_refused)
+{
+    struct ctx c;
+    start(&c, "nats://127.0.0.1:%d", 0, 0);
+    struct confirm_arg a = {&c, 0};
+    cr_assert_eq(lr_confirm(c.lr, on_confirm, &a), RT_UNAVAILABLE);
+    handshake(&c);
+    RUN_UNTIL(&c, false, 30);
+    cr_assert_eq(c.n_confirmed, 0);
     finish(&c);
 }
 
@@ -549,15 +611,17 @@ static void msg_to(struct ctx *c, uint64_t sid, const char *payload)
 
 /*
  * Read window: a second read within the window stops reading on readiness;
- * a flush meanwhile reads the socket itself; whatever happens, messages
- * keep coming and a quiet spell goes back to reading on readiness.
+ * a confirmation meanwhile is answered by the PONG read on the window's
+ * timer; messages keep coming and a quiet spell goes back to reading on
+ * readiness.
  */
-Test(nats_live, window_survives_flush)
+Test(nats_live, window_survives_confirm)
 {
     struct ctx c;
     start(&c, "nats://127.0.0.1:%d", 30, 0);
     handshake(&c);
     uint64_t sid = sub(&c, "a.b");
+    struct confirm_arg a = {&c, 0};
     for (int round = 0; round < 3; round++) {
         size_t base = c.msgs;
         msg_to(&c, sid, "1");
@@ -565,12 +629,13 @@ Test(nats_live, window_survives_flush)
         msg_to(&c, sid, "2"); /* within the window: windowed from here */
         RUN_UNTIL(&c, c.msgs == base + 2, 2000);
         cr_assert_eq(c.msgs, base + 2);
+        cr_assert_eq(lr_confirm(c.lr, on_confirm, &a), RT_OK);
         msg_to(&c, sid, "3");
-        fake_say(&c.fs, "PONG\r\n"); /* answers the flush below */
-        usleep(2000);
-        cr_assert_eq(lr_flush(c.lr, 1000), RT_OK);
-        RUN_UNTIL(&c, c.msgs == base + 3, 2000);
+        fake_say(&c.fs, "PONG\r\n");
+        RUN_UNTIL(&c, c.msgs == base + 3 && c.n_confirmed == (size_t)round + 1, 2000);
         cr_assert_eq(c.msgs, base + 3);
+        cr_assert_eq(c.n_confirmed, (size_t)round + 1);
+        cr_assert_eq(c.confirmed[round], RT_OK);
         RUN_UNTIL(&c, false, 100); /* quiet: back to readiness */
         msg_to(&c, sid, "4");
         RUN_UNTIL(&c, c.msgs == base + 4, 2000);
@@ -580,8 +645,8 @@ Test(nats_live, window_survives_flush)
     finish(&c);
 }
 
-/* A flush that reads EOF, windowed or not: the reader reconnects. */
-Test(nats_live, flush_reads_eof)
+/* EOF while a confirmation waits, windowed or not: it fails, and the reader reconnects. */
+Test(nats_live, confirm_fails_on_eof)
 {
     for (uint32_t window = 0; window <= 30; window += 30) {
         struct ctx c;
@@ -592,35 +657,53 @@ Test(nats_live, flush_reads_eof)
         RUN_UNTIL(&c, c.msgs == 1, 2000);
         msg_to(&c, sid, "2");
         RUN_UNTIL(&c, c.msgs == 2, 2000);
+        struct confirm_arg a = {&c, 0};
+        cr_assert_eq(lr_confirm(c.lr, on_confirm, &a), RT_OK);
         shutdown(c.fs.cfd, SHUT_WR);
-        usleep(2000);
-        cr_assert_eq(lr_flush(c.lr, 1000), RT_UNAVAILABLE);
-        RUN_UNTIL(&c, !lr_up(c.lr), 2000);
-        cr_assert_not(lr_up(c.lr), "window %u: EOF not seen", window);
+        RUN_UNTIL(&c, c.n_confirmed == 1, 2000);
+        cr_assert_eq(c.n_confirmed, 1, "window %u: EOF not seen", window);
+        cr_assert_eq(c.confirmed[0], RT_UNAVAILABLE);
+        cr_assert_not(lr_up(c.lr));
+        struct lr_stats st;
+        lr_get_stats(c.lr, &st);
+        cr_assert_eq(st.confirm_failures, 1);
         fake_hangup(&c.fs);
         handshake(&c);
         cr_assert_eq(c.replays, 2);
+        cr_assert_eq(c.n_confirmed, 1, "answered twice");
         finish(&c);
     }
 }
 
-/* Junk read during a flush: the flush gives up at once instead of blocking the loop 1 s. */
-Test(nats_live, flush_stops_at_junk)
+/* Junk from the server while a confirmation waits: dropped, and the confirmation fails. */
+Test(nats_live, confirm_fails_on_junk)
 {
     struct ctx c;
     start(&c, "nats://127.0.0.1:%d", 0, 0);
     handshake(&c);
+    struct confirm_arg a = {&c, 0};
+    cr_assert_eq(lr_confirm(c.lr, on_confirm, &a), RT_OK);
     fake_say(&c.fs, "HELLO\r\nPONG\r\n");
-    usleep(2000);
-    uint64_t t0 = rt_mono_ms();
-    cr_assert_eq(lr_flush(c.lr, 1000), RT_UNAVAILABLE);
-    cr_assert_lt(rt_mono_ms() - t0, 500);
-    RUN_UNTIL(&c, !lr_up(c.lr), 2000);
+    RUN_UNTIL(&c, c.n_confirmed == 1, 2000);
+    cr_assert_eq(c.n_confirmed, 1);
+    cr_assert_eq(c.confirmed[0], RT_UNAVAILABLE, "the PONG after junk must not count");
     cr_assert_not(lr_up(c.lr));
     struct lr_stats st;
     lr_get_stats(c.lr, &st);
     cr_assert_eq(st.bad, 1);
     finish(&c);
+}
+
+/* Destroyed with a confirmation waiting: freed, never called (ASan checks both). */
+Test(nats_live, destroy_with_a_confirmation_waiting)
+{
+    struct ctx c;
+    start(&c, "nats://127.0.0.1:%d", 0, 0);
+    handshake(&c);
+    struct confirm_arg a = {&c, 0};
+    cr_assert_eq(lr_confirm(c.lr, on_confirm, &a), RT_OK);
+    finish(&c);
+    cr_assert_eq(c.n_confirmed, 0);
 }
 
 /* A server repeating -ERR while up: a few log lines, not one per -ERR. */
@@ -858,6 +941,36 @@ Test(nats_live, tls_handshake_sub_msg_and_reconnect)
     RUN_UNTIL(c, got_has(&c->fs, "SUB a.b "), 2000);
     cr_assert_eq(c->replays, 2);
     expect_in_log(tls_case_end(&k), "tls=TLSv1.3");
+}
+
+/*
+ * A confirmation over TLS: its PING is encrypted like any write, and the
+ * PONG that answers it is read through the TLS session like any message
+ * (never by a raw read of the socket), windowed or not.
+ */
+Test(nats_live, tls_confirm)
+{
+    for (uint32_t window = 0; window <= 20; window += 20) {
+        struct tls_case k;
+        tls_env_make(&k.t, NULL);
+        struct ctx *c = tls_case_start(&k, "tls://127.0.0.1:%d", window);
+        tls_handshake(c, &k.t);
+        uint64_t sid = sub(c, "a.b");
+        struct confirm_arg a = {c, 7};
+        cr_assert_eq(lr_confirm(c->lr, on_confirm, &a), RT_OK);
+        RUN_UNTIL(c, got_has(&c->fs, "PING\r\n"), 2000);
+        cr_assert(got_has(&c->fs, "SUB a.b "), "the SUB goes out before its PING");
+        msg_to(c, sid, "m");
+        RUN_UNTIL(c, c->msgs == 1, 2000);
+        cr_assert_eq(c->n_confirmed, 0, "answered without a PONG");
+        fake_say(&c->fs, "PONG\r\n");
+        RUN_UNTIL(c, c->n_confirmed == 1, 2000);
+        cr_assert_eq(c->n_confirmed, 1, "window %u", window);
+        cr_assert_eq(c->confirmed[0], RT_OK);
+        cr_assert_eq(c->confirm_tag[0], 7);
+        cr_assert(lr_up(c->lr));
+        free(tls_case_end(&k));
+    }
 }
 
 /* Reads on the window timer decrypt too (read_now through lr_recv_plain). */

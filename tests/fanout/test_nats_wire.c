@@ -208,3 +208,14 @@ Test(nats_wire, encoders)
     cr_assert_str_eq(b, "UNSUB 42\r\n");
     cr_assert_eq(nw_enc_sub(b, 8, "rtgate.eph.a", 42), 0);
 }
+
+/* The msg_id claim subject the engine and rtgate-pub share (one spelling). */
+Test(nats_wire, claim_subject)
+{
+    char out[128];
+    size_t n = nw_claim_subject(out, sizeof(out), "a:b.c", 5, "k\x01", 2);
+    cr_assert_str_eq(out, "$KV.rtgate_dedup.a=b.c.6b01", "':' becomes '=', the id is hex");
+    cr_assert_eq(n, strlen(out));
+    cr_assert_eq(nw_claim_subject(out, 26, "a:b.c", 5, "k\x01", 2), 0, "does not fit");
+    cr_assert_eq(nw_claim_subject(out, 28, "a:b.c", 5, "k\x01", 2), 27, "fits with its NUL");
+}

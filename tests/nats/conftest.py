@@ -5,7 +5,9 @@ rtgate nodes started with --nats, and the rtgate-pub tool.
 
 The rtgate side reuses tests/integration: its `gateway` and `codec` fixtures
 (start on a free port, SIGTERM at teardown, fail on a non-zero exit or a
-sanitizer report) and rtclient.py. They are imported, not copied.
+sanitizer report) and rtclient.py. They are imported, not copied; `gateway`
+here also waits until a node on NATS is ready (/readyz 200: connected, the
+stream checked, which happens in the background after start).
 
 Binaries: RTGATE_BIN (as for tests/integration) and RTGATE_PUB; without
 RTGATE_PUB, rtgate-pub is looked up next to rtgate's build (../tools/).
@@ -32,7 +34,7 @@ _spec = importlib.util.spec_from_file_location("rtgate_integration_conftest",
 _it = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_it)
 
-gateway = _it.gateway  # re-exported fixtures
+base_gateway = _it.gateway  # re-exported fixtures
 codec = _it.codec
 free_port = _it.free_port
 
@@ -75,6 +77,7 @@ class NatsServer:
 
     def __init__(self, root, name, cluster_port=None, routes=(), extra=(), scheme="nats"):
         self.name = name
+        self.jetstream = True  # False: a server without JetStream (its API has no responders)
         self.extra = list(extra)  # more config lines (tls {...}, authorization {...})
         self.scheme = scheme
         self.dir = os.path.join(root, name)
@@ -94,9 +97,10 @@ class NatsServer:
     def _config(self):
         lines = ['server_name: "%s"' % self.name,
                  "listen: 127.0.0.1:%d" % self.port,
-                 "http: 127.0.0.1:%d" % self.mon_port,
-                 'jetstream { store_dir: "%s", max_memory_store: 64MB, max_file_store: 1GB }'
-                 % os.path.join(self.dir, "js")]
+                 "http: 127.0.0.1:%d" % self.mon_port]
+        if self.jetstream:
+            lines.append('jetstream { store_dir: "%s", max_memory_store: 64MB, max_file_store: 1GB }'
+                         % os.path.join(self.dir, "js"))
         if self.cluster_port:
             routes = ", ".join("nats-route://127.0.0.1:%d" % p for p in self.routes)
             lines.append('cluster { name: "rtgate-test", listen: 127.0.0.1:%d, routes: [%s] }'
@@ -186,6 +190,38 @@ class NatsServer:
         return sorted(out)
 
 
+READY_TIMEOUT_S = 30.0
+
+
+def wait_ready(g, timeout=READY_TIMEOUT_S):
+    """Waits for /readyz 200: NATS, the stream (checked after start) and the loop reader
+    are up. Returns g."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if g.http_get("/readyz", timeout=2)[0] == 200:
+                return g
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "rtgate %s not ready within %.0f s\n%s" % (
+            g.node_id, timeout, g.log()[-3000:])
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def gateway(base_gateway):
+    """Factory: gateway(*flags, env=None, ready=True): as tests/integration's,
+    and with --nats it waits for /readyz unless ready=False."""
+
+    def start(*flags, env=None, ready=True):
+        g = base_gateway(*flags, env=env)
+        if ready and "--nats" in [str(f) for f in flags]:
+            wait_ready(g)
+        return g
+
+    return start
+
+
 @pytest.fixture
 def nats(tmp_path):
     """A single nats-server with JetStream and a fresh store; killed at teardown."""
@@ -220,19 +256,6 @@ def rtgate_refused(*flags, timeout=30.0):
     for marker in _it.SANITIZER_MARKERS:
         assert marker not in log, log
     return r.returncode, log
-
-
-def wait_ready(g, timeout=30.0):
-    """Waits for /readyz 200: NATS, the stream and the loop reader are up."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if g.http_get("/readyz", timeout=2)[0] == 200:
-                return
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, "not ready:\n" + g.log()[-5000:]
-        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -282,11 +305,30 @@ def nodes(gateway):
     return start
 
 
+def run_rtgate_pub(args, stdin=None, env=None):
+    """Runs rtgate-pub with args; returns the CompletedProcess (no sanitizer report allowed)."""
+    env = dict(os.environ if env is None else env, ASAN_OPTIONS="detect_leaks=1")
+    r = subprocess.run([rtgate_pub_bin()] + list(args), input=stdin, capture_output=True,
+                       timeout=30, env=env)
+    assert b"Sanitizer" not in r.stderr, r.stderr.decode()
+    return r
+
+
+def pub_output(r):
+    """rtgate-pub's stdout as a dict ({"seq": N, "dup": bool})."""
+    assert r.returncode == 0, "rtgate-pub failed (%d): %s" % (r.returncode, r.stderr.decode())
+    out = {}
+    for tok in r.stdout.decode().split():
+        k, _, v = tok.partition("=")
+        out[k] = int(v) if v.isdigit() else (v == "true")
+    return out
+
+
 def rtgate_pub(url, channel, data=None, msg_id=None, encoding=None, ephemeral=False,
                stdin=None, flags=()):
     """Runs rtgate-pub; returns its stdout parsed into a dict ({"seq": N, "dup": bool}).
     flags: more options (--nats-ca FILE, --nats-creds FILE, ...)."""
-    argv = [rtgate_pub_bin(), "--nats", url, *flags]
+    argv = ["--nats", url, *flags]
     if msg_id is not None:
         argv += ["--msg-id", msg_id]
     if encoding:
@@ -296,12 +338,4 @@ def rtgate_pub(url, channel, data=None, msg_id=None, encoding=None, ephemeral=Fa
     argv.append(channel)
     if data is not None:
         argv.append(data)
-    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1")
-    r = subprocess.run(argv, input=stdin, capture_output=True, timeout=30, env=env)
-    assert r.returncode == 0, "rtgate-pub failed (%d): %s" % (r.returncode, r.stderr.decode())
-    assert b"Sanitizer" not in r.stderr, r.stderr.decode()
-    out = {}
-    for tok in r.stdout.decode().split():
-        k, _, v = tok.partition("=")
-        out[k] = int(v) if v.isdigit() else (v == "true")
-    return out
+    return pub_output(run_rtgate_pub(argv, stdin=stdin))

@@ -1,20 +1,17 @@
-"""The loop reader (fanout/nats_live.c): the nats engine reads ephemeral
-channels' messages on the event loop over its own NATS connection
+"""The loop reader (fanout/nats_live.c): the nats engine reads every
+channel's live messages on the event loop over its own NATS connection
 ("rtgate-live <node>"). Here a TCP proxy between the gateway and a real
-nats-server lets the tests corrupt, forge and black-hole what that
-connection receives: the gateway must drop the connection, reconnect,
+nats-server (natsproxy.py) lets the tests corrupt, forge and black-hole what
+that connection receives: the gateway must drop the connection, reconnect,
 subscribe again and go on delivering, deliver nothing forged, and never
 crash or leak."""
 import asyncio
-import re
-import select
-import socket
-import threading
 import time
 
 import pytest
 
 from conftest import FAST
+from natsproxy import Proxy
 from rtclient import Client, run
 
 
@@ -30,110 +27,6 @@ def wait_until(cond, timeout=20.0, what="condition"):
     while not cond():
         assert time.monotonic() < deadline, "timed out waiting for " + what
         time.sleep(0.05)
-
-
-class Pair:
-    def __init__(self, client, upstream):
-        self.client, self.upstream = client, upstream
-        self.live = False  # the loop reader's connection (CONNECT name rtgate-live ...)
-        self.blackhole = False
-        self.subs = {}  # subject -> sid
-        self.lock = threading.Lock()  # one writer to the client side at a time
-        self.closed = False
-        self._line = b""
-
-
-class Proxy:
-    """Forwards 127.0.0.1:port to the NATS server; records each connection's
-    SUBs and can inject bytes into, or swallow what goes to, the loop reader."""
-
-    def __init__(self, upstream_port):
-        self.upstream_port = upstream_port
-        self.lsock = socket.socket()
-        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.lsock.bind(("127.0.0.1", 0))
-        self.lsock.listen(64)
-        self.port = self.lsock.getsockname()[1]
-        self.url = "nats://127.0.0.1:%d" % self.port
-        self.pairs = []
-        self.stop = False
-        self.hold = False  # True: new connections wait in the backlog (no INFO for them)
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while not self.stop:
-            try:
-                if self.hold:
-                    time.sleep(0.01)
-                    continue
-                r, _, _ = select.select([self.lsock], [], [], 0.1)
-                if not r:
-                    continue
-                c, _ = self.lsock.accept()
-                u = socket.create_connection(("127.0.0.1", self.upstream_port))
-            except (OSError, ValueError):  # closed at teardown, or the server is gone
-                return
-            p = Pair(c, u)
-            self.pairs.append(p)
-            threading.Thread(target=self._pump, args=(p,), daemon=True).start()
-
-    def _pump(self, p):
-        socks = [p.client, p.upstream]
-        try:
-            while not self.stop and not p.closed:
-                r, _, _ = select.select(socks, [], [], 0.1)
-                for s in r:
-                    data = s.recv(65536)
-                    if not data:
-                        raise OSError("closed")
-                    if s is p.client:
-                        self._client_bytes(p, data)
-                        p.upstream.sendall(data)
-                    elif not (p.live and p.blackhole):
-                        with p.lock:
-                            p.client.sendall(data)
-        except OSError:
-            pass
-        p.closed = True
-        for s in socks:
-            try:
-                s.close()
-            except OSError:
-                pass
-
-    def _client_bytes(self, p, data):
-        p._line += data
-        *lines, p._line = p._line.split(b"\n")
-        for line in lines:
-            if line.startswith(b"CONNECT ") and b'"rtgate-live ' in line:
-                p.live = True
-            m = re.match(rb"SUB (\S+) (\d+)", line)
-            if m:
-                p.subs[m.group(1).decode()] = int(m.group(2))
-            m = re.match(rb"UNSUB (\d+)", line)
-            if m:
-                sid = int(m.group(1))
-                p.subs = {k: v for k, v in p.subs.items() if v != sid}
-
-    def live(self):
-        """The loop reader's connections so far (the last one is current)."""
-        return [p for p in self.pairs if p.live]
-
-    def current(self):
-        live = [p for p in self.live() if not p.closed]
-        return live[-1] if live else None
-
-    def inject(self, data):
-        p = self.current()
-        assert p is not None, "no live reader connection"
-        with p.lock:
-            p.client.sendall(data)
-
-    def close(self):
-        self.stop = True
-        self.lsock.close()
-        for p in self.pairs:
-            p.closed = True
 
 
 @pytest.fixture
@@ -166,9 +59,9 @@ async def roundtrip(sub, pubc, channel, data, timeout=5.0):
             assert time.monotonic() < deadline, "%r never arrived on %s" % (data, channel)
 
 
-def proxied_gateway(proxy, gateway):
+def proxied_gateway(proxy, gateway, *flags):
     """A gateway on NATS through the proxy, once its loop reader is connected."""
-    g = gateway("--nats", proxy.url, "--ephemeral", "eph.>", *FAST)
+    g = gateway("--nats", proxy.url, "--ephemeral", "eph.>", *FAST, *flags)
     wait_until(lambda: proxy.current() is not None, what="the loop reader to connect")
     return g
 
@@ -249,8 +142,10 @@ def test_forged_messages_are_not_delivered(proxy, gateway):
 
 def test_silent_server_is_detected(proxy, gateway):
     """A half-open NATS connection (nothing comes back) is dropped after two
-    unanswered PINGs (5 s apart), and the reader reconnects by itself."""
-    g = proxied_gateway(proxy, gateway)
+    unanswered PINGs (5 s apart), and the reader reconnects by itself. A
+    subscribe meanwhile waits for its confirmation without holding anyone up,
+    and is answered 503 once --sub-timeout-ms is over."""
+    g = proxied_gateway(proxy, gateway, "--sub-timeout-ms", "1500")
 
     async def go():
         sub = await connected(g.url(), name="sub")
@@ -260,23 +155,32 @@ def test_silent_server_is_detected(proxy, gateway):
             await roundtrip(sub, pubc, "eph.h", "before")
             first = proxy.current()
             first.blackhole = True
-            # A subscribe meanwhile is still answered (its flush times out after 1 s).
+            # A subscribe meanwhile is answered 503 when its time is up; the
+            # loop is not held up meanwhile (a ping comes back at once).
             t0 = time.monotonic()
-            assert (await sub.sub("eph.h2"))["ok"]
-            assert time.monotonic() - t0 < 3
+            _rid, fut, sending = sub.request_nowait("sub", channel="eph.h2")
+            await sending
+            p0 = time.monotonic()
+            await pubc.ping()
+            await pubc.next_event(("pong",), timeout=1)
+            assert time.monotonic() - p0 < 0.5
+            r = await asyncio.wait_for(fut, 5)
+            assert not r["ok"] and r["error"]["code"] == 503, r
+            assert "retry_after_ms" in r["error"]
+            assert 1.4 < time.monotonic() - t0 < 3.5
             deadline = time.monotonic() + 25
             while proxy.current() is first or proxy.current() is None:
                 assert time.monotonic() < deadline, "the silent connection was never dropped"
                 await asyncio.sleep(0.2)
-            wait_until(lambda: subscribed(proxy, "rtgate.eph.eph.h2"), what="resubscribe")
             await roundtrip(sub, pubc, "eph.h", "after")
+            assert (await sub.sub("eph.h2"))["ok"]
             await roundtrip(sub, pubc, "eph.h2", "after2")
         finally:
             await sub.close()
             await pubc.close()
 
     run(go(), 90)
-    assert metric(g, "rtgate_upstream_reader_flush_timeouts_total") >= 1
+    assert metric(g, "rtgate_upstream_reader_confirm_failures_total") >= 1
 
 
 def test_read_window_batches_reads(nats, gateway):
@@ -306,9 +210,11 @@ def test_read_window_batches_reads(nats, gateway):
     run(go(), 90)
 
 
-@pytest.mark.parametrize("reader", ["0", "1"])
-def test_cross_node_with_and_without_reader(nats, nodes, reader):
-    a, b = nodes(nats.url, 2, "--nats-loop-reader", reader)
+@pytest.mark.parametrize("window", ["0", "1"])
+def test_cross_node_through_the_reader(nats, nodes, window):
+    """Messages published on one node reach a subscriber on another, in order,
+    through the loop reader, whether reads are windowed or not."""
+    a, b = nodes(nats.url, 2, "--nats-read-window-ms", window)
 
     async def go():
         sub = await connected(a.url(), "msgpack", name="sub")
@@ -324,7 +230,8 @@ def test_cross_node_with_and_without_reader(nats, nodes, reader):
             await pubc.close()
 
     run(go(), 60)
-    assert a.metrics()["rtgate_upstream_reader_up"] == (1 if reader == "1" else 0)
+    assert a.metrics()["rtgate_upstream_reader_up"] == 1
+    assert a.metrics()["rtgate_upstream_reader_messages_total"] >= 50
 
 
 def test_durable_messages_stored_while_the_reader_reconnects_are_read_back(proxy, nats, gateway):
@@ -371,3 +278,14 @@ def test_durable_messages_stored_while_the_reader_reconnects_are_read_back(proxy
 
     run(go(), 60)
     assert metric(g, "rtgate_upstream_reader_bad_total") >= 1
+
+
+def test_a_url_the_reader_cannot_use_is_an_error_at_start():
+    """Live messages have one path, the loop reader: a URL it cannot use
+    (ws://) stops the gateway at start with a clear log line naming the
+    server without its credentials, instead of a silent fallback."""
+    from conftest import rtgate_refused
+    rc, log = rtgate_refused("--nats", "ws://alice:s3cret@127.0.0.1:1")
+    assert rc != 0, log
+    assert "nats_url_unsupported" in log and "127.0.0.1:1" in log, log
+    assert "s3cret" not in log and "alice" not in log, log

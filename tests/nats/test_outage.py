@@ -5,6 +5,7 @@ with no duplicate. A 3-node cluster with replicas 3 loses a node."""
 import asyncio
 import time
 
+from conftest import FAST
 from rtclient import Client, run
 
 
@@ -127,3 +128,61 @@ def test_cluster_node_loss_with_replicas_3(nats_cluster, nodes):
             await sub.close()
             await pc.close()
     run(go(), 150)
+
+
+def test_no_jetstream_at_start_is_waited_for_not_fatal(tmp_path, gateway):
+    """A gateway started while JetStream cannot answer (here: a server without
+    it, so the stream check gets no responders, as during a leader election)
+    keeps running: /healthz 200, /readyz 503, durable subs and pubs 503 with
+    retry_after_ms, ephemeral channels work. It retries with backoff, logs
+    it once, and is ready once JetStream is there. Main's gateway exits."""
+    from conftest import NatsServer
+    srv = NatsServer(str(tmp_path), "nojs")
+    srv.jetstream = False
+    srv.start()
+    try:
+        g = gateway("--nats", srv.url, "--ephemeral", "eph.>", *FAST, ready=False)
+
+        async def before():
+            c = await connected(g.url(), "json", name="early")
+            try:
+                r = await c.sub("dur.js")
+                assert not r["ok"] and r["error"]["code"] == 503, r
+                assert r["error"]["retry_after_ms"] > 0
+                r = await c.pub("dur.js", 1)
+                assert not r["ok"] and r["error"]["code"] == 503, r
+                assert (await c.sub("eph.js"))["ok"]
+                assert (await c.pub("eph.js", "hi"))["ok"]
+                m = await c.next_event(("msg",), timeout=5)
+                assert m["data"] == "hi"
+            finally:
+                await c.close()
+
+        time.sleep(2.5)  # several tries of the stream check
+        assert g.alive(), "the gateway exited:\n" + g.log()
+        assert g.http_get("/healthz")[0] == 200
+        assert readyz(g) == 503
+        run(before(), 30)
+        log = g.log()
+        assert log.count("nats_jetstream_unavailable") == 1, log  # once, not per try
+        srv.jetstream = True
+        srv.restart()  # same port: nats.c reconnects, the check now works
+        deadline = time.monotonic() + 30
+        while readyz(g) != 200:
+            assert time.monotonic() < deadline, "never ready:\n" + g.log()[-3000:]
+            time.sleep(0.1)
+        assert "nats_stream_ready" in g.log()
+
+        async def after():
+            c = await connected(g.url(), "json", name="late", auto_ack=True)
+            try:
+                assert (await c.sub("dur.js"))["ok"]
+                seq = (await c.pub("dur.js", 2))["seq"]
+                m = await c.next_event(("msg",), timeout=5)
+                assert m["seq"] == seq
+            finally:
+                await c.close()
+
+        run(after(), 30)
+    finally:
+        srv.kill()

@@ -1,5 +1,8 @@
 """--workers N: N gateway processes share one port (SO_REUSEPORT), each its
 own node on NATS; clients spread over them and still reach each other."""
+import asyncio
+import time
+
 from conftest import FAST
 from rtclient import Client, run
 
@@ -10,12 +13,18 @@ def test_workers_share_the_port_and_the_channels(nats, gateway, codec):
     async def go():
         clients = []
         try:
-            for _ in range(24):
+            # /healthz answered means one worker listens; the other may still be
+            # starting on a loaded machine: connect until both answered (or time out).
+            deadline = time.monotonic() + 15.0
+            nodes = set()
+            while len(clients) < 24 or (len(nodes) < 2 and time.monotonic() < deadline):
                 c = Client(g.url(), codec)
                 await c.open()
                 await c.connect()
                 clients.append(c)
-            nodes = {c.connected["node"] for c in clients}
+                nodes.add(c.connected["node"])
+                if len(clients) >= 24 and len(nodes) < 2:
+                    await asyncio.sleep(0.2)
             # The kernel spreads connections over both workers' sockets.
             assert len(nodes) == 2 and all(n.endswith(("-w0", "-w1")) for n in nodes), nodes
             by_node = {}
