@@ -92,6 +92,7 @@ void gw_config_free(struct gw_config *cfg)
 {
     gw_config_free_parsed(cfg);
     gw_authz_config_free(cfg);
+    gw_sesstoken_config_free(cfg);
 }
 
 /* ---- the key, and its reload on SIGHUP ---------------------------------- */

@@ -111,14 +111,15 @@ struct gw_config {
     /* --nats-ca, --nats-tls-cert, --nats-tls-key, --nats-creds, --nats-nkey */
     struct fo_nats_security nats_security;
     /* The HTTP transports: SSE, long-polling, POST (http.h, docs/protocol.md). */
-    uint32_t http_transports;             /* 1: /sse, /poll and /send are served */
-    char session_secret_file[1024];       /* --session-secret: the fleet's key for session tokens */
-    uint32_t sse_heartbeat_ms;            /* a comment on a quiet stream this often */
-    uint32_t poll_hold_ms;                /* a poll with nothing to answer is held this long */
-    uint8_t session_key[32];              /* sesstoken.c: derived at start, shared by the workers */
-    uint8_t session_key_source;           /* enum gw_session_key_source */
-    char api_key_file[1024];              /* --api-key-file: "" = the server API is off */
-    size_t api_max_body_bytes;            /* largest API request body (413 past it) */
+    uint32_t http_transports;       /* 1: /sse, /poll and /send are served */
+    char session_secret_file[1024]; /* --session-secret: the fleet's key for session tokens */
+    uint32_t sse_heartbeat_ms;      /* a comment on a quiet stream this often */
+    uint32_t poll_hold_ms;          /* a poll with nothing to answer is held this long */
+    uint8_t *session_secret;    /* sesstoken.c: the key's material, read before the workers fork */
+    size_t session_secret_len;  /* (the secret file's bytes, or this run's random bytes) */
+    uint8_t session_key_source; /* enum gw_session_key_source */
+    char api_key_file[1024];    /* --api-key-file: "" = the server API is off */
+    size_t api_max_body_bytes;  /* largest API request body (413 past it) */
     struct rt_bucket_cfg api_pub_bucket;  /* API publishes, node-wide */
     struct rt_bucket_cfg api_auth_bucket; /* failed API keys per remote address */
 };
@@ -130,9 +131,11 @@ enum gw_session_key_source {
     GW_SESSION_KEY_RANDOM, /* this run's own: checked by its processes only */
 };
 
-/* Main thread, before the loop and any fork: the session tokens' key. RT_INVAL after
- * printing why (a --session-secret that cannot serve). */
+/* Main thread, before the loop and any fork: the session tokens' key material. RT_INVAL
+ * after printing why (a --session-secret that cannot serve). No OpenSSL call: nats.c must
+ * set OpenSSL up first (a tls:// engine crashes at exit otherwise). */
 rt_status gw_sesstoken_configure(struct gw_config *cfg);
+void gw_sesstoken_config_free(struct gw_config *cfg);
 
 /*
  * Fills cfg from defaults, the file named by --config (if any) and the flags.
@@ -469,7 +472,9 @@ struct gw_server {
     struct gw_relay *relay;    /* relay.c: POSTs and polls across nodes; NULL without a bus */
     uint64_t http_refused;     /* HTTP transport requests refused before reaching a session */
     struct proto_buf http_out; /* sse.c: the events of one write (GW_FRAME_HEADROOM before) */
-    struct gw_api *api;        /* the server API (api.h), NULL when off */
+    uint8_t session_key[32];   /* sesstoken.c: derived at the first token, once OpenSSL is up */
+    bool session_key_ready;
+    struct gw_api *api; /* the server API (api.h), NULL when off */
 };
 
 /*

@@ -16,11 +16,15 @@
  * generation, never reused). The key:
  *   --session-secret FILE  HMAC-SHA256(the file's bytes, label): the fleet's
  *   an HS256 --jwt-key     HMAC-SHA256(the JWT secret, label): derived, so
- *                          the JWT secret is not reused as it is
+ *                          the JWT secret is not reused as it is (the key in
+ *                          force at the first token: a SIGHUP reload of the
+ *                          JWT key does not change it, a restart does)
  *   neither                random for this run: shared by the --workers
  *                          processes (made before they fork), not by other
  *                          nodes, whose requests for this node's sessions
  *                          then get 401 (the start-up log says so)
+ * The key is derived at the first token, not at start: OpenSSL must be set
+ * up by nats.c first.
  * Tokens, keys and secrets never reach a log line.
  */
 #include "auth.h"
@@ -30,9 +34,10 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
-#include <openssl/rand.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #define TOKEN_VERSION 1
 #define TOKEN_MAC     16
@@ -46,24 +51,27 @@
 _Static_assert((TOKEN_RAW_MAX * 4 + 2) / 3 <= GW_TOKEN_TEXT_MAX, "a token fits its text");
 
 /* Reads --session-secret: at least SECRET_MIN bytes once a trailing newline is dropped. */
-static rt_status read_secret(const char *path, uint8_t *buf, size_t *len)
+static rt_status read_secret(const char *path, uint8_t **out, size_t *len)
 {
     FILE *f = fopen(path, "rb");
     if (!f) {
         fprintf(stderr, "rtgate: --session-secret %s: %s\n", path, strerror(errno));
         return RT_INVAL;
     }
-    size_t n = fread(buf, 1, SECRET_MAX + 1, f);
+    uint8_t *buf = malloc(SECRET_MAX + 1);
+    size_t n = buf ? fread(buf, 1, SECRET_MAX + 1, f) : 0;
     fclose(f);
     while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
         n--;
-    if (n < SECRET_MIN || n > SECRET_MAX) {
+    if (!buf || n < SECRET_MIN || n > SECRET_MAX) {
         fprintf(stderr,
                 "rtgate: --session-secret %s: the secret must have %d to %d bytes, this one "
                 "has %zu\n",
                 path, SECRET_MIN, SECRET_MAX, n);
+        free(buf);
         return RT_INVAL;
     }
+    *out = buf;
     *len = n;
     return RT_OK;
 }
@@ -71,34 +79,58 @@ static rt_status read_secret(const char *path, uint8_t *buf, size_t *len)
 rt_status gw_sesstoken_configure(struct gw_config *cfg)
 {
     if (cfg->session_secret_file[0]) {
-        static uint8_t secret[SECRET_MAX + 1];
-        size_t len = 0;
-        if (read_secret(cfg->session_secret_file, secret, &len) != RT_OK)
-            return RT_INVAL;
-        unsigned out_len = 0;
-        bool ok = HMAC(EVP_sha256(), secret, (int)len, (const uint8_t *)KEY_LABEL,
-                       strlen(KEY_LABEL), cfg->session_key, &out_len) != NULL;
-        OPENSSL_cleanse(secret, len);
-        if (!ok || out_len != sizeof cfg->session_key) {
-            fprintf(stderr, "rtgate: --session-secret: OpenSSL could not derive the key\n");
-            return RT_INVAL;
-        }
         cfg->session_key_source = GW_SESSION_KEY_SECRET;
-        return RT_OK;
+        return read_secret(cfg->session_secret_file, &cfg->session_secret,
+                           &cfg->session_secret_len);
     }
-    if (cfg->jwt_key && auth_key_derive(cfg->jwt_key, KEY_LABEL, cfg->session_key) == RT_OK) {
+    if (cfg->jwt_key && auth_key_alg(cfg->jwt_key) == AUTH_HS256) {
         cfg->session_key_source = GW_SESSION_KEY_JWT;
         return RT_OK;
     }
-    if (RAND_bytes(cfg->session_key, sizeof cfg->session_key) != 1) {
+    /* getrandom(2), not OpenSSL's RAND: see gw.h. Made before --workers fork. */
+    cfg->session_secret = malloc(32);
+    if (!cfg->session_secret || getrandom(cfg->session_secret, 32, 0) != 32) {
         fprintf(stderr, "rtgate: no random bytes for the session tokens' key\n");
         return RT_INVAL;
     }
+    cfg->session_secret_len = 32;
     cfg->session_key_source = GW_SESSION_KEY_RANDOM;
     return RT_OK;
 }
 
-static void mac_of(const struct gw_config *cfg, const uint8_t *raw, size_t len,
+void gw_sesstoken_config_free(struct gw_config *cfg)
+{
+    if (cfg->session_secret)
+        OPENSSL_cleanse(cfg->session_secret, cfg->session_secret_len);
+    free(cfg->session_secret);
+    cfg->session_secret = NULL;
+    cfg->session_secret_len = 0;
+}
+
+/* The MAC key: HMAC-SHA256(material, label), made at the first token (the loop runs). */
+static const uint8_t *key_of(const struct gw_server *srv)
+{
+    struct gw_server *w = (struct gw_server *)(uintptr_t)srv; /* a cache of a constant */
+    if (w->session_key_ready)
+        return w->session_key;
+    const struct gw_config *cfg = srv->cfg;
+    unsigned out_len = 0;
+    bool ok = cfg->session_key_source == GW_SESSION_KEY_JWT
+                  ? auth_key_derive(srv->jwt_key, KEY_LABEL, w->session_key) == RT_OK
+                  : HMAC(EVP_sha256(), cfg->session_secret, (int)cfg->session_secret_len,
+                         (const uint8_t *)KEY_LABEL, strlen(KEY_LABEL), w->session_key,
+                         &out_len) != NULL &&
+                        out_len == sizeof w->session_key;
+    if (!ok) {
+        /* Not fatal here: tokens then fail to check (401) rather than the node going down. */
+        rt_log(RT_LOG_ERROR, "session_key_failed", "source=%u", cfg->session_key_source);
+        return w->session_key;
+    }
+    w->session_key_ready = true;
+    return w->session_key;
+}
+
+static void mac_of(const struct gw_server *srv, const uint8_t *raw, size_t len,
                    uint8_t out[TOKEN_MAC])
 {
     uint8_t data[sizeof TOKEN_LABEL - 1 + TOKEN_RAW_MAX];
@@ -106,8 +138,7 @@ static void mac_of(const struct gw_config *cfg, const uint8_t *raw, size_t len,
     memcpy(data + sizeof TOKEN_LABEL - 1, raw, len);
     uint8_t md[EVP_MAX_MD_SIZE];
     unsigned md_len = 0;
-    if (!HMAC(EVP_sha256(), cfg->session_key, sizeof cfg->session_key, data,
-              sizeof TOKEN_LABEL - 1 + len, md, &md_len))
+    if (!HMAC(EVP_sha256(), key_of(srv), 32, data, sizeof TOKEN_LABEL - 1 + len, md, &md_len))
         memset(md, 0, sizeof md); /* a MAC nothing matches: the token will not check */
     memcpy(out, md, TOKEN_MAC);
 }
@@ -124,7 +155,7 @@ void gw_sesstoken_mint(const struct gw_session *s, char out[GW_TOKEN_TEXT_MAX + 
     raw[len++] = (uint8_t)id_len;
     memcpy(raw + len, s->client_id, id_len);
     len += id_len;
-    mac_of(s->srv->cfg, raw, len, raw + len);
+    mac_of(s->srv, raw, len, raw + len);
     len += TOKEN_MAC;
     struct proto_buf b;
     proto_buf_init(&b, 0);
@@ -157,7 +188,7 @@ enum gw_token_check gw_sesstoken_check(const struct gw_server *srv, const char *
     if (id_len < 1 || id_len >= sizeof out->client_id || n != head + id_len + TOKEN_MAC)
         return GW_TOKEN_MALFORMED;
     uint8_t mac[TOKEN_MAC];
-    mac_of(srv->cfg, raw, head + id_len, mac);
+    mac_of(srv, raw, head + id_len, mac);
     if (CRYPTO_memcmp(mac, raw + head + id_len, TOKEN_MAC) != 0)
         return GW_TOKEN_FORGED;
     memcpy(out->node, raw + 1, GW_NODE_KEY_BYTES);
