@@ -178,6 +178,9 @@ struct gw_http_req {
  */
 void gw_http_wake(struct lws *wsi);
 void gw_http_quiet(struct lws *wsi);
+/* The request starts waiting: its headers' storage goes back to lws (read already),
+ * then gw_http_wake lifts the request timeout. */
+void gw_http_wait(struct lws *wsi);
 /* Writes an answer now: status, CORS, no caching, an optional body. lws's convention. */
 int gw_http_answer(struct lws *wsi, struct gw_http_req *r, unsigned status, const char *ctype,
                    const uint8_t *body, size_t len, uint32_t retry_after_ms, uint64_t batch);

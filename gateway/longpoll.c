@@ -192,7 +192,7 @@ int gw_poll_local(struct gw_hsession *h, struct lws *wsi, struct gw_http_req *r,
     }
     h->wsi = wsi;
     r->conn_id = h->s.conn_id;
-    gw_http_wake(wsi);
+    gw_http_wait(wsi);
     answer_if_any(h);
     return 0;
 }
@@ -201,7 +201,7 @@ int gw_poll_first(struct gw_hsession *h, struct lws *wsi, struct gw_http_req *r)
 {
     h->wsi = wsi;
     r->conn_id = h->s.conn_id;
-    gw_http_wake(wsi);
+    gw_http_wait(wsi);
     h->hold_until_ms = rt_mono_ms() + h->s.srv->cfg->poll_hold_ms;
     answer_if_any(h); /* the connect's reply is there: batch 1 at once */
     return 0;

@@ -70,6 +70,8 @@ static void put(struct wire *w, const void *src, size_t n)
         w->failed = true;
         return;
     }
+    if (!n)
+        return; /* (src may be NULL: a POST without a body, an empty answer) */
     memcpy(w->p + w->len, src, n);
     w->len += n;
 }
@@ -180,7 +182,7 @@ rt_status gw_relay_forward(struct gw_server *srv, struct lws *wsi, struct gw_htt
         rt_mono_ms() + RELAY_SEND_WAIT_MS + (r->kind == GW_HTTP_POLL ? srv->cfg->poll_hold_ms : 0);
     rt_htab_insert(&rl->waiting, &w->h);
     r->ticket = w->ticket;
-    gw_http_wake(wsi);
+    gw_http_wait(wsi);
     rl->forwarded++;
     return RT_OK;
 }

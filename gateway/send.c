@@ -27,8 +27,9 @@ unsigned gw_send_apply(struct gw_server *srv, const struct gw_sesstoken *t, uint
     if (seq != h->post_seq + 1)
         return 409;
     /* The session's own message bucket: a flood of POSTs is refused whole,
-     * before its body is even decoded. */
-    if (!gw_session_may_send(&h->s, retry_after_ms))
+     * before its body is even decoded. (An empty close=1 is always let
+     * through: a client can end its session while rate-limited.) */
+    if (len && !gw_session_may_send(&h->s, retry_after_ms))
         return 429;
     h->post_seq = seq;
     h->s.last_rx_ms = rt_mono_ms();

@@ -370,7 +370,7 @@ int gw_sse_start(struct gw_hsession *h, struct lws *wsi, struct gw_http_req *r)
     /* No lws timeout on the stream (lws arms one once this callback returns: the
      * first WRITEABLE lifts it); a peer that stops acknowledging our writes
      * (heartbeats included) for the idle timeout is dropped by the kernel. */
-    gw_http_wake(wsi);
+    gw_http_wait(wsi);
     unsigned user_timeout = h->s.srv->cfg->idle_timeout_ms;
     setsockopt(lws_get_socket_fd(wsi), IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout,
                sizeof user_timeout);

@@ -85,9 +85,13 @@ class HttpClient:
     """One session over SSE or long-polling. Use `async with HttpClient(url, "sse") as c:`."""
 
     def __init__(self, url, transport="sse", auto_ack=False, name=None, channels=(),
-                 last_event_id=None, **_ignored):
+                 last_event_id=None, post_to=None, poll_to=None, **_ignored):
+        """post_to, poll_to: another node's URL for the POSTs, the polls after the first
+        (no sticky sessions: the node there relays them to the session's node)."""
         assert transport in TRANSPORTS, transport
         self.host, self.port = _host_port(url)
+        self.post_addr = _host_port(post_to or url)
+        self.poll_addr = _host_port(poll_to or url)
         self.transport = transport
         self.codec = self.wire = "json"
         self.auto_ack = auto_ack
@@ -97,7 +101,7 @@ class HttpClient:
         self.session = None
         self._seq = 0
         self._post_lock = asyncio.Lock()
-        self._posts = HttpConn(self.host, self.port)
+        self._posts = HttpConn(*self.post_addr)
         self._next_id = 1
         self._pending = {}
         self.events = asyncio.Queue()
@@ -164,6 +168,10 @@ class HttpClient:
         rid = fields.setdefault("id", self.new_id())
         fut = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
+        if self.transport == "sse":  # the URL's subs are answered as requests id+1, id+2, ...
+            for k in range(len(self.channels)):
+                self._pending[rid + 1 + k] = asyncio.get_running_loop().create_future()
+            self._next_id = max(self._next_id, rid + 1 + len(self.channels))
         if self.transport == "sse":
             await self._open_stream(fields, timeout)
         else:
@@ -266,7 +274,8 @@ class HttpClient:
             self._set_closed(d[0]["code"] if d else status, None)
             return
         self._on_batch(headers, body)
-        self._task = asyncio.ensure_future(self._poll_loop(poll))
+        poll.close()
+        self._task = asyncio.ensure_future(self._poll_loop(HttpConn(*self.poll_addr)))
 
     def _on_batch(self, headers, body):
         if "rtgate-batch" not in headers:
