@@ -67,6 +67,7 @@ struct gw_sse_chan {
     char epoch[PROTO_EPOCH_MAX + 1]; /* of the subscription */
     uint64_t seq;                    /* the last seq written to the stream */
     bool resume;                     /* subscribed with since (from Last-Event-ID) */
+    bool ack_due;                    /* a delivery was written: acked after the write */
     uint64_t since;
 };
 

@@ -167,6 +167,7 @@ static void put_event(struct gw_hsession *h, const struct fo_msg *msg, const cha
             msg->durable && h->n_chans ? chan_named(h, msg->channel, msg->channel_len) : NULL;
         if (c && c->known && msg->seq > c->seq) {
             c->seq = msg->seq;
+            c->ack_due = true;
             moved = true;
         }
     } else if (h->n_chans) {
@@ -187,6 +188,23 @@ static void put_event(struct gw_hsession *h, const struct fo_msg *msg, const cha
 }
 
 /* ---- writing ------------------------------------------------------------- */
+
+/*
+ * The URL's channels are acked as their deliveries are written: a plain
+ * EventSource cannot ack, and what a broken stream did not deliver comes
+ * again through its Last-Event-ID. After the write, not during it: an ack
+ * may queue the next deliveries into the outbox being walked.
+ */
+static void ack_written(struct gw_hsession *h)
+{
+    for (uint8_t i = 0; i < h->n_chans; i++) {
+        struct gw_sse_chan *c = &h->chans[i];
+        if (c->ack_due && h->s.fo) {
+            c->ack_due = false;
+            fo_ack(h->s.fo, c->name, strlen(c->name), c->seq);
+        }
+    }
+}
 
 static int write_raw(struct gw_hsession *h, struct proto_buf *out)
 {
@@ -228,6 +246,7 @@ static int write_events(struct gw_hsession *h)
     if (write_raw(h, out.b) < 0)
         return -1;
     gw_session_sent(s, n, bytes);
+    ack_written(h);
     return 0;
 }
 

@@ -135,6 +135,27 @@ def test_event_source_resumes_from_last_event_id(gateway):
     run(go())
 
 
+def test_event_source_needs_no_acks(gateway):
+    """The URL's channels are acked as they are written: a client that cannot
+    POST is not stopped by the max_unacked window."""
+    g = gateway("--max-unacked", "5")
+
+    async def go():
+        async with Client(g.url(), "json") as p:
+            await p.connect()
+            r, w, status, _ = await open_stream(g.port, "/sse?channel=noack.a")
+            await read_lines_until(r, lambda ls: any('"reply"' in l for l in ls))
+            for i in range(20):
+                await p.pub("noack.a", i)
+            lines = await read_lines_until(
+                r, lambda ls: sum(1 for e in events_of(ls) if e[1]["type"] == "msg") == 20,
+                timeout=10)
+            assert [m["data"] for _, m in events_of(lines) if m["type"] == "msg"] == \
+                list(range(20))
+            w.close()
+    run(go())
+
+
 def test_stream_heartbeat_and_vanished_reader(gateway):
     g = gateway("--sse-heartbeat-ms", "200")
 
