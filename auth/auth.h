@@ -68,7 +68,8 @@ bool auth_alg_parse(const char *name, enum auth_alg *out);
     X(BAD_SUB, "bad_sub",                                                                          \
       "sub must be 1-128 bytes of [A-Za-z0-9._:@|+=/~-] and not start with anon-")                 \
     X(BAD_PERMISSIONS, "bad_permissions",                                                          \
-      "sub_allow, pub_allow and geo_allow must be arrays of at most 64 channel patterns")          \
+      "sub_allow, pub_allow, geo_allow and presence_allow must be arrays of at most 64 channel "   \
+      "patterns")                                                                                  \
     X(BAD_INFO, "bad_info", "info must be a JSON object of at most 1024 bytes")                    \
     X(NOMEM, "nomem", "out of memory while checking the token")
 
@@ -136,8 +137,8 @@ struct auth_claims {
     int64_t exp_ms, nbf_ms, iat_ms;
     /* Absent claims (has_* false) mean "the server's default policy";
      * a present empty array allows nothing. */
-    bool has_sub_allow, has_pub_allow, has_geo_allow;
-    struct auth_patterns sub_allow, pub_allow, geo_allow;
+    bool has_sub_allow, has_pub_allow, has_geo_allow, has_presence_allow;
+    struct auth_patterns sub_allow, pub_allow, geo_allow, presence_allow;
     char *info; /* the info object as compact JSON, NULL when absent */
     size_t info_len;
 };

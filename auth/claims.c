@@ -17,8 +17,9 @@ void auth_claims_destroy(struct auth_claims *c)
 {
     if (!c)
         return;
-    struct auth_patterns *lists[] = {&c->sub_allow, &c->pub_allow, &c->geo_allow};
-    for (size_t l = 0; l < 3; l++) {
+    struct auth_patterns *lists[] = {&c->sub_allow, &c->pub_allow, &c->geo_allow,
+                                     &c->presence_allow};
+    for (size_t l = 0; l < sizeof lists / sizeof *lists; l++) {
         for (size_t i = 0; i < lists[l]->n; i++)
             free(lists[l]->pat[i]);
         free(lists[l]->pat);
@@ -159,6 +160,8 @@ enum auth_result auth__claims_from_json(const json_t *obj, int64_t now_ms, uint3
         (r = pattern_claim(obj, "sub_allow", &c->has_sub_allow, &c->sub_allow)) != AUTH_OK ||
         (r = pattern_claim(obj, "pub_allow", &c->has_pub_allow, &c->pub_allow)) != AUTH_OK ||
         (r = pattern_claim(obj, "geo_allow", &c->has_geo_allow, &c->geo_allow)) != AUTH_OK ||
+        (r = pattern_claim(obj, "presence_allow", &c->has_presence_allow, &c->presence_allow)) !=
+            AUTH_OK ||
         (r = info_claim(c, obj)) != AUTH_OK) {
         auth_claims_destroy(c);
         return r;

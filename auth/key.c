@@ -88,6 +88,9 @@ static bool is_der_public(const uint8_t *bytes, size_t len)
 static rt_status make_hmac(struct auth_key *k, const uint8_t *bytes, size_t len, char *err,
                            size_t err_len)
 {
+    /* The DER check sees the bytes as they are: a binary key may well end in
+     * 0x0a or 0x0d, and trimming it first would hide it from d2i. */
+    bool der = is_der_public(bytes, len);
     while (len && (bytes[len - 1] == '\n' || bytes[len - 1] == '\r'))
         len--;
     if (contains(bytes, len, "-----BEGIN"))
@@ -95,7 +98,7 @@ static rt_status make_hmac(struct auth_key *k, const uint8_t *bytes, size_t len,
                     "HS256 needs a shared secret, and this file holds a PEM key: a public key "
                     "used as an HMAC secret lets anyone sign tokens (use --jwt-alg RS256 or "
                     "ES256 for a public key)");
-    if (is_der_public(bytes, len))
+    if (der || is_der_public(bytes, len))
         return fail(err, err_len,
                     "HS256 needs a shared secret, and this file holds a DER public key or "
                     "certificate: anyone could sign tokens with it");

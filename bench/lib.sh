@@ -46,3 +46,42 @@ bench_paths() {
     SERVER_CPUS=${SERVER_CPUS:-0}
     CLIENT_CPUS=${CLIENT_CPUS:-1}
 }
+
+# bench_start NAME: a temp dir $TMP (/tmp/rtgate-NAME.*), the list $PIDS of processes the script
+# started, stop_all (kills and reaps them, by pid), and traps that call it and remove $TMP on
+# exit, and say NAME.sh was interrupted on INT/TERM.
+bench_start() {
+    TMP=$(mktemp -d "/tmp/rtgate-$1.XXXXXX")
+    PIDS=()
+    BENCH_NAME=$1
+    trap 'stop_all; rm -rf "$TMP"' EXIT
+    trap 'echo "$BENCH_NAME.sh: interrupted" >&2; exit 130' INT TERM
+}
+
+stop_all() {
+    for p in "${PIDS[@]}"; do kill "$p" 2> /dev/null; done
+    for p in "${PIDS[@]}"; do wait "$p" 2> /dev/null; done
+    PIDS=()
+}
+
+# forget_pid PID: PID was stopped and reaped already: stop_all must not signal it (the number
+# may belong to another process by then).
+forget_pid() {
+    local keep=() p
+    for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+    PIDS=("${keep[@]}")
+}
+
+# pin_server CMD...: runs CMD on $SERVER_CPUS (start it with &).
+pin_server() { exec taskset -c "$SERVER_CPUS" "$@"; }
+
+# nats_conf DIR NPORT WSPORT: DIR/nats.conf for a nats-server on loopback with its WebSocket
+# listener on WSPORT and JetStream in a fresh DIR/js.
+nats_conf() {
+    mkdir -p "$1/js"
+    cat > "$1/nats.conf" << EOT
+listen: 127.0.0.1:$2
+jetstream { store_dir: "$1/js", max_memory_store: 64MB, max_file_store: 256MB }
+websocket { listen: "127.0.0.1:$3", no_tls: true, compression: false }
+EOT
+}

@@ -28,17 +28,7 @@ TAG=${TAG:-}
 
 command -v perf > /dev/null || { echo "profile.sh: perf not found" >&2; exit 2; }
 mkdir -p "$OUT"
-TMP=$(mktemp -d /tmp/rtgate-profile.XXXXXX)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2> /dev/null; done
-    for p in "${PIDS[@]}"; do wait "$p" 2> /dev/null; done
-    PIDS=()
-}
-trap 'cleanup; rm -rf "$TMP"' EXIT
-trap 'echo "profile.sh: interrupted" >&2; exit 130' INT TERM
-
-pin_server() { exec taskset -c "$SERVER_CPUS" "$@"; }
+bench_start profile # TMP, PIDS, stop_all, pin_server (lib.sh)
 
 for name in "$@"; do
     case "$name" in
@@ -53,17 +43,12 @@ for name in "$@"; do
     *) echo "profile.sh: unknown scenario $name" >&2; continue ;;
     esac
     dir="$TMP/$name"
-    mkdir -p "$dir/js"
     NPORT=$(free_port) WSPORT=$(free_port) GW_PORT=$(free_port)
-    cat > "$dir/nats.conf" << EOT
-listen: 127.0.0.1:$NPORT
-jetstream { store_dir: "$dir/js", max_memory_store: 64MB, max_file_store: 256MB }
-websocket { listen: "127.0.0.1:$WSPORT", no_tls: true, compression: false }
-EOT
+    nats_conf "$dir" "$NPORT" "$WSPORT"
     pin_server "$NATS_SERVER" -c "$dir/nats.conf" > "$dir/nats.log" 2>&1 &
     NATS_PID=$!
     PIDS+=("$NATS_PID")
-    wait_port "$NPORT" 10 || { echo "profile.sh: nats-server did not start" >&2; cleanup; continue; }
+    wait_port "$NPORT" 10 || { echo "profile.sh: nats-server did not start" >&2; stop_all; continue; }
     engine=(--nats "nats://127.0.0.1:$NPORT")
     pub=(--publish-via nats --nats "nats://127.0.0.1:$NPORT")
     if [[ "$name" == *-mem ]]; then
@@ -75,7 +60,7 @@ EOT
         --ip-conn-rate 0 --log-level warn "${EXTRA[@]}" > "$dir/rtgate.log" 2>&1 &
     GW=$!
     PIDS+=("$GW")
-    wait_port "$GW_PORT" 10 || { echo "profile.sh: rtgate did not start" >&2; cleanup; continue; }
+    wait_port "$GW_PORT" 10 || { echo "profile.sh: rtgate did not start" >&2; stop_all; continue; }
     subs=${args[3]}
     if [ "$name" = setup-10k ]; then
         # 10k connections at 2000/s: perf covers the 5 s of set-up, then they idle 3 s.
@@ -114,5 +99,5 @@ EOT
     } > "$OUT/profile-$name$TAG.txt"
     [ -n "${KEEP_PERF:-}" ] && cp "$dir/perf.data" "$OUT/perf-$name$TAG.data"
     echo "profile.sh: $OUT/profile-$name$TAG.txt" >&2
-    cleanup
+    stop_all
 done

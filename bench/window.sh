@@ -54,18 +54,8 @@ for b in "$RTGATE" "$LOAD"; do
 done
 
 mkdir -p "$OUT"
-TMP=$(mktemp -d /tmp/rtgate-window.XXXXXX)
-PIDS=()
+bench_start window # TMP, PIDS, stop_all, pin_server (lib.sh)
 STARTED=$SECONDS
-stop_all() {
-    for p in "${PIDS[@]}"; do kill "$p" 2> /dev/null; done
-    for p in "${PIDS[@]}"; do wait "$p" 2> /dev/null; done
-    PIDS=()
-}
-trap 'stop_all; rm -rf "$TMP"' EXIT
-trap 'echo "window.sh: interrupted" >&2; exit 130' INT TERM
-
-pin_server() { exec taskset -c "$SERVER_CPUS" "$@"; }
 
 GW_OPTS=(--ephemeral 'load.>' --pub-rate 1000000 --pub-burst 1000000 --msg-rate 1000000
     --msg-burst 1000000 --ip-conn-rate 0 --log-level warn)
@@ -97,13 +87,8 @@ for name in $LOADS; do
     args=(--scenario "$scen" --subs "$subs" --rate "$rate" "${more[@]}")
     [ ${#more[@]} -gt 0 ] && [ "$MEMORY" = 0 ] && args+=(--durable-nats)
     dir="$TMP/$name"
-    mkdir -p "$dir/js"
     NPORT=$(free_port) WSPORT=$(free_port)
-    cat > "$dir/nats.conf" << EOT
-listen: 127.0.0.1:$NPORT
-jetstream { store_dir: "$dir/js", max_memory_store: 64MB, max_file_store: 256MB }
-websocket { listen: "127.0.0.1:$WSPORT", no_tls: true, compression: false }
-EOT
+    nats_conf "$dir" "$NPORT" "$WSPORT"
     pin_server "$NATS_SERVER" -c "$dir/nats.conf" > "$dir/nats.log" 2>&1 &
     NATS=$!
     PIDS+=("$NATS")
@@ -130,10 +115,12 @@ EOT
         pin_server "$bin" --listen "127.0.0.1:$GWPORT" "${engine[@]}" "${GW_OPTS[@]}" \
             "${vopts[@]}" "${EXTRA[@]}" > "$dir/rtgate-$w.log" 2>&1 &
         GW=$!
-        wait_ready "$GWPORT" 10 || { echo "window.sh: rtgate did not get ready" >&2; kill "$GW"; continue; }
+        PIDS+=("$GW")
+        wait_ready "$GWPORT" 10 || { echo "window.sh: rtgate did not get ready" >&2; kill "$GW"; wait "$GW"; forget_pid "$GW"; continue; }
         load "$name" "${VARIANT}$w" --url "ws://127.0.0.1:$GWPORT/ws" "${pub[@]}" --server-pid "$GW" "${args[@]}"
         kill "$GW" 2> /dev/null
         wait "$GW" 2> /dev/null
+        forget_pid "$GW"
     done
     stop_all
 done

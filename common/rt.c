@@ -1,6 +1,26 @@
 #include "rt.h"
 
+#include <stdlib.h>
 #include <time.h>
+
+bool rt_grow(void **v, uint32_t *cap, uint32_t need, size_t size)
+{
+    if (need <= *cap)
+        return true;
+    if (need > UINT32_MAX / 2)
+        return false; /* the doubling would wrap */
+    uint32_t ncap = *cap ? *cap * 2 : 4;
+    while (ncap < need)
+        ncap *= 2;
+    if (size && ncap > SIZE_MAX / size)
+        return false;
+    void *nv = realloc(*v, (size_t)ncap * size);
+    if (!nv)
+        return false;
+    *v = nv;
+    *cap = ncap;
+    return true;
+}
 
 const char *rt_status_str(rt_status st)
 {

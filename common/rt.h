@@ -83,6 +83,23 @@ void rt_bucket_init(struct rt_bucket *b, const struct rt_bucket_cfg *cfg, uint64
 bool rt_bucket_take(struct rt_bucket *b, const struct rt_bucket_cfg *cfg, uint64_t now_ms,
                     uint32_t *retry_after_ms);
 
+/*
+ * Takes `tokens` spent elsewhere (another replica of the same bucket, on
+ * another node): the bucket is refilled up to now_ms first, then goes down
+ * by them, into debt if it must, but not below -floor_tokens. A take
+ * succeeds again once the refill has paid the debt. rate 0: nothing.
+ */
+void rt_bucket_charge(struct rt_bucket *b, const struct rt_bucket_cfg *cfg, uint64_t now_ms,
+                      uint64_t tokens, uint64_t floor_tokens);
+
+/*
+ * Makes the array *v (of *cap elements of size bytes) hold at least need
+ * elements: doubles its capacity (from 4) until it does, moving it with
+ * realloc. False when out of memory, or for more than UINT32_MAX / 2
+ * elements (the array is left as it was).
+ */
+bool rt_grow(void **v, uint32_t *cap, uint32_t need, size_t size);
+
 /* -------------------------------------------------------------------- */
 /* Hashes (hash.c)                                                        */
 

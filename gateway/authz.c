@@ -66,8 +66,9 @@ rt_status gw_authz_configure(struct gw_config *cfg)
 
 void gw_authz_config_free(struct gw_config *cfg)
 {
-    struct gw_policy *ps[] = {&cfg->sub_allow, &cfg->pub_allow, &cfg->geo_allow};
-    for (size_t i = 0; i < 3; i++) {
+    struct gw_policy *ps[] = {&cfg->sub_allow, &cfg->pub_allow, &cfg->geo_allow,
+                              &cfg->presence_allow};
+    for (size_t i = 0; i < sizeof ps / sizeof *ps; i++) {
         for (size_t j = 0; j < ps[i]->n; j++)
             free(ps[i]->pat[j]);
         ps[i]->n = 0;
@@ -299,12 +300,22 @@ void gw_authz_closed(struct gw_session *s)
 
 /* ---- permissions ---------------------------------------------------------- */
 
-enum what { MAY_SUB, MAY_PUB, MAY_GEO };
+enum what { MAY_SUB, MAY_PUB, MAY_GEO, MAY_PRESENCE };
 
 static bool permitted(const struct gw_session *s, enum what what, const char *name, size_t len)
 {
     const struct gw_config *cfg = s->srv->cfg;
     const struct auth_claims *c = s->claims;
+    if (what == MAY_PRESENCE) {
+        /* Its own claim, else its own flag, else whoever may subscribe may be present. */
+        if (c && c->has_presence_allow)
+            return auth_patterns_match(&c->presence_allow, name, len);
+        if (cfg->presence_allow.given) {
+            struct auth_patterns p = {(char **)cfg->presence_allow.pat, cfg->presence_allow.n};
+            return auth_patterns_match(&p, name, len);
+        }
+        what = MAY_SUB;
+    }
     const struct gw_policy *dflt = what == MAY_SUB   ? &cfg->sub_allow
                                    : what == MAY_PUB ? &cfg->pub_allow
                                                      : &cfg->geo_allow;
@@ -344,4 +355,10 @@ bool gw_authz_may_geo(struct gw_session *s, const struct proto_msg *m)
 {
     return permitted(s, MAY_GEO, m->space.ptr, m->space.len) ||
            refuse(s, m, "use the presence space", &m->space);
+}
+
+bool gw_authz_may_presence(struct gw_session *s, const struct proto_msg *m)
+{
+    return permitted(s, MAY_PRESENCE, m->channel.ptr, m->channel.len) ||
+           refuse(s, m, "take part in the presence of", &m->channel);
 }

@@ -135,6 +135,23 @@ static const struct opt opts[] = {
      "with --nats: cells one connection may have started following (or hold by its "
      "watches) that are still followed; past it its queries on new cells get 429, other "
      "connections' do not (0 = the default, max(64, geo-max-follows / 16))"},
+    {"user-pub-rate", OPT_U32, OFF(user_pub_bucket.rate), 0,
+     "publishes per second per user (token sub), all its connections on every node together; "
+     "0 = no such limit (default 0; docs/users.md)"},
+    {"user-pub-burst", OPT_U32, OFF(user_pub_bucket.burst), 0,
+     "publish burst per user (default: user-pub-rate)"},
+    {"user-max-conns", OPT_U32, OFF(user_max_conns), 0,
+     "connections per user on all nodes together; past it connect gets 429 and close 4029; "
+     "0 = no limit, at most 4096 (default 0)"},
+    {"user-sync-ms", OPT_U32, OFF(user_sync_ms), 0,
+     "with --nats: users' publishes, connections and channel presence go to the other nodes at "
+     "most this often, batched (1..1000, default 20)"},
+    {"presence-max-members", OPT_U32, OFF(presence_max_members), 0,
+     "members of one channel's presence listed in replies and join/leave events; past it the "
+     "channel only counts them (1..10000, default 1000)"},
+    {"presence-allow", OPT_POLICY, OFF(presence_allow), 0,
+     "PATTERN: channels whose presence sessions without a presence_allow claim may take part "
+     "in (sub with presence:true); repeatable; \"\" allows none. Default: the sub rule"},
     {"workers", OPT_U32, OFF(workers), 0,
      "gateway processes sharing the listen port (SO_REUSEPORT); more than 1 needs --nats, "
      "since each process is its own node (default 1)"},
@@ -144,9 +161,10 @@ static const struct opt opts[] = {
      "and per write; adds up to this much latency to busy connections only; 0 = write at once "
      "(default 20)"},
     {"flush-window-max-ms", OPT_U32, OFF(flush_window_max_ms), 0,
-     "while the event loop is saturated (busy > 75% of the time) the window doubles every "
-     "250 ms up to this; below 45% busy it halves back to flush-window-ms; set it to "
-     "flush-window-ms to turn this off (default 500)"},
+     "while the event loop falls behind (most of its timers late by over half the window, "
+     "sweep after sweep, at least 50% busy) the window doubles, up to this; busy but on time "
+     "it stays; it halves back at once below 45% busy, else after 2 s on time (longer after a "
+     "try that fell behind again); set it to flush-window-ms to turn this off (default 500)"},
     {"rx-buffer", OPT_SIZE, OFF(rx_buffer), 0,
      "per-connection receive buffer in bytes (default 1024)"},
     {"log-level", OPT_LOGLEVEL, 0, 0, "debug, info, warn or error (default info)"},
@@ -300,6 +318,8 @@ static void set_defaults(struct gw_config *cfg)
     cfg->geo_snapshot_wait_ms = 1000;
     cfg->geo_max_follows = 10000;
     cfg->geo_publish_ms = 10;
+    cfg->user_sync_ms = 20;
+    cfg->presence_max_members = 1000;
     cfg->drain_timeout_ms = 10000;
     cfg->rx_buffer = 1024;
     cfg->log_level = RT_LOG_INFO;
@@ -750,10 +770,12 @@ static rt_status check(struct gw_config *cfg)
         cfg->sub_timeout_ms < 100 || cfg->max_pending_subs == 0 || cfg->conn_bucket.burst == 0 ||
         cfg->api_max_body_bytes < 1024 || cfg->api_max_body_bytes > (64u << 20) ||
         cfg->api_pub_bucket.burst == 0 || cfg->api_auth_bucket.rate == 0 ||
-        cfg->api_auth_bucket.burst == 0 || cfg->http_transports > 1 ||
-        cfg->sse_heartbeat_ms < 100 || cfg->sse_heartbeat_ms > 300000 || cfg->poll_hold_ms < 100 ||
-        cfg->poll_hold_ms > 300000 ||
-        (uint64_t)cfg->drain_timeout_ms < (uint64_t)cfg->drain_grace_ms + cfg->drain_ms) {
+        cfg->api_auth_bucket.burst == 0 ||
+        (uint64_t)cfg->drain_timeout_ms < (uint64_t)cfg->drain_grace_ms + cfg->drain_ms ||
+        cfg->user_sync_ms == 0 || cfg->user_sync_ms > 1000 || cfg->presence_max_members == 0 ||
+        cfg->presence_max_members > 10000 || cfg->user_max_conns > 4096 ||
+        cfg->http_transports > 1 || cfg->sse_heartbeat_ms < 100 || cfg->sse_heartbeat_ms > 300000 ||
+        cfg->poll_hold_ms < 100 || cfg->poll_hold_ms > 300000) {
         fprintf(stderr,
                 "rtgate: inconsistent options (bursts >= 1, max-message-bytes >= 64, "
                 "history >= 1, idle-timeout-ms > ping-interval-ms >= 1000, "
@@ -762,7 +784,8 @@ static rt_status check(struct gw_config *cfg)
                 "geo-share-precision 1..geo-precision, geo-publish-ms <= 1000, "
                 "nats-read-window-ms <= 100, sub-timeout-ms >= 100, max-pending-subs >= 1, "
                 "drain-timeout-ms >= drain-grace-ms + drain-ms, api-max-body-bytes 1024..67108864, "
-                "api bursts and api-auth-fail-rate >= 1, http-transports 0 or 1, "
+                "api bursts and api-auth-fail-rate >= 1, user-sync-ms 1..1000, "
+                "presence-max-members 1..10000, user-max-conns <= 4096, http-transports 0 or 1, "
                 "sse-heartbeat-ms and poll-hold-ms 100..300000)\n");
         return RT_INVAL;
     }

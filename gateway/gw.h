@@ -9,6 +9,7 @@
 
 #include "edge.h"
 #include "fanout.h"
+#include "flush_window.h"
 #include "geo.h"
 #include "protocol.h"
 #include "rt.h"
@@ -24,6 +25,9 @@
 #define GW_MAX_ORIGINS         64
 #define GW_MAX_TRUSTED_PROXIES 64
 #define GW_NODE_KEY_BYTES      8 /* names one gateway process in session tokens and subjects */
+
+/* Presence subs of one connection waiting for the channel's members (chan_presence.c). */
+#define GW_PRESENCE_WAITING_MAX 16
 
 struct auth_key;
 struct auth_claims;
@@ -122,6 +126,13 @@ struct gw_config {
     size_t api_max_body_bytes;  /* largest API request body (413 past it) */
     struct rt_bucket_cfg api_pub_bucket;  /* API publishes, node-wide */
     struct rt_bucket_cfg api_auth_bucket; /* failed API keys per remote address */
+
+    /* Users across the fleet (users.c, chan_presence.c; docs/users.md). */
+    struct rt_bucket_cfg user_pub_bucket; /* publishes per user, fleet-wide (rate 0: off) */
+    uint32_t user_max_conns;              /* connections per user, fleet-wide (0: off) */
+    uint32_t user_sync_ms;                /* users' changes go out at most this often */
+    uint32_t presence_max_members;        /* members listed per channel, then a count */
+    struct gw_policy presence_allow;      /* not given: the sub rule decides */
 };
 
 /* Where the key of the session tokens came from (sesstoken.c). */
@@ -310,7 +321,10 @@ struct gw_server;
 struct gw_session;
 struct gw_api;
 struct gw_geo_req;
+struct gw_presence_req;
 struct geo_fleet;
+struct users;
+struct users_event;
 struct lws;
 
 /*
@@ -373,6 +387,9 @@ struct gw_session {
     uint16_t geo_watches;        /* its watches */
     uint16_t geo_waiting;        /* near / watch requests waiting for the fleet */
     struct gw_geo_req *geo_reqs; /* presence.c: its waiting requests and watch holds */
+    /* chan_presence.c: its presence subs in progress; of them, those waiting for members. */
+    struct gw_presence_req *presence_reqs;
+    uint16_t presence_waiting;
     uint64_t abuse_window_start;
     uint64_t opened_ms;  /* monotonic */
     uint64_t last_rx_ms; /* monotonic: anything from the client (a frame, a pong, a request) */
@@ -450,10 +467,13 @@ struct gw_server {
     uint32_t n_held, held_cap;
     void *hold_timer;     /* uv_timer_t: fires when the earliest held window ends */
     uint64_t hold_due_us; /* when hold_timer fires (0: not armed) */
-    uint64_t window_us;   /* the flush window now: flush_window_ms, grown while saturated */
+    uint64_t window_us;   /* the flush window now: flush_window_ms, grown while behind */
+    struct gw_flush_window flush_window; /* decides window_us (flush_window.c) */
     uint64_t
         flush_wall_ms; /* wall clock of the flush running now (one read for its writes), or 0 */
-    uint64_t busy_at_us, idle_at_ns; /* the last saturation sample (gw_server_adapt_window) */
+    uint64_t busy_at_us, idle_at_ns;    /* the last busy sample (adapt_window) */
+    uint32_t timers_timed, timers_late; /* timer firings this sweep period, and late ones */
+    uint64_t sweep_due_us;              /* when the sweep timer should fire next */
     uint64_t client_seq;
     char client_prefix[12];
     struct auth_key *jwt_key; /* cfg->jwt_key, or the one SIGHUP reloaded (then owned) */
@@ -475,6 +495,14 @@ struct gw_server {
     uint8_t session_key[32];   /* sesstoken.c: derived at the first token, once OpenSSL is up */
     bool session_key_ready;
     struct gw_api *api; /* the server API (api.h), NULL when off */
+
+    /* bus.c, users.c, chan_presence.c: the engine's bus, users across the fleet. */
+    bool bus_open;                /* the engine's bus (nats) delivers to bus.c */
+    struct users *users;          /* per-user limits and channel presence */
+    void *users_timer;            /* uv_timer_t: what --user-sync-ms held back */
+    uint64_t users_flushed_ms;    /* last publish of users' changes */
+    struct rt_htab presence_reqs; /* struct gw_presence_req waiting, by ticket */
+    uint64_t presence_resuming;   /* conn whose waiting sub runs again now */
 };
 
 /*
@@ -519,6 +547,7 @@ struct gw_pending;
 bool gw_pending_defer(struct gw_session *s, const struct proto_msg *m);
 void gw_pending_sub_started(struct gw_session *s, int64_t req_id, const char *channel, size_t len);
 void gw_pending_sub_done(struct gw_session *s, int64_t req_id);
+bool gw_pending_sub_waiting(const struct gw_session *s, int64_t req_id);
 /* Runs what may run now (from gw_session_flush). */
 void gw_pending_run(struct gw_session *s);
 void gw_pending_free(struct gw_session *s);
@@ -545,6 +574,8 @@ void gw_authz_refresh(struct gw_session *s, const struct proto_msg *m);
 bool gw_authz_may_sub(struct gw_session *s, const struct proto_msg *m);
 bool gw_authz_may_pub(struct gw_session *s, const struct proto_msg *m);
 bool gw_authz_may_geo(struct gw_session *s, const struct proto_msg *m);
+/* May the session take part in m->channel's presence? False: answered 403. */
+bool gw_authz_may_presence(struct gw_session *s, const struct proto_msg *m);
 /* Writes "expires_in_ms" into a reply when the session's token expires. */
 void gw_authz_write_expiry(const struct gw_session *s, struct proto_writer *w);
 /* The sweep: true if the token expired and the session is now closing (4001). */
@@ -567,6 +598,51 @@ void gw_presence_flush(struct gw_server *srv);
  * the server API. */
 void gw_presence_write_member(struct proto_writer *w, const struct geo_member_view *m,
                               bool with_dist, double dist_m, bool with_local);
+
+/* bus.c: the nats engine's bus (fanout.h), shared by presence.c and users.c. */
+/* Makes the bus deliver to bus.c (once); false on the memory engine (no bus). */
+bool gw_bus_open(struct gw_server *srv);
+/* The bus's operations, for geo_fleet_bus and users_bus (ctx: srv->fo). */
+rt_status gw_bus_publish(void *ctx, const char *subject, const char *reply, const uint8_t *data,
+                         size_t len);
+void *gw_bus_subscribe(void *ctx, const char *subject);
+void gw_bus_unsubscribe(void *ctx, void *handle);
+
+/* users.c: per-user limits across the fleet (docs/users.md). */
+rt_status gw_users_create(struct gw_server *srv);
+void gw_users_destroy(struct gw_server *srv);
+/* The connect of a user: false when over its connection limit (answered 429, closing 4029). */
+bool gw_users_connect(struct gw_session *s, const struct proto_msg *m);
+/* The user limits in force, into connected's "limits" (when set). */
+void gw_users_write_limits(const struct gw_session *s, struct proto_writer *w);
+/* A publish of the session's user: false when over its rate (answered 429). */
+bool gw_users_may_pub(struct gw_session *s, const struct proto_msg *m);
+/* The session is gone: its presence ends, its place is free. */
+void gw_users_closed(struct gw_session *s);
+/* Heartbeats and expiry (the sweep); publishing (each loop iteration, at most every
+ * --user-sync-ms). */
+void gw_users_tick(struct gw_server *srv, uint64_t now_ms);
+void gw_users_flush(struct gw_server *srv);
+
+/* chan_presence.c: channel presence on `sub` (docs/protocol.md, Channel presence). */
+/*
+ * Before a sub with "presence":true runs: true when it was answered (403,
+ * 409, 429, 503) or waits for the channel's members (it runs again then,
+ * through gw_session_resume_sub).
+ */
+bool gw_chan_presence_sub(struct gw_session *s, const struct proto_msg *m);
+/* The sub with id is answered: w (the ok reply being written) gets "presence" and the
+ * connection enters the channel; w NULL: it failed. */
+void gw_chan_presence_reply(struct gw_session *s, int64_t id, struct proto_writer *w);
+/* The connection unsubscribed from the channel: it leaves its presence. */
+void gw_chan_presence_unsub(struct gw_session *s, const struct proto_msg *m);
+/* The session is gone: its waiting subs are dropped. */
+void gw_chan_presence_closed(struct gw_session *s);
+void gw_chan_presence_event(void *arg, const struct users_event *ev);
+void gw_chan_presence_ready(void *arg, uint64_t ticket, bool partial);
+void gw_chan_presence_free(struct gw_server *srv);
+/* session.c: runs a sub again (one that waited in chan_presence.c). */
+void gw_session_resume_sub(struct gw_session *s, const struct proto_msg *m);
 
 /* The fan-out sink, bound to the server. */
 struct fo_sink gw_session_sink(struct gw_server *srv);

@@ -7,6 +7,7 @@
 #include "api.h"
 #include "fleet.h"
 #include "gw.h"
+#include "users.h"
 
 #include <stdarg.h>
 #include <stddef.h>
@@ -178,6 +179,45 @@ static uint64_t outbox_bytes(const struct gw_server *srv)
     return sum;
 }
 
+/* Per-user limits and channel presence (users.c, chan_presence.c; docs/users.md). */
+static void users_metrics(struct out *o, const struct gw_server *srv)
+{
+    struct users_stats us = {0};
+    if (srv->users)
+        users_get_stats(srv->users, &us);
+    metric(o, "users", "gauge", "Users known to this node (its own and other nodes')", us.users);
+    metric(o, "user_remote_conns", "gauge", "Connections of other nodes known (--user-max-conns)",
+           us.remote_conns);
+    metric(o, "user_conns_refused_total", "counter",
+           "Connects refused over --user-max-conns (429, close 4029)", us.conns_refused);
+    metric(o, "user_conns_evicted_total", "counter",
+           "Connections closed 4029 after two nodes took a user's last places at once",
+           us.conns_evicted);
+    metric(o, "user_pubs_refused_total", "counter", "Publishes refused over --user-pub-rate (429)",
+           us.pubs_refused);
+    metric(o, "users_nodes", "gauge", "Other gateway nodes heard from on rtgate.users.*", us.nodes);
+    metric(o, "presence_channels", "gauge", "Channels whose presence this node follows",
+           us.channels);
+    metric(o, "presence_members", "gauge", "Members of those channels, all nodes", us.members);
+    metric(o, "presence_events_total", "counter", "Channel presence events made", us.events);
+    metric(o, "users_bus_messages_out_total", "counter", "rtgate.users.* messages published",
+           us.messages_out);
+    metric(o, "users_bus_messages_in_total", "counter", "rtgate.users.* messages applied",
+           us.messages_in);
+    metric(o, "presence_snapshots_total", "counter", "Channel presence snapshot requests sent",
+           us.snapshots);
+    metric(o, "presence_snapshots_partial_total", "counter",
+           "Channel presence snapshots completed without every node's answer",
+           us.snapshots_partial);
+    metric(o, "users_full_states_total", "counter", "Full connection states published",
+           us.full_states);
+    metric(o, "users_resyncs_total", "counter", "Resyncs after lost bus messages", us.resyncs);
+    metric(o, "users_nodes_expired_total", "counter",
+           "Nodes dropped after presence-ttl-ms of silence (users)", us.nodes_expired);
+    metric(o, "users_bus_bad_total", "counter", "Malformed rtgate.users.* messages dropped",
+           us.bad_messages);
+}
+
 char *gw_metrics_render(const struct gw_server *srv, size_t *len)
 {
     const struct gw_metrics *m = &srv->m;
@@ -312,6 +352,7 @@ char *gw_metrics_render(const struct gw_server *srv, size_t *len)
            "Server API requests reading a body or waiting for the engine", api_in_progress);
     metric(&o, "api_failed_keys_total", "counter",
            "Server API requests with a missing or wrong key", api_failed_keys);
+    users_metrics(&o, srv);
     metric(&o, "draining", "gauge", "1 while draining", srv->draining);
     closes(&o, m);
     histogram(&o, "delivery_latency_seconds",

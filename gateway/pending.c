@@ -191,6 +191,16 @@ void gw_pending_sub_started(struct gw_session *s, int64_t req_id, const char *ch
     memcpy(ps->channel, channel, len);
 }
 
+/* True while the subscribe req_id of s waits for its answer (sink_sub_done). */
+bool gw_pending_sub_waiting(const struct gw_session *s, int64_t req_id)
+{
+    const struct gw_pending *p = s->pending;
+    for (uint32_t i = 0; p && i < p->n_subs; i++)
+        if (p->subs[i].req_id == req_id)
+            return true;
+    return false;
+}
+
 /* The subscribe req_id of s was answered: what waited behind it runs at the next flush. */
 void gw_pending_sub_done(struct gw_session *s, int64_t req_id)
 {

@@ -487,32 +487,6 @@ static void on_geo_event(void *arg, uint64_t watch_id, uint64_t watch_conn, enum
     gw_session_finish_reply(s, &w);
 }
 
-/* The fleet's bus is the nats engine's connection (fanout.h). */
-static rt_status bus_publish(void *ctx, const char *subject, const char *reply, const uint8_t *data,
-                             size_t len)
-{
-    return fo_bus_publish(ctx, subject, reply, data, len);
-}
-
-static void *bus_subscribe(void *ctx, const char *subject)
-{
-    return fo_bus_subscribe(ctx, subject);
-}
-
-static void bus_unsubscribe(void *ctx, void *handle)
-{
-    fo_bus_unsubscribe(ctx, handle);
-}
-
-static void on_bus(void *arg, const char *subject, const char *reply, const uint8_t *data,
-                   size_t len)
-{
-    struct gw_server *srv = arg;
-    if (gw_relay_receive(srv, subject, reply, data, len))
-        return; /* rtgate.sess.*: POSTs and polls between nodes (relay.c) */
-    geo_fleet_receive(srv->fleet, subject, reply, data, len, rt_mono_ms());
-}
-
 static rt_status fleet_create(struct gw_server *srv)
 {
     const struct gw_config *cfg = srv->cfg;
@@ -530,11 +504,11 @@ static rt_status fleet_create(struct gw_server *srv)
         .snapshot_wait_ms = cfg->geo_snapshot_wait_ms,
         .max_follows = cfg->geo_max_follows,
         .max_owner_follows = cfg->geo_max_follows_per_conn,
-        .bus = {bus_publish, bus_subscribe, bus_unsubscribe, srv->fo},
+        .bus = {gw_bus_publish, gw_bus_subscribe, gw_bus_unsubscribe, srv->fo},
         .on_ready = on_fleet_ready,
         .arg = srv,
     };
-    if (fo_bus_open(srv->fo, on_bus, srv) != RT_OK)
+    if (!gw_bus_open(srv))
         return RT_OK; /* the memory engine: one node, no fleet */
     rt_status st = geo_fleet_create(&fc, rt_mono_ms(), &srv->fleet);
     uv_timer_t *t = st == RT_OK ? malloc(sizeof *t) : NULL;

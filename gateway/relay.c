@@ -337,7 +337,7 @@ bool gw_relay_receive(struct gw_server *srv, const char *subject, const char *re
 
 rt_status gw_relay_start(struct gw_server *srv)
 {
-    if (!srv->cfg->nats_url[0] || !srv->cfg->http_transports)
+    if (!srv->cfg->http_transports || !gw_bus_open(srv))
         return RT_OK; /* the memory engine: one node, nothing to relay */
     struct gw_relay *rl = calloc(1, sizeof *rl);
     if (!rl)

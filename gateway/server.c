@@ -243,46 +243,57 @@ static int on_peer_close(struct lws *wsi, const uint8_t *payload, size_t len)
 
 #define SWEEP_MS 250
 
-#define SATURATED 0.75 /* loop busy fraction above which the window doubles */
-#define RELAXED   0.45 /* ... and below which it halves, down to flush_window_ms */
+/*
+ * One timer firing, due at due_us, ran at now_us: a loop that cannot keep up
+ * fires its timers late (flush_window.c decides what that means for the
+ * window).
+ */
+static void time_timer(struct gw_server *srv, uint64_t now_us, uint64_t due_us)
+{
+    srv->timers_timed++;
+    if (now_us > due_us && now_us - due_us > gw_fw_late_bound_us(&srv->flush_window))
+        srv->timers_late++;
+}
 
 /*
- * Grows the flush window while the loop is saturated, shrinks it back when
- * it is not. A saturated loop is behind anyway: its deliveries already wait
- * in outboxes, and longer windows turn that wait into fewer, larger writes,
- * which is what lets it catch up. Called from the sweep; the loop's idle time
- * comes from libuv's metrics (UV_METRICS_IDLE_TIME).
+ * Grows the flush window while the loop falls behind, brings it back when it
+ * has room (flush_window.h says how). A loop that is behind anyway has its
+ * deliveries waiting in line, and a longer window turns that wait into fewer,
+ * larger writes, which is what lets it catch up; a busy loop that keeps up
+ * keeps the short window. Called from the sweep; the loop's idle time comes
+ * from libuv's metrics (UV_METRICS_IDLE_TIME).
  */
 static void adapt_window(struct gw_server *srv)
 {
-    uint64_t base = srv->cfg->flush_window_ms * 1000ull;
-    uint64_t max = srv->cfg->flush_window_max_ms * 1000ull;
     uint64_t now = gw_now_us(), idle_ns = uv_metrics_idle_time(srv->loop);
     uint64_t span = now - srv->busy_at_us;
-    if (!base || max <= base || !srv->busy_at_us || span == 0) {
+    struct gw_fw_sample sample = {.timers = srv->timers_timed, .late = srv->timers_late};
+    srv->timers_timed = srv->timers_late = 0;
+    if (!srv->busy_at_us || span == 0) {
         srv->busy_at_us = now;
         srv->idle_at_ns = idle_ns;
         return;
     }
     double idle = (double)(idle_ns - srv->idle_at_ns) / 1000.0 / (double)span;
-    double busy = idle > 1.0 ? 0.0 : 1.0 - idle;
+    sample.busy = idle > 1.0 ? 0.0 : 1.0 - idle;
     srv->busy_at_us = now;
     srv->idle_at_ns = idle_ns;
-    uint64_t w = srv->window_us;
-    if (busy > SATURATED)
-        w = w * 2 > max ? max : w * 2;
-    else if (busy < RELAXED)
-        w = w / 2 < base ? base : w / 2;
+    uint64_t w = gw_fw_step(&srv->flush_window, &sample);
     if (w != srv->window_us)
-        rt_log(RT_LOG_DEBUG, "flush_window", "busy=%.2f window_ms=%llu", busy,
-               (unsigned long long)(w / 1000));
+        rt_log(RT_LOG_DEBUG, "flush_window", "busy=%.2f window_ms=%llu late=%u/%u", sample.busy,
+               (unsigned long long)(w / 1000), sample.late, sample.timers);
     srv->window_us = w;
 }
 
 void gw_server_sweep(struct gw_server *srv, uint64_t now_ms)
 {
+    uint64_t now_us = gw_now_us();
+    if (srv->sweep_due_us)
+        time_timer(srv, now_us, srv->sweep_due_us);
+    srv->sweep_due_us = now_us + SWEEP_MS * 1000ull;
     gw_presence_tick(srv, now_ms);
     gw_api_sweep(srv, now_ms);
+    gw_users_tick(srv, now_ms);
     adapt_window(srv);
     for (uint32_t i = 0; i < srv->conns.used; i++)
         if (srv->conns.slots[i])
@@ -382,6 +393,7 @@ static void on_hold_timer(uv_timer_t *t)
     uint64_t real_now = gw_now_us(), now = real_now + window / 8;
     uint64_t next = UINT64_MAX;
     uint32_t keep = 0;
+    time_timer(srv, real_now, srv->hold_due_us);
     srv->hold_due_us = 0;
     for (uint32_t i = 0; i < srv->n_held; i++) {
         struct gw_session *s = gw_conns_get(&srv->conns, srv->held[i]);
@@ -403,6 +415,7 @@ static void on_hold_timer(uv_timer_t *t)
 void gw_server_flush(struct gw_server *srv)
 {
     gw_presence_flush(srv); /* presence changes of this iteration, batched per cell */
+    gw_users_flush(srv);
     uint64_t window = srv->window_us;
     uint64_t now = window && srv->n_dirty ? gw_now_us() : 0;
     srv->flush_wall_ms = srv->n_dirty ? rt_wall_ms() : 0; /* the writes' time, for metrics */
@@ -710,6 +723,7 @@ rt_status gw_server_start(struct gw_server *srv, const struct gw_config *cfg, vo
         snprintf(srv->node_key_hex + 2 * i, 3, "%02x", srv->node_key[i]);
     proto_buf_init(&srv->http_out, GW_FRAME_HEADROOM);
     srv->window_us = cfg->flush_window_ms * 1000ull;
+    gw_fw_init(&srv->flush_window, srv->window_us, cfg->flush_window_max_ms * 1000ull);
     /* The loop's idle time, for adapt_window. Must precede uv_run. */
     uv_loop_configure(uv_loop, UV_METRICS_IDLE_TIME);
     uint8_t *scratch = malloc(LWS_PRE + SCRATCH_BYTES);
@@ -719,8 +733,9 @@ rt_status gw_server_start(struct gw_server *srv, const struct gw_config *cfg, vo
         gw_iplimit_create(&cfg->ip_bucket, IPLIMIT_SLOTS, &srv->iplimit) != RT_OK ||
         gw_connrate_create(&cfg->conn_bucket, &srv->connrate) != RT_OK ||
         gw_pubtimes_create(&srv->pubtimes) != RT_OK || make_fanout(srv, cfg) != RT_OK ||
-        gw_presence_create(srv) != RT_OK || gw_relay_start(srv) != RT_OK ||
-        gw_static_create(cfg, &srv->statics) != RT_OK || gw_api_create(srv) != RT_OK) {
+        gw_presence_create(srv) != RT_OK || gw_users_create(srv) != RT_OK ||
+        gw_relay_start(srv) != RT_OK || gw_static_create(cfg, &srv->statics) != RT_OK ||
+        gw_api_create(srv) != RT_OK) {
         free(scratch);
         gw_server_free(srv);
         return RT_NOMEM;
@@ -760,6 +775,7 @@ void gw_server_free(struct gw_server *srv)
     gw_hsession_free_all(srv); /* long-polls: no connection of theirs closed them */
     gw_relay_stop(srv);
     gw_api_destroy(srv);
+    gw_users_destroy(srv);
     gw_presence_destroy(srv);
     gw_static_destroy(srv->statics);
     srv->statics = NULL;

@@ -145,7 +145,7 @@ static void on_connect(struct gw_session *s, const struct proto_msg *m)
         gw_session_reply_error(s, m, RT_E_CONFLICT, "already connected", 0);
         return;
     }
-    if (!gw_authz_connect(s, m))
+    if (!gw_authz_connect(s, m) || !gw_users_connect(s, m))
         return;
     if (fo_client_create(srv->fo, s->conn_id, &s->fo) != RT_OK) {
         gw_session_reply_error(s, m, RT_E_UNAVAILABLE, "out of memory", 1000);
@@ -168,6 +168,7 @@ static void on_connect(struct gw_session *s, const struct proto_msg *m)
     proto_w_kuint(&w, "max_message_bytes", cfg->max_message_bytes);
     proto_w_kuint(&w, "max_subs", cfg->max_subs);
     proto_w_kuint(&w, "max_unacked", cfg->max_unacked);
+    gw_users_write_limits(s, &w);
     proto_w_end(&w);
     gw_authz_write_expiry(s, &w);
     if (gw_transport_of(s)->describe)
@@ -188,6 +189,7 @@ static void reply_error_to(struct gw_session *s, int64_t id, int error, const ch
 static void reply_sub(struct gw_session *s, int64_t id, const struct fo_sub_result *res)
 {
     if (res->error) {
+        gw_chan_presence_reply(s, id, NULL);
         reply_error_to(s, id, res->error, res->error_message, res->retry_after_ms);
         return;
     }
@@ -200,13 +202,14 @@ static void reply_sub(struct gw_session *s, int64_t id, const struct fo_sub_resu
     }
     if (res->has_recovered)
         proto_w_kbool(&w, "recovered", res->recovered);
+    gw_chan_presence_reply(s, id, &w); /* "presence", and the connection enters the channel */
     gw_session_finish_reply(s, &w);
 }
 
 static void on_sub(struct gw_session *s, const struct proto_msg *m)
 {
-    if (!gw_authz_may_sub(s, m))
-        return;
+    if (!gw_authz_may_sub(s, m) || gw_chan_presence_sub(s, m))
+        return; /* refused, or waiting for the channel's members (chan_presence.c) */
     struct fo_sub_req req = {
         .channel = m->channel.ptr,
         .channel_len = m->channel.len,
@@ -232,12 +235,18 @@ static void on_sub(struct gw_session *s, const struct proto_msg *m)
         fo_client_pump(s->fo);
 }
 
+void gw_session_resume_sub(struct gw_session *s, const struct proto_msg *m)
+{
+    on_sub(s, m);
+}
+
 static void on_unsub(struct gw_session *s, const struct proto_msg *m)
 {
     if (fo_unsubscribe(s->fo, m->channel.ptr, m->channel.len) != RT_OK) {
         gw_session_reply_error(s, m, RT_E_NOT_FOUND, "not subscribed to this channel", 0);
         return;
     }
+    gw_chan_presence_unsub(s, m);
     struct proto_writer w;
     gw_session_begin_reply(s, &w, m->id);
     gw_session_finish_reply(s, &w);
@@ -267,6 +276,8 @@ static void on_pub(struct gw_session *s, const struct proto_msg *m)
         gw_session_reply_error(s, m, RT_E_RATE_LIMITED, "publish rate exceeded", retry);
         return;
     }
+    if (!gw_users_may_pub(s, m))
+        return; /* over the user's rate, all its connections together (users.c) */
     struct fo_pub_req req = {
         .channel = m->channel.ptr,
         .channel_len = m->channel.len,
@@ -502,6 +513,7 @@ void gw_session_closed(struct gw_session *s)
     if (!srv || !s->conn_id)
         return;
     gw_metrics_closed(&srv->m, s);
+    gw_users_closed(s);
     gw_presence_closed(s);
     gw_authz_closed(s);
     fo_client_destroy(s->fo);

@@ -14,21 +14,6 @@
 /* ------------------------------------------------------------------------ */
 /* Shared helpers                                                             */
 
-bool fleet__grow(void **v, uint32_t *cap, uint32_t need, size_t size)
-{
-    if (need <= *cap)
-        return true;
-    uint32_t ncap = *cap ? *cap * 2 : 8;
-    while (ncap < need)
-        ncap *= 2;
-    void *nv = realloc(*v, (size_t)ncap * size);
-    if (!nv)
-        return false;
-    *v = nv;
-    *cap = ncap;
-    return true;
-}
-
 uint64_t fleet__key_hash(const char *a, size_t alen, const char *b, size_t blen)
 {
     char buf[GEO_SPACE_MAX + GEO_CLIENT_MAX + 2];

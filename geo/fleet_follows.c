@@ -65,8 +65,8 @@ static void follow_merge(struct geo_fleet *f, struct fleet_follow *nf, struct fl
     nf->holds += fo->holds;
     nf->last_used = nf->last_used > fo->last_used ? nf->last_used : fo->last_used;
     for (uint32_t i = 0; i < fo->n_waiters; i++)
-        if (fleet__grow((void **)&nf->waiters, &nf->cap_waiters, nf->n_waiters + 1,
-                        sizeof(*nf->waiters)))
+        if (rt_grow((void **)&nf->waiters, &nf->cap_waiters, nf->n_waiters + 1,
+                    sizeof(*nf->waiters)))
             nf->waiters[nf->n_waiters++] = fo->waiters[i];
     fleet__wants_move(f, fo, nf);
     follow_free(f, fo);

@@ -163,8 +163,6 @@ struct geo_fleet {
 /* ------------------------------------------------------------------------ */
 /* fleet.c                                                                    */
 
-/* Grows *v (of *cap elements of size) to hold need; false when out of memory. */
-bool fleet__grow(void **v, uint32_t *cap, uint32_t need, size_t size);
 /* The hash of "a NUL b" (a space and a client, prefix or cell). */
 uint64_t fleet__key_hash(const char *a, size_t alen, const char *b, size_t blen);
 /* Publishes b; a failure is counted and said in the next heartbeat. */

@@ -75,7 +75,7 @@ static struct snapshot_peer *peer_add(struct fleet_snapshot *s, uint64_t token)
     struct snapshot_peer *p = peer_find(s, token);
     if (p)
         return p;
-    if (!fleet__grow((void **)&s->peers, &s->cap_peers, s->n_peers + 1, sizeof(*s->peers)))
+    if (!rt_grow((void **)&s->peers, &s->cap_peers, s->n_peers + 1, sizeof(*s->peers)))
         return NULL;
     p = &s->peers[s->n_peers++];
     memset(p, 0, sizeof(*p));
@@ -166,7 +166,7 @@ static void sweep_visit(void *arg, const struct geo_member_view *m)
             fleet__covering(c->f, m->space, m->space_len, cell, (size_t)c->f->share_p))
             return;
     }
-    if (!fleet__grow((void **)&c->clients, &c->cap, c->n + 1, sizeof(*c->clients)) ||
+    if (!rt_grow((void **)&c->clients, &c->cap, c->n + 1, sizeof(*c->clients)) ||
         !(c->owners = realloc(c->owners, (size_t)c->cap * sizeof(*c->owners))))
         return; /* kept: the next resync tries again */
     memcpy(c->clients[c->n], m->client, m->client_len + 1);

@@ -88,7 +88,7 @@ uint32_t geo_fleet_owner_follows(const struct geo_fleet *f, uint64_t owner)
 
 static void ready_push(struct geo_fleet *f, uint64_t ticket, bool partial)
 {
-    if (!fleet__grow((void **)&f->readyq, &f->cap_ready, f->n_ready + 1, sizeof(*f->readyq)))
+    if (!rt_grow((void **)&f->readyq, &f->cap_ready, f->n_ready + 1, sizeof(*f->readyq)))
         return; /* the want stays pending; its owner times out */
     f->readyq[f->n_ready++] = (struct ready_report){ticket, partial};
 }
@@ -189,8 +189,8 @@ static rt_status follow_cells(struct geo_fleet *f, struct fleet_want *w, struct 
         touched[(*nt)++] = fo;
         fo->last_used = f->now;
         if (!fo->ready) {
-            if (!fleet__grow((void **)&fo->waiters, &fo->cap_waiters, fo->n_waiters + 1,
-                             sizeof(*fo->waiters)))
+            if (!rt_grow((void **)&fo->waiters, &fo->cap_waiters, fo->n_waiters + 1,
+                         sizeof(*fo->waiters)))
                 return RT_NOMEM;
             fo->waiters[fo->n_waiters++] = w->ticket;
             w->remaining++;

@@ -179,28 +179,33 @@ void lt_enc_connect(struct lt_out *o, enum lt_codec c, int64_t id, const char *n
     }
 }
 
-void lt_enc_hello(struct lt_out *o, const struct lt_config *cfg)
+void lt_enc_hello(struct lt_out *o, const struct lt_config *cfg, uint32_t index)
 {
-    lt_enc_connect(o, cfg->codec, 1, "rtgate-load", cfg->token);
+    const char *token = cfg->n_tokens ? cfg->tokens[index % cfg->n_tokens] : cfg->token;
+    lt_enc_connect(o, cfg->codec, 1, "rtgate-load", token);
 }
 
-void lt_enc_sub(struct lt_out *o, enum lt_codec c, int64_t id, const char *channel)
+void lt_enc_sub(struct lt_out *o, enum lt_codec c, int64_t id, const char *channel, bool presence)
 {
     if (c == LT_CODEC_JSON) {
         out_str(o, "{\"type\":\"sub\",\"id\":");
         out_i64(o, id);
         out_str(o, ",\"channel\":\"");
         out_str(o, channel);
-        out_str(o, "\"}\n");
+        out_str(o, presence ? "\",\"presence\":true}\n" : "\"}\n");
         return;
     }
-    mp_u8(o, 0x83);
+    mp_u8(o, presence ? 0x84 : 0x83);
     mp_str(o, "type");
     mp_str(o, "sub");
     mp_str(o, "id");
     mp_int(o, id);
     mp_str(o, "channel");
     mp_str(o, channel);
+    if (presence) {
+        mp_str(o, "presence");
+        mp_u8(o, 0xc3);
+    }
 }
 
 void lt_enc_ack(struct lt_out *o, enum lt_codec c, const char *channel, uint64_t seq)

@@ -268,8 +268,10 @@ void lt_enc_connect(struct lt_out *o, enum lt_codec c, int64_t id, const char *n
 struct lt_config;
 /* The `connect` (id 1) every rtgate connection of the tool opens with, as the run's options
  * say: the one place both drivers (worker.c, scen.c) take their greeting from. */
-void lt_enc_hello(struct lt_out *o, const struct lt_config *cfg);
-void lt_enc_sub(struct lt_out *o, enum lt_codec c, int64_t id, const char *channel);
+void lt_enc_hello(struct lt_out *o, const struct lt_config *cfg, uint32_t index);
+/* presence: "presence":true, the connection takes part in the channel's presence. */
+void lt_enc_sub(struct lt_out *o, enum lt_codec c, int64_t id, const char *channel,
+                bool presence);
 void lt_enc_ack(struct lt_out *o, enum lt_codec c, const char *channel, uint64_t seq);
 /*
  * A pub whose data is {"s":s,"p":p,"t":t,"pad":"xx.."}, padded so the
@@ -467,6 +469,9 @@ struct lt_config {
     uint32_t rx_coalesce_us; /* least time between two reads (trades latency resolution for CPU) */
     const char *label;       /* --label: copied into the JSON line */
     char token[LT_TOKEN_MAX + 1]; /* --token / --token-file: sent in every connect; "" = none */
+    char **tokens;     /* --token-file of several lines: connection i sends tokens[i % n] */
+    uint32_t n_tokens; /* 0: token for everyone */
+    bool presence;     /* --presence: subscribers take part in their channel's presence */
     struct lt_scen_config sc;
     const char *json_path;
     const char *svg_path;

@@ -567,6 +567,9 @@ int main(int argc, char **argv)
     default:
         break;
     }
+    for (uint32_t i = 0; i < cfg->n_tokens; i++)
+        free(cfg->tokens[i]);
+    free(cfg->tokens);
     free(cfg);
     return rc;
 }

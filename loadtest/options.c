@@ -114,6 +114,9 @@ static const struct opt opts[] = {
      "are ephemeral or durable"},
     {"--idle-sub", NULL, NULL, OPT_SET, OFF(idle_sub), 0, 0, 0, NULL, NULL, 0,
      "idle: also subscribe connection i to <prefix>.c<i % C>"},
+    {"--presence", NULL, NULL, OPT_SET, OFF(presence), 0, 0, 0, NULL, NULL, 0,
+     "subscribers send \"presence\":true: they take part in their channel's presence (a "
+     "gateway's join storm; the events are read and not counted)"},
     {"--no-ack", NULL, NULL, OPT_CLEAR, OFF(ack), 0, 0, 0, NULL, NULL, 0,
      "do not ack durable deliveries (the server's window fills)"},
     {"--ack-every", NULL, "N", OPT_U32, OFF(ack_every), 0, 1, 1000000, NULL, NULL, 0,
@@ -209,7 +212,8 @@ static const struct opt opts[] = {
      "send this token in every connection's connect (a gateway with --jwt-key; up to 8192 "
      "characters of base64url and dots). --token-file keeps it out of the process list"},
     {"--token-file", NULL, "FILE", OPT_CUSTOM, 0, 0, 0, 0, NULL, read_token_file, 0,
-     "the same, read from FILE (one token; a trailing newline is dropped)"},
+     "the same, read from FILE: one token, or one per line, and then subscriber i and "
+     "publisher i send line i % lines (a user per token: per-user limits)"},
     {"--rx-coalesce-us", NULL, "N", OPT_U32, OFF(rx_coalesce_us), 0, 0, 100000, NULL, NULL, 0,
      "wait at least N us between two reads of the sockets: fewer wakeups and less client CPU, "
      "up to N us more latency (default 0)"},
@@ -299,18 +303,42 @@ static bool set_token(struct lt_config *cfg, const char *s)
     return true;
 }
 
+/* One more line of a token file: kept (and checked) as cfg->tokens[n_tokens]. */
+static bool add_token(struct lt_config *cfg, const char *line)
+{
+    if (!set_token(cfg, line))
+        return false;
+    char **t = realloc(cfg->tokens, (cfg->n_tokens + 1) * sizeof *t);
+    if (!t)
+        return false;
+    cfg->tokens = t;
+    return (t[cfg->n_tokens++] = strdup(line)) != NULL;
+}
+
 static bool read_token_file(struct lt_config *cfg, const char *path)
 {
-    char buf[LT_TOKEN_MAX + 3];
+    char line[LT_TOKEN_MAX + 3];
     FILE *f = fopen(path, "r");
     if (!f)
         return false;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    bool ok = true;
+    while (ok && fgets(line, sizeof line, f)) {
+        size_t n = strlen(line);
+        if (n == sizeof line - 1 && line[n - 1] != '\n')
+            ok = false; /* longer than any token */
+        while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+            line[--n] = '\0';
+        if (ok && n)
+            ok = add_token(cfg, line);
+    }
     fclose(f);
-    while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
-        n--;
-    buf[n] = '\0';
-    return set_token(cfg, buf);
+    if (ok && cfg->n_tokens == 1) { /* one token: as --token */
+        free(cfg->tokens[0]);
+        free(cfg->tokens);
+        cfg->tokens = NULL;
+        cfg->n_tokens = 0;
+    }
+    return ok && cfg->token[0];
 }
 
 static bool valid_space(struct lt_config *cfg, const char *s)

@@ -105,11 +105,11 @@ static void net_on_up(struct lt_net *net, struct lt_conn *link)
     struct sc_engine *e = net->p.owner;
     struct sc_conn *c = conn_of(link);
     struct lt_out o = sc_tx(e);
-    lt_enc_hello(&o, e->cfg);
+    lt_enc_hello(&o, e->cfg, c->index);
     if (c->subscribe) {
         char ch[160];
         sc_channel(e->cfg, c->index, ch, sizeof ch);
-        lt_enc_sub(&o, e->cfg->codec, 2, ch);
+        lt_enc_sub(&o, e->cfg->codec, 2, ch, false);
     }
     link->hello_step = SC_STEP_CONNECT_SENT;
     /* msgpack maps and JSON lines may share a frame (PROTOCOL.md 1). */

@@ -338,7 +338,8 @@ static void test_encoders(void)
         struct lt_out o = {.p = buf, .len = 0, .cap = sizeof buf};
         lt_enc_connect(&o, c, 1, "rtgate-load", "");
         lt_enc_connect(&o, c, 3, "rtgate-load", "eyJhbGciOiJIUzI1NiJ9.e30.c2ln");
-        lt_enc_sub(&o, c, 2, "load.fanout");
+        lt_enc_sub(&o, c, 2, "load.fanout", false);
+        lt_enc_sub(&o, c, 4, "load.room", true);
         lt_enc_ack(&o, c, "load.fanout", 99);
         CHECK(!o.overflow);
         size_t pos = 0;
@@ -348,6 +349,7 @@ static void test_encoders(void)
         CHECK(scan(buf, o.len, &pos, &m) == LT_OK && m.has_id && m.id == 1);
         CHECK(scan(buf, o.len, &pos, &m) == LT_OK && m.has_id && m.id == 3);
         CHECK(scan(buf, o.len, &pos, &m) == LT_OK && m.id == 2 && m.channel_len == 11);
+        CHECK(scan(buf, o.len, &pos, &m) == LT_OK && m.id == 4 && m.channel_len == 9);
         CHECK(scan(buf, o.len, &pos, &m) == LT_OK && m.has_seq && m.seq == 99);
         CHECK(scan(buf, o.len, &pos, &m) == LT_AGAIN);
         if (c == LT_CODEC_JSON) {
@@ -357,6 +359,11 @@ static void test_encoders(void)
             t[to.len] = '\0';
             CHECK(!strcmp((char *)t,
                           "{\"type\":\"connect\",\"id\":7,\"name\":\"n\",\"token\":\"a.b.c\"}\n"));
+            to.len = 0;
+            lt_enc_sub(&to, c, 5, "r", true);
+            t[to.len] = '\0';
+            CHECK(!strcmp((char *)t,
+                          "{\"type\":\"sub\",\"id\":5,\"channel\":\"r\",\"presence\":true}\n"));
         }
         /* a too-small buffer overflows cleanly */
         struct lt_out small = {.p = buf, .len = 0, .cap = 20};

@@ -208,7 +208,7 @@ static void channel_of(const struct worker *w, const struct conn *c, char *out, 
 static void send_connect(struct worker *w, struct conn *c)
 {
     struct lt_out o = tx_out(w);
-    lt_enc_hello(&o, w->cfg);
+    lt_enc_hello(&o, w->cfg, c->index);
     c->link.hello_step = STEP_CONNECT_SENT;
     send_tx(w, c, o.len);
 }
@@ -218,7 +218,7 @@ static void send_sub(struct worker *w, struct conn *c)
     char ch[160];
     channel_of(w, c, ch, sizeof ch);
     struct lt_out o = tx_out(w);
-    lt_enc_sub(&o, w->cfg->codec, 2, ch);
+    lt_enc_sub(&o, w->cfg->codec, 2, ch, w->cfg->presence);
     c->link.hello_step = STEP_SUB_SENT;
     send_tx(w, c, o.len);
 }

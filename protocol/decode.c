@@ -152,6 +152,7 @@ static rt_status json_fv(struct proto_decoder *dec, const json_t *v, struct prot
     case JSON_TRUE:
     case JSON_FALSE:
         fv->kind = PROTO_FV_BOOL;
+        fv->i = json_is_true(v);
         break;
     case JSON_NULL:
         fv->kind = PROTO_FV_NULL;
@@ -283,6 +284,7 @@ static rt_status mp_fv(struct proto_decoder *dec, const uint8_t *p, size_t len, 
         break;
     case PROTO_MP_BOOL:
         fv->kind = PROTO_FV_BOOL;
+        fv->i = it.b;
         break;
     case PROTO_MP_INT:
         fv->kind = PROTO_FV_INT;

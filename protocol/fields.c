@@ -19,7 +19,7 @@ static const char *const FIELD_NAMES[] = {
     [PROTO_F_LON] = "lon",           [PROTO_F_RADIUS_M] = "radius_m",
     [PROTO_F_LIMIT] = "limit",       [PROTO_F_DATA_B64] = "data_b64",
     [PROTO_F_META_B64] = "meta_b64", [PROTO_F_DATA] = "data",
-    [PROTO_F_META] = "meta",
+    [PROTO_F_META] = "meta",         [PROTO_F_PRESENCE] = "presence",
 };
 
 /* Which known field a key names (PROTO_F_UNKNOWN if none). */
@@ -51,6 +51,7 @@ struct proto_fv *proto__field_slot(struct proto_fields *f, enum proto_field_id i
         [PROTO_F_LIMIT] = &f->limit,
         [PROTO_F_DATA_B64] = &f->data_b64,
         [PROTO_F_META_B64] = &f->meta_b64,
+        [PROTO_F_PRESENCE] = &f->presence,
         [PROTO_F_DATA] = NULL,
         [PROTO_F_META] = NULL,
     };
@@ -225,8 +226,14 @@ static void check_sub(struct proto_msg *m, const struct proto_fields *f)
         }
         m->has_since = true;
     }
-    str_field(m, &f->epoch, false, 1, PROTO_EPOCH_MAX, RT_E_BAD_REQUEST,
-              "epoch must be a string of 1-64 bytes", &m->epoch);
+    if (!str_field(m, &f->epoch, false, 1, PROTO_EPOCH_MAX, RT_E_BAD_REQUEST,
+                   "epoch must be a string of 1-64 bytes", &m->epoch))
+        return;
+    if (f->presence.kind != PROTO_FV_ABSENT && f->presence.kind != PROTO_FV_BOOL) {
+        bad(m, RT_E_BAD_REQUEST, "presence must be true or false");
+        return;
+    }
+    m->presence = f->presence.kind == PROTO_FV_BOOL && f->presence.i;
 }
 
 static rt_status check_pub(struct proto_arena *a, struct proto_buf *scratch, struct proto_msg *m,

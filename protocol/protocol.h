@@ -97,6 +97,7 @@ struct proto_msg {
     struct proto_str epoch;   /* sub */
     bool has_since;           /* sub */
     uint64_t since;
+    bool presence;             /* sub: take part in the channel's presence (docs/protocol.md) */
     struct proto_str msg_id;   /* pub */
     struct proto_payload data; /* pub: `data` or `data_b64` (decoded to BINARY) */
     bool has_seq;              /* ack */

@@ -54,7 +54,7 @@ void proto__w_fail(struct proto_writer *w, rt_status st);
 enum proto_fv_kind {
     PROTO_FV_ABSENT = 0,
     PROTO_FV_NULL,
-    PROTO_FV_BOOL,
+    PROTO_FV_BOOL, /* i: 0 or 1 */
     PROTO_FV_INT,  /* i */
     PROTO_FV_UINT, /* u, above INT64_MAX */
     PROTO_FV_REAL, /* d */
@@ -74,7 +74,7 @@ struct proto_fv {
 /* The top-level fields the protocol knows, as found in one message. */
 struct proto_fields {
     struct proto_fv type, id, token, name, channel, epoch, since, msg_id, seq;
-    struct proto_fv space, watch, lat, lon, radius_m, limit, data_b64, meta_b64;
+    struct proto_fv space, watch, lat, lon, radius_m, limit, data_b64, meta_b64, presence;
     struct proto_payload data, meta;
     int error; /* set while reading fields (e.g. bad data), 0 otherwise */
     const char *error_message;
@@ -99,6 +99,7 @@ enum proto_field_id {
     PROTO_F_LIMIT,
     PROTO_F_DATA_B64,
     PROTO_F_META_B64,
+    PROTO_F_PRESENCE,
     PROTO_F_DATA,
     PROTO_F_META,
     PROTO_F_UNKNOWN,

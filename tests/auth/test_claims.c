@@ -137,6 +137,21 @@ Test(claims, permission_claims_are_read)
     auth_claims_destroy(c);
 }
 
+Test(claims, presence_allow_is_a_permission_claim_of_its_own)
+{
+    struct auth_claims *c = NULL;
+    cr_assert_eq(check("{\"sub\":\"u\",\"presence_allow\":[\"chat.*\"]}", T0_MS, 0, &c), AUTH_OK);
+    cr_assert(c->has_presence_allow && !c->has_sub_allow);
+    cr_assert(auth_patterns_match(&c->presence_allow, "chat.room1", 10));
+    cr_assert_not(auth_patterns_match(&c->presence_allow, "news.a", 6));
+    auth_claims_destroy(c);
+    cr_assert_eq(check("{\"sub\":\"u\"}", T0_MS, 0, &c), AUTH_OK);
+    cr_assert_not(c->has_presence_allow, "absent: the server's default");
+    auth_claims_destroy(c);
+    cr_assert_eq(verdict("{\"sub\":\"u\",\"presence_allow\":\"chat.>\"}"), AUTH_BAD_PERMISSIONS);
+    cr_assert_eq(verdict("{\"sub\":\"u\",\"presence_allow\":[\"a..b\"]}"), AUTH_BAD_PERMISSIONS);
+}
+
 Test(claims, bad_permission_claims_refuse_the_token)
 {
     char many[2048] = "{\"sub\":\"u\",\"sub_allow\":[";

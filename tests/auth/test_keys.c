@@ -83,6 +83,29 @@ Test(keys, hs256_refuses_a_public_key_as_its_secret)
     OPENSSL_free(der);
 }
 
+/* A DER key is binary: one ending in a newline byte is still refused (the
+ * secret's trailing newlines are trimmed only after the DER check). */
+Test(keys, hs256_refuses_a_der_public_key_ending_in_a_newline_byte)
+{
+    for (int end = 0; end < 2; end++) {
+        unsigned char want = end ? '\r' : '\n';
+        unsigned char *der = NULL;
+        int n = 0;
+        for (int tries = 0; tries < 5000; tries++) {
+            EVP_PKEY *pk = tk_new_ec("P-256");
+            OPENSSL_free(der);
+            der = NULL;
+            n = i2d_PUBKEY(pk, &der);
+            EVP_PKEY_free(pk);
+            if (n > 0 && der[n - 1] == want)
+                break;
+        }
+        cr_assert(n > 0 && der[n - 1] == want, "no key ending in 0x%02x was made", want);
+        expect_refused(der, (size_t)n, AUTH_HS256, "DER public key");
+        OPENSSL_free(der);
+    }
+}
+
 Test(keys, short_secrets_are_refused_and_newlines_trimmed)
 {
     expect_refused("0123456789012345678901234567890", 31, AUTH_HS256, "at least 32 bytes");

@@ -22,7 +22,7 @@ import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatusCode
 
 SUBPROTOCOLS = {"json": "rtgate.v1.json", "msgpack": "rtgate.v1.msgpack"}
-EVENT_TYPES = ("msg", "gap", "disconnect", "pong", "error", "geo")
+EVENT_TYPES = ("msg", "gap", "disconnect", "pong", "error", "geo", "presence")
 DEFAULT_TIMEOUT = 5.0
 
 

@@ -292,6 +292,13 @@ def wait_meta_leader(servers, timeout=30.0):
     raise AssertionError("no JetStream meta leader in the test cluster")
 
 
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    """Keys and tokens for gateways with --jwt-key (tests/integration/tokens.py)."""
+    from tokens import KeySet
+    return KeySet(tmp_path_factory.mktemp("keys"))
+
+
 @pytest.fixture
 def nodes(gateway):
     """Factory: nodes(urls, n=2, *flags, env=None) starts n rtgate nodes on the NATS engine."""

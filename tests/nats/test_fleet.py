@@ -175,9 +175,10 @@ def test_same_msg_id_via_two_nodes_is_stored_once(nats, nodes):
 def test_interest_follows_local_subscribers(nats, nodes):
     a, b = nodes(nats.url)
 
-    def subs(g):  # channel interest only (presence has its own subjects: test_presence_fleet;
-        # each node's relay of POSTs and polls two of its own: test_transports_fleet)
-        return [s for s in nats.subscriptions(g) if not s.startswith(("rtgate.geo.", "rtgate.sess"))]
+    def subs(g):  # channel interest only (presence, users and the relay of POSTs and polls
+        # between nodes have their own subjects: test_transports_fleet)
+        return [s for s in nats.subscriptions(g)
+                if not s.startswith(("rtgate.geo.", "rtgate.users.", "rtgate.sess"))]
 
     async def go():
         assert subs(a) == [] and subs(b) == []

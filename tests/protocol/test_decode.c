@@ -189,6 +189,24 @@ Test(decode, malformed_since_or_epoch_fails_closed)
               "\"1234567890123456789012345678901234567890123456789012345678901234\"}");
 }
 
+Test(decode, sub_presence_is_a_boolean)
+{
+    BOTH("{\"type\":\"sub\",\"id\":2,\"channel\":\"c\",\"presence\":true}", m, {
+        cr_assert_eq(m.error, 0);
+        cr_assert(m.presence);
+    });
+    BOTH("{\"type\":\"sub\",\"id\":2,\"channel\":\"c\",\"presence\":false}", m, {
+        cr_assert_eq(m.error, 0);
+        cr_assert_not(m.presence);
+    });
+    BOTH("{\"type\":\"sub\",\"id\":2,\"channel\":\"c\"}", m, cr_assert_not(m.presence));
+    expect_error("{\"type\":\"sub\",\"id\":2,\"channel\":\"c\",\"presence\":1}", 400, true);
+    expect_error("{\"type\":\"sub\",\"id\":2,\"channel\":\"c\",\"presence\":\"yes\"}", 400, true);
+    /* Other types do not read it. */
+    BOTH("{\"type\":\"unsub\",\"id\":2,\"channel\":\"c\",\"presence\":7}", m,
+         cr_assert_eq(m.error, 0));
+}
+
 Test(decode, since_and_seq_take_the_whole_uint64_range_in_msgpack)
 {
     struct th_bytes b = {0};
