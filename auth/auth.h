@@ -119,6 +119,13 @@ enum auth_alg auth_key_alg(const struct auth_key *key);
  * Not thread-safe against auth_verify on the same key: set it before use.
  */
 rt_status auth_key_set_audience(struct auth_key *key, const char *audience);
+/*
+ * A 32-byte key for another use, derived from an HS256 secret:
+ * HMAC-SHA256(secret, label), so the secret itself is never reused and
+ * different labels give unrelated keys. RT_INVAL for a public key (RS256,
+ * ES256: nothing secret to derive from).
+ */
+rt_status auth_key_derive(const struct auth_key *key, const char *label, uint8_t out[32]);
 
 /* ------------------------------------------------------------------ */
 /* Claims and permissions                                               */

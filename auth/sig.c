@@ -12,6 +12,7 @@
 #include <openssl/ec.h>
 #include <openssl/err.h>
 #include <openssl/params.h>
+#include <string.h>
 
 #define SHA256_LEN 32
 #define ES256_HALF 32
@@ -52,6 +53,20 @@ static bool hmac_ok(const struct auth_key *key, const uint8_t *data, size_t len,
     EVP_MAC_CTX_free(ctx);
     OPENSSL_cleanse(mac, sizeof mac);
     return ok;
+}
+
+rt_status auth_key_derive(const struct auth_key *key, const char *label, uint8_t out[32])
+{
+    if (!key || !key->hmac)
+        return RT_INVAL;
+    size_t mac_len = 0;
+    EVP_MAC_CTX *ctx = EVP_MAC_CTX_dup(key->hmac);
+    bool ok = ctx && EVP_MAC_update(ctx, (const uint8_t *)label, strlen(label)) &&
+              EVP_MAC_final(ctx, out, &mac_len, SHA256_LEN) && mac_len == SHA256_LEN;
+    EVP_MAC_CTX_free(ctx);
+    if (!ok)
+        ERR_clear_error();
+    return ok ? RT_OK : RT_ERR;
 }
 
 static bool evp_verify(EVP_PKEY *pkey, const uint8_t *data, size_t len, const uint8_t *sig,

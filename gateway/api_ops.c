@@ -483,7 +483,7 @@ static void get_node(struct gw_server *srv, struct gw_api_req *r)
     proto_w_kbool(&w, "ready", fo_ready(srv->fo) && !srv->draining);
     proto_w_kbool(&w, "draining", srv->draining);
     proto_w_kuint(&w, "connections", srv->m.connections);
-    proto_w_kuint(&w, "connections_total", srv->m.connections_total);
+    proto_w_kuint(&w, "connections_total", gw_metrics_connections_total(&srv->m));
     proto_w_kuint(&w, "channels", fs.channels);
     proto_w_kuint(&w, "subscriptions", fs.subscriptions);
     proto_w_kuint(&w, "published", fs.published);

@@ -92,13 +92,15 @@ void gw_authz_config_free(struct gw_config *cfg)
     cfg->jwt_key = NULL;
 }
 
-/* gw.h: the options (config.c), then the key. Main thread, before the loop. */
+/* gw.h: the options (config.c), then the key, then the session tokens' key
+ * (sesstoken.c: it may derive from the JWT key). Main thread, before the loop. */
 rt_status gw_config_load(struct gw_config *cfg, int argc, char **argv)
 {
     rt_status st = gw_config_parse(cfg, argc, argv);
     if (st != RT_OK)
         return st;
-    return gw_authz_configure(cfg) == RT_OK ? RT_OK : RT_INVAL;
+    return gw_authz_configure(cfg) == RT_OK && gw_sesstoken_configure(cfg) == RT_OK ? RT_OK
+                                                                                    : RT_INVAL;
 }
 
 /* gw.h: the options' patterns and the key. */
@@ -106,6 +108,7 @@ void gw_config_free(struct gw_config *cfg)
 {
     gw_config_free_parsed(cfg);
     gw_authz_config_free(cfg);
+    gw_sesstoken_config_free(cfg);
 }
 
 /* ---- the key, and its reload on SIGHUP ---------------------------------- */

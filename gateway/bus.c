@@ -1,8 +1,9 @@
 /*
  * bus.c: the nats engine's bus (fanout.h) has one receiver; this file is
- * it. Each message goes to the module whose subjects it is: rtgate.users.
- * to users across the fleet (users.c), the rest (rtgate.geo.) to presence by
- * location (presence.c). The bus's operations are here once for both. Loop
+ * it. Each message goes to the module whose subjects it is: rtgate.sess. to
+ * the relay of SSE and long-poll requests (relay.c), rtgate.users. to users
+ * across the fleet (users.c), the rest (rtgate.geo.) to presence by location
+ * (presence.c). The bus's operations are here once for both. Loop
  * thread.
  */
 #include "fleet.h"
@@ -17,6 +18,8 @@ static void on_bus(void *arg, const char *subject, const char *reply, const uint
                    size_t len)
 {
     struct gw_server *srv = arg;
+    if (gw_relay_receive(srv, subject, reply, data, len))
+        return; /* rtgate.sess.*: POSTs and polls between nodes (relay.c) */
     if (strncmp(subject, USERS_PREFIX, strlen(USERS_PREFIX)) == 0) {
         if (srv->users)
             users_receive(srv->users, subject, reply, data, len, rt_mono_ms());

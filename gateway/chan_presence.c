@@ -365,7 +365,7 @@ static void deliver(struct gw_server *srv, struct gw_session *s, struct fo_msg *
         gw_session_close(s, 1011, "internal_error", false, true, 1000);
         return;
     }
-    srv->m.messages_out++;
+    srv->m.transport[s->transport].messages_out++;
     gw_session_want_write(s);
 }
 

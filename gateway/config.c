@@ -251,6 +251,20 @@ static const struct opt opts[] = {
     {"nats-nkey", OPT_STR, OFF(nats_security.nkey_file),
      sizeof(((struct gw_config *)0)->nats_security.nkey_file),
      "file holding an NKey user seed (SU...) to sign in with"},
+    {"http-transports", OPT_U32, OFF(http_transports), 0,
+     "1 (default): Server-Sent Events (GET /sse), long-polling (GET /poll) and their "
+     "requests (POST /send) for clients that cannot use WebSocket; 0: not served (404)"},
+    {"session-secret", OPT_STR, OFF(session_secret_file),
+     sizeof(((struct gw_config *)0)->session_secret_file),
+     "file with the fleet's secret (32+ bytes) for the session tokens of SSE and "
+     "long-polling, so any node can check them; default: derived from an HS256 --jwt-key, "
+     "else random per run (tokens then work on this node only)"},
+    {"sse-heartbeat-ms", OPT_U32, OFF(sse_heartbeat_ms), 0,
+     "a comment line on an SSE stream quiet this long, under load balancers' idle timeouts "
+     "(default 15000)"},
+    {"poll-hold-ms", OPT_U32, OFF(poll_hold_ms), 0,
+     "a long-poll with nothing to answer is held this long, then answered empty "
+     "(default 20000)"},
     {"api-key-file", OPT_STR, OFF(api_key_file), sizeof(((struct gw_config *)0)->api_key_file),
      "turns the server API on (docs/api.md): /api/v1/... on this port, for requests with "
      "`Authorization: Bearer <the key in FILE>`; without it every /api/ path is a 404"},
@@ -320,6 +334,9 @@ static void set_defaults(struct gw_config *cfg)
     cfg->jwt_leeway_ms = 5000;
     cfg->static_max_bytes = 16u << 20;
     cfg->handshake_timeout_ms = 10000;
+    cfg->http_transports = 1;
+    cfg->sse_heartbeat_ms = 15000;
+    cfg->poll_hold_ms = 20000;
     cfg->api_max_body_bytes = 1u << 20;
     cfg->api_pub_bucket = (struct rt_bucket_cfg){.rate = 10000, .burst = 20000};
     cfg->api_auth_bucket = (struct rt_bucket_cfg){.rate = 1, .burst = 10};
@@ -768,7 +785,9 @@ static rt_status check(struct gw_config *cfg)
         cfg->api_auth_bucket.burst == 0 ||
         (uint64_t)cfg->drain_timeout_ms < (uint64_t)cfg->drain_grace_ms + cfg->drain_ms ||
         cfg->user_sync_ms == 0 || cfg->user_sync_ms > 1000 || cfg->presence_max_members == 0 ||
-        cfg->presence_max_members > 10000 || cfg->user_max_conns > 4096) {
+        cfg->presence_max_members > 10000 || cfg->user_max_conns > 4096 ||
+        cfg->http_transports > 1 || cfg->sse_heartbeat_ms < 100 || cfg->sse_heartbeat_ms > 300000 ||
+        cfg->poll_hold_ms < 100 || cfg->poll_hold_ms > 300000) {
         fprintf(stderr,
                 "rtgate: inconsistent options (bursts >= 1, max-message-bytes >= 64, "
                 "history >= 1, idle-timeout-ms > ping-interval-ms >= 1000, "
@@ -778,7 +797,8 @@ static rt_status check(struct gw_config *cfg)
                 "nats-read-window-ms <= 100, sub-timeout-ms >= 100, max-pending-subs >= 1, "
                 "drain-timeout-ms >= drain-grace-ms + drain-ms, api-max-body-bytes 1024..67108864, "
                 "api bursts and api-auth-fail-rate >= 1, user-sync-ms 1..1000, "
-                "presence-max-members 1..10000, user-max-conns <= 4096)\n");
+                "presence-max-members 1..10000, user-max-conns <= 4096, http-transports 0 or 1, "
+                "sse-heartbeat-ms and poll-hold-ms 100..300000)\n");
         return RT_INVAL;
     }
     return RT_OK;

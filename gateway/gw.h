@@ -1,6 +1,7 @@
 /*
  * gw.h: internals of the gateway executable. The only module that includes
- * libwebsockets.h (in server.c and session.c). Everything here runs on the
+ * libwebsockets.h (in server.c, ws.c and the files of the HTTP listener;
+ * never session.c, which knows no transport). Everything here runs on the
  * loop thread unless a comment says otherwise.
  */
 #ifndef GW_H
@@ -23,6 +24,7 @@
 #define GW_GEO_WAITING_MAX     16 /* near / watch requests of one connection waiting for the fleet */
 #define GW_MAX_ORIGINS         64
 #define GW_MAX_TRUSTED_PROXIES 64
+#define GW_NODE_KEY_BYTES      8 /* names one gateway process in session tokens and subjects */
 
 /* Presence subs of one connection waiting for the channel's members (chan_presence.c). */
 #define GW_PRESENCE_WAITING_MAX 16
@@ -113,8 +115,16 @@ struct gw_config {
     bool proxy_v2; /* derived: proxy_protocol is "v2" */
     /* --nats-ca, --nats-tls-cert, --nats-tls-key, --nats-creds, --nats-nkey */
     struct fo_nats_security nats_security;
-    char api_key_file[1024];              /* --api-key-file: "" = the server API is off */
-    size_t api_max_body_bytes;            /* largest API request body (413 past it) */
+    /* The HTTP transports: SSE, long-polling, POST (http.h, docs/protocol.md). */
+    uint32_t http_transports;       /* 1: /sse, /poll and /send are served */
+    char session_secret_file[1024]; /* --session-secret: the fleet's key for session tokens */
+    uint32_t sse_heartbeat_ms;      /* a comment on a quiet stream this often */
+    uint32_t poll_hold_ms;          /* a poll with nothing to answer is held this long */
+    uint8_t *session_secret;    /* sesstoken.c: the key's material, read before the workers fork */
+    size_t session_secret_len;  /* (the secret file's bytes, or this run's random bytes) */
+    uint8_t session_key_source; /* enum gw_session_key_source */
+    char api_key_file[1024];    /* --api-key-file: "" = the server API is off */
+    size_t api_max_body_bytes;  /* largest API request body (413 past it) */
     struct rt_bucket_cfg api_pub_bucket;  /* API publishes, node-wide */
     struct rt_bucket_cfg api_auth_bucket; /* failed API keys per remote address */
 
@@ -125,6 +135,19 @@ struct gw_config {
     uint32_t presence_max_members;        /* members listed per channel, then a count */
     struct gw_policy presence_allow;      /* not given: the sub rule decides */
 };
+
+/* Where the key of the session tokens came from (sesstoken.c). */
+enum gw_session_key_source {
+    GW_SESSION_KEY_SECRET, /* --session-secret */
+    GW_SESSION_KEY_JWT,    /* derived from an HS256 --jwt-key */
+    GW_SESSION_KEY_RANDOM, /* this run's own: checked by its processes only */
+};
+
+/* Main thread, before the loop and any fork: the session tokens' key material. RT_INVAL
+ * after printing why (a --session-secret that cannot serve). No OpenSSL call: nats.c must
+ * set OpenSSL up first (a tls:// engine crashes at exit otherwise). */
+rt_status gw_sesstoken_configure(struct gw_config *cfg);
+void gw_sesstoken_config_free(struct gw_config *cfg);
 
 /*
  * Fills cfg from defaults, the file named by --config (if any) and the flags.
@@ -185,16 +208,31 @@ static inline void gw_hist_observe(struct gw_histogram *h, uint64_t v)
     h->sum += v;
 }
 
-struct gw_metrics {
-    uint64_t connections;                     /* open WebSocket connections (gauge) */
-    uint64_t connections_total;               /* accepted */
-    uint64_t handshakes_refused[GW_REFUSE_N]; /* by cause (enum above) */
+/* The transports a session can have (struct gw_transport below): the label on the metrics. */
+enum gw_transport_kind {
+    GW_TRANSPORT_WS = 0, /* WebSocket: the session is lws's per-connection data (ws.c) */
+    GW_TRANSPORT_SSE,    /* Server-Sent Events + POST (sse.c, http.h) */
+    GW_TRANSPORT_POLL,   /* long-polling + POST (longpoll.c, http.h) */
+    GW_TRANSPORT_N
+};
+
+/* What is counted per transport (rtgate_*{transport="..."}). */
+struct gw_transport_metrics {
+    uint64_t connections;       /* open sessions (gauge) */
+    uint64_t connections_total; /* accepted */
     uint64_t messages_in;
     uint64_t messages_out;
-    uint64_t frames_in;
-    uint64_t frames_out;
     uint64_t bytes_in;
     uint64_t bytes_out;
+    uint64_t closes[2][GW_CLOSE_CODES]; /* ended sessions by [initiator][close code] */
+};
+
+struct gw_metrics {
+    uint64_t connections;                     /* open sessions of every transport (gauge) */
+    uint64_t handshakes_refused[GW_REFUSE_N]; /* by cause (enum above) */
+    struct gw_transport_metrics transport[GW_TRANSPORT_N];
+    uint64_t frames_in;           /* WebSocket frames */
+    uint64_t frames_out;          /* WebSocket frames */
     uint64_t errors[RT_N_ERRORS]; /* replies with an error, by code */
     uint64_t closes_1008;
     uint64_t closes_1009;
@@ -204,13 +242,21 @@ struct gw_metrics {
     uint64_t closes_idle;
     uint64_t slow_consumer_closes;
     uint64_t outbox_bytes;                /* gauge: bytes queued in all outboxes */
-    uint64_t closes[2][GW_CLOSE_CODES];   /* ended connections by [initiator][close code] */
     struct gw_histogram delivery_latency; /* publish accept (fo_msg.ts_ms) to write, in ms */
     struct gw_histogram pub_latency;      /* pub received to its reply, in 100 us units */
     double loop_busy_ratio;               /* the loop's busy fraction over the last second */
     uint64_t loop_since_ns;               /* uv_hrtime when the busy accounting began */
     uint64_t loop_idle_at_start_ns;       /* uv_metrics_idle_time then */
 };
+
+/* Sessions accepted since the start, every transport together. */
+static inline uint64_t gw_metrics_connections_total(const struct gw_metrics *m)
+{
+    uint64_t n = 0;
+    for (int t = 0; t < GW_TRANSPORT_N; t++)
+        n += m->transport[t].connections_total;
+    return n;
+}
 
 /* ------------------------------------------------------------------ */
 /* Outbox: the bounded per-connection send queue. */
@@ -273,6 +319,7 @@ enum gw_state {
 };
 
 struct gw_server;
+struct gw_session;
 struct gw_api;
 struct gw_geo_req;
 struct gw_presence_req;
@@ -281,7 +328,43 @@ struct users;
 struct users_event;
 struct lws;
 
-/* Per-connection state, lws's per-session user data (lws owns the memory). */
+/*
+ * How a session's bytes travel (ws.c, and the HTTP transports). The session
+ * layer (session.c) knows nothing of sockets: it queues replies and
+ * deliveries in the outbox and calls these; the transport drains the outbox
+ * and reports what it wrote (gw_session_sent). Loop thread.
+ */
+struct gw_transport {
+    const char *name; /* the label on the metrics: "websocket", ... */
+    /* The server's flush: writes what the outbox holds, as far as the connection takes it
+     * now; the rest waits for the connection (want_write). */
+    void (*flush)(struct gw_session *s);
+    /* A write outside the flush: closes, heartbeats, or a full flush list. */
+    void (*want_write)(struct gw_session *s);
+    /* The session is closing (s->close_code, s->close_reason): what the outbox holds goes
+     * out, then the connection ends with that code. */
+    void (*close)(struct gw_session *s);
+    /* Ends the connection at once, nothing more written: the peer is presumed dead. */
+    void (*cut)(struct gw_session *s);
+    /* The sweep's part for a session that is not closing: the transport's liveness and
+     * keep-alive (WebSocket: the idle timeout and pings). */
+    void (*heartbeat)(struct gw_session *s, uint64_t now_ms);
+    /* Optional: adds the transport's fields to the `connected` reply being written. */
+    void (*describe)(struct gw_session *s, struct proto_writer *w);
+};
+
+extern const struct gw_transport gw_ws_transport;
+extern const struct gw_transport gw_sse_transport;  /* sse.c */
+extern const struct gw_transport gw_poll_transport; /* longpoll.c */
+
+/*
+ * Bytes every outbox item and fan-out frame keeps free before its data: a
+ * transport may write its own frame header there (lws needs LWS_PRE, which
+ * ws.c checks is not more).
+ */
+#define GW_FRAME_HEADROOM 16
+
+/* A session, whatever its transport: each transport's connection struct begins with one. */
 struct gw_session {
     /* The fan-out's per-delivery path (sink_deliver, want_write) reads only
      * the fields up to the flags: kept together, first. */
@@ -290,17 +373,13 @@ struct gw_session {
     struct gw_outbox outbox;
     uint8_t codec;          /* enum proto_codec */
     uint8_t state;          /* enum gw_state */
-    bool write_pending;     /* a WRITEABLE callback is already asked for */
+    uint8_t transport;      /* enum gw_transport_kind */
     bool fo_stalled;        /* fan-out was refused for a full outbox: pump when drained */
     bool closing;           /* close after the outbox is flushed */
-    bool close_now;         /* flushed: the close frame goes out from the timer */
-    bool ping_due;          /* the sweep asked for a WebSocket ping */
-    bool cut;               /* the socket was shut down under lws */
     bool dirty;             /* on the server's flush list or held by the flush window */
     bool held;              /* dirty and waiting on the server's held list */
     bool reply_queued;      /* a reply is queued: flush now, not after the window */
     uint64_t last_write_us; /* monotonic (gw_now_us): the flush window starts here */
-    struct lws *wsi;
     struct fo_client *fo;
     struct rt_bucket pub_bucket;
     struct rt_bucket msg_bucket;
@@ -314,14 +393,11 @@ struct gw_session {
     uint16_t presence_waiting;
     uint64_t abuse_window_start;
     uint64_t opened_ms;  /* monotonic */
-    uint64_t last_rx_ms; /* monotonic: any frame or pong from the client */
-    uint64_t last_ping_ms;
+    uint64_t last_rx_ms; /* monotonic: anything from the client (a frame, a pong, a request) */
     uint64_t closing_since_ms;
     uint32_t abuse_count;
     uint16_t close_code;
     const char *close_reason;
-    uint8_t *rx_buf; /* reassembly of a message split over callbacks */
-    size_t rx_len;
     struct gw_pending *pending; /* pending.c: requests behind subs waiting for NATS */
     uint16_t peer_close_code;   /* the code of the client's close frame, 0 before one */
     char client_id[28];
@@ -332,6 +408,15 @@ struct gw_session {
 
     struct rt_bucket refresh_bucket; /* authz.c: refreshes (each a signature check) */
 };
+
+/* Every transport, by enum gw_transport_kind (session.c). */
+extern const struct gw_transport *const gw_transports[GW_TRANSPORT_N];
+
+/* The transport of a session. */
+static inline const struct gw_transport *gw_transport_of(const struct gw_session *s)
+{
+    return gw_transports[s->transport];
+}
 
 /* The connection table: ids stay valid after the session is gone (generation). */
 struct gw_conns {
@@ -401,6 +486,17 @@ struct gw_server {
     struct gw_peer *peers;     /* peer.c: who each connection is from, by fd */
     uint32_t peers_cap;
     struct gw_tls *tls; /* tls.c: NULL without --tls-cert */
+    /* The HTTP transports (http.h). */
+    uint8_t node_key[GW_NODE_KEY_BYTES]; /* random per process: session tokens, relay subjects */
+    char node_key_hex[2 * GW_NODE_KEY_BYTES + 1];
+    uint64_t *reap; /* ids of HTTP sessions to free at the next safe point (hsession.c) */
+    uint32_t n_reap, reap_cap;
+    size_t http_body_bytes;    /* POST bodies being read, all requests together */
+    struct gw_relay *relay;    /* relay.c: POSTs and polls across nodes; NULL without a bus */
+    uint64_t http_refused;     /* HTTP transport requests refused before reaching a session */
+    struct proto_buf http_out; /* sse.c: the events of one write (GW_FRAME_HEADROOM before) */
+    uint8_t session_key[32];   /* sesstoken.c: derived at the first token, once OpenSSL is up */
+    bool session_key_ready;
     struct gw_api *api; /* the server API (api.h), NULL when off */
 
     /* bus.c, users.c, chan_presence.c: the engine's bus, users across the fleet. */
@@ -414,20 +510,32 @@ struct gw_server {
     struct rt_log_budget refusal_log; /* refused handshakes' lines (gw_refusal_log_take) */
 };
 
-/* session.c: the session layer called by the lws callback in server.c. */
-int gw_session_open(struct gw_server *srv, struct gw_session *s, struct lws *wsi,
-                    enum proto_codec codec);
-int gw_session_rx(struct gw_session *s, const uint8_t *in, size_t len, bool final,
-                  size_t remaining);
-int gw_session_writable(struct gw_session *s);
-/* The session's lws timer fired; non-zero asks lws to close politely. */
-int gw_session_timer(struct gw_session *s);
+/*
+ * session.c: the session layer, the same under every transport: connect,
+ * requests, limits, replies and deliveries through the outbox, closes.
+ * Called by the transports (ws.c, ...).
+ */
+/* Sets a new session up (the transport's struct zeroed but for its own
+ * fields); peer is the client's address as text. -1 when the connection
+ * table is full. */
+int gw_session_open(struct gw_server *srv, struct gw_session *s, enum gw_transport_kind transport,
+                    enum proto_codec codec, const char *peer);
+/* Decodes one frame of requests (a WebSocket message, a POST body) and handles them in order. */
+void gw_session_frame(struct gw_session *s, const uint8_t *frame, size_t len);
+/* Handles one request made by a transport (the `connect` and subs an SSE URL asks for). */
+void gw_session_request(struct gw_session *s, const struct proto_msg *m);
+/* True if the session's message bucket has a token now (taking none); else *retry_after_ms. */
+bool gw_session_may_send(struct gw_session *s, uint32_t *retry_after_ms);
+/* The transport wrote the first n items of the outbox (bytes of them): pops them, counts them,
+ * and lets the fan-out go on when the outbox has room again. */
+void gw_session_sent(struct gw_session *s, uint32_t n, size_t bytes);
+/* The connection is gone: the session's state is freed (not the transport's struct). */
 void gw_session_closed(struct gw_session *s);
-/* The client sent a close frame (payload: its code, big-endian, and reason). */
-void gw_session_peer_close(struct gw_session *s, const uint8_t *payload, size_t len);
 /* Asks the session to close with code after flushing (optionally telling it first). */
 void gw_session_close(struct gw_session *s, uint16_t code, const char *reason, bool tell,
                       bool reconnect, uint32_t after_ms);
+/* A transport found the client silent past its deadline (half-open): counted, logged, cut. */
+void gw_session_idle_cut(struct gw_session *s, uint64_t silent_ms);
 /* Replies, for the other request handlers (presence.c). */
 void gw_session_reply_error(struct gw_session *s, const struct proto_msg *m, int code,
                             const char *message, uint32_t retry_after_ms);
@@ -583,6 +691,45 @@ void gw_server_sweep(struct gw_server *srv, uint64_t now_ms);
 /* True if a refused handshake or connection may be logged now (at most 20 lines a
  * second; a later line counts the others). Loop thread. */
 bool gw_refusal_log_take(struct gw_server *srv);
+/* Why a new session is refused before it starts (gw_server_admit). */
+struct gw_refusal {
+    int cause;           /* GW_REFUSE_*, for the metrics */
+    unsigned status;     /* HTTP: 429 or 503 */
+    const char *message; /* one line, ending with a newline */
+    uint32_t retry_after_ms;
+};
+/* The admission of a new session, whatever its transport: draining, the client address's
+ * handshake rate, --max-connections, --conn-rate. False with *out saying why. */
+bool gw_server_admit(struct gw_server *srv, struct lws *wsi, const struct edge_addr *client,
+                     struct gw_refusal *out);
+/* True when the request has no Origin (not a browser), no --allow-origin is set, or its
+ * normalised Origin is on the list. */
+bool gw_server_origin_allowed(struct gw_server *srv, struct lws *wsi);
+/* Takes a token from the client address's handshake bucket; false with *retry_after_ms. */
+bool gw_server_address_rate_ok(struct gw_server *srv, struct lws *wsi, uint32_t *retry_after_ms);
+
+/* httpapi.c: the endpoints of the HTTP transports (/sse, /poll, /send), for server.c.
+ * route: false when uri is none of them (or they are off); else *rc is lws's return. */
+bool gw_httpapi_route(struct gw_server *srv, struct lws *wsi, const char *uri, void *user, int *rc);
+/* True when the transaction's user data is one of httpapi.c's requests. */
+bool gw_httpapi_owns(void *user);
+int gw_httpapi_body(struct gw_server *srv, struct lws *wsi, void *user, const void *in, size_t len);
+int gw_httpapi_body_done(struct gw_server *srv, struct lws *wsi, void *user);
+/* HTTP_WRITEABLE: false when the transaction is not ours (static.c's then). */
+bool gw_httpapi_writable(struct gw_server *srv, struct lws *wsi, void *user, int *rc);
+void gw_httpapi_closed(struct gw_server *srv, struct lws *wsi, void *user);
+
+/* The HTTP transports' parts the rest of the server calls (http.h has the others). */
+/* relay.c: true if the bus message is the relay's (rtgate.sess.*); then it was handled. */
+bool gw_relay_receive(struct gw_server *srv, const char *subject, const char *reply,
+                      const uint8_t *data, size_t len);
+rt_status gw_relay_start(struct gw_server *srv);
+void gw_relay_stop(struct gw_server *srv);
+void gw_relay_sweep(struct gw_server *srv, uint64_t now_ms);
+/* hsession.c: frees the HTTP sessions that are done; at shutdown, all of them. */
+void gw_hsession_reap(struct gw_server *srv);
+void gw_hsession_free_all(struct gw_server *srv);
+
 /* listener.c: binds --listen (SO_REUSEPORT) and hands accepted sockets to lws. */
 struct gw_listener;
 rt_status gw_listener_start(struct gw_server *srv);
@@ -624,14 +771,29 @@ bool gw_server_mark_dirty(struct gw_server *srv, uint64_t conn_id);
  * A session that wrote less than flush_window_ms ago is held until its window
  * ends, so a busy connection gets many messages per frame and per write. */
 void gw_server_flush(struct gw_server *srv);
-/* One session's part of the flush. Outside lws's service. */
+/* One session's part of the flush (its transport writes). Outside lws's service. */
 void gw_session_flush(struct gw_session *s);
-/* Shuts the socket down under lws (peer presumed dead); lws then closes it. */
+/* Ends the session's connection at once (its transport's cut). */
 void gw_session_cut(struct gw_session *s);
 /* One session's part of the sweep. */
 void gw_session_sweep(struct gw_session *s, uint64_t now_ms);
-/* Requests a WRITEABLE callback for the session. */
+/* The session has output: on the flush list, or straight to its transport when urgent. */
 void gw_session_want_write(struct gw_session *s);
+
+/*
+ * ws.c: the WebSocket transport, called by the lws callback in server.c.
+ * The session lives in lws's per-connection data (gw_ws_session_size bytes).
+ */
+size_t gw_ws_session_size(void);
+int gw_ws_open(struct gw_server *srv, void *user, struct lws *wsi, enum proto_codec codec);
+int gw_ws_rx(void *user, const uint8_t *in, size_t len, bool final, size_t remaining);
+int gw_ws_writable(void *user);
+/* The connection's lws timer fired; non-zero asks lws to close politely. */
+int gw_ws_timer(void *user);
+void gw_ws_pong(void *user);
+/* The client sent a close frame (payload: its code, big-endian, and reason). */
+void gw_ws_peer_close(void *user, const uint8_t *payload, size_t len);
+void gw_ws_closed(void *user);
 
 /* static.c: the --static folder, in memory, answered on the listener (GET, HEAD). */
 struct gw_static;

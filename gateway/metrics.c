@@ -10,6 +10,7 @@
 #include "users.h"
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -113,18 +114,34 @@ static void histogram(struct out *o, const char *name, const char *help,
 static void closes(struct out *o, const struct gw_metrics *m)
 {
     static const char *const by[2] = {"server", "client"};
-    emit(o, "# HELP rtgate_closes_total Connections ended, by close code and by who ended them "
-            "(1006: no close frame, e.g. a cut or a vanished peer)\n"
+    emit(o, "# HELP rtgate_closes_total Sessions ended, by transport, close code and by who ended "
+            "them (1006: no close frame, e.g. a cut or a vanished peer)\n"
             "# TYPE rtgate_closes_total counter\n");
-    for (int b = 0; b < 2; b++)
-        for (int i = 0; i < GW_CLOSE_CODES; i++) {
-            if (i < GW_CLOSE_CODES - 1)
-                emit(o, "rtgate_closes_total{code=\"%u\",by=\"%s\"} %llu\n", close_codes[i], by[b],
-                     (unsigned long long)m->closes[b][i]);
-            else
-                emit(o, "rtgate_closes_total{code=\"other\",by=\"%s\"} %llu\n", by[b],
-                     (unsigned long long)m->closes[b][i]);
-        }
+    for (int t = 0; t < GW_TRANSPORT_N; t++)
+        for (int b = 0; b < 2; b++)
+            for (int i = 0; i < GW_CLOSE_CODES; i++) {
+                const char *tn = gw_transports[t]->name;
+                unsigned long long v = m->transport[t].closes[b][i];
+                if (i < GW_CLOSE_CODES - 1)
+                    emit(o, "rtgate_closes_total{transport=\"%s\",code=\"%u\",by=\"%s\"} %llu\n",
+                         tn, close_codes[i], by[b], v);
+                else
+                    emit(o, "rtgate_closes_total{transport=\"%s\",code=\"other\",by=\"%s\"} %llu\n",
+                         tn, by[b], v);
+            }
+}
+
+/* One counter or gauge per transport: rtgate_<name>{transport="..."}. */
+static void per_transport(struct out *o, const struct gw_metrics *m, const char *name,
+                          const char *type, const char *help, size_t field)
+{
+    emit(o, "# HELP rtgate_%s %s, by transport\n# TYPE rtgate_%s %s\n", name, help, name, type);
+    for (int t = 0; t < GW_TRANSPORT_N; t++) {
+        const uint64_t *v =
+            (const uint64_t *)(const void *)((const char *)&m->transport[t] + field);
+        emit(o, "rtgate_%s{transport=\"%s\"} %llu\n", name, gw_transports[t]->name,
+             (unsigned long long)*v);
+    }
 }
 
 static void loop_and_state(struct out *o, const struct gw_server *srv)
@@ -209,16 +226,20 @@ char *gw_metrics_render(const struct gw_server *srv, size_t *len)
     struct out o = {.buf = malloc(4096), .cap = 4096};
     if (!o.buf)
         return NULL;
-    metric(&o, "connections", "gauge", "Open WebSocket connections", m->connections);
-    metric(&o, "connections_total", "counter", "WebSocket connections accepted",
-           m->connections_total);
+#define TM(f) offsetof(struct gw_transport_metrics, f)
+    per_transport(&o, m, "connections", "gauge", "Open sessions", TM(connections));
+    per_transport(&o, m, "connections_total", "counter", "Sessions accepted",
+                  TM(connections_total));
     refused(&o, m);
-    metric(&o, "messages_in_total", "counter", "Messages received from clients", m->messages_in);
-    metric(&o, "messages_out_total", "counter", "Messages queued to clients", m->messages_out);
+    per_transport(&o, m, "messages_in_total", "counter", "Messages received from clients",
+                  TM(messages_in));
+    per_transport(&o, m, "messages_out_total", "counter", "Messages queued to clients",
+                  TM(messages_out));
     metric(&o, "frames_in_total", "counter", "WebSocket frames received", m->frames_in);
     metric(&o, "frames_out_total", "counter", "WebSocket frames sent", m->frames_out);
-    metric(&o, "bytes_in_total", "counter", "Payload bytes received", m->bytes_in);
-    metric(&o, "bytes_out_total", "counter", "Payload bytes sent", m->bytes_out);
+    per_transport(&o, m, "bytes_in_total", "counter", "Payload bytes received", TM(bytes_in));
+    per_transport(&o, m, "bytes_out_total", "counter", "Payload bytes sent", TM(bytes_out));
+#undef TM
     errors(&o, m);
     metric(&o, "rate_limited_total", "counter", "Replies with 429", m->errors[rt_error_index(429)]);
     metric(&o, "closes_policy_total", "counter", "Connections closed with 1008", m->closes_1008);
@@ -367,15 +388,15 @@ void gw_metrics_closed(struct gw_metrics *m, const struct gw_session *s)
     if (s->close_code) {
         by = GW_BY_SERVER;
         code = s->close_code;
-    } else if (s->closing) {
-        by = GW_BY_SERVER; /* cut without a close frame (idle) */
     } else if (s->peer_close_code) {
         code = s->peer_close_code;
+    } else if (s->closing) {
+        by = GW_BY_SERVER; /* cut without a close frame (idle) */
     }
     int i = 0;
     while (i < GW_CLOSE_CODES - 1 && close_codes[i] != code)
         i++;
-    m->closes[by][i]++;
+    m->transport[s->transport].closes[by][i]++;
 }
 
 /* ---- publish reply latency ------------------------------------------- */

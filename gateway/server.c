@@ -47,10 +47,12 @@ static int http_respond(struct lws *wsi, unsigned status, const char *ctype, con
     return n < 0 ? -1 : 0;
 }
 
-static int on_http(struct lws *wsi, const char *uri)
+static int on_http(struct lws *wsi, const char *uri, void *user)
 {
     struct gw_server *srv = server_of(wsi);
     int r;
+    if (gw_httpapi_route(srv, wsi, uri, user, &r)) /* /sse, /poll, /send: httpapi.c */
+        return r;
     if (srv->api && gw_api_path(uri))
         return gw_api_http(srv, wsi, uri); /* the server API: answers and completes itself */
     if (!strcmp(uri, "/healthz")) {
@@ -163,11 +165,9 @@ static int refuse_plain(struct lws *wsi)
     return refuse(wsi, GW_REFUSE_NOT_TLS, 400, "this port speaks TLS: use wss:// or https://\n", 0);
 }
 
-/* True when the request has no Origin (not a browser), no allow-list is set,
- * or its normalised Origin is on the list. */
-static bool origin_allowed(struct lws *wsi)
+bool gw_server_origin_allowed(struct gw_server *srv, struct lws *wsi)
 {
-    const struct gw_config *cfg = server_of(wsi)->cfg;
+    const struct gw_config *cfg = srv->cfg;
     if (!cfg->n_allow_origin || lws_hdr_total_length(wsi, WSI_TOKEN_ORIGIN) <= 0)
         return true;
     char origin[EDGE_ORIGIN_MAX], norm[EDGE_ORIGIN_MAX];
@@ -192,6 +192,29 @@ static bool client_rate_ok(struct lws *wsi, const struct edge_addr *client, uint
     return gw_iplimit_take(srv->iplimit, key, rt_mono_ms(), retry);
 }
 
+bool gw_server_address_rate_ok(struct gw_server *srv, struct lws *wsi, uint32_t *retry_after_ms)
+{
+    return client_rate_ok(wsi, gw_peer_resolve(srv, wsi), retry_after_ms);
+}
+
+bool gw_server_admit(struct gw_server *srv, struct lws *wsi, const struct edge_addr *client,
+                     struct gw_refusal *out)
+{
+    uint32_t retry = 0;
+    if (srv->draining)
+        *out = (struct gw_refusal){GW_REFUSE_DRAINING, 503, "draining\n", 1000};
+    else if (!client_rate_ok(wsi, client, &retry))
+        *out = (struct gw_refusal){GW_REFUSE_RATE, 429, "too many connections from this address\n",
+                                   retry};
+    else if (srv->m.connections >= srv->cfg->max_connections)
+        *out = (struct gw_refusal){GW_REFUSE_CAPACITY, 503, "gateway at capacity\n", 1000};
+    else if (!gw_connrate_take(srv->connrate, rt_mono_ms(), &retry))
+        *out = (struct gw_refusal){GW_REFUSE_NODE_RATE, 503, "too many new connections\n", retry};
+    else
+        return true;
+    return false;
+}
+
 /* LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: the last chance to answer in HTTP. */
 static int on_confirm_upgrade(struct lws *wsi)
 {
@@ -203,20 +226,16 @@ static int on_confirm_upgrade(struct lws *wsi)
     lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI);
     if (strcmp(uri, srv->cfg->ws_path) != 0)
         return refuse(wsi, GW_REFUSE_SUBPROTOCOL, 404, "no websocket endpoint here\n", 0);
-    if (!origin_allowed(wsi))
+    if (!gw_server_origin_allowed(srv, wsi))
         return refuse(wsi, GW_REFUSE_ORIGIN, 403, "origin not allowed\n", 0);
     if (srv->draining)
         return refuse(wsi, GW_REFUSE_DRAINING, 503, "draining\n", 1000);
     if (!subprotocol_ok(wsi))
         return refuse(wsi, GW_REFUSE_SUBPROTOCOL, 400,
                       "unsupported subprotocol: offer rtgate.v1.json or rtgate.v1.msgpack\n", 0);
-    uint32_t retry = 0;
-    if (!client_rate_ok(wsi, client, &retry))
-        return refuse(wsi, GW_REFUSE_RATE, 429, "too many connections from this address\n", retry);
-    if (srv->m.connections >= srv->cfg->max_connections)
-        return refuse(wsi, GW_REFUSE_CAPACITY, 503, "gateway at capacity\n", 1000);
-    if (!gw_connrate_take(srv->connrate, rt_mono_ms(), &retry))
-        return refuse(wsi, GW_REFUSE_NODE_RATE, 503, "too many new connections\n", retry);
+    struct gw_refusal why;
+    if (!gw_server_admit(srv, wsi, client, &why))
+        return refuse(wsi, why.cause, why.status, why.message, why.retry_after_ms);
     return 0;
 }
 
@@ -294,6 +313,8 @@ void gw_server_sweep(struct gw_server *srv, uint64_t now_ms)
     for (uint32_t i = 0; i < srv->conns.used; i++)
         if (srv->conns.slots[i])
             gw_session_sweep(srv->conns.slots[i], now_ms);
+    gw_relay_sweep(srv, now_ms);
+    gw_hsession_reap(srv);
 }
 
 static void on_sweep(uv_timer_t *t)
@@ -426,6 +447,7 @@ void gw_server_flush(struct gw_server *srv)
     }
     srv->n_dirty = 0;
     srv->flush_wall_ms = 0;
+    gw_hsession_reap(srv); /* long-poll sessions whose last answer went out */
 }
 
 struct flush_handles {
@@ -500,21 +522,29 @@ static enum proto_codec codec_of(struct lws *wsi)
 static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                     size_t len)
 {
-    struct gw_session *s = user;
     switch (reason) {
     case LWS_CALLBACK_HTTP:
         if (plain_on_tls_port(wsi))
             return refuse_plain(wsi);
-        return on_http(wsi, in ? (const char *)in : "");
-    case LWS_CALLBACK_HTTP_BODY:
+        return on_http(wsi, in ? (const char *)in : "", user);
+    case LWS_CALLBACK_HTTP_BODY: /* a POST /send (httpapi.c), or an API request */
+        if (gw_httpapi_owns(user))
+            return gw_httpapi_body(server_of(wsi), wsi, user, in, len);
         return gw_api_body(server_of(wsi), wsi, in, len);
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+        if (gw_httpapi_owns(user))
+            return gw_httpapi_body_done(server_of(wsi), wsi, user);
         return gw_api_body_done(server_of(wsi), wsi);
-    case LWS_CALLBACK_HTTP_WRITEABLE: /* a static file's next chunk, or a deferred API answer */
+    case LWS_CALLBACK_HTTP_WRITEABLE: { /* a static file's next chunk, or a deferred answer */
+        int r;
+        if (gw_httpapi_writable(server_of(wsi), wsi, user, &r))
+            return r;
         if (gw_static_writable(server_of(wsi)->statics, wsi, user) < 0)
             return -1;
         return gw_api_writable(server_of(wsi), wsi);
+    }
     case LWS_CALLBACK_CLOSED_HTTP:
+        gw_httpapi_closed(server_of(wsi), wsi, user);
         gw_api_closed(server_of(wsi), wsi);
         return 0;
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
@@ -522,22 +552,22 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     case LWS_CALLBACK_OPENSSL_LOAD_EXTRA_SERVER_VERIFY_CERTS:
         return gw_tls_attach(server_of(wsi), user);
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
-        gw_session_peer_close(s, in, len);
+        gw_ws_peer_close(user, in, len);
         return on_peer_close(wsi, in, len);
     case LWS_CALLBACK_ESTABLISHED:
-        return gw_session_open(server_of(wsi), s, wsi, codec_of(wsi));
+        return gw_ws_open(server_of(wsi), user, wsi, codec_of(wsi));
     case LWS_CALLBACK_RECEIVE:
-        return gw_session_rx(s, in, len, lws_is_final_fragment(wsi),
-                             lws_remaining_packet_payload(wsi));
+        return gw_ws_rx(user, in, len, lws_is_final_fragment(wsi),
+                        lws_remaining_packet_payload(wsi));
     case LWS_CALLBACK_SERVER_WRITEABLE:
-        return gw_session_writable(s);
+        return gw_ws_writable(user);
     case LWS_CALLBACK_TIMER:
-        return gw_session_timer(s);
+        return gw_ws_timer(user);
     case LWS_CALLBACK_RECEIVE_PONG:
-        s->last_rx_ms = rt_mono_ms();
+        gw_ws_pong(user);
         return 0;
     case LWS_CALLBACK_CLOSED:
-        gw_session_closed(s);
+        gw_ws_closed(user);
         return 0;
     default:
         return 0;
@@ -545,10 +575,11 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 }
 
 /* protocols[0] also takes HTTP and WebSocket clients that offer no
- * subprotocol (PROTOCOL.md: they get JSON, and no header back). */
+ * subprotocol (PROTOCOL.md: they get JSON, and no header back). The
+ * per-session data (a WebSocket's session, ws.c) is sized in make_context. */
 static struct lws_protocols protocols[] = {
-    {PROTO_SUBPROTOCOL_JSON, callback, sizeof(struct gw_session), 0, PROTO_JSON, NULL, 0},
-    {PROTO_SUBPROTOCOL_MSGPACK, callback, sizeof(struct gw_session), 0, PROTO_MSGPACK, NULL, 0},
+    {PROTO_SUBPROTOCOL_JSON, callback, 0, 0, PROTO_JSON, NULL, 0},
+    {PROTO_SUBPROTOCOL_MSGPACK, callback, 0, 0, PROTO_MSGPACK, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
@@ -615,7 +646,7 @@ static rt_status make_fanout(struct gw_server *srv, const struct gw_config *cfg)
         .dedup_window_ms = cfg->dedup_window_ms,
         .max_unacked = cfg->max_unacked,
         .max_subs = cfg->max_subs,
-        .frame_headroom = LWS_PRE,
+        .frame_headroom = GW_FRAME_HEADROOM,
     };
     struct fo_sink sink = gw_session_sink(srv);
     return fo_create(&fc, &sink, &srv->fo);
@@ -631,6 +662,7 @@ static rt_status make_context(struct gw_server *srv, const struct gw_config *cfg
      * frames; lws still buffers what a full socket does not take.
      */
     for (int i = 0; i < 2; i++) {
+        protocols[i].per_session_data_size = gw_ws_session_size();
         protocols[i].rx_buffer_size = cfg->rx_buffer;
         protocols[i].tx_packet_size = TX_PACKET_BYTES;
     }
@@ -691,6 +723,10 @@ rt_status gw_server_start(struct gw_server *srv, const struct gw_config *cfg, vo
     snprintf(srv->client_prefix, sizeof srv->client_prefix, "c%02x%02x%02x%02x", rnd[0], rnd[1],
              rnd[2], rnd[3]);
     srv->scratch_cap = SCRATCH_BYTES;
+    uv_random(NULL, NULL, srv->node_key, sizeof srv->node_key, 0, NULL);
+    for (size_t i = 0; i < sizeof srv->node_key; i++)
+        snprintf(srv->node_key_hex + 2 * i, 3, "%02x", srv->node_key[i]);
+    proto_buf_init(&srv->http_out, GW_FRAME_HEADROOM);
     srv->window_us = cfg->flush_window_ms * 1000ull;
     gw_fw_init(&srv->flush_window, srv->window_us, cfg->flush_window_max_ms * 1000ull);
     /* The loop's idle time, for adapt_window. Must precede uv_run. */
@@ -703,7 +739,8 @@ rt_status gw_server_start(struct gw_server *srv, const struct gw_config *cfg, vo
         gw_connrate_create(&cfg->conn_bucket, &srv->connrate) != RT_OK ||
         gw_pubtimes_create(&srv->pubtimes) != RT_OK || make_fanout(srv, cfg) != RT_OK ||
         gw_presence_create(srv) != RT_OK || gw_users_create(srv) != RT_OK ||
-        gw_static_create(cfg, &srv->statics) != RT_OK || gw_api_create(srv) != RT_OK) {
+        gw_relay_start(srv) != RT_OK || gw_static_create(cfg, &srv->statics) != RT_OK ||
+        gw_api_create(srv) != RT_OK) {
         free(scratch);
         gw_server_free(srv);
         return RT_NOMEM;
@@ -740,6 +777,8 @@ void gw_server_stop(struct gw_server *srv)
 void gw_server_free(struct gw_server *srv)
 {
     gw_server_stop(srv);
+    gw_hsession_free_all(srv); /* long-polls: no connection of theirs closed them */
+    gw_relay_stop(srv);
     gw_api_destroy(srv);
     gw_users_destroy(srv);
     gw_presence_destroy(srv);
@@ -766,6 +805,7 @@ void gw_server_free(struct gw_server *srv)
     srv->held = NULL;
     srv->n_held = srv->held_cap = 0;
     proto_buf_free(&srv->reply);
+    proto_buf_free(&srv->http_out);
     if (srv->scratch)
         free(srv->scratch - LWS_PRE);
     srv->scratch = NULL;

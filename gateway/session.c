@@ -1,16 +1,16 @@
 /*
- * session.c: one WebSocket connection's life: connect first, then sub, unsub,
- * pub, ack, ping; replies and deliveries through the bounded outbox; limits,
- * abuse and closes. Called by the thin lws callback in server.c. Everything
- * runs on the loop thread.
+ * session.c: one client session's life, whatever carries it: connect first,
+ * then sub, unsub, pub, ack, ping; replies and deliveries through the
+ * bounded outbox; limits, abuse and closes. The transports (ws.c, ...) feed
+ * it frames of requests and drain its outbox through their ops table
+ * (gw.h, struct gw_transport); nothing here knows how bytes travel.
+ * Everything runs on the loop thread.
  */
 #include "api.h"
 #include "gw.h"
 
-#include <libwebsockets.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 
 #define CLOSE_GRACE_MS 5000 /* a closing connection that does not drain is cut */
 
@@ -19,35 +19,38 @@ static const struct gw_config *cfg_of(const struct gw_session *s)
     return s->srv->cfg;
 }
 
-/* Asks lws for a WRITEABLE callback (epoll POLLOUT round trip). */
-static void request_writable(struct gw_session *s)
+/* The counters of the session's transport. */
+static struct gw_transport_metrics *tm_of(const struct gw_session *s)
 {
-    if (!s->write_pending) {
-        s->write_pending = true;
-        lws_callback_on_writable(s->wsi);
-    }
+    return &s->srv->m.transport[s->transport];
 }
+
+const struct gw_transport *const gw_transports[GW_TRANSPORT_N] = {
+    [GW_TRANSPORT_WS] = &gw_ws_transport,
+    [GW_TRANSPORT_SSE] = &gw_sse_transport,
+    [GW_TRANSPORT_POLL] = &gw_poll_transport,
+};
 
 /*
  * Output is normally written by the server's flush at the end of the loop
- * iteration (gw_session_flush), batched, with no POLLOUT round trip; pings
- * and closes go through lws's WRITEABLE callback.
+ * iteration (gw_session_flush), batched; closes go to the transport at once.
  */
 void gw_session_want_write(struct gw_session *s)
 {
-    if (s->closing || s->ping_due || s->cut) {
-        request_writable(s);
+    const struct gw_transport *tp = gw_transport_of(s);
+    if (s->closing) {
+        tp->want_write(s);
     } else if (s->held && s->reply_queued) {
         /* Held by the flush window, but a reply does not wait: back on the
          * flush list (the stale held entry is skipped). */
         s->held = false;
         if (!gw_server_mark_dirty(s->srv, s->conn_id))
-            request_writable(s);
+            tp->want_write(s);
     } else if (!s->dirty) {
         s->dirty = true;
         if (!gw_server_mark_dirty(s->srv, s->conn_id)) {
             s->dirty = false;
-            request_writable(s);
+            tp->want_write(s);
         }
     }
 }
@@ -64,16 +67,17 @@ static void queue_reply(struct gw_session *s)
         rt_log(RT_LOG_WARN, "slow_consumer_close", "conn=%s peer=%s outbox_bytes=%zu", s->client_id,
                s->peer, s->outbox.bytes);
         srv->m.slow_consumer_closes++;
-        gw_outbox_clear(&s->outbox, LWS_PRE);
+        gw_outbox_clear(&s->outbox, GW_FRAME_HEADROOM);
         proto_buf_reset(&srv->reply);
         gw_session_close(s, 1008, "slow_consumer", false, true, 1000);
         return;
     }
-    if (gw_outbox_push_bytes(&s->outbox, srv->reply.data, srv->reply.len, LWS_PRE) != RT_OK) {
+    if (gw_outbox_push_bytes(&s->outbox, srv->reply.data, srv->reply.len, GW_FRAME_HEADROOM) !=
+        RT_OK) {
         rt_log(RT_LOG_ERROR, "outbox_nomem", "conn=%s peer=%s", s->client_id, s->peer);
         gw_session_close(s, 1011, "internal_error", false, true, 1000);
     }
-    srv->m.messages_out++;
+    tm_of(s)->messages_out++;
     proto_buf_reset(&srv->reply);
     /* Replies answer the client's own requests: the flush window, meant for
      * streams of deliveries, does not delay them (nor what is queued before). */
@@ -167,6 +171,8 @@ static void on_connect(struct gw_session *s, const struct proto_msg *m)
     gw_users_write_limits(s, &w);
     proto_w_end(&w);
     gw_authz_write_expiry(s, &w);
+    if (gw_transport_of(s)->describe)
+        gw_transport_of(s)->describe(s, &w);
     gw_session_finish_reply(s, &w);
     rt_log(RT_LOG_DEBUG, "session_connected", "conn=%s peer=%s", s->client_id, s->peer);
 }
@@ -347,7 +353,7 @@ static void handle_msg(struct gw_session *s, const struct proto_msg *m)
 {
     const struct gw_config *cfg = cfg_of(s);
     uint32_t retry = 0;
-    s->srv->m.messages_in++;
+    tm_of(s)->messages_in++;
     if (!rt_bucket_take(&s->msg_bucket, &cfg->msg_bucket, rt_mono_ms(), &retry)) {
         gw_session_reply_error(s, m, RT_E_RATE_LIMITED, "message rate exceeded", retry);
         return;
@@ -370,12 +376,24 @@ static void handle_msg(struct gw_session *s, const struct proto_msg *m)
     gw_session_dispatch(s, m);
 }
 
-static void handle_frame(struct gw_session *s, const uint8_t *frame, size_t len)
+void gw_session_request(struct gw_session *s, const struct proto_msg *m)
+{
+    handle_msg(s, m);
+}
+
+bool gw_session_may_send(struct gw_session *s, uint32_t *retry_after_ms)
+{
+    if (!rt_bucket_take(&s->msg_bucket, &cfg_of(s)->msg_bucket, rt_mono_ms(), retry_after_ms))
+        return false;
+    s->msg_bucket.milli += 1000; /* only looked: each message takes its own token */
+    return true;
+}
+
+void gw_session_frame(struct gw_session *s, const uint8_t *frame, size_t len)
 {
     struct proto_msg *msgs;
     size_t n = 0;
-    s->srv->m.frames_in++;
-    s->srv->m.bytes_in += len;
+    tm_of(s)->bytes_in += len;
     rt_status st = proto_decode(s->srv->dec, (enum proto_codec)s->codec, frame, len, &msgs, &n);
     if (st != RT_OK) {
         gw_session_reply_error(s, NULL, st == RT_TOO_BIG ? RT_E_TOO_LARGE : RT_E_BAD_REQUEST,
@@ -386,70 +404,22 @@ static void handle_frame(struct gw_session *s, const uint8_t *frame, size_t len)
         handle_msg(s, &msgs[i]);
 }
 
-int gw_session_rx(struct gw_session *s, const uint8_t *in, size_t len, bool final, size_t remaining)
-{
-    const struct gw_config *cfg = cfg_of(s);
-    s->last_rx_ms = rt_mono_ms();
-    if (s->closing)
-        return 0; /* input after a close decision is ignored */
-    if (s->rx_len + len + remaining > cfg->max_message_bytes) {
-        rt_log(RT_LOG_WARN, "message_too_big", "conn=%s peer=%s bytes_at_least=%zu limit=%zu",
-               s->client_id, s->peer, s->rx_len + len + remaining, cfg->max_message_bytes);
-        s->srv->m.closes_1009++;
-        free(s->rx_buf);
-        s->rx_buf = NULL;
-        s->rx_len = 0;
-        gw_session_close(s, 1009, "message_too_big", true, true, 0);
-        return 0;
-    }
-    if (final && !s->rx_len) {
-        handle_frame(s, in, len);
-        return 0;
-    }
-    uint8_t *nb = realloc(s->rx_buf, s->rx_len + len + 1);
-    if (!nb)
-        return -1;
-    s->rx_buf = nb;
-    memcpy(s->rx_buf + s->rx_len, in, len);
-    s->rx_len += len;
-    if (final) {
-        handle_frame(s, s->rx_buf, s->rx_len);
-        free(s->rx_buf);
-        s->rx_buf = NULL;
-        s->rx_len = 0;
-    }
-    return 0;
-}
-
-/* Writes the next frame of the outbox. Returns -1 when the socket failed. */
-static int write_frame(struct gw_session *s)
+void gw_session_sent(struct gw_session *s, uint32_t n, size_t bytes)
 {
     struct gw_server *srv = s->srv;
-    uint8_t *data;
-    size_t len;
-    uint32_t n = gw_outbox_next_frame(&s->outbox, srv->scratch, srv->scratch_cap, &data, &len);
-    if (!n)
-        return 0;
-    enum lws_write_protocol kind = s->codec == PROTO_JSON ? LWS_WRITE_TEXT : LWS_WRITE_BINARY;
-    if (lws_write(s->wsi, data, len, kind) < (int)len)
-        return -1;
-    srv->m.frames_out++;
-    srv->m.bytes_out += len;
+    tm_of(s)->bytes_out += bytes;
     gw_metrics_delivered(&srv->m, &s->outbox, n,
                          srv->flush_wall_ms ? srv->flush_wall_ms : rt_wall_ms());
     if (srv->window_us)
         s->last_write_us = gw_now_us();
-    gw_outbox_pop(&s->outbox, n, LWS_PRE);
+    gw_outbox_pop(&s->outbox, n, GW_FRAME_HEADROOM);
     if (!s->outbox.count)
         s->reply_queued = false;
     if (s->fo_stalled && s->outbox.bytes < cfg_of(s)->max_outbox_bytes / 2 && !s->closing) {
         s->fo_stalled = false;
         fo_client_pump(s->fo);
     }
-    return 0;
 }
-
-#define FLUSH_FRAMES_MAX 8
 
 void gw_session_flush(struct gw_session *s)
 {
@@ -457,52 +427,7 @@ void gw_session_flush(struct gw_session *s)
         gw_pending_run(s); /* requests that waited behind a sub answered meanwhile */
     s->dirty = false;
     s->held = false;
-    for (int i = 0; i < FLUSH_FRAMES_MAX && s->outbox.count; i++) {
-        /* lws holds an unsent remainder: wait for POLLOUT, keep our bound. */
-        if (s->closing || s->ping_due || s->write_pending || lws_partial_buffered(s->wsi))
-            break;
-        if (write_frame(s) < 0) {
-            gw_session_cut(s);
-            return;
-        }
-    }
-    if (s->outbox.count || s->closing || s->ping_due)
-        request_writable(s);
-}
-
-int gw_session_writable(struct gw_session *s)
-{
-    s->write_pending = false;
-    if (s->ping_due) {
-        /* One write per callback: the ping now, the queue on the next one. */
-        s->ping_due = false;
-        /* Not empty: lws reports only pongs with a payload (RECEIVE_PONG). */
-        uint8_t ping[LWS_PRE + 1] = {[LWS_PRE] = 'h'};
-        if (lws_write(s->wsi, ping + LWS_PRE, 1, LWS_WRITE_PING) < 0)
-            return -1;
-        if (s->outbox.count || s->closing)
-            request_writable(s);
-        return 0;
-    }
-    if (s->outbox.count) {
-        if (write_frame(s) < 0)
-            return -1;
-        if (s->outbox.count || s->closing)
-            request_writable(s);
-        return 0;
-    }
-    if (s->closing && !s->close_now) {
-        /*
-         * Everything is flushed: close with our code. Not by returning -1
-         * here: lws treats a failing WRITEABLE as a dead socket and sends no
-         * close frame. A failing TIMER callback takes the polite path.
-         */
-        lws_close_reason(s->wsi, (enum lws_close_status)s->close_code,
-                         (unsigned char *)(uintptr_t)s->close_reason, strlen(s->close_reason));
-        s->close_now = true;
-        lws_set_timer_usecs(s->wsi, 1);
-    }
-    return 0;
+    gw_transport_of(s)->flush(s);
 }
 
 void gw_session_close(struct gw_session *s, uint16_t code, const char *reason, bool tell,
@@ -519,16 +444,15 @@ void gw_session_close(struct gw_session *s, uint16_t code, const char *reason, b
                                         reconnect, after_ms) == RT_OK)
         queue_reply(s);
     s->closing_since_ms = rt_mono_ms();
-    gw_session_want_write(s);
+    gw_transport_of(s)->close(s);
 }
 
-int gw_session_open(struct gw_server *srv, struct gw_session *s, struct lws *wsi,
-                    enum proto_codec codec)
+int gw_session_open(struct gw_server *srv, struct gw_session *s, enum gw_transport_kind transport,
+                    enum proto_codec codec, const char *peer)
 {
-    memset(s, 0, sizeof *s);
     s->srv = srv;
-    s->wsi = wsi;
-    gw_peer_text(srv, wsi, s->peer); /* resolved at the handshake */
+    s->transport = (uint8_t)transport;
+    snprintf(s->peer, sizeof s->peer, "%s", peer);
     s->codec = (uint8_t)codec;
     s->conn_id = gw_conns_add(&srv->conns, s);
     if (!s->conn_id)
@@ -541,32 +465,26 @@ int gw_session_open(struct gw_server *srv, struct gw_session *s, struct lws *wsi
     snprintf(s->client_id, sizeof s->client_id, "%s%llx", srv->client_prefix,
              (unsigned long long)++srv->client_seq);
     srv->m.connections++;
-    srv->m.connections_total++;
-    s->opened_ms = s->last_rx_ms = s->last_ping_ms = now;
+    tm_of(s)->connections++;
+    tm_of(s)->connections_total++;
+    s->opened_ms = s->last_rx_ms = now;
     if (srv->draining)
         gw_session_close(s, 1001, "draining", true, true, srv->cfg->drain_ms);
     return 0;
 }
 
-int gw_session_timer(struct gw_session *s)
-{
-    /* Only armed by gw_session_writable once a close is flushed. */
-    return s->close_now ? -1 : 0; /* lws then sends the prepared close frame */
-}
-
-/*
- * Cuts the TCP connection under lws: epoll then reports the hang-up and lws
- * closes the wsi through its normal path. Neither lws_set_timeout(KILL_ASYNC)
- * nor KILL_SYNC does it here: from outside lws's service the first queues a
- * timer that lws may not re-arm its loop timer for, and the second waits for
- * buffered output to flush, which a peer that does not read never allows.
- */
 void gw_session_cut(struct gw_session *s)
 {
-    if (s->cut)
-        return;
-    s->cut = true;
-    shutdown(lws_get_socket_fd(s->wsi), SHUT_RDWR);
+    gw_transport_of(s)->cut(s);
+}
+
+void gw_session_idle_cut(struct gw_session *s, uint64_t silent_ms)
+{
+    s->srv->m.closes_idle++;
+    s->closing = true;
+    rt_log(RT_LOG_INFO, "session_idle_cut", "conn=%s peer=%s silent_ms=%llu", s->client_id, s->peer,
+           (unsigned long long)silent_ms);
+    gw_session_cut(s);
 }
 
 void gw_session_sweep(struct gw_session *s, uint64_t now)
@@ -584,27 +502,9 @@ void gw_session_sweep(struct gw_session *s, uint64_t now)
     if (s->state != GW_S_READY && now - s->opened_ms >= cfg->connect_timeout_ms) {
         s->srv->m.closes_4001++;
         gw_session_close(s, 4001, "connect_timeout", true, true, 0);
-    } else if (now - s->last_rx_ms >= cfg->idle_timeout_ms) {
-        /* Silent past the timeout: presumed dead (half-open), so no close
-         * handshake that would wait for it; the socket is cut. */
-        s->srv->m.closes_idle++;
-        s->closing = true;
-        rt_log(RT_LOG_INFO, "session_idle_cut", "conn=%s peer=%s silent_ms=%llu", s->client_id,
-               s->peer, (unsigned long long)(now - s->last_rx_ms));
-        gw_session_cut(s);
-    } else if (now - s->last_rx_ms >= cfg->ping_interval_ms &&
-               now - s->last_ping_ms >= cfg->ping_interval_ms) {
-        s->last_ping_ms = now;
-        s->ping_due = true;
-        gw_session_want_write(s);
+    } else {
+        gw_transport_of(s)->heartbeat(s, now);
     }
-}
-
-void gw_session_peer_close(struct gw_session *s, const uint8_t *payload, size_t len)
-{
-    /* 1005: a close frame without a code (RFC 6455 7.1.5). */
-    s->peer_close_code =
-        len >= 2 ? (uint16_t)((unsigned)payload[0] << 8 | payload[1]) : (uint16_t)1005;
 }
 
 void gw_session_closed(struct gw_session *s)
@@ -619,12 +519,11 @@ void gw_session_closed(struct gw_session *s)
     fo_client_destroy(s->fo);
     s->fo = NULL;
     gw_pending_free(s);
-    gw_outbox_clear(&s->outbox, LWS_PRE);
-    free(s->rx_buf);
-    s->rx_buf = NULL;
+    gw_outbox_clear(&s->outbox, GW_FRAME_HEADROOM);
     gw_conns_remove(&srv->conns, s->conn_id);
     s->conn_id = 0;
     srv->m.connections--;
+    tm_of(s)->connections--;
     rt_log(RT_LOG_DEBUG, "session_closed", "conn=%s peer=%s", s->client_id, s->peer);
 }
 
@@ -654,7 +553,7 @@ static rt_status sink_deliver(void *ctx, uint64_t conn_id, struct fo_msg *msg)
         s->fo_stalled = true;
         return RT_AGAIN;
     }
-    srv->m.messages_out++;
+    tm_of(s)->messages_out++;
     gw_session_want_write(s);
     return RT_OK;
 }

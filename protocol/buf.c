@@ -45,6 +45,12 @@ void proto_buf_reset(struct proto_buf *b)
     b->len = 0;
 }
 
+/* Appends n bytes (RT_NOMEM leaves the buffer as it was). */
+rt_status proto_buf_append(struct proto_buf *b, const void *p, size_t n)
+{
+    return proto__put(b, p, n);
+}
+
 /* Frees the allocation; the buffer is empty and reusable afterwards. */
 void proto_buf_free(struct proto_buf *b)
 {
@@ -71,36 +77,51 @@ uint8_t *proto_buf_take(struct proto_buf *b, size_t *len)
 /* -------------------------------------------------------------------- */
 
 static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+static const char B64URL[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
-/* Appends the padded base64 text of in[0..len). */
-rt_status proto_base64_encode(const uint8_t *in, size_t len, struct proto_buf *out)
+/* Appends the base64 text of in[0..len) in `alphabet`, padded with '=' or not. */
+static rt_status b64_encode(const uint8_t *in, size_t len, struct proto_buf *out,
+                            const char *alphabet, bool pad)
 {
-    size_t olen = (len + 2) / 3 * 4;
-    if (len > SIZE_MAX / 2 || proto_buf_reserve(out, olen) != RT_OK)
+    size_t full = (len + 2) / 3 * 4;
+    size_t olen = pad || len % 3 == 0 ? full : full - (3 - len % 3);
+    if (len > SIZE_MAX / 2 || proto_buf_reserve(out, full) != RT_OK)
         return RT_NOMEM;
     uint8_t *o = out->data + out->len;
     size_t i = 0;
     for (; i + 3 <= len; i += 3) {
         uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
-        *o++ = (uint8_t)B64[v >> 18];
-        *o++ = (uint8_t)B64[(v >> 12) & 63];
-        *o++ = (uint8_t)B64[(v >> 6) & 63];
-        *o++ = (uint8_t)B64[v & 63];
+        *o++ = (uint8_t)alphabet[v >> 18];
+        *o++ = (uint8_t)alphabet[(v >> 12) & 63];
+        *o++ = (uint8_t)alphabet[(v >> 6) & 63];
+        *o++ = (uint8_t)alphabet[v & 63];
     }
     if (i < len) {
         uint32_t v = (uint32_t)in[i] << 16;
         if (i + 1 < len)
             v |= (uint32_t)in[i + 1] << 8;
-        *o++ = (uint8_t)B64[v >> 18];
-        *o++ = (uint8_t)B64[(v >> 12) & 63];
-        *o++ = i + 1 < len ? (uint8_t)B64[(v >> 6) & 63] : (uint8_t)'=';
+        *o++ = (uint8_t)alphabet[v >> 18];
+        *o++ = (uint8_t)alphabet[(v >> 12) & 63];
+        *o++ = i + 1 < len ? (uint8_t)alphabet[(v >> 6) & 63] : (uint8_t)'=';
         *o++ = '=';
     }
     out->len += olen;
     return RT_OK;
 }
 
-static int b64_value(char c)
+/* Appends the padded base64 text of in[0..len). */
+rt_status proto_base64_encode(const uint8_t *in, size_t len, struct proto_buf *out)
+{
+    return b64_encode(in, len, out, B64, true);
+}
+
+rt_status proto_base64url_encode(const uint8_t *in, size_t len, struct proto_buf *out)
+{
+    return b64_encode(in, len, out, B64URL, false);
+}
+
+/* The 6-bit value of a base64 character (url: the - and _ alphabet), or -1. */
+static int b64_value(char c, bool url)
 {
     if (c >= 'A' && c <= 'Z')
         return c - 'A';
@@ -108,24 +129,24 @@ static int b64_value(char c)
         return c - 'a' + 26;
     if (c >= '0' && c <= '9')
         return c - '0' + 52;
-    if (c == '+')
+    if (c == (url ? '-' : '+'))
         return 62;
-    if (c == '/')
+    if (c == (url ? '_' : '/'))
         return 63;
     return -1;
 }
 
-/* Decodes one 4-character group; `pad` is how many '=' end it (0-2). */
-static bool b64_group(const char *in, size_t pad, uint8_t *o)
+/* Decodes one 4-character group of which the last `pad` are missing or '='
+ * (0-2). The bits the padding drops must be zero: one encoding per input. */
+static bool b64_group(const char *in, size_t pad, bool url, uint8_t *o)
 {
     uint32_t v = 0;
     for (size_t k = 0; k < 4; k++) {
-        int d = k < 4 - pad ? b64_value(in[k]) : 0;
+        int d = k < 4 - pad ? b64_value(in[k], url) : 0;
         if (d < 0)
             return false;
         v = v << 6 | (uint32_t)d;
     }
-    /* The bits the padding drops must be zero: one encoding per input. */
     if ((pad == 1 && (v & 0xff) != 0) || (pad == 2 && (v & 0xffff) != 0))
         return false;
     o[0] = (uint8_t)(v >> 16);
@@ -148,7 +169,28 @@ rt_status proto_base64_decode(const char *in, size_t len, struct proto_buf *out)
         return RT_NOMEM;
     uint8_t *o = out->data + out->len;
     for (size_t i = 0; i < len; i += 4, o += 3) {
-        if (!b64_group(in + i, i + 4 == len ? pad : 0, o))
+        if (!b64_group(in + i, i + 4 == len ? pad : 0, false, o))
+            return RT_INVAL;
+    }
+    out->len += olen;
+    return RT_OK;
+}
+
+/* Unpadded base64url: the last group has 2 or 3 characters (never 1). */
+rt_status proto_base64url_decode(const char *in, size_t len, struct proto_buf *out)
+{
+    size_t rest = len % 4, pad = rest ? 4 - rest : 0;
+    if (rest == 1)
+        return RT_INVAL;
+    size_t olen = len / 4 * 3 + (rest ? rest - 1 : 0);
+    if (proto_buf_reserve(out, olen + 3) != RT_OK)
+        return RT_NOMEM;
+    uint8_t *o = out->data + out->len;
+    for (size_t i = 0; i < len; i += 4, o += 3) {
+        char group[4] = {'A', 'A', 'A', 'A'};
+        size_t n = len - i < 4 ? len - i : 4;
+        memcpy(group, in + i, n);
+        if (!b64_group(group, n < 4 ? pad : 0, true, o))
             return RT_INVAL;
     }
     out->len += olen;

@@ -165,6 +165,7 @@ struct proto_buf {
 void proto_buf_init(struct proto_buf *b, size_t headroom);
 rt_status proto_buf_reserve(struct proto_buf *b, size_t extra);
 void proto_buf_reset(struct proto_buf *b); /* len = 0, keeps memory */
+rt_status proto_buf_append(struct proto_buf *b, const void *p, size_t n);
 void proto_buf_free(struct proto_buf *b);
 /* Hands the allocation to the caller (free(data - headroom)); b is re-initialised. */
 uint8_t *proto_buf_take(struct proto_buf *b, size_t *len);
@@ -249,6 +250,11 @@ rt_status proto_payload_convert(const struct proto_payload *p, enum proto_payloa
 /* Base64 (RFC 4648, with padding). decode returns RT_INVAL on bad input. */
 rt_status proto_base64_encode(const uint8_t *in, size_t len, struct proto_buf *out);
 rt_status proto_base64_decode(const char *in, size_t len, struct proto_buf *out);
+/* Base64url without padding (RFC 4648 section 5): URL- and header-safe text.
+ * decode is strict (zero trailing bits, no '=') and returns RT_INVAL on bad
+ * input, leaving out's length unchanged. */
+rt_status proto_base64url_encode(const uint8_t *in, size_t len, struct proto_buf *out);
+rt_status proto_base64url_decode(const char *in, size_t len, struct proto_buf *out);
 
 /*
  * The header-safe form of a msg_id (NATS header Rtgate-Msg-Id, docs/nats.md):
@@ -256,6 +262,38 @@ rt_status proto_base64_decode(const char *in, size_t len, struct proto_buf *out)
  * string into out (stops early rather than overflow cap).
  */
 void proto_pct_encode(const char *in, size_t len, char *out, size_t cap);
+
+/* -------------------------------------------------------------------- */
+/* Resume positions of a Server-Sent Events stream (resume.c): the text   */
+/* of its `id:` lines and of the Last-Event-ID a reconnect sends back.    */
+
+#define PROTO_RESUME_MAX_CHANNELS 16 /* positions one id carries */
+/* Bytes before base64url: version, epochs (distinct, <= 16 of <= 64 bytes), positions. */
+#define PROTO_RESUME_RAW_MAX (3 + PROTO_RESUME_MAX_CHANNELS * (1 + PROTO_EPOCH_MAX + 4 + 1 + 10))
+/* The longest id text: the bound documented in docs/protocol.md. */
+#define PROTO_RESUME_TEXT_MAX ((PROTO_RESUME_RAW_MAX * 4 + 2) / 3)
+
+/* One durable channel's position: the last seq the client has, in an epoch. */
+struct proto_resume_pos {
+    uint32_t channel_hash; /* proto_resume_hash of the channel's name */
+    uint64_t seq;
+    const char *epoch; /* 1..64 bytes of '!'..'~' */
+    size_t epoch_len;
+};
+
+/* The hash that names a channel in an id (32-bit FNV-1a of its name). */
+uint32_t proto_resume_hash(const char *channel, size_t len);
+/* Appends the id text of n positions (n <= PROTO_RESUME_MAX_CHANNELS). RT_INVAL
+ * for too many positions or a bad epoch. */
+rt_status proto_resume_encode(const struct proto_resume_pos *pos, size_t n, struct proto_buf *out);
+/*
+ * Reads an id text (hostile: a client's Last-Event-ID) into pos[0..*n), n at
+ * most PROTO_RESUME_MAX_CHANNELS. The epochs point into scratch, where the
+ * decoded bytes are appended: they stay valid while scratch is not written
+ * again. RT_INVAL for anything but an id this codec made.
+ */
+rt_status proto_resume_decode(const char *text, size_t len, struct proto_resume_pos *pos, size_t *n,
+                              struct proto_buf *scratch);
 
 /* True if the bytes are valid UTF-8 (no overlongs, no surrogates, <= U+10FFFF). */
 bool proto_utf8_valid(const char *s, size_t len);

@@ -34,7 +34,8 @@ function showState(ev) {
     clearInterval(retryTimer);
     let text = ev.state;
     if (ev.state === 'connected') {
-        text = 'connected to ' + ev.node;
+        text = `connected to ${ev.node} over ${ev.transport}`;
+        badge.dataset.transport = ev.transport; /* websocket, or a fallback: sse, longpoll */
         $('whoami').textContent = `you are ${myName} (${ev.client})`;
     } else if (ev.state === 'connecting') {
         text = ev.attempt ? `connecting (attempt ${ev.attempt + 1})` : 'connecting';

@@ -45,6 +45,9 @@ export interface Limits {
 /** The server's `connected` reply. */
 export interface SessionInfo {
     type: 'connected';
+    /** HTTP transports: 'sse' or 'longpoll', and the session's token for POST /send. */
+    transport?: string;
+    session?: string;
     id: number;
     client: string;
     user: string;
@@ -77,7 +80,10 @@ export interface TransportSink {
     open(): void;
     message(msg: Record<string, unknown>): void;
     invalid(frame: unknown): void;
-    closed(info: { code: number; reason: string; local?: boolean }): void;
+    /** opened: false when it never got through (the client then falls back);
+     * reached: false when no HTTP answer came at all (the gateway is down);
+     * retryAfterMs: the least wait before the next attempt. */
+    closed(info: { code: number; reason: string; local?: boolean; opened?: boolean; reached?: boolean; retryAfterMs?: number }): void;
 }
 
 /** One connection carrying protocol messages (plain objects). */
@@ -100,6 +106,24 @@ export class WebSocketTransport implements Transport {
     close(code?: number, reason?: string): void;
 }
 
+/** Server-Sent Events read with fetch (no EventSource), requests by POST /send. JSON only. */
+export class SseTransport implements Transport {
+    static create: TransportFactory;
+    readonly name: 'sse';
+    open(sink: TransportSink): void;
+    send(messages: Record<string, unknown>[], limits?: { maxBytes?: number; maxMessages?: number }): boolean;
+    close(code?: number, reason?: string): void;
+}
+
+/** Long-polling with numbered batches, requests by POST /send. JSON only. */
+export class LongPollTransport implements Transport {
+    static create: TransportFactory;
+    readonly name: 'longpoll';
+    open(sink: TransportSink): void;
+    send(messages: Record<string, unknown>[], limits?: { maxBytes?: number; maxMessages?: number }): boolean;
+    close(code?: number, reason?: string): void;
+}
+
 export interface ClientOptions {
     /** 'json' (default: rtgate.v1.json, text frames) or 'msgpack' (rtgate.v1.msgpack, binary frames, bytes as bin). */
     codec?: 'json' | 'msgpack' | Codec;
@@ -111,8 +135,19 @@ export interface ClientOptions {
     getToken?: () => string | undefined | Promise<string | undefined>;
     /** A WebSocket constructor (e.g. the `ws` package's) where there is no global one. */
     WebSocket?: unknown;
-    /** Tried in order; the first that returns a transport is used. Default: WebSocket. */
+    /** Tried in order; the first that runs here (and opens) is used.
+     * Default: WebSocket, then Server-Sent Events, then long-polling. */
     transports?: TransportFactory[];
+    /** The HTTP transports' base URL (default: http(s)://host of the WebSocket URL). */
+    httpUrl?: string;
+    /** A fetch for the HTTP transports (default: the global one). */
+    fetch?: typeof fetch;
+    /** On a fallback, WebSocket is tried again after 2 s, then after this (doubling, up to 10 min); 0: never. Default 30000. */
+    upgradeProbeMs?: number;
+    /** HTTP transports: no message from the gateway within this is a failed attempt (default 10000). */
+    connectTimeoutMs?: number;
+    /** Long-polling: polls failing this long end the connection (default 10000). */
+    pollGiveUpMs?: number;
     /** Reconnect after a lost connection (default true). */
     reconnect?: boolean;
     /** Backoff: full jitter in [0, min(max, min * 2^attempt)) (defaults 250, 15000). */
@@ -237,6 +272,8 @@ export interface ClientEvents {
     gap: GapEvent;
     reset: ResetEvent;
     refreshed: { expiresInMs: number };
+    /** A connection came up over another transport than the last one. */
+    transport: { transport: 'websocket' | 'sse' | 'longpoll' | string; previous: string | null };
     error: RtgateError;
     'handler-error': MessageInfo & { error: unknown };
 }
@@ -246,7 +283,7 @@ export class Client {
     readonly state: State;
     /** The current session's `connected` reply, or null. */
     readonly session: SessionInfo | null;
-    /** The transport in use ('websocket'), or null. */
+    /** The transport in use ('websocket', 'sse', 'longpoll'), or null. */
     readonly transport: string | null;
     /** Deliveries waiting for their handler. */
     readonly buffered: number;

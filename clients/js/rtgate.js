@@ -3,13 +3,16 @@
  * docs/protocol.md). One ES module with no dependency, for browsers
  * (<script type="module">) and Node (a global WebSocket, as in Node 22 or
  * Node 20 with --experimental-websocket, or options.WebSocket such as the
- * `ws` package's).
+ * `ws` package's; without one, the HTTP transports over fetch).
  *
  * Two layers:
  *  - A transport moves protocol messages (plain objects) over one
- *    connection and reports how it ended. WebSocketTransport is the one
- *    built in; options.transports takes others with the same shape, so that
- *    fallbacks (SSE, long-polling) slot in under the same Client API.
+ *    connection and reports how it ended. Built in, tried in this order:
+ *    WebSocketTransport, SseTransport (Server-Sent Events read with fetch,
+ *    requests by POST) and LongPollTransport; the client falls back by
+ *    itself when one is not there or does not get through, says which it
+ *    uses (`transport`, and the `transport` event), and tries WebSocket
+ *    again later. options.transports replaces the list.
  *  - Client is the session: connect and reconnect with backoff, requests
  *    matched to replies, subscriptions acked after their handler returns,
  *    resume with since/epoch and dedup by seq after every reconnect,
@@ -532,6 +535,7 @@ export class WebSocketTransport {
         this.codec = codec;
         this.ws = null;
         this.done = false;
+        this.opened = false;
     }
 
     open(sink) {
@@ -545,10 +549,9 @@ export class WebSocketTransport {
         }
         this.ws = ws;
         ws.binaryType = 'arraybuffer';
-        let opened = false;
         ws.onopen = () => {
             if (this.done) return;
-            opened = true;
+            this.opened = true;
             sink.open();
         };
         ws.onmessage = (ev) => {
@@ -565,7 +568,7 @@ export class WebSocketTransport {
              * alone, never `close`: an error before open is a lost
              * connection. After open, `close` follows; the timer covers an
              * implementation where it would not. */
-            if (!opened) this.#finish({ code: 1006, reason: 'connection failed' });
+            if (!this.opened) this.#finish({ code: 1006, reason: 'connection failed' });
             else setTimeout(() => this.#finish({ code: 1006, reason: 'connection error' }), 1000);
         };
         ws.onclose = (ev) => this.#finish({ code: ev.code, reason: ev.reason || '' });
@@ -602,7 +605,293 @@ export class WebSocketTransport {
                 /* closing a socket that never opened may throw */
             }
         }
-        this.sink.closed(info);
+        this.sink.closed({ ...info, opened: this.opened });
+    }
+}
+
+/* The HTTP base of a gateway's WebSocket URL: ws://h/ws -> http://h (the
+ * endpoints /sse, /poll and /send are at the root), or options.httpUrl. */
+function httpBase(url, options) {
+    if (options.httpUrl) return options.httpUrl.replace(/\/+$/, '');
+    const u = new URL(url);
+    const scheme = u.protocol === 'wss:' || u.protocol === 'https:' ? 'https:' : 'http:';
+    return `${scheme}//${u.host}`;
+}
+
+const sleepMs = (ms, signal) =>
+    new Promise((resolve) => {
+        const t = setTimeout(resolve, ms);
+        signal?.addEventListener('abort', () => (clearTimeout(t), resolve()), { once: true });
+    });
+
+/*
+ * What the two HTTP transports share (docs/protocol.md, "Server-Sent Events
+ * and long-polling"): the session is opened by the transport's first request,
+ * which carries the `connect` the Client sends first (its id, its token as
+ * Authorization: Bearer); the `connected` reply names the session's token;
+ * every later request goes out by POST /send, numbered (Rtgate-Seq), one POST
+ * at a time so the server sees them in order, a POST retried with its number
+ * when its answer is lost (the server handles it once). JSON only.
+ */
+class HttpTransport {
+    constructor(name, url, options) {
+        this.name = name;
+        this.base = httpBase(url, options);
+        this.fetch = options.fetch || globalThis.fetch.bind(globalThis);
+        this.done = false;
+        this.reached = false; /* an HTTP answer came back (from the gateway or anything between) */
+        this.opened = false; /* a gateway's message came back: the transport gets through */
+        this.connectTimeoutMs = options.connectTimeoutMs ?? 10000;
+        this.session = null;
+        this.seq = 0;
+        this.queue = []; /* POST bodies waiting, in order */
+        this.posting = false;
+        this.abort = new AbortController();
+        this.closeCode = 0;
+        this.closeReason = '';
+    }
+
+    open(sink) {
+        this.sink = sink;
+        queueMicrotask(() => !this.done && sink.open());
+    }
+
+    send(messages, { maxBytes = 65536, maxMessages = 50 } = {}) {
+        if (this.done) return false;
+        if (!this.started) {
+            const hello = messages[0];
+            if (!hello || hello.type !== 'connect') return false;
+            this.started = true;
+            /* a proxy that holds the stream back (buffering it whole) shows as no answer */
+            this.openTimer = setTimeout(() => this.finish({ code: 1006, reason: 'no answer from the gateway' }), this.connectTimeoutMs);
+            this.start(hello);
+            messages = messages.slice(1);
+        }
+        for (const body of frame(jsonCodec, messages, maxBytes, maxMessages)) this.queue.push(body);
+        this.#post();
+        return true;
+    }
+
+    /* The session's first request: its `connect` as URL arguments and header. */
+    request(path, hello) {
+        const q = new URLSearchParams({ id: String(hello.id) });
+        const headers = {};
+        if (hello.token) headers.Authorization = 'Bearer ' + hello.token;
+        return { url: `${this.base}${path}?${q}`, headers };
+    }
+
+    /* Messages from the server; `connected` gives the session's token. */
+    deliver(msgs) {
+        if (!this.opened) {
+            this.opened = true;
+            clearTimeout(this.openTimer);
+        }
+        for (const m of msgs) {
+            if (this.done) return;
+            if (m.type === 'connected' && m.session) this.session = m.session;
+            if (m.type === 'disconnect') {
+                this.closeCode = m.code;
+                this.closeReason = m.reason || '';
+            }
+            this.sink.message(m);
+        }
+        if (this.session) this.#post();
+    }
+
+    /* An answer that is not the session's: a gateway's refusal (its JSON body: the
+     * connect's reply and disconnect, or an error), or not a gateway's at all. */
+    async refused(res) {
+        const text = await res.text().catch(() => '');
+        const json = res.headers.get('content-type')?.startsWith('application/json');
+        const msgs = json ? decodeJsonFrame(text) : null;
+        if (!msgs) return this.finish({ code: 1006, reason: `HTTP ${res.status}` }); /* not ours */
+        this.deliver(msgs); /* a gateway's refusal: the transport gets through */
+        const retryAfterMs = Number(res.headers.get('retry-after')) * 1000 || 0;
+        this.finish({ code: this.closeCode || 1006, reason: this.closeReason || `HTTP ${res.status}`, retryAfterMs });
+    }
+
+    async #post() {
+        if (this.posting || this.done || !this.session || !this.queue.length) return;
+        this.posting = true;
+        const body = this.queue.shift();
+        const seq = ++this.seq;
+        try {
+            for (let attempt = 0; !this.done; attempt++) {
+                let res;
+                try {
+                    res = await this.fetch(`${this.base}/send?seq=${seq}`, {
+                        method: 'POST',
+                        headers: { 'Content-Type': 'text/plain', 'Rtgate-Session': this.session },
+                        body,
+                        signal: this.abort.signal,
+                    });
+                    await res.arrayBuffer().catch(() => {});
+                } catch {
+                    res = null; /* no answer: send it again, the server handles a seq once */
+                }
+                if (this.done) return;
+                if (res && (res.status === 204 || res.status === 200)) break;
+                const retryable = !res || res.status === 429 || res.status === 503;
+                if (!retryable || attempt >= 5) return this.finish({ code: 1006, reason: res ? `POST answered ${res.status}` : 'POST failed' });
+                const after = Number(res?.headers.get('retry-after')) * 1000 || 250 * 2 ** attempt;
+                await sleepMs(after, this.abort.signal);
+            }
+        } finally {
+            this.posting = false;
+        }
+        this.#post();
+    }
+
+    close(code = 1000, reason = '') {
+        if (this.done) return;
+        if (this.session) {
+            /* the session ends now rather than by the server's timeouts */
+            this.fetch(`${this.base}/send?seq=${this.seq + 1}&close=1`, {
+                method: 'POST',
+                headers: { 'Content-Type': 'text/plain', 'Rtgate-Session': this.session },
+                body: '',
+                keepalive: true,
+            }).catch(() => {});
+        }
+        this.finish({ code, reason, local: true });
+    }
+
+    finish(info) {
+        if (this.done) return;
+        this.done = true;
+        clearTimeout(this.openTimer);
+        this.abort.abort();
+        this.sink.closed({ ...info, opened: this.opened, reached: this.reached });
+    }
+}
+
+/*
+ * Server-Sent Events, read with fetch (no EventSource: it cannot send a
+ * header, and Node has none): GET /sse is the session; each event is one
+ * message. The server's comment lines keep the stream alive; the Client's
+ * own heartbeat (an app-level ping) finds a dead one.
+ */
+export class SseTransport extends HttpTransport {
+    static create(url, options) {
+        if (!globalThis.fetch && !options.fetch) return null;
+        if (codecOf(options) !== jsonCodec) return null; /* the HTTP transports speak JSON */
+        return new SseTransport(url, options);
+    }
+
+    constructor(url, options) {
+        super('sse', url, options);
+    }
+
+    async start(hello) {
+        const { url, headers } = this.request('/sse', hello);
+        let res;
+        try {
+            res = await this.fetch(url, { headers: { ...headers, Accept: 'text/event-stream' }, signal: this.abort.signal, cache: 'no-store' });
+        } catch (err) {
+            return this.finish({ code: 1006, reason: 'stream failed: ' + (err?.message || err) });
+        }
+        if (this.done) return;
+        this.reached = true;
+        if (res.status !== 200 || !res.headers.get('content-type')?.startsWith('text/event-stream') || !res.body)
+            return this.refused(res);
+        const reader = res.body.getReader();
+        const decoder = new TextDecoder();
+        let buf = '',
+            data = [];
+        try {
+            for (;;) {
+                const { value, done } = await reader.read();
+                if (done || this.done) break;
+                buf += decoder.decode(value, { stream: true });
+                let nl;
+                while ((nl = buf.indexOf('\n')) >= 0) {
+                    const line = buf.slice(0, nl).replace(/\r$/, '');
+                    buf = buf.slice(nl + 1);
+                    if (line === '') {
+                        if (data.length) {
+                            const msgs = decodeJsonFrame(data.join('\n'));
+                            data = [];
+                            if (msgs) this.deliver(msgs);
+                            else this.sink.invalid(line);
+                        }
+                    } else if (line.startsWith('data:')) {
+                        data.push(line.slice(line[5] === ' ' ? 6 : 5));
+                    } /* id:, retry: and comments: nothing to do here */
+                }
+            }
+        } catch {
+            /* the stream broke: the connection is lost */
+        }
+        this.finish({ code: this.closeCode || 1006, reason: this.closeReason || 'stream ended' });
+    }
+}
+
+/*
+ * Long-polling, for where a stream does not get through either: GET /poll
+ * opens the session (batch 1: the connect's reply), then each poll acks the
+ * last batch it got (Rtgate-Batch) and is held until there is more; a lost
+ * answer is answered again. A poll that fails (the node restarting, a
+ * proxy's timeout) is sent again for a while, then the connection is lost.
+ */
+export class LongPollTransport extends HttpTransport {
+    static create(url, options) {
+        if (!globalThis.fetch && !options.fetch) return null;
+        if (codecOf(options) !== jsonCodec) return null;
+        return new LongPollTransport(url, options);
+    }
+
+    constructor(url, options) {
+        super('longpoll', url, options);
+        this.batch = 0;
+        this.pollGiveUpMs = options.pollGiveUpMs ?? 10000;
+    }
+
+    async start(hello) {
+        const { url, headers } = this.request('/poll', hello);
+        let res;
+        try {
+            res = await this.fetch(url, { headers, signal: this.abort.signal, cache: 'no-store' });
+        } catch (err) {
+            return this.finish({ code: 1006, reason: 'poll failed: ' + (err?.message || err) });
+        }
+        if (this.done) return;
+        this.reached = true;
+        if (res.status !== 200 || !res.headers.get('rtgate-batch')) return this.refused(res);
+        await this.#answer(res);
+        let failingSince = 0;
+        while (!this.done && this.session && !this.closeCode) {
+            try {
+                res = await this.fetch(`${this.base}/poll?ack=${this.batch}`, {
+                    headers: { 'Rtgate-Session': this.session },
+                    signal: this.abort.signal,
+                    cache: 'no-store',
+                });
+            } catch {
+                res = null;
+            }
+            if (this.done) return;
+            if (res && res.status === 200) {
+                failingSince = 0;
+                await this.#answer(res);
+                continue;
+            }
+            if (res && res.status !== 503) break; /* 404: the session ended; 409: out of step */
+            await res?.arrayBuffer().catch(() => {});
+            failingSince ||= Date.now();
+            if (Date.now() - failingSince > this.pollGiveUpMs) break;
+            await sleepMs(250, this.abort.signal);
+        }
+        this.finish({ code: this.closeCode || 1006, reason: this.closeReason || 'polling ended' });
+    }
+
+    async #answer(res) {
+        const n = Number(res.headers.get('rtgate-batch'));
+        const text = await res.text();
+        if (!text) return;
+        const msgs = decodeJsonFrame(text);
+        if (!msgs) return this.sink.invalid(text);
+        if (n > this.batch) this.batch = n;
+        this.deliver(msgs);
     }
 }
 
@@ -614,7 +903,12 @@ const DEFAULTS = {
     token: undefined,
     getToken: undefined,
     WebSocket: undefined,
-    transports: [WebSocketTransport.create],
+    /* tried in this order: the first that runs here and opens is used */
+    transports: [WebSocketTransport.create, SseTransport.create, LongPollTransport.create],
+    httpUrl: undefined, /* the HTTP transports' base URL (default: from the WebSocket URL) */
+    fetch: undefined, /* a fetch for the HTTP transports (default: the global one) */
+    upgradeProbeMs: 30000, /* on a fallback transport, WebSocket is tried again (2 s, then this, doubling) */
+    connectTimeoutMs: 10000, /* the HTTP transports: no gateway message within this is a failure */
     codec: 'json', /* or 'msgpack' (binary frames, bytes as bin) */
     reconnect: true,
     minReconnectDelayMs: 250,
@@ -704,6 +998,11 @@ export class Client extends Emitter {
     #pingSent = false;
     #heartbeatTimer = null;
     #connectWaiters = [];
+    #transportIndex = 0; /* options.transports[i]: the one in use, or the next to try */
+    #lastTransport = null; /* the name of the transport of the last connection */
+    #probeTimer = null; /* on a fallback: when WebSocket is tried again */
+    #probeDelayMs = 0;
+    #openFailures = 0; /* of the transport at #transportIndex, in a row */
     stats = { connects: 0, duplicates: 0, dropped: 0, gaps: 0, resets: 0, retries: 0, rateLimited: 0 };
 
     #codec;
@@ -711,7 +1010,8 @@ export class Client extends Emitter {
     constructor(url, options = {}) {
         super();
         this.#url = url;
-        this.#opt = { ...DEFAULTS, ...options };
+        this.#opt = { ...DEFAULTS };
+        for (const [k, v] of Object.entries(options)) if (v !== undefined) this.#opt[k] = v; /* undefined: the default */
         this.#codec = codecOf(this.#opt);
         this.#geoBucket = Bucket.underServer(this.#opt.geoRate, this.#opt.geoBurst);
     }
@@ -801,7 +1101,7 @@ export class Client extends Emitter {
             if (gen !== this.#connGen) return;
         }
         const transport = this.#makeTransport();
-        if (!transport) return this.#fail('no transport available (no WebSocket: pass options.WebSocket)');
+        if (!transport) return this.#fail('no transport available (no WebSocket nor fetch: pass options.WebSocket)');
         this.#transport = transport;
         transport.open({
             open: () => {
@@ -827,12 +1127,89 @@ export class Client extends Emitter {
 
     #connectId = 0;
 
+    /* The first transport from #transportIndex on that can run here. */
     #makeTransport() {
-        for (const factory of this.#opt.transports) {
-            const t = factory(this.#url, this.#opt);
-            if (t) return t;
+        const list = this.#opt.transports;
+        for (let k = 0; k < list.length; k++) {
+            const i = (this.#transportIndex + k) % list.length;
+            const t = list[i](this.#url, this.#opt);
+            if (t) {
+                this.#transportIndex = i;
+                return t;
+            }
         }
         return null;
+    }
+
+    /*
+     * Two connections in a row that never opened (a WebSocket refused by a
+     * proxy, a stream that got no gateway's message) send the next attempt
+     * to the next transport in the list, and after the last back to the
+     * first. An HTTP transport that reached nothing (no HTTP answer at all)
+     * means the gateway is down rather than WebSocket blocked: back to the
+     * first at once. A fallback that connects while WebSocket works after all
+     * (the gateway came back between two tries) is moved back by the probe.
+     */
+    #fallBack(info) {
+        if (info.opened !== false) {
+            this.#openFailures = 0;
+            return;
+        }
+        if (this.#transportIndex > 0 && info.reached === false) {
+            /* a fallback that reached nothing at all: the gateway is down, WebSocket was not
+             * blocked: back to the first transport */
+            this.#transportIndex = this.#openFailures = 0;
+            return;
+        }
+        /* Twice in a row: a browser cannot tell a WebSocket refused by a draining node
+         * (the next try lands elsewhere) or a down gateway from one a proxy blocks. */
+        if (++this.#openFailures < 2 || this.#opt.transports.length < 2) return;
+        this.#openFailures = 0;
+        this.#transportIndex = (this.#transportIndex + 1) % this.#opt.transports.length;
+    }
+
+    /*
+     * On a fallback, WebSocket is tried again now and then (upgradeProbeMs,
+     * doubling up to 10 minutes): a probe socket that opens means the path
+     * is clear, and the session moves back to WebSocket (a reconnect: it
+     * resumes, nothing is lost).
+     */
+    #scheduleProbe() {
+        clearTimeout(this.#probeTimer);
+        this.#probeTimer = null;
+        const first = this.#opt.transports[0];
+        const WS = this.#opt.WebSocket || globalThis.WebSocket;
+        if (this.#transportIndex === 0 || first !== WebSocketTransport.create || !WS || !this.#opt.upgradeProbeMs) return;
+        /* The first probe comes soon (the fallback may be a gateway restart's accident),
+         * then every upgradeProbeMs, doubling up to 10 minutes. */
+        this.#probeDelayMs = this.#probeDelayMs ? Math.min(600000, Math.max(this.#probeDelayMs * 2, this.#opt.upgradeProbeMs)) : 2000;
+        const gen = this.#connGen;
+        this.#probeTimer = setTimeout(() => {
+            this.#probeTimer = null;
+            if (gen !== this.#connGen || this.#state !== 'connected') return;
+            let ws;
+            try {
+                ws = new WS(this.#url, [this.#codec.subprotocol]);
+            } catch {
+                return this.#scheduleProbe();
+            }
+            const done = (ok) => {
+                ws.onopen = ws.onerror = ws.onclose = null;
+                try {
+                    ws.close(1000, '');
+                } catch {
+                    /* a socket that never opened */
+                }
+                if (gen !== this.#connGen || this.#state !== 'connected') return;
+                if (!ok) return this.#scheduleProbe();
+                this.#transportIndex = 0;
+                this.#probeDelayMs = 0;
+                this.#transport?.close(1000, 'moving to websocket');
+            };
+            ws.onopen = () => done(true);
+            ws.onerror = ws.onclose = () => done(false);
+        }, this.#probeDelayMs);
+        this.#probeTimer.unref?.();
     }
 
     #onConnected(reply) {
@@ -847,6 +1224,11 @@ export class Client extends Emitter {
         this.#afterMs = 0;
         this.#startHeartbeat(reply.heartbeat_ms || 25000);
         this.#scheduleRefresh(reply.expires_in_ms);
+        const previous = this.#lastTransport;
+        this.#lastTransport = this.transport;
+        if (previous !== this.transport) this.emit('transport', { transport: this.transport, previous });
+        if (this.#transportIndex === 0) this.#probeDelayMs = 0;
+        this.#scheduleProbe();
         this.#setState('connected', { client: reply.client, user: reply.user, node: reply.node, resumed, transport: this.transport });
         for (const w of this.#connectWaiters.splice(0)) w.resolve(reply);
         /* Restore the session first: subscriptions (resuming), presence,
@@ -870,6 +1252,8 @@ export class Client extends Emitter {
         this.#connGen++;
         this.#transport = null;
         const wasConnected = this.#state === 'connected';
+        this.#fallBack(wasConnected ? { opened: true } : info);
+        if (info.retryAfterMs) this.#afterMs = Math.max(this.#afterMs, info.retryAfterMs);
         this.#connectionEnded(info, wasConnected);
         if (this.#stopReason || !this.#opt.reconnect) {
             this.#setState('disconnected', { ...info, willReconnect: false });
@@ -900,6 +1284,8 @@ export class Client extends Emitter {
 
     #connectionEnded(info, wasConnected) {
         this.#info = null;
+        clearTimeout(this.#probeTimer);
+        this.#probeTimer = null;
         clearTimeout(this.#refreshTimer);
         this.#refreshTimer = null;
         this.#stopHeartbeat();

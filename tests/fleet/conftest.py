@@ -13,6 +13,7 @@ import asyncio
 import http.client
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -90,6 +91,10 @@ class Fleet:
             if line and not line.startswith("#"):
                 name, _, value = line.rpartition(" ")
                 out[name] = float(value)
+                # Families labelled by transport, also summed over the transports.
+                bare = re.sub(r'transport="[^"]*",?', "", name).replace(",}", "}").replace("{}", "")
+                if bare != name:
+                    out[bare] = out.get(bare, 0.0) + float(value)
         return out
 
     def stream_leader(self):

@@ -63,7 +63,10 @@ def scrape(http_url):
             'rtgate_handshakes_refused_total{cause="node_rate"}': 0.0}
     for line in body.splitlines():
         name, _, value = line.rpartition(" ")
-        if name in want:
+        if name.startswith("rtgate_connections_total{transport="):
+            name = "rtgate_connections_total"  # summed over the transports
+            want[name] += float(value)
+        elif name in want:
             want[name] = float(value)
     return list(want.values())
 

@@ -9,6 +9,7 @@ look for build-it/ then build/ under the project root.
 import http.client
 import itertools
 import os
+import re
 import signal
 import socket
 import ssl
@@ -50,6 +51,27 @@ def free_port():
         return s.getsockname()[1]
     finally:
         s.close()
+
+
+_TRANSPORT_LABEL = re.compile(r'transport="[^"]*",?')
+
+
+def parse_metrics(body):
+    """The samples of a /metrics text as {name_with_labels: float}. A sample
+    labelled by transport is also summed over the transports under its name
+    without that label (rtgate_connections, rtgate_closes_total{code="1000",
+    by="client"}): what those families said before sessions had transports."""
+    out, sums = {}, {}
+    for line in body.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, _, value = line.rpartition(" ")
+        out[name] = float(value)
+        bare = _TRANSPORT_LABEL.sub("", name).replace(",}", "}").replace("{}", "")
+        if bare != name:
+            sums[bare] = sums.get(bare, 0.0) + float(value)
+    out.update(sums)
+    return out
 
 
 class Gateway:
@@ -194,16 +216,10 @@ class Gateway:
             conn.close()
 
     def metrics(self):
-        """The /metrics samples as {name_with_labels: float}."""
+        """The /metrics samples as {name_with_labels: float}; see parse_metrics."""
         status, _, body = self.http_get("/metrics")
         assert status == 200, "GET /metrics answered %d" % status
-        out = {}
-        for line in body.splitlines():
-            if not line or line.startswith("#"):
-                continue
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-        return out
+        return parse_metrics(body)
 
     def rss_kb(self):
         with open("/proc/%d/status" % self.proc.pid) as f:

@@ -1,8 +1,19 @@
 """Durable channels (PROTOCOL.md 3): resume with since/epoch, stale epoch,
-fail-closed since, idempotent publish, the ack window, gap."""
+fail-closed since, idempotent publish, the ack window, gap; over every
+transport: WebSocket (JSON, msgpack), Server-Sent Events and long-polling
+(httpclient.py speaks the same request/reply interface)."""
 import asyncio
 
-from rtclient import Client, run
+import pytest
+
+from httpclient import Client
+from rtclient import run
+
+
+@pytest.fixture(params=["json", "msgpack", "sse", "longpoll"])
+def codec(request):
+    """The transport (and for WebSocket the subprotocol) every client of a test uses."""
+    return request.param
 
 
 async def publish_n(p, channel, items, **fields):

@@ -13,9 +13,9 @@ import path from 'node:path';
 import { test } from 'node:test';
 
 import { Client } from '../../clients/js/rtgate.js';
-import { Gateway, rtgateBin, sleep, tempDir, waitFor, webSocketImpl } from './lib/harness.mjs';
+import { Gateway, rtgateBin, sleep, tempDir, waitFor, transportOptions } from './lib/harness.mjs';
 
-const WebSocket = await webSocketImpl();
+const TRANSPORT_OPTIONS = await transportOptions(); /* WebSocket, or none: SSE / long-polling */
 const hasAuth = execFileSync(rtgateBin(), ['--help'], { encoding: 'utf8' }).includes('--jwt-key');
 const skip = hasAuth ? false : 'this rtgate has no --jwt-key';
 
@@ -41,7 +41,7 @@ async function authGateway() {
 test('a real token: getToken on connect, then a refresh before it expires, without reconnecting', { skip }, async () => {
     const gw = await authGateway();
     let calls = 0;
-    const c = new Client(gw.url, { WebSocket, getToken: () => (calls++, tokenFor('alice', 3)) });
+    const c = new Client(gw.url, { ...TRANSPORT_OPTIONS, getToken: () => (calls++, tokenFor('alice', 3)) });
     try {
         const info = await c.connect();
         assert.equal(info.user, 'alice');
@@ -66,7 +66,7 @@ test('a refused token: with getToken the client asks for a new one and connects'
     const gw = await authGateway();
     let calls = 0;
     const c = new Client(gw.url, {
-        WebSocket,
+        ...TRANSPORT_OPTIONS,
         minReconnectDelayMs: 50,
         getToken: () => (++calls === 1 ? mint({ sub: 'bob', exp: Math.floor(Date.now() / 1000) + 60 }, 'wrong key') : tokenFor('bob', 60)),
     });
@@ -82,7 +82,7 @@ test('a refused token: with getToken the client asks for a new one and connects'
 
 test('a refused token without getToken: connect() rejects, no reconnect loop', { skip }, async () => {
     const gw = await authGateway();
-    const c = new Client(gw.url, { WebSocket, token: mint({ sub: 'eve', exp: 9999999999 }, 'wrong key') });
+    const c = new Client(gw.url, { ...TRANSPORT_OPTIONS, token: mint({ sub: 'eve', exp: 9999999999 }, 'wrong key') });
     const connecting = [];
     c.on('connecting', () => connecting.push(1));
     try {

@@ -42,10 +42,12 @@ after(async () => {
     await gw?.stop();
 });
 
-/* A page of its own (own context: own storage) showing the demo. */
-async function openDemo(query) {
+/* A page of its own (own context: own storage) showing the demo; noWebSocket: the page
+ * has none (an init script removes it before the page's scripts run). */
+async function openDemo(query, { noWebSocket = false } = {}) {
     const context = await browser.newContext({ viewport: { width: 1100, height: 780 } });
     const page = await context.newPage();
+    if (noWebSocket) await page.addInitScript(() => (window.WebSocket = undefined));
     const errors = [];
     page.on('pageerror', (e) => errors.push(e.message));
     page.errors = errors;
@@ -92,6 +94,31 @@ test('the gateway restarts: the page shows what was sent meanwhile', async () =>
     assert.equal(await bob.locator('#messages li.pending').count(), 0);
     await say(alice, 'after the restart');
     await messageIn(bob, 'after the restart');
+    assert.deepEqual([...alice.errors, ...bob.errors], []);
+    await alice.context().close();
+    await bob.context().close();
+});
+
+test('with WebSocket disabled the page falls back to SSE, and keeps receiving across a restart', async () => {
+    const alice = await openDemo({ room: 'e2e4', name: 'alice' }, { noWebSocket: true });
+    const bob = await openDemo({ room: 'e2e4', name: 'bob' });
+    assert.equal(await alice.getAttribute('#conn', 'data-transport'), 'sse');
+    assert.equal(await alice.evaluate(() => window.rtgateDemo.client.transport), 'sse');
+    assert.equal(await bob.getAttribute('#conn', 'data-transport'), 'websocket');
+    await say(bob, 'to a page without WebSocket');
+    await messageIn(alice, 'to a page without WebSocket');
+    await say(alice, 'from a page without WebSocket');
+    await messageIn(bob, 'from a page without WebSocket');
+    await gw.sigkill();
+    await alice.waitForSelector('#conn:not([data-state="connected"])', SLOW);
+    await gw.restart();
+    await bob.waitForSelector('#conn[data-state="connected"]', SLOW);
+    await say(bob, 'after the restart, to the SSE page');
+    await alice.waitForSelector('#conn[data-state="connected"]', SLOW);
+    await messageIn(alice, 'after the restart, to the SSE page');
+    assert.equal(await alice.evaluate(() => window.rtgateDemo.client.transport), 'sse');
+    await say(alice, 'the SSE page after the restart');
+    await messageIn(bob, 'the SSE page after the restart');
     assert.deepEqual([...alice.errors, ...bob.errors], []);
     await alice.context().close();
     await bob.context().close();

@@ -9,9 +9,9 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
 import { Client } from '../../clients/js/rtgate.js';
-import { Gateway, NatsServer, recordEvents, sleep, waitFor, webSocketImpl } from './lib/harness.mjs';
+import { Gateway, NatsServer, TRANSPORT, recordEvents, sleep, waitFor, transportOptions } from './lib/harness.mjs';
 
-const WebSocket = await webSocketImpl();
+const TRANSPORT_OPTIONS = await transportOptions(); /* WebSocket, or none: SSE / long-polling */
 const FAST = ['--pub-rate', 100000, '--pub-burst', 100000, '--msg-rate', 100000, '--msg-burst', 100000];
 
 let nats;
@@ -23,7 +23,7 @@ after(async () => {
 });
 
 function client(url) {
-    return new Client(url, { WebSocket, minReconnectDelayMs: 50, maxReconnectDelayMs: 500 });
+    return new Client(url, { ...TRANSPORT_OPTIONS, minReconnectDelayMs: 50, maxReconnectDelayMs: 500 });
 }
 
 test('gateway SIGKILLed mid-stream: every message once, in order; publishes retried without duplicates', async () => {
@@ -67,6 +67,8 @@ test('gateway SIGKILLed mid-stream: every message once, in order; publishes retr
         assert.equal(events.filter((e) => e.type === 'reset').length, 0, 'JetStream kept the history: recovered');
         assert.equal(events.filter((e) => e.type === 'gap').length, 0);
         assert.ok(sub.stats.connects >= 2, 'the subscriber reconnected');
+        /* (with WebSocket, a fallback that won the race against the restart moves back) */
+        await waitFor(() => sub.transport === TRANSPORT && pub.transport === TRANSPORT, { what: `both on ${TRANSPORT}` });
         /* the stream itself holds each message once */
         const reader = client(gw.url);
         const stored = [];

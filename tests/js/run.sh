@@ -2,6 +2,7 @@
 # Runs the JavaScript tests (ctest's js_* entries call it).
 #   run.sh deps        installs this folder's npm packages (npm ci, from package-lock.json)
 #   run.sh FILE...     runs test files with node's test runner
+#                      (RTGATE_JS_TRANSPORT=sse|longpoll: the client over that transport, no WebSocket)
 # Node 20 runs with --experimental-websocket, so the library is tested on
 # Node's own WebSocket (Node 22 has it by default); on Node 18 (Debian 12's
 # nodejs) the tests pass the `ws` package's WebSocket through options.
@@ -15,5 +16,8 @@ if [ "${1:-}" = deps ]; then
     exec npm ci --no-audit --no-fund --prefer-offline
 fi
 flags=()
-[ "$(node -p 'process.versions.node.split(".")[0]')" = 20 ] && flags+=(--experimental-websocket --no-warnings=ExperimentalWarning)
+# RTGATE_JS_TRANSPORT=sse|longpoll: no WebSocket at all (lib/harness.mjs).
+if [ "$(node -p 'process.versions.node.split(".")[0]')" = 20 ] && [ "${RTGATE_JS_TRANSPORT:-websocket}" = websocket ]; then
+    flags+=(--experimental-websocket --no-warnings=ExperimentalWarning)
+fi
 exec node "${flags[@]}" --test "$@"

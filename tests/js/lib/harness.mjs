@@ -34,6 +34,24 @@ export async function webSocketImpl() {
     return (await import('ws')).WebSocket;
 }
 
+/*
+ * RTGATE_JS_TRANSPORT picks what the client tests run over: websocket (the
+ * default), sse or longpoll. The last two run with no WebSocket at all
+ * (run.sh starts Node 20 without --experimental-websocket, and a global one
+ * is removed), so the library falls back by itself: to SSE with its default
+ * list, to long-polling when SSE is left out of it.
+ */
+export const TRANSPORT = process.env.RTGATE_JS_TRANSPORT || 'websocket';
+
+export async function transportOptions() {
+    if (TRANSPORT === 'websocket') return { WebSocket: await webSocketImpl() };
+    globalThis.WebSocket = undefined;
+    const lib = await import('../../../clients/js/rtgate.js');
+    if (TRANSPORT === 'sse') return {};
+    if (TRANSPORT === 'longpoll') return { transports: [lib.WebSocketTransport.create, lib.LongPollTransport.create] };
+    throw new Error('RTGATE_JS_TRANSPORT must be websocket, sse or longpoll');
+}
+
 export function tempDir(prefix) {
     return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
 }
