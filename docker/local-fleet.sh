@@ -17,6 +17,7 @@
 #   GATEWAY_URLS, GATEWAY_NODE_IDS, NATS_URLS (comma-separated, as --nats takes
 #   them), NATS_MONITOR_URLS, HAPROXY_STATS_URL, FLEET_LOGS
 # Logs: DIR/logs/. NATS stores: DIR/nats-N/ (kept across restarts of a node).
+# DIR/session-secret: the gateways' shared secret for SSE/long-poll session tokens.
 #
 # Environment (read by `up`; `start` reuses what `up` used): RTGATE_BIN
 # (default: the README's build, build-release/, built if absent), RTGATE_ARGS
@@ -163,11 +164,12 @@ start_gateway() {
     bin=$(rtgate_bin)
     # rtgate.env holds the recipe's settings; the NATS URLs and haproxy's
     # address (the one proxy whose X-Forwarded-For is believed) are loopback here.
+    # The session secret is a file of DIR's, made at `up`.
     mapfile -t settings < <(grep -E '^RTGATE_[A-Z_]+=' "$HERE/rtgate.env" |
-        grep -v -e '^RTGATE_NATS=' -e '^RTGATE_TRUSTED_PROXY=')
+        grep -v -e '^RTGATE_NATS=' -e '^RTGATE_TRUSTED_PROXY=' -e '^RTGATE_SESSION_SECRET=')
     # shellcheck disable=SC2086 # RTGATE_ARGS is word-split on purpose
     launch "gateway-$n" env "${settings[@]}" RTGATE_NATS="$NATS_URLS" \
-        RTGATE_TRUSTED_PROXY=127.0.0.1 \
+        RTGATE_TRUSTED_PROXY=127.0.0.1 RTGATE_SESSION_SECRET="$DIR/session-secret" \
         "$bin" --listen "127.0.0.1:${!port}" --node-id "rtgate-$n" $FLEET_RTGATE_ARGS
 }
 
@@ -240,6 +242,9 @@ EOF
     printf 'FLEET_RTGATE_BIN=%q\nFLEET_RTGATE_ARGS=%q\n' "$(rtgate_bin)" "${RTGATE_ARGS:-}" \
         >>"$DIR/ports.env"
     load_ports
+    # The gateways' shared secret for SSE and long-poll session tokens (rtgate.env).
+    [ -s "$DIR/session-secret" ] ||
+        (umask 077 && head -c 48 /dev/urandom | base64 >"$DIR/session-secret")
     for n in 1 2 3; do start_nats $n; done
     for n in 1 2 3; do wait_for "nats-$n /healthz" "nats-$n" nats_healthy $n; done
     wait_for "JetStream meta leader" nats-1 meta_leader

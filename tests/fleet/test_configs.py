@@ -100,11 +100,15 @@ def wait_http(url, proc, timeout=15):
 
 
 @pytest.fixture(scope="module")
-def gateway():
-    """rtgate with the recipe's rtgate.env (memory engine: no NATS here)."""
+def gateway(tmp_path_factory):
+    """rtgate with the recipe's rtgate.env (memory engine: no NATS here; the
+    session secret a file of the test's instead of the container's secret)."""
     port = free_port()
     env = {k: v for k, v in env_file("rtgate.env").items() if k != "RTGATE_NATS"}
     env["RTGATE_LISTEN"] = "127.0.0.1:%d" % port
+    secret = tmp_path_factory.mktemp("secret") / "session-secret"
+    secret.write_bytes(os.urandom(48).hex().encode())
+    env["RTGATE_SESSION_SECRET"] = str(secret)
     g = Proc([rtgate_bin()], env)
     wait_http("http://127.0.0.1:%d/healthz" % port, g)
     g.port = port
@@ -158,6 +162,9 @@ def test_compose_file_matches_the_other_files():
             "rtgate-%d" % n
         assert int(g["stop_grace_period"].rstrip("s")) > drain_s, "docker would SIGKILL the drain"
         assert g["build"]["dockerfile"] == "docker/Dockerfile"
+        assert g["secrets"] == ["session_secret"], "the nodes share the SSE session secret"
+    assert env["RTGATE_SESSION_SECRET"] == "/run/secrets/session_secret"
+    assert c["secrets"] == {"session_secret": {"file": "./session-secret"}}
     assert "./haproxy.cfg:/usr/local/etc/haproxy/haproxy.cfg:ro" in s["haproxy"]["volumes"]
     # The gateways believe X-Forwarded-For from haproxy's fixed address only.
     haproxy_ip = s["haproxy"]["networks"]["default"]["ipv4_address"]
