@@ -20,7 +20,7 @@ import json
 import time
 import urllib.parse
 
-from rtclient import DEFAULT_TIMEOUT, EVENT_TYPES, ProtocolViolation, decode_json_frame
+from rtclient import DEFAULT_TIMEOUT, EVENT_TYPES, ProtocolViolation, Requests, decode_json_frame
 
 TRANSPORTS = ("sse", "longpoll")
 
@@ -81,7 +81,7 @@ class HttpConn:
         self.reader = self.writer = None
 
 
-class HttpClient:
+class HttpClient(Requests):
     """One session over SSE or long-polling. Use `async with HttpClient(url, "sse") as c:`."""
 
     def __init__(self, url, transport="sse", auto_ack=False, name=None, channels=(),
@@ -360,97 +360,10 @@ class HttpClient:
         if status != 204:
             raise ConnectionError("POST answered %d" % status)
 
-    def new_id(self):
-        i = self._next_id
-        self._next_id += 1
-        return i
-
-    def expect_reply(self, rid):
-        fut = asyncio.get_running_loop().create_future()
-        self._pending[rid] = fut
-        return fut
-
-    def request_nowait(self, type_, **fields):
-        rid = fields.pop("id", None)
-        if rid is None:
-            rid = self.new_id()
-        fut = asyncio.get_running_loop().create_future()
-        self._pending[rid] = fut
-        obj = {"type": type_, "id": rid}
-        obj.update(fields)
-        return rid, fut, self.send(obj)
-
     async def request(self, type_, timeout=DEFAULT_TIMEOUT, **fields):
         if type_ == "connect":
             return await self.connect(timeout=timeout, **fields)
-        _rid, fut, sending = self.request_nowait(type_, **fields)
-        await sending
-        return await asyncio.wait_for(fut, timeout)
-
-    async def requests(self, reqs, timeout=DEFAULT_TIMEOUT):
-        futs = []
-        for t, f in reqs:
-            _rid, fut, sending = self.request_nowait(t, **dict(f))
-            await sending
-            futs.append(fut)
-        return [await asyncio.wait_for(f, timeout) for f in futs]
-
-    async def sub(self, channel, **fields):
-        return await self.request("sub", channel=channel, **fields)
-
-    async def unsub(self, channel):
-        return await self.request("unsub", channel=channel)
-
-    async def pub(self, channel, data, **fields):
-        return await self.request("pub", channel=channel, data=data, **fields)
-
-    async def ack(self, channel, seq):
-        await self.send({"type": "ack", "channel": channel, "seq": seq})
-
-    async def ping(self):
-        await self.send({"type": "ping"})
-
-    # -- waiting (as rtclient) -------------------------------------------------
-    async def next_event(self, types=None, timeout=DEFAULT_TIMEOUT):
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise asyncio.TimeoutError("no %s event within %.1f s" % (types or "", timeout))
-            m = await asyncio.wait_for(self.events.get(), left)
-            if types is None or m.get("type") in types:
-                return m
-
-    async def collect(self, n, types=("msg",), timeout=DEFAULT_TIMEOUT):
-        out = []
-        deadline = time.monotonic() + timeout
-        while len(out) < n:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise asyncio.TimeoutError("got %d of %d %s events within %.1f s: %r"
-                                           % (len(out), n, types, timeout, out[-3:]))
-            out.append(await self.next_event(types, left))
-        return out
-
-    async def quiet(self, seconds, types=("msg", "gap")):
-        out = []
-        deadline = time.monotonic() + seconds
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return out
-            try:
-                m = await asyncio.wait_for(self.events.get(), left)
-            except asyncio.TimeoutError:
-                return out
-            if m.get("type") in types:
-                out.append(m)
-
-    def drain_events(self):
-        out = []
-        while not self.events.empty():
-            out.append(self.events.get_nowait())
-        return out
+        return await super().request(type_, timeout=timeout, **fields)
 
     async def wait_closed(self, timeout=DEFAULT_TIMEOUT):
         await asyncio.wait_for(self.closed.wait(), timeout)

@@ -78,7 +78,110 @@ def encode(codec, obj):
     return json.dumps(obj, separators=(",", ":"))
 
 
-class Client:
+class Requests:
+    """Requests, replies and waiting on events, the same over every transport
+    (Client here, httpclient.HttpClient for SSE and long-polling). The class
+    using it has `send(obj)`, `_pending` (id -> future), `_next_id` and the
+    `events` queue."""
+
+    def new_id(self):
+        i = self._next_id
+        self._next_id += 1
+        return i
+
+    def expect_reply(self, rid):
+        """A future for the reply to id `rid` of a request sent by hand (send_raw)."""
+        fut = asyncio.get_running_loop().create_future()
+        self._pending[rid] = fut
+        return fut
+
+    def request_nowait(self, type_, **fields):
+        """Sends a request with a fresh id; returns (id, future of the reply)."""
+        rid = fields.pop("id", None)
+        if rid is None:
+            rid = self.new_id()
+        fut = asyncio.get_running_loop().create_future()
+        self._pending[rid] = fut
+        obj = {"type": type_, "id": rid}
+        obj.update(fields)
+        return rid, fut, self.send(obj)
+
+    async def request(self, type_, timeout=DEFAULT_TIMEOUT, **fields):
+        _rid, fut, sending = self.request_nowait(type_, **fields)
+        await sending
+        return await asyncio.wait_for(fut, timeout)
+
+    async def requests(self, reqs, timeout=DEFAULT_TIMEOUT):
+        """Pipelines [(type, fields), ...] without waiting; returns the replies in order."""
+        futs = []
+        for t, f in reqs:
+            _rid, fut, sending = self.request_nowait(t, **dict(f))
+            await sending
+            futs.append(fut)
+        return [await asyncio.wait_for(f, timeout) for f in futs]
+
+    async def sub(self, channel, **fields):
+        return await self.request("sub", channel=channel, **fields)
+
+    async def unsub(self, channel):
+        return await self.request("unsub", channel=channel)
+
+    async def pub(self, channel, data, **fields):
+        return await self.request("pub", channel=channel, data=data, **fields)
+
+    async def ack(self, channel, seq):
+        await self.send({"type": "ack", "channel": channel, "seq": seq})
+
+    async def ping(self):
+        await self.send({"type": "ping"})
+
+    # -- waiting --------------------------------------------------------------
+    async def next_event(self, types=None, timeout=DEFAULT_TIMEOUT):
+        """The next queued event (of one of `types` if given; others are dropped)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise asyncio.TimeoutError("no %s event within %.1f s" % (types or "", timeout))
+            m = await asyncio.wait_for(self.events.get(), left)
+            if types is None or m.get("type") in types:
+                return m
+
+    async def collect(self, n, types=("msg",), timeout=DEFAULT_TIMEOUT):
+        """Exactly n events of `types` (others are dropped), failing after timeout."""
+        out = []
+        deadline = time.monotonic() + timeout
+        while len(out) < n:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise asyncio.TimeoutError("got %d of %d %s events within %.1f s: %r"
+                                           % (len(out), n, types, timeout, out[-3:]))
+            out.append(await self.next_event(types, left))
+        return out
+
+    async def quiet(self, seconds, types=("msg", "gap")):
+        """Events of `types` that arrive within `seconds` (expected: none)."""
+        out = []
+        deadline = time.monotonic() + seconds
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return out
+            try:
+                m = await asyncio.wait_for(self.events.get(), left)
+            except asyncio.TimeoutError:
+                return out
+            if m.get("type") in types:
+                out.append(m)
+
+    def drain_events(self):
+        out = []
+        while not self.events.empty():
+            out.append(self.events.get_nowait())
+        return out
+
+
+class Client(Requests):
     """One WebSocket connection. Use `async with Client(url, codec) as c:`.
 
     codec: "json", "msgpack", or None (offer no subprotocol: the server must
@@ -224,11 +327,6 @@ class Client:
             pass
 
     # -- sending -------------------------------------------------------------
-    def new_id(self):
-        i = self._next_id
-        self._next_id += 1
-        return i
-
     async def send(self, obj):
         await self.ws.send(encode(self.wire, obj))
 
@@ -240,102 +338,11 @@ class Client:
         """A text frame with arbitrary (possibly invalid UTF-8) bytes."""
         await self.ws.write_frame(True, 0x1, data)
 
-    def expect_reply(self, rid):
-        """A future for the reply to id `rid` of a request sent by hand (send_raw)."""
-        fut = asyncio.get_running_loop().create_future()
-        self._pending[rid] = fut
-        return fut
-
-    def request_nowait(self, type_, **fields):
-        """Sends a request with a fresh id; returns (id, future of the reply)."""
-        rid = fields.pop("id", None)
-        if rid is None:
-            rid = self.new_id()
-        fut = asyncio.get_running_loop().create_future()
-        self._pending[rid] = fut
-        obj = {"type": type_, "id": rid}
-        obj.update(fields)
-        return rid, fut, self.send(obj)
-
-    async def request(self, type_, timeout=DEFAULT_TIMEOUT, **fields):
-        _rid, fut, sending = self.request_nowait(type_, **fields)
-        await sending
-        return await asyncio.wait_for(fut, timeout)
-
-    async def requests(self, reqs, timeout=DEFAULT_TIMEOUT):
-        """Pipelines [(type, fields), ...] without waiting; returns the replies in order."""
-        futs = []
-        for t, f in reqs:
-            _rid, fut, sending = self.request_nowait(t, **dict(f))
-            await sending
-            futs.append(fut)
-        return [await asyncio.wait_for(f, timeout) for f in futs]
-
     async def connect(self, **fields):
         r = await self.request("connect", **fields)
         assert r.get("type") == "connected", "connect answered %r" % (r,)
         self.connected = r
         return r
-
-    async def sub(self, channel, **fields):
-        return await self.request("sub", channel=channel, **fields)
-
-    async def unsub(self, channel):
-        return await self.request("unsub", channel=channel)
-
-    async def pub(self, channel, data, **fields):
-        return await self.request("pub", channel=channel, data=data, **fields)
-
-    async def ack(self, channel, seq):
-        await self.send({"type": "ack", "channel": channel, "seq": seq})
-
-    async def ping(self):
-        await self.send({"type": "ping"})
-
-    # -- waiting --------------------------------------------------------------
-    async def next_event(self, types=None, timeout=DEFAULT_TIMEOUT):
-        """The next queued event (of one of `types` if given; others are dropped)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise asyncio.TimeoutError("no %s event within %.1f s" % (types or "", timeout))
-            m = await asyncio.wait_for(self.events.get(), left)
-            if types is None or m.get("type") in types:
-                return m
-
-    async def collect(self, n, types=("msg",), timeout=DEFAULT_TIMEOUT):
-        """Exactly n events of `types` (others are dropped), failing after timeout."""
-        out = []
-        deadline = time.monotonic() + timeout
-        while len(out) < n:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise asyncio.TimeoutError("got %d of %d %s events within %.1f s: %r"
-                                           % (len(out), n, types, timeout, out[-3:]))
-            out.append(await self.next_event(types, left))
-        return out
-
-    async def quiet(self, seconds, types=("msg", "gap")):
-        """Events of `types` that arrive within `seconds` (expected: none)."""
-        out = []
-        deadline = time.monotonic() + seconds
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return out
-            try:
-                m = await asyncio.wait_for(self.events.get(), left)
-            except asyncio.TimeoutError:
-                return out
-            if m.get("type") in types:
-                out.append(m)
-
-    def drain_events(self):
-        out = []
-        while not self.events.empty():
-            out.append(self.events.get_nowait())
-        return out
 
     async def expect_disconnect(self, code, timeout=DEFAULT_TIMEOUT):
         """The `disconnect` message a server sends before closing on purpose
