@@ -52,6 +52,9 @@ enum gw_token_check {
 
 /* The session's token (NUL-terminated, at most GW_TOKEN_TEXT_MAX characters). */
 void gw_sesstoken_mint(const struct gw_session *s, char out[GW_TOKEN_TEXT_MAX + 1]);
+/* The `connected` fields of an HTTP session: its transport and a fresh token
+ * (the .describe of the SSE and long-poll transports). */
+void gw_sesstoken_describe(struct gw_session *s, struct proto_writer *w);
 /* Checks a client's token (hostile text) with this process's key. */
 enum gw_token_check gw_sesstoken_check(const struct gw_server *srv, const char *text, size_t len,
                                        struct gw_sesstoken *out);

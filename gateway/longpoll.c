@@ -133,14 +133,6 @@ static void poll_heartbeat(struct gw_session *s, uint64_t now)
     }
 }
 
-static void describe(struct gw_session *s, struct proto_writer *w)
-{
-    char token[GW_TOKEN_TEXT_MAX + 1];
-    gw_sesstoken_mint(s, token);
-    proto_w_kcstr(w, "transport", gw_transport_of(s)->name);
-    proto_w_kcstr(w, "session", token);
-}
-
 const struct gw_transport gw_poll_transport = {
     .name = "longpoll",
     .flush = poll_flush,
@@ -148,7 +140,7 @@ const struct gw_transport gw_poll_transport = {
     .close = poll_close,
     .cut = poll_cut,
     .heartbeat = poll_heartbeat,
-    .describe = describe,
+    .describe = gw_sesstoken_describe,
 };
 
 /*

@@ -199,3 +199,11 @@ enum gw_token_check gw_sesstoken_check(const struct gw_server *srv, const char *
     out->client_id[id_len] = '\0';
     return GW_TOKEN_OK;
 }
+
+void gw_sesstoken_describe(struct gw_session *s, struct proto_writer *w)
+{
+    char token[GW_TOKEN_TEXT_MAX + 1];
+    gw_sesstoken_mint(s, token);
+    proto_w_kcstr(w, "transport", gw_transport_of(s)->name);
+    proto_w_kcstr(w, "session", token);
+}

@@ -348,14 +348,6 @@ static void sse_heartbeat(struct gw_session *s, uint64_t now)
         gw_session_cut(s);
 }
 
-static void describe(struct gw_session *s, struct proto_writer *w)
-{
-    char token[GW_TOKEN_TEXT_MAX + 1];
-    gw_sesstoken_mint(s, token);
-    proto_w_kcstr(w, "transport", gw_transport_of(s)->name);
-    proto_w_kcstr(w, "session", token);
-}
-
 const struct gw_transport gw_sse_transport = {
     .name = "sse",
     .flush = sse_flush,
@@ -363,7 +355,7 @@ const struct gw_transport gw_sse_transport = {
     .close = sse_close,
     .cut = sse_cut,
     .heartbeat = sse_heartbeat,
-    .describe = describe,
+    .describe = gw_sesstoken_describe,
 };
 
 int gw_sse_start(struct gw_hsession *h, struct lws *wsi, struct gw_http_req *r)
