@@ -29,7 +29,7 @@
 #               a second (all cores; 0 = do not wait): on a shared machine, runs start in a lull.
 #               Each run's line records the busy share it started at (busy_before)
 #   --quick     one repetition, 3 s, rates "200 1000": a smoke test of the script, not numbers
-# Environment: BUILD (default build-rel), RTGATE, LOAD, NATS_SERVER, OUT, SERVER_CPUS,
+# Environment: BUILD (default build-rel), RTGATE, LOAD, NATS_SERVER, OUT (default bench/out/sweep), SERVER_CPUS,
 # CLIENT_CPUS (lib.sh); OLD_BUILD (where --old-rev is built, default build-sweep-old-REV).
 # Bounded: every rtgate-load run has --timeout 90; the script stops itself after LIMIT_S
 # (default 3600) seconds. The default run (5 rates x 3 repetitions x 4 servers) takes about
@@ -38,6 +38,7 @@ set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 . "$ROOT/bench/lib.sh" # free_port, wait_port, bench_paths
+OUT=${OUT:-$ROOT/bench/out/sweep}
 bench_paths build-rel  # BUILD, RTGATE, LOAD, NATS_SERVER, OUT, SERVER_CPUS, CLIENT_CPUS
 RATES="200 400 700 1000 1500"
 SUBS=1000
