@@ -208,6 +208,47 @@ def jwt_seeds():
     w("fuzz_jwt", "S-dup_keys", b'S{"alg":"HS256","alg":"none"}\n{"sub":"a","sub":"b"}')
 
 
+def varint(v):
+    out = bytearray()
+    while True:
+        b = v & 0x7F
+        v >>= 7
+        out.append(b | (0x80 if v else 0))
+        if not v:
+            return bytes(out)
+
+
+def resume_id(epochs, positions):
+    """An SSE id (protocol/resume.c): version 1, the epochs, then (hash, epoch
+    index, seq) per position, unpadded base64url."""
+    raw = bytes([1, len(epochs)])
+    for e in epochs:
+        raw += bytes([len(e)]) + e.encode()
+    raw += bytes([len(positions)])
+    for h, k, seq in positions:
+        raw += h.to_bytes(4, "little") + bytes([k]) + varint(seq)
+    return b64url(raw)
+
+
+def resume_id_seeds():
+    """'\0' + an id text (decoded as a Last-Event-ID); '\1' + bytes the
+    harness turns into positions to encode and decode."""
+    ids = {
+        "one": resume_id(["k3x9"], [(0x811C9DC5, 0, 120)]),
+        "fleet": resume_id(["Z1fA9q2LmN0b"], [(i * 7919, 0, i * 1000) for i in range(4)]),
+        "two_epochs": resume_id(["a", "~" * 64], [(1, 0, 0), (2, 1, 2**64 - 1)]),
+        "sixteen": resume_id(["e%d" % i for i in range(16)], [(i, i, i) for i in range(16)]),
+        "bad_index": resume_id(["a"], [(1, 1, 5)]),
+        "long_varint": resume_id(["a"], [(1, 0, 1)]) + b"gA",
+        "padded": resume_id(["a"], [(1, 0, 1)]) + b"==",
+        "empty_lists": resume_id([], []),
+    }
+    for name, text in ids.items():
+        w("fuzz_resume_id", "D-" + name, b"\0" + text)
+    w("fuzz_resume_id", "E-three", b"\1\x03" + bytes(range(60)))
+    w("fuzz_resume_id", "E-shared_epoch", b"\1\x02" + b"\x01" * 12 + b"\x05abcde" + b"\x02" * 12 + b"\x00")
+
+
 if __name__ == "__main__":
     json_seeds()
     msgpack_seeds()
@@ -215,3 +256,4 @@ if __name__ == "__main__":
     nats_wire_seeds()
     users_wire_seeds()
     jwt_seeds()
+    resume_id_seeds()
