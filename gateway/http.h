@@ -129,6 +129,9 @@ struct gw_hsession *gw_hsession_create(struct gw_server *srv, const struct gw_hs
                                        unsigned *status, uint8_t **body, size_t *body_len);
 /* The session of a token, if this node holds it and it is not closing. */
 struct gw_hsession *gw_hsession_find(struct gw_server *srv, const struct gw_sesstoken *t);
+/* The long-poll session of a token for a poll: as gw_hsession_find, and also a
+ * closing one whose disconnect still waits for a poll to carry it. */
+struct gw_hsession *gw_hsession_find_poll(struct gw_server *srv, const struct gw_sesstoken *t);
 /* Ends a session now: the session layer's close-down, then the memory. */
 void gw_hsession_free(struct gw_hsession *h);
 /* Marks a session for reaping (its transport is done with it). */

@@ -401,8 +401,8 @@ static int poll_session(struct gw_server *srv, struct lws *wsi, struct gw_http_r
         return gw_relay_forward(srv, wsi, r, &t, NULL, 0) == RT_OK
                    ? 0
                    : gw_http_error(wsi, r, 404, "the session is held by a node out of reach", 0);
-    struct gw_hsession *h = gw_hsession_find(srv, &t);
-    if (!h || h->s.transport != GW_TRANSPORT_POLL)
+    struct gw_hsession *h = gw_hsession_find_poll(srv, &t);
+    if (!h)
         return gw_http_error(wsi, r, 404, "no such session (it ended, or never was)", 0);
     return gw_poll_local(h, wsi, r, r->seq);
 }
