@@ -21,6 +21,12 @@ def post(port, tok, seq, body):
     return raw_request(port, "POST", "/send?seq=%d" % seq, hdr, body)
 
 
+def end_session(port, tok, seq):
+    """The client's own close (POST close=1): the gateway then stops at once."""
+    hdr = {"Rtgate-Session": tok, "Content-Length": "0"}
+    assert raw_request(port, "POST", "/send?seq=%d&close=1" % seq, hdr)[0] == 204
+
+
 def test_poll_gets_the_disconnect_of_a_session_the_server_closed(gateway):
     """The server closes a long-poll session while no poll is held (here for
     abuse): the next poll gets the last batch with the `disconnect` (its code
@@ -49,8 +55,7 @@ def test_stalled_bodies_do_not_lock_everyone_out_of_post(gateway):
     g = gateway("--max-message-bytes", "8388608", "--handshake-timeout-ms", "20000")
     dead, _ = first_poll(g.port)
     assert post(g.port, dead, 1, b"")[0] == 204
-    close = {"Rtgate-Session": dead, "Content-Length": "0"}
-    assert raw_request(g.port, "POST", "/send?seq=2&close=1", close)[0] == 204
+    end_session(g.port, dead, 2)
     live, _ = first_poll(g.port)
     stalled = []
     try:
@@ -68,6 +73,7 @@ def test_stalled_bodies_do_not_lock_everyone_out_of_post(gateway):
     finally:
         for s in stalled:
             s.close()
+    end_session(g.port, live, 2)
 
 
 def test_bodies_past_the_budget_are_read_and_refused_503(gateway):
@@ -101,3 +107,4 @@ def test_bodies_past_the_budget_are_read_and_refused_503(gateway):
             break
         time.sleep(0.2)
     assert st == 204, (st, b)
+    end_session(g.port, tok, 2)
