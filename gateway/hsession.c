@@ -116,6 +116,20 @@ struct gw_hsession *gw_hsession_find(struct gw_server *srv, const struct gw_sess
     return gw_hsession_of(s);
 }
 
+struct gw_hsession *gw_hsession_find_poll(struct gw_server *srv, const struct gw_sesstoken *t)
+{
+    if (memcmp(t->node, srv->node_key, GW_NODE_KEY_BYTES) != 0)
+        return NULL;
+    struct gw_session *s = gw_conns_get(&srv->conns, t->conn_id);
+    if (!s || s->transport != GW_TRANSPORT_POLL || strcmp(s->client_id, t->client_id) != 0)
+        return NULL;
+    /* A closing session is found while its last words (the disconnect) wait in
+     * its outbox: the next poll gets them. Once they went out, it is gone. */
+    if (s->closing && !s->outbox.count)
+        return NULL;
+    return gw_hsession_of(s);
+}
+
 void gw_hsession_free(struct gw_hsession *h)
 {
     gw_session_closed(&h->s);

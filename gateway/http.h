@@ -129,6 +129,9 @@ struct gw_hsession *gw_hsession_create(struct gw_server *srv, const struct gw_hs
                                        unsigned *status, uint8_t **body, size_t *body_len);
 /* The session of a token, if this node holds it and it is not closing. */
 struct gw_hsession *gw_hsession_find(struct gw_server *srv, const struct gw_sesstoken *t);
+/* The long-poll session of a token for a poll: as gw_hsession_find, and also a
+ * closing one whose disconnect still waits for a poll to carry it. */
+struct gw_hsession *gw_hsession_find_poll(struct gw_server *srv, const struct gw_sesstoken *t);
 /* Ends a session now: the session layer's close-down, then the memory. */
 void gw_hsession_free(struct gw_hsession *h);
 /* Marks a session for reaping (its transport is done with it). */
@@ -153,6 +156,8 @@ struct gw_http_req {
     bool closes;     /* the connection ends with the answer (a request with a body) */
     bool counted;    /* its body counts in srv->http_body_bytes */
     bool end;        /* POST close=1: the session ends after this body */
+    bool reading;    /* POST: its body is being read (body_want bytes) */
+    bool refused;    /* POST: its body did not fit GW_HTTP_BODIES_MAX: read, dropped, 503 */
     uint16_t status; /* the deferred answer */
     uint32_t retry_after_ms;
     uint64_t conn_id; /* the session it serves here (stream, held poll) */
@@ -162,6 +167,7 @@ struct gw_http_req {
     uint64_t batch; /* a deferred poll answer's batch number */
     uint8_t *body;  /* the POST body being read, or a deferred answer's body */
     uint32_t body_len, body_cap;
+    uint32_t body_want; /* POST: its Content-Length (the memory grows as the body comes) */
     char origin[GW_ORIGIN_ECHO_MAX]; /* the allowed Origin to echo (CORS), "" for none */
     char token[GW_TOKEN_TEXT_MAX + 1];
 };

@@ -401,8 +401,8 @@ static int poll_session(struct gw_server *srv, struct lws *wsi, struct gw_http_r
         return gw_relay_forward(srv, wsi, r, &t, NULL, 0) == RT_OK
                    ? 0
                    : gw_http_error(wsi, r, 404, "the session is held by a node out of reach", 0);
-    struct gw_hsession *h = gw_hsession_find(srv, &t);
-    if (!h || h->s.transport != GW_TRANSPORT_POLL)
+    struct gw_hsession *h = gw_hsession_find_poll(srv, &t);
+    if (!h)
         return gw_http_error(wsi, r, 404, "no such session (it ended, or never was)", 0);
     return gw_poll_local(h, wsi, r, r->seq);
 }
@@ -429,20 +429,47 @@ static int send_begin(struct gw_server *srv, struct lws *wsi, struct gw_http_req
         gw_http_error(wsi, r, 413, "the body is larger than max_message_bytes", 0);
         return -1; /* its body is not read: the connection goes */
     }
-    if (srv->http_body_bytes + length > GW_HTTP_BODIES_MAX ||
-        !(r->body = malloc(length ? length : 1))) {
+    /* A session of this node that ended: 404 now, its body not read (a stale
+     * token must not hold a share of the bodies' memory while it trickles in). */
+    if (!memcmp(t.node, srv->node_key, GW_NODE_KEY_BYTES) && !gw_hsession_find(srv, &t)) {
+        gw_http_error(wsi, r, 404, "no such session (it ended, or never was)", 0);
+        return -1;
+    }
+    if (length > GW_HTTP_BODIES_MAX || srv->http_body_bytes >= GW_HTTP_BODIES_MAX) {
         gw_http_error(wsi, r, 503, "too many requests being read", 1000);
         return -1;
     }
-    r->body_cap = (uint32_t)length;
-    r->counted = true;
-    srv->http_body_bytes += length;
-    /* A body that does not come within the handshake timeout ends the connection. */
+    /* The memory comes as the body does (body_grow): a Content-Length alone,
+     * with nothing sent after it, holds none of the budget the others share. */
+    r->body_want = (uint32_t)length;
+    r->reading = true;
+    /* A body that does not come within the handshake timeout ends the connection.
+     * (lws calls BODY and BODY_COMPLETION for an explicit 0.) */
     lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT,
                     (int)(srv->cfg->handshake_timeout_ms + 999) / 1000);
-    if (length == 0)
-        return 0; /* lws calls BODY and BODY_COMPLETION for an explicit 0 */
     return 0;
+}
+
+/* Room for `need` bytes of a POST body: doubled (at most its Content-Length),
+ * so it holds at most twice what has arrived; within the bodies' budget.
+ * False: over the budget. */
+static bool body_grow(struct gw_server *srv, struct gw_http_req *r, uint32_t need)
+{
+    uint32_t cap = r->body_cap * 2;
+    if (cap > r->body_want)
+        cap = r->body_want;
+    if (cap < need)
+        cap = need;
+    if (srv->http_body_bytes + (cap - r->body_cap) > GW_HTTP_BODIES_MAX)
+        return false;
+    uint8_t *body = realloc(r->body, cap);
+    if (!body)
+        return false;
+    srv->http_body_bytes += cap - r->body_cap;
+    r->counted = true;
+    r->body = body;
+    r->body_cap = cap;
+    return true;
 }
 
 bool gw_httpapi_route(struct gw_server *srv, struct lws *wsi, const char *uri, void *user, int *rc)
@@ -500,15 +527,22 @@ bool gw_httpapi_owns(void *user)
 int gw_httpapi_body(struct gw_server *srv, struct lws *wsi, void *user, const void *in, size_t len)
 {
     struct gw_http_req *r = ours(user);
-    (void)srv;
     (void)wsi;
-    if (!r || r->kind != GW_HTTP_SEND || !r->body)
+    if (!r || r->kind != GW_HTTP_SEND || !r->reading)
         return -1;
-    if (len > r->body_cap - r->body_len)
+    if (len > r->body_want - r->body_len)
         return -1; /* more than its Content-Length: lws would not, a peer cannot */
     if (!len)
         return 0; /* an explicit Content-Length: 0 comes as one empty BODY */
-    memcpy(r->body + r->body_len, in, len);
+    if (!r->refused && r->body_len + len > r->body_cap &&
+        !body_grow(srv, r, r->body_len + (uint32_t)len)) {
+        uint32_t got = r->body_len;
+        drop_body(srv, r);
+        r->refused = true; /* read to its end, kept nowhere, answered 503 */
+        r->body_len = got;
+    }
+    if (!r->refused)
+        memcpy(r->body + r->body_len, in, len);
     r->body_len += (uint32_t)len;
     return 0;
 }
@@ -516,9 +550,12 @@ int gw_httpapi_body(struct gw_server *srv, struct lws *wsi, void *user, const vo
 int gw_httpapi_body_done(struct gw_server *srv, struct lws *wsi, void *user)
 {
     struct gw_http_req *r = ours(user);
-    if (!r || r->kind != GW_HTTP_SEND || !r->body)
+    if (!r || r->kind != GW_HTTP_SEND || !r->reading)
         return -1;
+    r->reading = false;
     lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
+    if (r->refused)
+        return gw_http_error(wsi, r, 503, "too many requests being read", 1000);
     struct gw_sesstoken t;
     if (gw_sesstoken_check(srv, r->token, strlen(r->token), &t) != GW_TOKEN_OK)
         return -1; /* checked at the headers */

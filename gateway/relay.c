@@ -313,8 +313,8 @@ static void on_request(struct gw_server *srv, const char *reply, const uint8_t *
         gw_relay_answer(srv, ticket, reply, status, retry, 0, NULL, 0);
         return;
     }
-    struct gw_hsession *h = gw_hsession_find(srv, &t);
-    if (kind != RELAY_KIND_POLL || !h || h->s.transport != GW_TRANSPORT_POLL) {
+    struct gw_hsession *h = gw_hsession_find_poll(srv, &t);
+    if (kind != RELAY_KIND_POLL || !h) {
         gw_relay_answer(srv, ticket, reply, 404, 0, 0, NULL, 0);
         return;
     }

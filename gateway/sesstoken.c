@@ -107,7 +107,8 @@ void gw_sesstoken_config_free(struct gw_config *cfg)
     cfg->session_secret_len = 0;
 }
 
-/* The MAC key: HMAC-SHA256(material, label), made at the first token (the loop runs). */
+/* The MAC key: HMAC-SHA256(material, label), made at the first token (the loop
+ * runs); NULL when it cannot be made. */
 static const uint8_t *key_of(const struct gw_server *srv)
 {
     struct gw_server *w = (struct gw_server *)(uintptr_t)srv; /* a cache of a constant */
@@ -122,25 +123,33 @@ static const uint8_t *key_of(const struct gw_server *srv)
                          &out_len) != NULL &&
                         out_len == sizeof w->session_key;
     if (!ok) {
-        /* Not fatal here: tokens then fail to check (401) rather than the node going down. */
-        rt_log(RT_LOG_ERROR, "session_key_failed", "source=%u", cfg->session_key_source);
-        return w->session_key;
+        /* Not fatal here: tokens then fail to check (401) rather than the node going
+         * down. Not the buffer either: an all-zero key anyone could compute. */
+        static bool told; /* once: every request would log it again */
+        if (!told)
+            rt_log(RT_LOG_ERROR, "session_key_failed", "source=%u", cfg->session_key_source);
+        told = true;
+        return NULL;
     }
     w->session_key_ready = true;
     return w->session_key;
 }
 
-static void mac_of(const struct gw_server *srv, const uint8_t *raw, size_t len,
+/* False when there is no MAC to give (no key, or HMAC failed): no token checks then. */
+static bool mac_of(const struct gw_server *srv, const uint8_t *raw, size_t len,
                    uint8_t out[TOKEN_MAC])
 {
+    const uint8_t *key = key_of(srv);
     uint8_t data[sizeof TOKEN_LABEL - 1 + TOKEN_RAW_MAX];
     memcpy(data, TOKEN_LABEL, sizeof TOKEN_LABEL - 1);
     memcpy(data + sizeof TOKEN_LABEL - 1, raw, len);
     uint8_t md[EVP_MAX_MD_SIZE];
     unsigned md_len = 0;
-    if (!HMAC(EVP_sha256(), key_of(srv), 32, data, sizeof TOKEN_LABEL - 1 + len, md, &md_len))
-        memset(md, 0, sizeof md); /* a MAC nothing matches: the token will not check */
+    if (!key || !HMAC(EVP_sha256(), key, 32, data, sizeof TOKEN_LABEL - 1 + len, md, &md_len) ||
+        md_len < TOKEN_MAC)
+        return false;
     memcpy(out, md, TOKEN_MAC);
+    return true;
 }
 
 void gw_sesstoken_mint(const struct gw_session *s, char out[GW_TOKEN_TEXT_MAX + 1])
@@ -155,11 +164,12 @@ void gw_sesstoken_mint(const struct gw_session *s, char out[GW_TOKEN_TEXT_MAX + 
     raw[len++] = (uint8_t)id_len;
     memcpy(raw + len, s->client_id, id_len);
     len += id_len;
-    mac_of(s->srv, raw, len, raw + len);
+    out[0] = '\0';
+    if (!mac_of(s->srv, raw, len, raw + len))
+        return; /* no token: the client's requests get 401 */
     len += TOKEN_MAC;
     struct proto_buf b;
     proto_buf_init(&b, 0);
-    out[0] = '\0';
     if (proto_base64url_encode(raw, len, &b) == RT_OK && b.len <= GW_TOKEN_TEXT_MAX) {
         memcpy(out, b.data, b.len);
         out[b.len] = '\0';
@@ -188,8 +198,8 @@ enum gw_token_check gw_sesstoken_check(const struct gw_server *srv, const char *
     if (id_len < 1 || id_len >= sizeof out->client_id || n != head + id_len + TOKEN_MAC)
         return GW_TOKEN_MALFORMED;
     uint8_t mac[TOKEN_MAC];
-    mac_of(srv, raw, head + id_len, mac);
-    if (CRYPTO_memcmp(mac, raw + head + id_len, TOKEN_MAC) != 0)
+    if (!mac_of(srv, raw, head + id_len, mac) ||
+        CRYPTO_memcmp(mac, raw + head + id_len, TOKEN_MAC) != 0)
         return GW_TOKEN_FORGED;
     memcpy(out->node, raw + 1, GW_NODE_KEY_BYTES);
     out->conn_id = 0;
