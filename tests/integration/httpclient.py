@@ -112,6 +112,7 @@ class HttpClient(Requests):
         self.close_reason = None
         self.connected = None
         self.refusal = None  # (status, messages) when the session was refused
+        self.url_sub_replies = []  # SSE: the replies to the URL's subs (connect waits for them)
         self.batches = []    # long-poll: the batch numbers received, in order
         self._stream = None  # SSE: (reader, writer)
         self._task = None
@@ -168,9 +169,11 @@ class HttpClient(Requests):
         rid = fields.setdefault("id", self.new_id())
         fut = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
+        url_subs = []
         if self.transport == "sse":  # the URL's subs are answered as requests id+1, id+2, ...
             for k in range(len(self.channels)):
-                self._pending[rid + 1 + k] = asyncio.get_running_loop().create_future()
+                url_subs.append(asyncio.get_running_loop().create_future())
+                self._pending[rid + 1 + k] = url_subs[-1]
             self._next_id = max(self._next_id, rid + 1 + len(self.channels))
         if self.transport == "sse":
             await self._open_stream(fields, timeout)
@@ -183,6 +186,10 @@ class HttpClient(Requests):
         assert r.get("transport") == self.transport and r.get("session"), r
         self.connected = r
         self.session = r["session"]
+        # The URL's subs, answered right after: once they are, the channels are live (on
+        # NATS a first subscriber's sub is answered when NATS has it), so what is
+        # published next is delivered.
+        self.url_sub_replies = [await asyncio.wait_for(f, timeout) for f in url_subs]
         return r
 
     async def _open_stream(self, fields, timeout):
