@@ -90,7 +90,7 @@ struct gw_hsession {
     /* Long-polling */
     uint64_t batch;           /* the number of the last batch answered (0: none yet) */
     uint8_t *retained;        /* that batch, kept until a poll acks it */
-    uint32_t retained_len;    /* (counted in the outbox bound) */
+    uint32_t retained_len;    /* one batch (64 KiB or one bigger message), outside the outbox */
     uint64_t hold_until_ms;   /* a held poll is answered, empty, at this time */
     uint64_t unheld_since_ms; /* no poll held since then (the idle timeout runs) */
     uint64_t remote_ticket;   /* a poll held for another node (relay.c), 0: none */
