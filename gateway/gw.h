@@ -526,6 +526,9 @@ void gw_session_frame(struct gw_session *s, const uint8_t *frame, size_t len);
 void gw_session_request(struct gw_session *s, const struct proto_msg *m);
 /* True if the session's message bucket has a token now (taking none); else *retry_after_ms. */
 bool gw_session_may_send(struct gw_session *s, uint32_t *retry_after_ms);
+/* Takes a token from the session's message bucket for work a transport does on a client's
+ * request that is no message (a long-poll batch sent again); false with *retry_after_ms. */
+bool gw_session_take_token(struct gw_session *s, uint32_t *retry_after_ms);
 /* The transport wrote the first n items of the outbox (bytes of them): pops them, counts them,
  * and lets the fan-out go on when the outbox has room again. */
 void gw_session_sent(struct gw_session *s, uint32_t n, size_t bytes);

@@ -172,11 +172,24 @@ static void hold(struct gw_hsession *h)
     h->hold_until_ms = rt_mono_ms() + h->s.srv->cfg->poll_hold_ms;
 }
 
+/*
+ * A batch sent again costs its session a token of its message bucket
+ * (--msg-rate): a client's poll is a few hundred bytes, the batch up to
+ * 64 KiB, and a client that lost an answer asks once, not in a loop.
+ */
+static bool resend_allowed(struct gw_hsession *h, uint32_t *retry_after_ms)
+{
+    return gw_session_take_token(&h->s, retry_after_ms);
+}
+
 int gw_poll_local(struct gw_hsession *h, struct lws *wsi, struct gw_http_req *r, uint64_t ack)
 {
     bool resend;
+    uint32_t retry = 0;
     if (!take_ack(h, ack, &resend))
         return gw_http_error(wsi, r, 409, "ack names no batch of this session", 0);
+    if (resend && !resend_allowed(h, &retry))
+        return gw_http_error(wsi, r, 429, "message rate exceeded", retry);
     hold(h);
     if (resend) {
         gw_http_defer(wsi, r, 200, retained_copy(h), h->retained_len, 0, h->batch);
@@ -203,8 +216,13 @@ void gw_poll_remote(struct gw_hsession *h, uint64_t ack, uint64_t ticket, const 
 {
     struct gw_server *srv = h->s.srv;
     bool resend;
+    uint32_t retry = 0;
     if (!take_ack(h, ack, &resend)) {
         gw_relay_answer(srv, ticket, reply, 409, 0, 0, NULL, 0);
+        return;
+    }
+    if (resend && !resend_allowed(h, &retry)) {
+        gw_relay_answer(srv, ticket, reply, 429, retry, 0, NULL, 0);
         return;
     }
     hold(h);

@@ -389,6 +389,11 @@ bool gw_session_may_send(struct gw_session *s, uint32_t *retry_after_ms)
     return true;
 }
 
+bool gw_session_take_token(struct gw_session *s, uint32_t *retry_after_ms)
+{
+    return rt_bucket_take(&s->msg_bucket, &cfg_of(s)->msg_bucket, rt_mono_ms(), retry_after_ms);
+}
+
 void gw_session_frame(struct gw_session *s, const uint8_t *frame, size_t len)
 {
     struct proto_msg *msgs;

@@ -108,3 +108,27 @@ def test_bodies_past_the_budget_are_read_and_refused_503(gateway):
         time.sleep(0.2)
     assert st == 204, (st, b)
     end_session(g.port, tok, 2)
+
+
+def test_a_batch_asked_for_again_costs_a_token_of_the_message_bucket(gateway):
+    """A poll that acks the batch before gets the last batch again (its answer
+    was lost). That answer can be 64 KiB for a request of a few hundred bytes,
+    so each one takes a token of the session's message bucket: a client asking
+    in a loop gets 429 with Retry-After once the bucket is empty, and the
+    ordinary poll that acks the batch still works."""
+    g = gateway("--msg-rate", "1", "--msg-burst", "3")
+    tok, batch = first_poll(g.port)
+    answers = []
+    for _ in range(8):
+        st, h, b = raw_request(g.port, "GET", "/poll?ack=%d" % (int(batch) - 1),
+                               {"Rtgate-Session": tok})
+        answers.append((st, h))
+    ok = [h for st, h in answers if st == 200]
+    refused = [h for st, h in answers if st == 429]
+    assert ok and all(h["rtgate-batch"] == batch for h in ok), answers
+    assert len(refused) >= 4 and all("retry-after" in h for h in refused), answers
+    time.sleep(1.1)
+    st, h, _ = raw_request(g.port, "GET", "/poll?ack=%d" % (int(batch) - 1),
+                           {"Rtgate-Session": tok})
+    assert st == 200 and h["rtgate-batch"] == batch, "a token came back: the batch again"
+    end_session(g.port, tok, 1)
