@@ -323,23 +323,9 @@ class HttpClient(Requests):
 
     # -- receiving ----------------------------------------------------------
     def _dispatch(self, m):
-        self.all.append(m)
-        t = m.get("type")
-        if t == "connected" and m.get("session"):
+        if m.get("type") == "connected" and m.get("session"):
             self.session = m["session"]  # before anything polls or posts
-        if t in ("reply", "connected") and "id" in m:
-            fut = self._pending.pop(m["id"], None)
-            if fut is None:
-                self.violations.append("reply to an unknown id: %r" % (m,))
-            elif not fut.done():
-                fut.set_result(m)
-            return
-        if t == "msg" and self.auto_ack and "seq" in m:
-            asyncio.ensure_future(self._send_quiet({"type": "ack", "channel": m["channel"],
-                                                    "seq": m["seq"]}))
-        if t not in EVENT_TYPES:
-            self.violations.append("unexpected message: %r" % (m,))
-        self.events.put_nowait(m)
+        super()._dispatch(m)
 
     async def _send_quiet(self, obj):
         try:

@@ -82,7 +82,26 @@ class Requests:
     """Requests, replies and waiting on events, the same over every transport
     (Client here, httpclient.HttpClient for SSE and long-polling). The class
     using it has `send(obj)`, `_pending` (id -> future), `_next_id` and the
-    `events` queue."""
+    `events` queue, and keeps `all` (every message), `violations` and
+    `auto_ack`."""
+
+    def _dispatch(self, m):
+        """One message from the server: a reply settles its request, the rest are events."""
+        self.all.append(m)
+        t = m.get("type")
+        if t in ("reply", "connected") and "id" in m:
+            fut = self._pending.pop(m["id"], None)
+            if fut is None:
+                self.violations.append("reply to an unknown id: %r" % (m,))
+            elif not fut.done():
+                fut.set_result(m)
+            return
+        if t == "msg" and self.auto_ack and "seq" in m:
+            asyncio.ensure_future(self._send_quiet({"type": "ack", "channel": m["channel"],
+                                                    "seq": m["seq"]}))
+        if t not in EVENT_TYPES:
+            self.violations.append("unexpected message: %r" % (m,))
+        self.events.put_nowait(m)
 
     def new_id(self):
         i = self._next_id
@@ -302,23 +321,6 @@ class Client(Requests):
         self.violations.extend(problems)
         for m in msgs:
             self._dispatch(m)
-
-    def _dispatch(self, m):
-        self.all.append(m)
-        t = m.get("type")
-        if t in ("reply", "connected") and "id" in m:
-            fut = self._pending.pop(m["id"], None)
-            if fut is None:
-                self.violations.append("reply to an unknown id: %r" % (m,))
-            elif not fut.done():
-                fut.set_result(m)
-            return
-        if t == "msg" and self.auto_ack and "seq" in m:
-            asyncio.ensure_future(self._send_quiet({"type": "ack", "channel": m["channel"],
-                                                    "seq": m["seq"]}))
-        if t not in EVENT_TYPES:
-            self.violations.append("unexpected message: %r" % (m,))
-        self.events.put_nowait(m)
 
     async def _send_quiet(self, obj):
         try:
